@@ -1,0 +1,55 @@
+"""prefloop: people, not a reward model, steer a text generator."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.config import Config
+
+
+def create_app(config: Config | dict | None = None) -> Flask:
+    """Build the app: config, then extensions, then blueprints. Nothing heavy runs here."""
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.from_object(Config())
+    if isinstance(config, dict):
+        app.config.update(config)
+    elif config is not None:
+        app.config.from_object(config)
+
+    from app import database, errors
+    from app.extensions import csrf, login_manager, migrate
+    from app.extensions import db
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    database.init_app(app)
+    errors.init_app(app)
+
+    from app import admin, annotate, api, auth, cli, ops
+
+    for module in (auth, annotate, admin, ops, api):
+        app.register_blueprint(module.bp)
+    csrf.exempt(api.bp)  # the API checks CSRF itself when a browser session (not a token) calls it
+    cli.init_app(app)
+    app.extensions["prefloop_on_swap"] = _on_swap(app)
+    return app
+
+
+def _migrations_dir() -> str:
+    from app.config import ROOT
+
+    return str(ROOT / "migrations")
+
+
+def _on_swap(app: Flask):
+    def on_swap(version_id: int) -> None:
+        from app.comparisons import mark_stale
+        from app.prefetch import wake_prefetcher
+
+        with app.app_context():
+            mark_stale(keep_version_id=version_id)
+        wake_prefetcher(app)
+
+    return on_swap

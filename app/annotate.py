@@ -1,0 +1,29 @@
+"""Blueprint: the annotation page (its buttons call the JSON API)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user, login_required
+
+from app.comparisons import comparison_json, pending_comparison
+from app.preferences import progress
+
+bp = Blueprint("annotate", __name__)
+
+
+@bp.get("/")
+@login_required
+def index():
+    """Render the page with the annotator's unanswered comparison, if any."""
+    pending = pending_comparison(user_id=current_user.id)
+    return render_template(
+        "annotate/index.html",
+        pending=comparison_json(pending) if pending else None,
+        progress=progress(user_id=current_user.id),
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers."""
+    return {"status": "ok"}

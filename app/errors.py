@@ -1,0 +1,61 @@
+"""Clear errors: JSON for the API, a page for the browser; never a stack trace."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from app.validation import BadInput
+
+
+def wants_json() -> bool:
+    """API paths and fetch() calls get JSON errors."""
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def error_response(message: str, status: int):
+    """One error shape for every failure."""
+    if wants_json():
+        return jsonify({"error": message, "status": status}), status
+    return render_template("error.html", message=message, status=status), status
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+    from app.comparisons import PoolEmpty
+    from app.extensions import db
+    from app.serving import NoModel
+
+    @app.errorhandler(BadInput)
+    def bad_input(exc: BadInput):
+        db.session.rollback()
+        return error_response(str(exc), exc.status)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return error_response(f"CSRF check failed: {exc.description}", 400)
+
+    @app.errorhandler(PoolEmpty)
+    def pool_empty(exc: PoolEmpty):
+        return error_response(str(exc), 404)
+
+    @app.errorhandler(NoModel)
+    def no_model(exc: NoModel):
+        return error_response(f"no model is being served: {exc}", 503)
+
+    @app.errorhandler(OperationalError)
+    def db_down(exc: OperationalError):
+        db.session.rollback()
+        app.logger.error("database error: %s", exc)
+        return error_response("the database is unavailable; try again shortly", 503)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        messages = {
+            401: "log in, or send a bearer token",
+            403: "your role does not allow this",
+            413: "the request body is too large",
+        }
+        return error_response(messages.get(exc.code, exc.description or exc.name), exc.code or 500)

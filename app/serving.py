@@ -1,0 +1,133 @@
+"""Per-process holder of the active model: notice a change, load beside the old one, swap under a lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The model this process serves. Requests keep the object they got; a swap never blocks them."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._loading = threading.Lock()
+        self._loaded = None
+        self._checked_at = 0.0
+        self._wanted: int | None = None
+        self.last_error: str | None = None
+        self.failed_version: int | None = None
+
+    def current(self):
+        """Return the loaded model, loading the active version first if none is loaded yet."""
+        if time.monotonic() - self._checked_at > self.app.config["MODEL_CHECK_SECONDS"]:
+            self.refresh(background=self._loaded is not None)
+        if self._loaded is None:
+            self.refresh(background=False)
+        if self._loaded is None:
+            raise NoModel(self.last_error or "no model version is active; run `flask starter-model`")
+        return self._loaded
+
+    def refresh(self, *, background: bool) -> None:
+        """Check the active pointer (one cheap query) and load it if it changed."""
+        from app.registry import active_version_id
+
+        self._checked_at = time.monotonic()
+        with self.app.app_context():
+            wanted = active_version_id()
+        self._wanted = wanted
+        loaded_id = self._loaded.version_id if self._loaded else None
+        if wanted is None or wanted == loaded_id or wanted == self.failed_version:
+            return
+        if background:
+            threading.Thread(target=self._load, args=(wanted,), daemon=True, name="model-load").start()
+        else:
+            self._load(wanted)
+
+    def _load(self, version_id: int) -> None:
+        """Load a version fully, then swap it in; a version that fails to load never replaces a working one."""
+        from app.generation import load_checkpoint
+        from app.registry import check_checkpoint, record_event
+        from app.tables import ModelVersion
+        from app.extensions import db
+
+        if not self._loading.acquire(blocking=self._loaded is None):
+            return  # another thread is already loading
+        try:
+            if self._loaded is not None and self._loaded.version_id == version_id:
+                return
+            with self.app.app_context():
+                version = db.session.get(ModelVersion, version_id)
+                try:
+                    if version is None:
+                        raise ValueError(f"version {version_id} is not registered")
+                    check_checkpoint(version)
+                    loaded = load_checkpoint(version.path, version_id=version_id)
+                except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
+                    self.failed_version = version_id
+                    self.last_error = f"version {version_id} failed to load: {exc}"
+                    log.error(self.last_error)
+                    record_event(actor="web", action="load_failed", reason=self.last_error,
+                                 to_version_id=version_id,
+                                 from_version_id=self._loaded.version_id if self._loaded else None)
+                    return
+            with self._lock:
+                previous = self._loaded
+                self._loaded = loaded
+                self.failed_version = None
+                self.last_error = None
+            log.info("serving version %s (was %s)", version_id, previous.version_id if previous else None)
+            self.app.extensions["prefloop_on_swap"](version_id)
+        finally:
+            self._loading.release()
+
+    def status(self) -> dict:
+        """What this process serves and any load error, for the ops page."""
+        return {
+            "serving": self._loaded.version_id if self._loaded else None,
+            "wanted": self._wanted,
+            "error": self.last_error,
+        }
+
+
+class NoModel(RuntimeError):
+    """No model can be served yet."""
+
+
+def get_holder(app: Flask) -> ModelHolder:
+    """The process-wide holder for this app."""
+    holder = app.extensions.get("prefloop_holder")
+    if holder is None:
+        holder = app.extensions["prefloop_holder"] = ModelHolder(app)
+    return holder
+
+
+def listen_for_changes(app: Flask) -> None:
+    """Start a thread that reloads as soon as Redis announces a new active version."""
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return
+
+    def run() -> None:
+        import redis
+
+        from app.redis_conn import ACTIVE_CHANNEL
+
+        while True:
+            try:
+                pubsub = redis.Redis.from_url(url, socket_connect_timeout=2).pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(ACTIVE_CHANNEL)
+                for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        get_holder(app).refresh(background=True)
+            except Exception as exc:  # noqa: BLE001 - Redis down: the periodic DB check covers us; retry later
+                log.info("active-version listener: %s; retrying", exc)
+                time.sleep(2)
+
+    threading.Thread(target=run, daemon=True, name="active-listener").start()

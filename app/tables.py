@@ -1,0 +1,149 @@
+"""ORM tables (named so they are not confused with the models/ checkpoint store)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+
+ROLES = ("annotator", "admin", "operator")
+VERDICTS = ("choice", "tie", "all_bad", "skip")
+RUN_STATUSES = ("queued", "running", "succeeded", "rejected", "failed")
+VERSION_STATUSES = ("ready", "rejected", "broken")
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive, so SQLite and PostgreSQL store the same thing."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # sha256 of the bearer token: a leaked database does not leak usable tokens.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (CheckConstraint("role in ('annotator','admin','operator')", name="ck_users_role"),)
+
+
+class Prompt(db.Model):
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    # sha256 of the text, so re-importing a file does not duplicate the pool.
+    text_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(db.Model):
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    path: Mapped[str] = mapped_column(String(512))
+    arch: Mapped[str] = mapped_column(String(16))  # causal | seq2seq
+    base_model: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    manifest: Mapped[dict] = mapped_column(JSON, default=dict)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column()
+
+
+class ServingState(db.Model):
+    """The single active-version pointer: exactly one row, id=1."""
+
+    __tablename__ = "serving_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_version_id: Mapped[int | None] = mapped_column()
+    to_version_id: Mapped[int | None] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Comparison(db.Model):
+    __tablename__ = "comparisons"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"), index=True)
+    input_text: Mapped[str] = mapped_column(Text)
+    # The exact text fed to the model (input plus the version's prompt template).
+    model_prompt: Mapped[str] = mapped_column(Text)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed: Mapped[int] = mapped_column()
+    # ready (prefetched, unclaimed) | assigned | stale (its version stopped serving before it was claimed)
+    state: Mapped[str] = mapped_column(String(16), default="assigned", index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    assigned_at: Mapped[datetime | None] = mapped_column()
+    candidates: Mapped[list[Candidate]] = relationship(
+        back_populates="comparison", order_by="Candidate.position", cascade="all, delete-orphan"
+    )
+    preference: Mapped[Preference | None] = relationship(back_populates="comparison", uselist=False)
+
+
+class Candidate(db.Model):
+    __tablename__ = "candidates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column()  # order shown to the annotator (0-based)
+    sample_index: Mapped[int] = mapped_column()  # order the sampler returned it
+    text: Mapped[str] = mapped_column(Text)
+    comparison: Mapped[Comparison] = relationship(back_populates="candidates")
+    __table_args__ = (UniqueConstraint("comparison_id", "position", name="uq_candidates_position"),)
+
+
+class Preference(db.Model):
+    __tablename__ = "preferences"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Unique: one answer per comparison, so a double click or a retry stores one row.
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    chosen_candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    latency_ms: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    comparison: Mapped[Comparison] = relationship(back_populates="preference")
+    __table_args__ = (
+        CheckConstraint("verdict in ('choice','tie','all_bad','skip')", name="ck_preferences_verdict"),
+        CheckConstraint(
+            "(verdict = 'choice') = (chosen_candidate_id IS NOT NULL)", name="ck_preferences_choice_has_candidate"
+        ),
+    )
+
+
+class TrainingRun(db.Model):
+    __tablename__ = "training_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the RQ job id
+    requested_by: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    snapshot: Mapped[dict] = mapped_column(JSON, default=dict)  # preference ids, counts, hash
+    snapshot_hash: Mapped[str] = mapped_column(String(64), default="")
+    parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,26 @@
+"""Input checks shared by views, the API and the CLI."""
+
+from __future__ import annotations
+
+
+class BadInput(ValueError):
+    """Input that gets a clear 4xx and stores nothing."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def clean_text(value, *, field: str, max_chars: int) -> str:
+    """Return stripped text, or raise BadInput for empty, oversized, non-text or NUL-containing input."""
+    if not isinstance(value, str):
+        raise BadInput(f"{field} must be a string")
+    text = value.strip()
+    if not text:
+        raise BadInput(f"{field} is empty")
+    if len(text) > max_chars:
+        raise BadInput(f"{field} is {len(text)} characters; the limit is {max_chars}", status=413)
+    # PostgreSQL text cannot hold NUL, and no annotator means one: refuse it on every backend alike.
+    if "\x00" in text:
+        raise BadInput(f"{field} contains a NUL character")
+    return text

@@ -1,0 +1,122 @@
+// The annotation page: no framework, so nothing to vendor; every action calls the JSON API.
+(function () {
+  "use strict";
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  let current = null;      // the comparison on screen
+  let shownAt = 0;         // when it appeared, for latency_ms
+  let busy = false;        // one request at a time: a double click cannot answer twice
+  let lastAnswered = null; // comparison id that U would undo
+  let mode = "pool";       // after an answer: fetch the next pool prompt, or wait for typed input
+
+  async function api(path, body) {
+    const res = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+      body: JSON.stringify(body || {}),
+      credentials: "same-origin",
+    });
+    let data = {};
+    try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
+    if (!res.ok) throw new Error(data.error || ("request failed: " + res.status));
+    return data;
+  }
+
+  function say(text, kind) {
+    $("status").textContent = text || "";
+    $("status").className = "status " + (kind || "");
+  }
+
+  function showProgress(p) {
+    if (!p) return;
+    $("mine").textContent = p.mine; $("total").textContent = p.total; $("pool").textContent = p.pool;
+  }
+
+  function show(c) {
+    current = c; shownAt = performance.now();
+    $("empty").hidden = true; $("comparison").hidden = false;
+    $("input").textContent = c.prompt; // textContent: model output and inputs are never parsed as HTML
+    const cards = $("cards"); cards.replaceChildren();
+    c.candidates.forEach((cand, i) => {
+      const li = document.createElement("li");
+      const btn = document.createElement("button");
+      btn.type = "button"; btn.className = "card"; btn.dataset.candidateId = cand.id;
+      const key = document.createElement("kbd"); key.textContent = String(i + 1);
+      const text = document.createElement("span"); text.className = "text"; text.textContent = cand.text;
+      btn.append(key, text);
+      btn.addEventListener("click", () => answer({ candidate_id: cand.id }, btn));
+      li.append(btn); cards.append(li);
+    });
+    showProgress(c.progress);
+  }
+
+  function clear() {
+    current = null; $("comparison").hidden = true; $("empty").hidden = false;
+  }
+
+  async function next() {
+    if (busy) return; busy = true; mode = "pool"; say("Generating…");
+    try { show(await api("/api/comparisons", {})); say(""); }
+    catch (e) { clear(); say(e.message, "error"); }
+    finally { busy = false; }
+  }
+
+  async function own(text) {
+    if (busy) return; busy = true; mode = "own"; say("Generating…");
+    try { show(await api("/api/comparisons", { prompt: text })); say(""); $("own-text").value = ""; }
+    catch (e) { say(e.message, "error"); }
+    finally { busy = false; }
+  }
+
+  async function answer(body, btn) {
+    if (busy || !current) return; busy = true;
+    if (btn) btn.classList.add("picked");
+    body.latency_ms = Math.round(performance.now() - shownAt);
+    const id = current.id;
+    try {
+      const res = await api("/api/comparisons/" + id + "/answer", body);
+      lastAnswered = id; $("undo").disabled = false;
+      showProgress(res.progress);
+      say("Saved.", "ok");
+      busy = false;
+      if (mode === "pool") await next(); else clear();
+    } catch (e) {
+      if (btn) btn.classList.remove("picked");
+      say(e.message, "error"); busy = false;
+    }
+  }
+
+  async function undo() {
+    if (busy || lastAnswered === null) return; busy = true;
+    try {
+      const c = await api("/api/comparisons/" + lastAnswered + "/undo", {});
+      lastAnswered = null; $("undo").disabled = true;
+      show(c); say("Undone: answer it again.", "ok");
+    } catch (e) { say(e.message, "error"); }
+    finally { busy = false; }
+  }
+
+  $("next").addEventListener("click", next);
+  $("undo").addEventListener("click", undo);
+  $("own").addEventListener("submit", (ev) => { ev.preventDefault(); const t = $("own-text").value; if (t.trim()) own(t); });
+  document.querySelectorAll("[data-verdict]").forEach((b) =>
+    b.addEventListener("click", () => answer({ verdict: b.dataset.verdict })));
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest("input, textarea, select") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const k = ev.key.toLowerCase();
+    if (["1", "2", "3"].includes(k) && current) {
+      const btn = $("cards").querySelectorAll("button.card")[Number(k) - 1];
+      if (btn) answer({ candidate_id: Number(btn.dataset.candidateId) }, btn);
+    } else if (k === "t" && current) answer({ verdict: "tie" });
+    else if (k === "b" && current) answer({ verdict: "all_bad" });
+    else if (k === "s" && current) answer({ verdict: "skip" });
+    else if (k === "u") undo();
+    else if (k === "n") next();
+    else return;
+    ev.preventDefault();
+  });
+
+  const pending = JSON.parse($("pending-data").textContent);
+  if (pending) show(pending);
+})();

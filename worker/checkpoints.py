@@ -1,0 +1,99 @@
+"""The one place that writes checkpoints: temp folder, manifest, atomic rename."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a checkpoint depends on, for the manifest."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def file_digests(folder: Path) -> dict:
+    """Size and sha256 of every file, so a partial or corrupt copy is detectable."""
+    out = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name != "manifest.json":
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[path.name] = {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return out
+
+
+def next_number(store: Path) -> int:
+    """One more than the highest numbered version folder."""
+    numbers = [int(p.name) for p in store.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None], manifest: dict) -> tuple[int, Path]:
+    """Write a new immutable version folder and return (number, path).
+
+    `save(tmp)` writes the model files and may return more manifest fields. The folder only appears under its number once it is
+    complete: a crash leaves a hidden .tmp-* folder, never a half version that looks whole.
+    """
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store))
+    try:
+        manifest = {**manifest, **(save(tmp) or {})}
+        files = file_digests(tmp)
+        for _ in range(100):
+            number = next_number(store)
+            full = {
+                **manifest,
+                "version": number,
+                "files": files,
+                "libraries": library_versions(),
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            }
+            with (tmp / "manifest.json").open("w") as fh:
+                json.dump(full, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                # rename onto a missing name is atomic; a non-empty target raises, so two
+                # writers racing for the same number cannot clobber each other.
+                os.rename(tmp, store / str(number))
+                return number, store / str(number)
+            except OSError:
+                continue
+        raise RuntimeError(f"could not find a free version number in {store}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def import_model(*, source: str, store: str | Path, prompt_template: str = "{input}") -> tuple[int, Path]:
+    """Copy any local folder or hub id into the store as a new version (the real from_pretrained path)."""
+    from app.generation import load_checkpoint
+
+    loaded = load_checkpoint(source, device="cpu")
+
+    def save(tmp: Path) -> dict:
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        return {"prompt_template": loaded.manifest.get("prompt_template", prompt_template)}
+
+    manifest = {"kind": "imported", "base_model": source, "parent_version": None,
+                "arch": "seq2seq" if loaded.is_seq2seq else "causal"}
+    return publish_checkpoint(store=store, save=save, manifest=manifest)

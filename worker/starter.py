@@ -1,0 +1,161 @@
+"""Build the project's own starter model: corpus, tokenizer, tiny GPT-2 or T5, brief SFT."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from worker.corpus import PROMPT_TEMPLATE, make_corpus
+
+
+@dataclass
+class StarterConfig:
+    """Size and schedule of the starter; `tiny` is for tests."""
+
+    arch: str = "gpt2"  # gpt2 | t5
+    layers: int = 4
+    dim: int = 192
+    heads: int = 4
+    vocab: int = 800
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    corpus_size: int = 6000
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, arch: str = "gpt2", seed: int = 0) -> StarterConfig:
+        """A model that builds in seconds: enough to exercise every code path."""
+        return cls(arch=arch, layers=2, dim=64, heads=2, vocab=400, steps=120, batch_size=32,
+                   corpus_size=1500, seed=seed)
+
+
+def train_tokenizer(texts: list[str], *, arch: str, vocab: int):
+    """Train a byte-level BPE tokenizer and wrap it for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if arch == "t5":
+        # T5 needs <pad> at id 0 (it is also decoder_start_token_id) and </s> at id 1.
+        specials = ["<pad>", "</s>", "<unk>"]
+    else:
+        specials = ["<|endoftext|>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    if arch == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+        )
+        return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>"
+    )
+
+
+def build_model(cfg: StarterConfig, tokenizer):
+    """A freshly initialised tiny GPT-2 or T5."""
+    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+
+    if cfg.arch == "t5":
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=cfg.dim, d_kv=cfg.dim // cfg.heads, d_ff=cfg.dim * 4,
+            num_layers=cfg.layers, num_decoder_layers=cfg.layers, num_heads=cfg.heads,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0,
+        )
+        return T5ForConditionalGeneration(config)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=256, n_embd=cfg.dim, n_layer=cfg.layers, n_head=cfg.heads,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def encode_batch(rows, tokenizer, *, arch: str):
+    """Tokenize (prompt, completion) rows with the loss on the completion only."""
+    import torch
+
+    if arch == "t5":
+        enc = tokenizer([p for p, _ in rows], padding=True, return_tensors="pt")
+        labels = tokenizer([c for _, c in rows], padding=True, return_tensors="pt")["input_ids"]
+        labels[labels == tokenizer.pad_token_id] = -100
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    seqs, masks = [], []
+    for prompt, completion in rows:
+        p = tokenizer(prompt)["input_ids"]
+        c = tokenizer(completion)["input_ids"] + [tokenizer.eos_token_id]
+        seqs.append(p + c)
+        masks.append([-100] * len(p) + c)
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    labels = torch.tensor([m + [-100] * (width - len(m)) for m in masks])
+    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def prompt_template(arch: str) -> str:
+    """The prompt format the starter is trained on (T5 needs no trailing cue)."""
+    return PROMPT_TEMPLATE if arch == "gpt2" else PROMPT_TEMPLATE.split("\n")[0]
+
+
+def train_starter(cfg: StarterConfig, out_dir: Path, *, log=print) -> dict:
+    """Train the starter into out_dir and return its training summary."""
+    import torch
+
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    corpus = make_corpus(n=cfg.corpus_size, seed=cfg.seed)
+    template = prompt_template(cfg.arch)
+    # Leading space on the completion, not the prompt: TRL expects the prompt to be a token prefix.
+    rows = [(template.replace("{input}", m), " " + r) for m, r, _ in corpus]
+    tokenizer = train_tokenizer([p + c for p, c in rows], arch=cfg.arch, vocab=cfg.vocab)
+    model = build_model(cfg, tokenizer)
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    losses = []
+    for step in range(cfg.steps):
+        batch = encode_batch(rng.sample(rows, cfg.batch_size), tokenizer, arch=cfg.arch)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == cfg.steps - 1:
+            log(f"step {step + 1}/{cfg.steps} loss {loss.item():.3f}")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(cfg),
+        "prompt_template": template,
+    }
+
+
+def build_starter(cfg: StarterConfig, *, store: str | Path, log=print) -> tuple[int, Path]:
+    """Train and publish the starter as a new version folder in the store."""
+    from worker.checkpoints import publish_checkpoint
+
+    manifest = {
+        "kind": "starter",
+        "arch": "seq2seq" if cfg.arch == "t5" else "causal",
+        "base_model": "starter",
+        "parent_version": None,
+    }
+    return publish_checkpoint(store=store, save=lambda tmp: train_starter(cfg, tmp, log=log), manifest=manifest)
