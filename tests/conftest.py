@@ -1,0 +1,154 @@
+"""Fixtures: tiny starter models (built once), an app per test on a fresh migrated database, clients, users."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests import services  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def starter_dir(tmp_path_factory):
+    """Build the tiny starters once per session: {'gpt2': path, 't5': path}."""
+    from worker.starter import StarterConfig, build_starter
+
+    out = {}
+    for arch in ("gpt2", "t5"):
+        store = tmp_path_factory.mktemp(f"starter-{arch}")
+        _, path = build_starter(StarterConfig.tiny(arch), store=store, log=lambda *_: None)
+        out[arch] = path
+    return out
+
+
+@pytest.fixture
+def backend(request):
+    """sqlite unless a test module parametrizes it (see services.BOTH_BACKENDS)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def arch():
+    """The starter architecture an app serves; override with parametrize."""
+    return "gpt2"
+
+
+def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
+    """A test config: fresh database, private model store, no background threads."""
+    if backend == "postgres":
+        url = services.postgres_url()
+        services.reset_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "MODEL_STORE": str(tmp_path / "models"),
+        "REDIS_URL": None,
+        "PREFETCH_SIZE": 0,
+        "MODEL_CHECK_SECONDS": 0.0,
+        "MAX_NEW_TOKENS": 16,
+        "SECRET_KEY": "test",
+    } | extra
+
+
+def install_starter(app, path: Path) -> int:
+    """Copy a starter into the app's store as version 1 and activate it."""
+    from app.generation import read_manifest
+    from app.registry import activate_version, register_version
+
+    store = Path(app.config["MODEL_STORE"])
+    store.mkdir(parents=True, exist_ok=True)
+    dest = store / "1"
+    shutil.copytree(path, dest)
+    with app.app_context():
+        register_version(number=1, path=dest, manifest=read_manifest(dest))
+        activate_version(version_id=1, actor="test", reason="starter")
+    return 1
+
+
+def upgrade(app) -> None:
+    """Run the real migrations."""
+    from flask_migrate import upgrade as alembic_upgrade
+
+    with app.app_context():
+        alembic_upgrade()
+
+
+@pytest.fixture
+def app(backend, arch, tmp_path, starter_dir):
+    """An app on a fresh, migrated database with the tiny starter active."""
+    from app import create_app
+    from app.extensions import db
+
+    app = create_app(make_config(backend=backend, tmp_path=tmp_path))
+    upgrade(app)
+    install_starter(app, starter_dir[arch])
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Users:
+    """Create users and hand out bearer headers or logged-in clients."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def create(self, name: str, role: str = "annotator", password: str = "pw") -> dict:
+        from app.users import create_user
+
+        with self.app.app_context():
+            user, password, token = create_user(name=name, role=role, password=password)
+            return {"id": user.id, "name": name, "password": password, "token": token,
+                    "headers": {"Authorization": f"Bearer {token}"}}
+
+    def login(self, client, name: str, password: str = "pw"):
+        page = client.get("/auth/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        return client.post("/auth/login", data={"name": name, "password": password, "csrf_token": token})
+
+
+@pytest.fixture
+def users(app):
+    return Users(app)
+
+
+@pytest.fixture
+def annotator(users):
+    return users.create("ann", "annotator")
+
+
+@pytest.fixture
+def admin(users):
+    return users.create("adm", "admin")
+
+
+@pytest.fixture
+def operator(users):
+    return users.create("opr", "operator")

@@ -1,0 +1,59 @@
+"""Generation: both starters load through the real Auto* path and sample three candidates in one call."""
+
+import pytest
+
+from app.generation import InputTooLong, load_checkpoint, sample_candidates
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_three_distinct_candidates_for_both_architectures(starter_dir, arch):
+    loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    assert loaded.is_seq2seq is (arch == "t5")
+    prompt = loaded.format_prompt("Send me the report now.")
+    assert "Send me the report now." in prompt and prompt != "Send me the report now."
+    texts, raw = sample_candidates(loaded, model_prompt=prompt, n=3, max_new_tokens=12, seed=3)
+    assert len(texts) == 3 and len(raw) == 3
+    assert len(set(texts)) == 3, "duplicates must be resampled"
+    # A causal model echoes its prompt; the candidates must not.
+    assert not any(t.startswith("Rewrite politely") for t in texts)
+
+
+def test_same_seed_same_samples(starter_dir):
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    prompt = loaded.format_prompt("Fix this bug today.")
+    a = sample_candidates(loaded, model_prompt=prompt, n=3, max_new_tokens=12, seed=7)
+    b = sample_candidates(loaded, model_prompt=prompt, n=3, max_new_tokens=12, seed=7)
+    assert a == b
+
+
+def test_one_generate_call_per_request(starter_dir, monkeypatch):
+    """Three candidates come from one batched generate call (num_return_sequences=3) unless duplicates need resampling."""
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    calls = []
+    original = loaded.model.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["num_return_sequences"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", spy)
+    texts, raw = sample_candidates(loaded, model_prompt=loaded.format_prompt("Check the invoice."), n=3,
+                                   max_new_tokens=12, seed=1, dedup_tries=0)
+    assert calls == [3]
+
+
+def test_dedup_is_bounded_and_reports_raw_samples(starter_dir):
+    """A model that can only say one thing still answers, after a bounded number of resamples."""
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    prompt = loaded.format_prompt("Book the room.")
+    # Near-zero temperature makes every sample the same greedy text.
+    texts, raw = sample_candidates(loaded, model_prompt=prompt, n=3, temperature=1e-4, max_new_tokens=8,
+                                   seed=1, dedup_tries=2)
+    assert len(set(raw)) == 1
+    assert len(texts) == 3
+
+
+def test_input_over_the_token_limit_is_refused(starter_dir):
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    with pytest.raises(InputTooLong):
+        sample_candidates(loaded, model_prompt="word " * 400, n=3, max_input_tokens=64)
