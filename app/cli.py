@@ -6,7 +6,7 @@ import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from app.validation import BadInput
 
@@ -131,6 +131,7 @@ def models_rollback(reason: str, actor: str) -> None:
 
 
 @click.command("starter-model")
+@with_appcontext
 @click.option("--arch", type=click.Choice(["gpt2", "t5"]), default="gpt2", show_default=True)
 @click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
 @click.option("--seed", default=0, show_default=True)
