@@ -33,8 +33,34 @@ def create_app(config: Config | dict | None = None) -> Flask:
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # the API checks CSRF itself when a browser session (not a token) calls it
     cli.init_app(app)
+    _mount_rq_dashboard(app)
     app.extensions["prefloop_on_swap"] = _on_swap(app)
     return app
+
+
+def _mount_rq_dashboard(app: Flask) -> None:
+    """rq-dashboard at /rq/ for admins; only where Redis is configured (it stays CSRF-protected, so read-only)."""
+    if not app.config.get("REDIS_URL"):
+        return
+    import rq_dashboard
+    from flask import abort, redirect, request, url_for
+    from flask_login import current_user
+
+    from app.users import can
+
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
+    rq_dashboard.web.setup_rq_connection(app)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
+
+    @app.before_request
+    def dashboard_for_admins():
+        if request.blueprint != "rq_dashboard":
+            return None
+        if not current_user.is_authenticated:
+            return redirect(url_for("auth.login", next=request.path))
+        if not can(current_user, "retrain"):
+            abort(403)
+        return None
 
 
 def _migrations_dir() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.jobs import QueueUnavailable, get_run, list_runs, request_training, run_json, training_config
 from app.preferences import progress
 from app.prompts import import_prompts, parse_prompt_file
 from app.users import require
@@ -18,7 +19,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @require("import")
 def index():
     """The admin page."""
-    return render_template("admin/index.html", progress=progress(user_id=current_user.id))
+    return render_template("admin/index.html", progress=progress(user_id=current_user.id),
+                           runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_defaults())
 
 
 @bp.post("/prompts")
@@ -39,3 +41,41 @@ def upload_prompts():
         return redirect(url_for("admin.index"))
     flash(f"Imported {result['imported']} prompts ({result['duplicates']} already in the pool).", "ok")
     return redirect(url_for("admin.index"))
+
+
+@bp.post("/retrain")
+@login_required
+@require("retrain")
+def retrain():
+    """Queue a DPO run from the form (or show the one already open)."""
+    form = request.form
+    overrides = {}
+    try:
+        for name, kind in (("beta", float), ("epochs", int), ("learning_rate", float)):
+            if form.get(name, "").strip():
+                overrides[name] = kind(form[name])
+    except ValueError:
+        flash("Beta, epochs and learning rate must be numbers.", "error")
+        return redirect(url_for("admin.index"))
+    overrides["lora"] = form.get("lora") == "on"
+    try:
+        run, created = request_training(requested_by=current_user.name, overrides=overrides)
+    except (BadInput, QueueUnavailable) as exc:
+        flash(f"Retrain not queued: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    if not created:
+        flash("A run is already queued or running; showing it.", "ok")
+    return redirect(url_for("admin.run", run_id=run.id))
+
+
+@bp.get("/runs/<run_id>")
+@login_required
+@require("retrain")
+def run(run_id: str):
+    """A run's live page: status, progress, curves and metrics."""
+    return render_template("admin/run.html", run=run_json(get_run(run_id=run_id)))
+
+
+def training_defaults() -> dict:
+    """The settings a run gets when the form is left empty."""
+    return training_config()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
-from app import comparisons, preferences, prompts
+from app import comparisons, jobs, preferences, prompts, registry
 from app.extensions import csrf
 from app.openapi import openapi_spec
 from app.users import acting_user, require, user_for_token
@@ -111,3 +111,42 @@ def import_prompts():
     result = prompts.import_prompts(texts=body.get("prompts"), source=f"api:{acting_user().name}",
                                     max_chars=current_app.config["MAX_INPUT_CHARS"])
     return result, 201
+
+
+@bp.post("/training-runs")
+@require("retrain")
+def create_training_run():
+    """Queue one DPO run (202), or return the open one (200): single flight."""
+    run, created = jobs.request_training(requested_by=acting_user().name, overrides=json_body())
+    return jobs.run_json(run), 202 if created else 200
+
+
+@bp.get("/training-runs")
+@require("retrain")
+def list_training_runs():
+    """Recent runs."""
+    return {"runs": [jobs.run_json(r) for r in jobs.list_runs()]}
+
+
+@bp.get("/training-runs/<run_id>")
+@require("retrain")
+def get_training_run(run_id: str):
+    """One run with its progress and metrics."""
+    return jobs.run_json(jobs.get_run(run_id=run_id))
+
+
+@bp.get("/model-versions")
+@require("export")
+def list_model_versions():
+    """Every version with its lineage and whether it is active."""
+    active = registry.active_version_id()
+    return {"versions": [registry.version_json(v, active_id=active) for v in registry.list_versions()]}
+
+
+@bp.post("/model-versions/<int:version_id>/activate")
+@require("activate")
+def activate_model_version(version_id: int):
+    """Serve this version from now on (also how you roll back)."""
+    reason = json_body().get("reason")
+    event = registry.activate_version(version_id=version_id, actor=acting_user().name, reason=reason)
+    return {"active": version_id, "previous": event.from_version_id, "reason": event.reason}

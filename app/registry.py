@@ -8,10 +8,14 @@ from sqlalchemy import select, update
 
 from app.extensions import db
 from app.tables import AuditEvent, ModelVersion, ServingState, utcnow
+from app.validation import BadInput
 
 
-class RegistryError(ValueError):
-    """A version cannot be registered or activated; the message says why."""
+class RegistryError(BadInput):
+    """A version cannot be activated; the message says why (409 unless it names a missing version)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message, status)
 
 
 def register_version(
@@ -77,14 +81,14 @@ def activate_version(
     """
     from app.redis_conn import publish_active
 
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadInput("a reason is required")
     version = db.session.get(ModelVersion, version_id)
     if version is None:
-        raise RegistryError(f"version {version_id} does not exist")
+        raise RegistryError(f"version {version_id} does not exist", 404)
     if version.status != "ready":
         raise RegistryError(f"version {version_id} is {version.status}; only ready versions can be activated")
     check_checkpoint(version)
-    if not reason.strip():
-        raise RegistryError("a reason is required")
     state = db.session.get(ServingState, 1)
     if state is None:
         db.session.add(ServingState(id=1, version_id=None))
@@ -142,3 +146,13 @@ def record_event(*, actor: str, action: str, reason: str = "", detail: dict | No
     """Write a non-activation audit event (a refused load, an undo, a rejected run)."""
     db.session.add(AuditEvent(actor=actor, action=action, reason=reason, detail=detail or {}, **versions))
     db.session.commit()
+
+
+def version_json(version: ModelVersion, *, active_id: int | None) -> dict:
+    """A version as the API returns it."""
+    return {
+        "id": version.id, "parent_id": version.parent_id, "status": version.status, "active": version.id == active_id,
+        "arch": version.arch, "base_model": version.base_model, "run_id": version.run_id, "metrics": version.metrics,
+        "pairs": version.manifest.get("pair_count"), "created_at": version.created_at.isoformat() + "Z",
+        "activated_at": version.activated_at.isoformat() + "Z" if version.activated_at else None,
+    }

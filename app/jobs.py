@@ -1,0 +1,177 @@
+"""The only web code that touches RQ: enqueue a training run (single flight) and reconcile its status."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.preferences import build_pairs, choice_preferences, snapshot_hash
+from app.redis_conn import get_redis
+from app.registry import active_version_id
+from app.tables import TrainingRun, utcnow
+from app.validation import BadInput
+
+QUEUE = "training"
+LOCK_KEY = "prefloop:retrain-lock"
+OPEN = ("queued", "running")
+
+# Overridable per run: name -> (config key, type, low, high).
+OVERRIDES = {
+    "beta": ("beta", float, 1e-4, 10.0),
+    "epochs": ("epochs", int, 1, 50),
+    "learning_rate": ("lr", float, 1e-7, 1e-1),
+    "lora": ("lora", bool, None, None),
+}
+
+
+class QueueUnavailable(RuntimeError):
+    """Redis is not configured or not reachable: training cannot be queued right now."""
+
+
+def training_config(overrides: dict | None = None) -> dict:
+    """The run's configuration: settings from config, then validated overrides."""
+    cfg = current_app.config
+    config = {
+        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "epochs": cfg["TRAIN_EPOCHS"],
+        "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"], "lora": cfg["TRAIN_LORA"],
+        "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"], "holdout": cfg["TRAIN_HOLDOUT"],
+        "seed": 0,
+        "gate": {"max_fluency_drop": cfg["GATE_MAX_FLUENCY_DROP"], "min_distinct": cfg["GATE_MIN_DISTINCT"],
+                 "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"]},
+    }
+    overrides = overrides or {}
+    if not isinstance(overrides, dict):
+        raise BadInput("the body must be a JSON object")
+    unknown = set(overrides) - set(OVERRIDES)
+    if unknown:
+        raise BadInput(f"unknown fields: {', '.join(sorted(unknown))}; allowed: {', '.join(OVERRIDES)}")
+    for name, value in overrides.items():
+        key, kind, low, high = OVERRIDES[name]
+        if value is None:
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise BadInput(f"{name} must be true or false")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise BadInput(f"{name} must be a number")
+        elif not low <= value <= high:
+            raise BadInput(f"{name} must be between {low} and {high}")
+        config[key] = kind(value)
+    return config
+
+
+def open_run() -> TrainingRun | None:
+    """The queued or running run, if any."""
+    return db.session.scalars(
+        select(TrainingRun).where(TrainingRun.status.in_(OPEN)).order_by(TrainingRun.created_at.desc())
+    ).first()
+
+
+def request_training(*, requested_by: str, overrides: dict | None = None) -> tuple[TrainingRun, bool]:
+    """Enqueue one DPO run; while one is open, return it instead (single flight). Returns (run, created)."""
+    import redis
+    from rq import Queue
+
+    config = training_config(overrides)
+    conn = get_redis()
+    if conn is None:
+        raise QueueUnavailable("no Redis is configured (REDIS_URL), so training cannot be queued")
+    try:
+        # The lock makes "check for an open run, then create one" atomic across every web process.
+        lock = conn.lock(LOCK_KEY, timeout=30, blocking_timeout=10)
+        if not lock.acquire():
+            raise QueueUnavailable("another retrain request is being queued; try again")
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unreachable ({exc.__class__.__name__}); training cannot be queued") from exc
+    try:
+        existing = open_run()
+        if existing is not None and reconcile(existing).status in OPEN:
+            return existing, False
+        prefs = choice_preferences()
+        pairs = list(build_pairs(prefs))
+        minimum = current_app.config["TRAIN_MIN_PAIRS"]
+        if len(pairs) < minimum:
+            raise BadInput(f"not enough preferences to train: {len(pairs)} pairs, at least {minimum} needed", 409)
+        run = TrainingRun(
+            id=uuid.uuid4().hex, requested_by=requested_by, config=config,
+            snapshot={"preference_ids": [p.id for p in prefs], "clicks": len(prefs), "pairs": len(pairs)},
+            snapshot_hash=snapshot_hash(pairs), parent_version_id=active_version_id(),
+        )
+        db.session.add(run)
+        db.session.commit()
+        try:
+            Queue(QUEUE, connection=conn).enqueue(
+                "worker.dpo.run_dpo", run.id, job_id=run.id,
+                job_timeout=current_app.config["TRAIN_JOB_TIMEOUT"], result_ttl=7 * 86400, failure_ttl=7 * 86400,
+            )
+        except redis.RedisError as exc:
+            fail_run(run, "could not enqueue: Redis is unreachable")
+            raise QueueUnavailable("Redis is unreachable; training cannot be queued") from exc
+        return run, True
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass  # the lock expires by itself
+
+
+def fail_run(run: TrainingRun, error: str) -> None:
+    """Close a run as failed."""
+    run.status, run.error, run.finished_at = "failed", error, utcnow()
+    db.session.commit()
+
+
+def reconcile(run: TrainingRun) -> TrainingRun:
+    """Fail an open run whose RQ job failed or vanished (e.g. the worker was killed)."""
+    import redis
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    if run.status not in OPEN:
+        return run
+    conn = get_redis()
+    if conn is None:
+        return run
+    try:
+        job = Job.fetch(run.id, connection=conn)
+        status = job.get_status(refresh=True)
+    except NoSuchJobError:
+        fail_run(run, "the job was lost from the queue")
+        return run
+    except redis.RedisError:
+        return run  # cannot tell now; do not guess
+    if status in ("failed", "stopped", "canceled"):
+        db.session.refresh(run)
+        if run.status in OPEN:
+            fail_run(run, f"the job {status}: " + ((job.latest_result().exc_string or "")[-500:]
+                                                   if job.latest_result() else "no details"))
+    return run
+
+
+def get_run(*, run_id: str) -> TrainingRun:
+    """A run by id, reconciled with its job."""
+    run = db.session.get(TrainingRun, run_id)
+    if run is None:
+        raise BadInput(f"training run {run_id} not found", 404)
+    return reconcile(run)
+
+
+def list_runs(*, limit: int = 50) -> list[TrainingRun]:
+    """Most recent runs first."""
+    return list(db.session.scalars(select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)))
+
+
+def run_json(run: TrainingRun) -> dict:
+    """A run as the API returns it."""
+    return {
+        "id": run.id, "status": run.status, "requested_by": run.requested_by, "config": run.config,
+        "snapshot": {k: v for k, v in run.snapshot.items() if k != "preference_ids"} | {"hash": run.snapshot_hash},
+        "parent_version_id": run.parent_version_id, "version_id": run.version_id,
+        "progress": run.progress, "metrics": run.metrics, "error": run.error,
+        "created_at": run.created_at.isoformat() + "Z",
+        "started_at": run.started_at.isoformat() + "Z" if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() + "Z" if run.finished_at else None,
+    }

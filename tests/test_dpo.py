@@ -1,0 +1,246 @@
+"""The training job end to end: real clicks on the tiny starter, run_dpo in-process, the gate, the registry."""
+
+import json
+import random
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+import app.comparisons as comparisons
+from tests.services import BOTH_BACKENDS
+
+pytestmark = pytest.mark.slow
+
+
+def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2, seed: int = 0) -> list[int]:
+    """Sample comparisons with the serving model and let a judge pick the shortest candidate; return preference ids."""
+    from app.extensions import db
+    from app.preferences import record_answer
+    from app.serving import get_holder
+    from app.users import create_user
+    from worker.corpus import make_prompts
+
+    # Comparisons draw their sampling seed from SystemRandom; a seeded one makes the data, and so the run, repeatable.
+    rng = random.Random(seed)
+    monkeypatch.setattr(comparisons, "random", types.SimpleNamespace(SystemRandom=lambda: rng, Random=random.Random))
+    ids = []
+    with app.app_context():
+        user, _, _ = create_user(name="judge", role="annotator", password="pw")
+        loaded = get_holder(app).current()
+        for text in make_prompts(n=n_prompts, seed=seed + 1):
+            for _ in range(per_prompt):
+                comparison = comparisons.generate_comparison(loaded=loaded, input_text=text, prompt_id=None,
+                                                             user_id=user.id)
+                db.session.commit()
+                best = min(comparison.candidates, key=lambda c: (len(c.text), c.position))
+                pref, _ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=best.id,
+                                        verdict="choice")
+                ids.append(pref.id)
+    return ids
+
+
+def create_run(app, ids: list[int], **overrides) -> str:
+    """A queued TrainingRun row as the web would write it: config from the defaults plus overrides."""
+    from app.extensions import db
+    from app.tables import TrainingRun
+    from app.jobs import training_config
+
+    with app.app_context():
+        config = training_config()
+        gate = config["gate"] | overrides.pop("gate", {})
+        run = TrainingRun(id=str(uuid.uuid4()), requested_by="adm", config=config | overrides | {"gate": gate},
+                          snapshot={"preference_ids": ids}, parent_version_id=1)
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_run_trains_saves_evaluates_and_registers(app, arch, monkeypatch):
+    from app.extensions import db
+    from app.preferences import build_pairs, choice_preferences, snapshot_hash
+    from app.registry import active_version_id
+    from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from worker.dpo import run_dpo
+
+    app.config["MAX_NEW_TOKENS"] = 40  # room to end a sentence, so "shorter" is a real, learnable signal
+    ids = collect_clicks(app, monkeypatch)
+    run_id = create_run(app, ids, gate={"eval_prompts": 12})
+    with app.app_context():
+        out = run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        version = db.session.get(ModelVersion, 2)
+        pairs = list(build_pairs(choice_preferences(ids=ids)))
+
+        assert run.status in ("succeeded", "rejected") and run.status == out["status"]
+        assert run.version_id == 2 and version is not None and version.run_id == run_id
+        assert version.status == ("ready" if run.status == "succeeded" else "rejected")
+        assert run.started_at and run.finished_at and run.error == ""
+        m = run.metrics
+        assert m["accuracy_candidate"] > m["accuracy_parent"] == 0.5, m
+        assert m["loss_last"] < m["loss_first"]
+        assert m["heldout_pairs"] > 0 and m["train_pairs"] + m["heldout_pairs"] == len(pairs)
+
+        # Progress after every logging step, in the row.
+        progress = run.progress
+        assert progress["phase"] == "done"
+        assert progress["step"] == progress["total_steps"] == len(progress["history"]) > 1
+        assert {"step", "loss", "reward_accuracy"} <= set(progress["history"][-1])
+
+        # The folder: a complete checkpoint with the lineage and data it came from.
+        folder = Path(app.config["MODEL_STORE"]) / "2"
+        manifest = json.loads((folder / "manifest.json").read_text())
+        starter = json.loads((Path(app.config["MODEL_STORE"]) / "1" / "manifest.json").read_text())
+        assert manifest["parent_version"] == manifest["init_version"] == manifest["reference_version"] == 1
+        assert manifest["run_id"] == run_id and manifest["arch"] == starter["arch"]
+        assert manifest["snapshot_hash"] == snapshot_hash(pairs) and manifest["pair_count"] == len(pairs)
+        assert manifest["training"]["lr"] == 1e-4 and manifest["training"]["loss_type"] == ["sigmoid"]
+        assert manifest["prompt_template"] == starter["prompt_template"]
+        assert manifest["metrics"]["gate"]["passed"] == (run.status == "succeeded")
+
+        before, after = weights(Path(app.config["MODEL_STORE"]) / "1"), weights(folder)
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        assert len(changed) > len(before) // 2, "training must move most weights"
+
+        if run.status == "succeeded":
+            assert active_version_id() == 2 and out["activated"] is True
+            promote = db.session.query(AuditEvent).filter_by(action="promote").one()
+            assert promote.actor == f"run:{run_id}" and promote.from_version_id == 1
+        else:
+            assert active_version_id() == 1
+
+
+def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
+    """Likelihood displacement: held-out accuracy stays high while the samples turn to gibberish."""
+    from app.extensions import db
+    from app.registry import active_version_id
+    from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from worker.dpo import run_dpo
+
+    app.config["MAX_NEW_TOKENS"] = 40
+    ids = collect_clicks(app, monkeypatch, n_prompts=16)
+    run_id = create_run(app, ids, lr=5e-3, epochs=8, gate={"eval_prompts": 12})
+    with app.app_context():
+        run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        m = run.metrics
+        assert run.status == "rejected" and db.session.get(ModelVersion, 2).status == "rejected"
+        assert m["accuracy_candidate"] > m["accuracy_parent"], "the ranking alone does not see the collapse"
+        assert m["chosen_logp_candidate"] < m["chosen_logp_parent"] - 10, "the chosen text became less likely"
+        assert any("fluency fell" in r for r in m["reasons"]), m["reasons"]
+        assert active_version_id() == 1
+        event = db.session.query(AuditEvent).filter_by(action="run_rejected").one()
+        assert "fluency" in event.reason and event.to_version_id == 2
+
+
+@pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)  # the compare-and-set is the database's job
+def test_rollback_during_training_is_not_overridden(app, monkeypatch):
+    """The operator moved the active pointer while the run trained: the finished run must not move it back."""
+    from app.extensions import db
+    from app.generation import read_manifest
+    from app.registry import activate_version, active_version_id, register_version
+    from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from worker.checkpoints import import_model
+    from worker.dpo import run_dpo
+
+    app.config["MAX_NEW_TOKENS"] = 40
+    ids = collect_clicks(app, monkeypatch)
+    # start "active" continues from the parent with the sigmoid+sft loss: this covers that path too.
+    run_id = create_run(app, ids, start="active", gate={"eval_prompts": 12})
+    with app.app_context():
+        number, path = import_model(source=str(Path(app.config["MODEL_STORE"]) / "1"),
+                                    store=app.config["MODEL_STORE"])
+        register_version(number=number, path=path, manifest=read_manifest(path))
+        activate_version(version_id=number, actor="opr", reason="bad outputs", action="rollback")
+        assert active_version_id() == 2
+
+        out = run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        assert run.status == "succeeded" and run.version_id == 3 == out["version_id"]
+        assert db.session.get(ModelVersion, 3).status == "ready", "it passed the gate and stays available"
+        assert active_version_id() == 2
+        assert run.metrics["activated"] is False and "not activated" in run.error
+        assert "changed" in run.metrics["not_activated_reason"]
+        assert db.session.query(AuditEvent).filter_by(action="promote").count() == 0
+        assert db.session.query(AuditEvent).filter_by(action="promote_skipped").one().to_version_id == 3
+        manifest = read_manifest(db.session.get(ModelVersion, 3).path)
+        assert manifest["training"]["loss_type"] == ["sigmoid", "sft"]
+        assert manifest["training"]["loss_weights"] == [1.0, 1.0]
+
+        # A duplicate delivery of the finished job does nothing: no second version for one run.
+        again = run_dpo(run_id)
+        assert again["version_id"] == 3 and db.session.query(ModelVersion).count() == 3
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_lora_run_saves_a_merged_plain_checkpoint(app, arch, monkeypatch):
+    from app.extensions import db
+    from app.generation import load_checkpoint, sample_candidates
+    from app.tables import TrainingRun
+    from worker.dpo import run_dpo
+
+    ids = collect_clicks(app, monkeypatch, n_prompts=8)
+    run_id = create_run(app, ids, lora=True, lr=5e-4, gate={"eval_prompts": 4})
+    with app.app_context():
+        run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        assert run.status in ("succeeded", "rejected"), run.error
+    folder = Path(app.config["MODEL_STORE"]) / "2"
+    assert not (folder / "adapter_config.json").exists(), "the adapter must be merged, not saved beside the model"
+    before, after = weights(Path(app.config["MODEL_STORE"]) / "1"), weights(folder)
+    assert set(before) == set(after), "same parameter names as the starter: a plain checkpoint"
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    loaded = load_checkpoint(str(folder), device="cpu")
+    assert len(sample_candidates(loaded, model_prompt=loaded.format_prompt("Send the report now."), n=3)[0]) == 3
+
+
+def test_a_failing_run_is_marked_failed_with_its_error(app):
+    from app.extensions import db
+    from app.tables import TrainingRun
+    from worker.dpo import run_dpo
+
+    run_id = create_run(app, [])
+    with app.app_context():
+        with pytest.raises(ValueError, match="no training pairs"):
+            run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        assert run.status == "failed" and run.finished_at is not None
+        assert "ValueError: run" in run.error and "no training pairs" in run.error and "dpo.py" in run.error
+        assert run.version_id is None
+
+
+@pytest.mark.redis
+def test_progress_reaches_the_rq_job_meta(app, monkeypatch):
+    """Under a real RQ worker (in-process SimpleWorker, real Redis) the job's meta carries the same progress."""
+    import redis
+    from rq import Queue, SimpleWorker
+
+    from app.extensions import db
+    from app.tables import TrainingRun
+    from tests import services
+
+    conn = redis.Redis.from_url(services.redis_url())
+    ids = collect_clicks(app, monkeypatch, n_prompts=8)
+    run_id = create_run(app, ids, gate={"eval_prompts": 4})
+    queue = Queue(f"test-training-{run_id}", connection=conn)
+    try:
+        job = queue.enqueue("worker.dpo.run_dpo", run_id, job_id=run_id, job_timeout=300)
+        with app.app_context():  # what the worker entry does once, for every job
+            SimpleWorker([queue], connection=conn).work(burst=True, max_jobs=1)
+            run = db.session.get(TrainingRun, run_id)
+            assert run.status in ("succeeded", "rejected"), run.error
+            meta = job.get_meta()["progress"]
+            assert meta["phase"] == "done" and meta["step"] == meta["total_steps"] == run.progress["step"]
+            assert meta["history"] == run.progress["history"]
+    finally:
+        job.delete()
+        queue.delete(delete_jobs=True)

@@ -1,0 +1,121 @@
+"""The gate: its rules on known metrics, and evaluate_version on deliberately broken models."""
+
+import random
+
+import pytest
+import torch
+
+from worker.evaluation import completion_logps, evaluate_version, gate_reasons
+
+GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8}
+HEALTHY = {"fluency_candidate": -2.8, "fluency_parent": -2.7, "distinct_candidate": 2.8, "distinct_parent": 3.0,
+           "length_candidate": 12.0, "length_parent": 14.0}
+
+
+def test_gate_passes_a_better_healthy_candidate():
+    m = HEALTHY | {"accuracy_candidate": 0.8, "accuracy_parent": 0.5, "margin_candidate": 1.2, "margin_parent": 0.0}
+    assert gate_reasons(m, GATE) == []
+
+
+def test_gate_rejects_collapse_even_when_held_out_accuracy_is_high():
+    """Likelihood displacement: chosen still beats rejected, but the samples are gibberish under the base."""
+    m = HEALTHY | {"accuracy_candidate": 0.95, "accuracy_parent": 0.5, "margin_candidate": 30.0, "margin_parent": 0.0,
+                   "fluency_candidate": -7.5, "length_candidate": 60.0}
+    reasons = gate_reasons(m, GATE)
+    assert len(reasons) == 2
+    assert "fluency fell by 4.80" in reasons[0] and "grew too long" in reasons[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"accuracy_candidate": 0.4}, "accuracy fell"),
+        ({"accuracy_candidate": 0.5, "margin_candidate": 0.0}, "no better"),
+        ({"distinct_candidate": 1.2}, "lost diversity"),
+        ({"length_candidate": 5.0}, "shrank too much"),
+    ],
+)
+def test_gate_rules(change, expected):
+    m = HEALTHY | {"accuracy_candidate": 0.7, "accuracy_parent": 0.5, "margin_candidate": 1.0, "margin_parent": 0.0}
+    reasons = gate_reasons(m | change, GATE)
+    assert len(reasons) == 1 and expected in reasons[0]
+
+
+def test_equal_accuracy_passes_when_the_margin_grows():
+    m = HEALTHY | {"accuracy_candidate": 0.5, "accuracy_parent": 0.5, "margin_candidate": 0.4, "margin_parent": 0.0}
+    assert gate_reasons(m, GATE) == []
+
+
+def heldout(loaded, n: int, seed: int) -> list[dict]:
+    """Held-out pairs in the shape build_pairs makes: a polite rewrite chosen over a rude one."""
+    from worker.corpus import make_message, make_rewrite
+
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        message, slots = make_message(rng)
+        chosen, rejected = make_rewrite("polite", slots, rng), make_rewrite("rude", slots, rng)
+        pairs.append({"input": message, "prompt": loaded.format_prompt(message), "chosen": " " + chosen,
+                      "rejected": " " + rejected})
+    return pairs
+
+
+def test_completion_logps_batch_equals_single_rows(starter_dir):
+    from app.generation import load_checkpoint
+
+    for arch in ("gpt2", "t5"):
+        loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
+        pairs = heldout(loaded, 3, seed=4)
+        prompts, texts = [p["prompt"] for p in pairs], [p["chosen"] for p in pairs]
+        sums, counts = completion_logps(loaded, prompts, texts)
+        for i in range(3):
+            one, n = completion_logps(loaded, prompts[i : i + 1], texts[i : i + 1])
+            assert sums[i] == pytest.approx(one[0], abs=1e-3) and counts[i] == n[0]
+        assert all(s < 0 for s in sums) and all(c > 3 for c in counts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_gate_rejects_a_noisy_copy_and_an_unchanged_copy(starter_dir, arch):
+    from app.generation import load_checkpoint
+
+    parent = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    pairs = heldout(parent, 8, seed=5)
+    prompts = [p["input"] for p in heldout(parent, 8, seed=9)]
+    run = dict(parent=parent, base=parent, heldout_pairs=pairs, eval_prompts=prompts, gate_cfg=GATE, seed=0,
+               max_new_tokens=40)
+
+    same = evaluate_version(candidate=load_checkpoint(str(starter_dir[arch]), device="cpu"), **run)
+    assert not same["passed"] and len(same["reasons"]) == 1 and "no better" in same["reasons"][0]
+    assert same["fluency_candidate"] == pytest.approx(same["fluency_parent"])
+    assert same["eval_prompts"] == 8 and same["accuracy_parent"] == 0.5  # the base prefers nothing over itself
+
+    noisy = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in noisy.model.parameters():
+            p.add_(torch.randn_like(p) * p.std() * 2.0)
+    broken = evaluate_version(candidate=noisy, **run)
+    assert not broken["passed"]
+    assert broken["fluency_parent"] - broken["fluency_candidate"] > GATE["max_fluency_drop"]
+    assert any("fluency fell" in r for r in broken["reasons"]), broken["reasons"]
+
+
+@pytest.mark.slow
+def test_gate_rejects_a_model_that_repeats_one_word(starter_dir):
+    """A collapsed GPT-2 that says "please please ..." whatever it is asked: caught by diversity."""
+    from app.generation import load_checkpoint
+
+    parent = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    collapsed = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    emb = collapsed.model.get_output_embeddings().weight
+    please = collapsed.tokenizer(" please", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        # A zeroed final norm makes every hidden state its bias: point it at one token.
+        collapsed.model.transformer.ln_f.weight.zero_()
+        collapsed.model.transformer.ln_f.bias.copy_(emb[please] * 50 / emb[please].norm())
+    m = evaluate_version(candidate=collapsed, parent=parent, base=parent, heldout_pairs=heldout(parent, 6, seed=5),
+                         eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 6}, seed=0, max_new_tokens=20)
+    assert m["distinct_candidate"] == 1.0 and m["distinct_parent"] > 2
+    assert not m["passed"] and any("lost diversity" in r for r in m["reasons"])
+    assert all("please" in s for s in m["examples_candidate"][0]["samples"])

@@ -1,0 +1,64 @@
+"""python -m worker: app context once, torch threads, preload the ML stack, sweep orphans, work `training`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+
+def has_gpu() -> bool:
+    """Detect an NVIDIA GPU without initialising CUDA (which must never happen before a fork)."""
+    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
+def main() -> int:
+    """Set up once, then block working the queue."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    from app import create_app
+
+    app = create_app()
+    app.app_context().push()  # every job (and each forked work-horse) inherits this context
+    url = app.config["REDIS_URL"]
+    if not url:
+        print("error: REDIS_URL is not set; the worker needs Redis", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(app.config["TORCH_THREADS"])
+    # Preload before forking: each work-horse would otherwise re-import these (6-7 s a job).
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+
+    import worker.dpo  # noqa: F401
+    from worker.sweep import sweep_orphaned_runs
+
+    swept = sweep_orphaned_runs()
+    if swept:
+        logging.info("marked %d orphaned run(s) failed", swept)
+
+    from app.extensions import db
+
+    # Forked work-horses must not share the parent's database connections: drop them now,
+    # so each job opens its own.
+    db.session.remove()
+    db.engine.dispose()
+
+    import redis
+    from rq import SimpleWorker, Worker
+
+    # With a GPU, run jobs in this process (SimpleWorker): CUDA cannot be re-initialised in a fork.
+    mode = os.environ.get("WORKER_MODE", "auto")
+    cls = SimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else Worker
+    conn = redis.Redis.from_url(url)
+    logging.info("working queue 'training' with %s, %d torch threads", cls.__name__, torch.get_num_threads())
+    cls(["training"], connection=conn).work(with_scheduler=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The gate: is a freshly trained version better than its parent on held-out clicks, and still healthy?
+
+Two kinds of evidence, because either alone is fooled:
+- Held-out preference accuracy. The reward of a completion is its summed log-prob under the model minus that under
+  the base (the root starter): DPO's implicit reward without beta. A pair counts as right when the chosen reward
+  beats the rejected one (a tie counts half, so the base itself scores exactly 0.5: no preference).
+- Generation health on held-out prompts. A collapsed model (likelihood displacement, see STACK.md) still ranks
+  chosen over rejected, so held-out accuracy stays high while its samples turn to gibberish. Sampling and scoring
+  the samples under the base model catches that: fluency (per-token log-prob under the base), diversity (distinct
+  raw samples out of n) and length against the parent.
+"""
+
+from __future__ import annotations
+
+from app.generation import InputTooLong, LoadedModel, sample_candidates
+
+TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
+
+
+def completion_logps(
+    loaded: LoadedModel, prompts: list[str], completions: list[str], *, batch_size: int = 16
+) -> tuple[list[float], list[int]]:
+    """Summed log-prob of each completion (plus its end token) given its prompt, and the token counts."""
+    import torch
+
+    device = loaded.model.device
+    sums: list[float] = []
+    counts: list[int] = []
+    for start in range(0, len(prompts), batch_size):
+        p_chunk = prompts[start : start + batch_size]
+        c_chunk = completions[start : start + batch_size]
+        batch = _encode(loaded, p_chunk, c_chunk)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with torch.inference_mode():
+            if loaded.is_seq2seq:
+                logits = loaded.model(**batch, labels=labels).logits
+                targets = labels
+            else:
+                # Position t predicts token t+1.
+                logits = loaded.model(**batch).logits[:, :-1]
+                targets = labels[:, 1:]
+            mask = targets != -100
+            logps = torch.gather(logits.float().log_softmax(-1), 2, targets.masked_fill(~mask, 0).unsqueeze(-1))
+            logps = (logps.squeeze(-1) * mask).sum(-1)
+        sums.extend(logps.tolist())
+        counts.extend(mask.sum(-1).tolist())
+    return sums, counts
+
+
+def _encode(loaded: LoadedModel, prompts: list[str], completions: list[str]) -> dict:
+    import torch
+
+    tok = loaded.tokenizer
+    if loaded.is_seq2seq:
+        enc = tok(prompts, padding=True, return_tensors="pt")
+        lab = tok(completions, padding=True, return_tensors="pt")  # the tokenizer appends </s>
+        labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    limit = loaded.max_positions or 1024
+    seqs, masks = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seq, lab = (p + c)[:limit], ([-100] * len(p) + c)[:limit]
+        seqs.append(seq)
+        masks.append(lab)
+    width = max(len(s) for s in seqs)
+    pad = tok.pad_token_id
+    return {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+        "labels": torch.tensor([m + [-100] * (width - len(m)) for m in masks]),
+    }
+
+
+def preference_scores(
+    model: LoadedModel, base_logps: tuple[list[float], list[float]], pairs: list[dict]
+) -> dict:
+    """Accuracy and mean margin of `model`'s reward (log-prob minus base log-prob) on pairs."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen, _ = completion_logps(model, prompts, [p["chosen"] for p in pairs])
+    rejected, _ = completion_logps(model, prompts, [p["rejected"] for p in pairs])
+    base_chosen, base_rejected = base_logps
+    right, margins, raw_right = 0.0, [], 0
+    for c, r, bc, br in zip(chosen, rejected, base_chosen, base_rejected, strict=True):
+        margin = (c - bc) - (r - br)
+        margins.append(margin)
+        right += 0.5 if abs(margin) < TIE else float(margin > 0)
+        raw_right += c > r
+    n = len(pairs)
+    return {
+        "accuracy": right / n,
+        "margin": sum(margins) / n,
+        "logp_accuracy": raw_right / n,  # the plain likelihood ranking, for reference (length-biased)
+        "chosen_logp": sum(chosen) / n,  # falls under likelihood displacement
+    }
+
+
+def generation_health(
+    model: LoadedModel,
+    base: LoadedModel,
+    texts: list[str],
+    *,
+    n_samples: int,
+    seed: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+) -> dict:
+    """Sample n per input; fluency under the base, distinct raw samples, mean length in tokens."""
+    distinct, lengths, base_prompts, samples, examples = [], [], [], [], []
+    for i, text in enumerate(texts):
+        try:
+            _, raw = sample_candidates(
+                model, model_prompt=model.format_prompt(text), n=n_samples, temperature=temperature, top_p=top_p,
+                max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
+            )
+        except InputTooLong:
+            continue
+        distinct.append(len(set(raw)))
+        lengths.extend(len(model.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in raw)
+        base_prompts.extend([base.format_prompt(text)] * len(raw))
+        samples.extend(" " + s for s in raw)  # completions carry their leading space, as in training
+        if len(examples) < 3:
+            examples.append({"input": text, "samples": raw})
+    if not samples:
+        return {"fluency": None, "distinct": None, "length": None, "examples": []}
+    sums, counts = completion_logps(base, base_prompts, samples)
+    per_token = [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
+    return {
+        "fluency": sum(per_token) / len(per_token),
+        "distinct": sum(distinct) / len(distinct),
+        "length": sum(lengths) / len(lengths),
+        "examples": examples,
+    }
+
+
+def evaluate_version(
+    *,
+    candidate: LoadedModel,
+    parent: LoadedModel,
+    base: LoadedModel,
+    heldout_pairs: list[dict],
+    eval_prompts: list[str],
+    gate_cfg: dict,
+    n_samples: int = 3,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 40,
+) -> dict:
+    """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.
+
+    eval_prompts: more input texts, used after the held-out inputs until gate_cfg["eval_prompts"] are reached.
+    """
+    metrics: dict = {"heldout_pairs": len(heldout_pairs), "samples_per_prompt": n_samples, "notes": []}
+    if heldout_pairs:
+        prompts = [p["prompt"] for p in heldout_pairs]
+        base_logps = (
+            completion_logps(base, prompts, [p["chosen"] for p in heldout_pairs])[0],
+            completion_logps(base, prompts, [p["rejected"] for p in heldout_pairs])[0],
+        )
+        for name, model in (("candidate", candidate), ("parent", parent)):
+            for key, value in preference_scores(model, base_logps, heldout_pairs).items():
+                metrics[f"{key}_{name}"] = value
+    else:
+        metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
+
+    texts: list[str] = []
+    for text in [p["input"] for p in heldout_pairs] + list(eval_prompts):
+        if text not in texts and len(texts) < int(gate_cfg.get("eval_prompts", 16)):
+            texts.append(text)
+    metrics["eval_prompts"] = len(texts)
+    gen = dict(n_samples=n_samples, seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    for name, model in (("candidate", candidate), ("parent", parent)):
+        for key, value in generation_health(model, base, texts, **gen).items():
+            metrics[f"{key}_{name}"] = value
+
+    reasons = gate_reasons(metrics, gate_cfg)
+    return {**metrics, "passed": not reasons, "reasons": reasons}
+
+
+def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
+    """Why the candidate must not be promoted; empty when it passes."""
+    reasons = []
+    if m.get("accuracy_candidate") is not None:
+        acc_c, acc_p = m["accuracy_candidate"], m["accuracy_parent"]
+        if acc_c < acc_p:
+            reasons.append(f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}")
+        elif acc_c == acc_p and m["margin_candidate"] <= m["margin_parent"]:
+            reasons.append(
+                f"no better on held-out pairs: accuracy {acc_c:.2f} equals the parent's and the margin did not grow "
+                f"({m['margin_candidate']:.3f} <= {m['margin_parent']:.3f})"
+            )
+    if m.get("fluency_candidate") is None:
+        reasons.append("no evaluation prompt could be sampled, so generation health is unknown")
+        return reasons
+    drop = m["fluency_parent"] - m["fluency_candidate"]
+    max_drop = float(gate_cfg.get("max_fluency_drop", 1.0))
+    if drop > max_drop:
+        reasons.append(
+            f"fluency fell by {drop:.2f} nats/token under the base model (limit {max_drop:.2f}): "
+            f"{m['fluency_candidate']:.2f} vs parent {m['fluency_parent']:.2f}"
+        )
+    min_distinct = float(gate_cfg.get("min_distinct", 1.5))
+    if m["distinct_candidate"] < min_distinct:
+        reasons.append(
+            f"samples lost diversity: {m['distinct_candidate']:.2f} distinct of {m.get('samples_per_prompt', 3)} "
+            f"on average (minimum {min_distinct})"
+        )
+    ratio = float(gate_cfg.get("max_length_ratio", 2.5))
+    length_c, length_p = m["length_candidate"], m["length_parent"]
+    if length_c > ratio * length_p:
+        reasons.append(f"samples grew too long: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
+    elif length_c < length_p / ratio:
+        reasons.append(f"samples shrank too much: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
+    return reasons
