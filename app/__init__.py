@@ -17,8 +17,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
         app.config.from_object(config)
 
     from app import database, errors
-    from app.extensions import csrf, login_manager, migrate
-    from app.extensions import db
+    from app.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))

@@ -150,3 +150,14 @@ def activate_model_version(version_id: int):
     reason = json_body().get("reason")
     event = registry.activate_version(version_id=version_id, actor=acting_user().name, reason=reason)
     return {"active": version_id, "previous": event.from_version_id, "reason": event.reason}
+
+
+@bp.get("/serving")
+@require("export")
+def serving():
+    """Which version this web process serves right now, and its last load error (one answer per process)."""
+    import os
+
+    from app.serving import get_holder
+
+    return {"pid": os.getpid(), **get_holder(current_app._get_current_object()).status()}

@@ -27,7 +27,8 @@ def login():
         if user:
             login_user(user, remember=True)
             target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("annotate.index"))
+            safe = target.startswith("/") and not target.startswith("//")  # never redirect off-site
+            return redirect(target if safe else url_for("annotate.index"))
         flash("Wrong name or password.", "error")
         return render_template("auth/login.html"), 401
     return render_template("auth/login.html")

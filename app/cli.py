@@ -161,7 +161,7 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool) -> None:
 @models_cli.command("bootstrap")
 def models_bootstrap() -> None:
     """Register BASE_MODEL, or build the starter, unless a version already exists (idempotent)."""
-    from app.registry import activate_version, active_version_id, list_versions, register_version
+    from app.registry import activate_version, active_version_id, list_versions
 
     if list_versions():
         click.echo("a model version is already registered")
@@ -170,17 +170,32 @@ def models_bootstrap() -> None:
     if not base:
         click.get_current_context().invoke(starter_model)
         return
-    from app.generation import read_manifest
-    from worker.checkpoints import import_model
-
-    try:
-        number, path = import_model(source=base, store=current_app.config["MODEL_STORE"])
-    except OSError as exc:
-        fail(f"could not load BASE_MODEL={base}: {exc}")
-    register_version(number=number, path=path, manifest=read_manifest(path))
+    number = register_import(base)
     if active_version_id() is None:
         activate_version(version_id=number, actor="cli", reason=f"base model {base}")
     click.echo(f"registered {base} as version {number}")
+
+
+@models_cli.command("import")
+@click.argument("source")
+def models_import(source: str) -> None:
+    """Copy a local checkpoint folder or hub id into the store as a new version (not activated)."""
+    number = register_import(source)
+    click.echo(f"registered {source} as version {number}; activate it with `flask models activate {number}`")
+
+
+def register_import(source: str) -> int:
+    """Import SOURCE into the model store and register it; a clear error if it cannot be loaded."""
+    from app.generation import read_manifest
+    from app.registry import register_version
+    from worker.checkpoints import import_model
+
+    try:
+        number, path = import_model(source=source, store=current_app.config["MODEL_STORE"])
+    except (OSError, ValueError) as exc:
+        fail(f"could not load {source}: {exc}")
+    register_version(number=number, path=path, manifest=read_manifest(path))
+    return number
 
 
 def init_app(app: Flask) -> None:

@@ -25,8 +25,8 @@ def error_response(message: str, status: int):
 def init_app(app: Flask) -> None:
     """Register the handlers."""
     from app.comparisons import PoolEmpty
-    from app.jobs import QueueUnavailable
     from app.extensions import db
+    from app.jobs import QueueUnavailable
     from app.serving import NoModel
 
     @app.errorhandler(BadInput)

@@ -28,16 +28,22 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
     from app.serving import get_holder
 
     made = 0
+    holder = get_holder(app)
     with app.app_context():
-        loaded = get_holder(app).current()
-        while ready_count(loaded.version_id) < limit:
+        loaded = holder.current()
+        while ready_count(loaded.version_id) < limit and holder.serving() is loaded:
             try:
                 prompt = next_pool_prompt()
             except PoolEmpty:
                 break
-            generate_comparison(loaded=loaded, input_text=prompt.text, prompt_id=prompt.id, user_id=None)
+            comparison = generate_comparison(loaded=loaded, input_text=prompt.text, prompt_id=prompt.id, user_id=None)
             db.session.commit()
             made += 1
+            if holder.serving() is not loaded:
+                # The model was swapped while this one generated, and the swap may already have retired the old
+                # buffer: retire this straggler too, so nobody is handed the old version's samples.
+                comparison.state = "stale"
+                db.session.commit()
         db.session.remove()
     return made
 

@@ -30,7 +30,9 @@ def parse_prompt_file(*, data: bytes, filename: str) -> list[str]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc
-            value = row if isinstance(row, str) else (row.get("prompt", row.get("text")) if isinstance(row, dict) else None)
+            value = row if isinstance(row, str) else None
+            if isinstance(row, dict):
+                value = row.get("prompt", row.get("text"))
             if value is None:
                 raise BadInput(f"{filename} line {lineno}: expected a string or an object with 'prompt'")
             out.append(value)

@@ -34,6 +34,10 @@ class ModelHolder:
             raise NoModel(self.last_error or "no model version is active; run `flask starter-model`")
         return self._loaded
 
+    def serving(self):
+        """The loaded model right now, without checking for a newer version."""
+        return self._loaded
+
     def refresh(self, *, background: bool) -> None:
         """Check the active pointer (one cheap query) and load it if it changed."""
         from app.registry import active_version_id
@@ -52,10 +56,10 @@ class ModelHolder:
 
     def _load(self, version_id: int) -> None:
         """Load a version fully, then swap it in; a version that fails to load never replaces a working one."""
+        from app.extensions import db
         from app.generation import load_checkpoint
         from app.registry import check_checkpoint, record_event
         from app.tables import ModelVersion
-        from app.extensions import db
 
         if not self._loading.acquire(blocking=self._loaded is None):
             return  # another thread is already loading

@@ -256,3 +256,25 @@ def live_server(
     finally:
         if srv.proc is not None:
             _stop(srv.proc)
+
+
+@contextlib.contextmanager
+def live_worker(srv: LiveServer, *, env_extra: dict | None = None, ready_timeout: float = 120.0) -> Iterator[
+        subprocess.Popen]:
+    """Run `python -m worker` against a live server's database, store and Redis until the block exits."""
+    env = {**srv.env, **(env_extra or {})}
+    if not env.get("REDIS_URL"):
+        raise LiveServerError("the worker needs REDIS_URL in the live server's env_extra")
+    log_path = srv.log_path.with_name("worker.log")
+    with log_path.open("a", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while "working queue 'training'" not in _tail(log_path, 400):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LiveServerError(f"the worker did not start (exit {proc.poll()})\n{_tail(log_path, 60)}")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        _stop(proc)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import ROOT, live_server
+from tests.services import unavailable
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,7 @@ def server(tmp_path_factory, starter_dir):
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (`make chromium`)")
+        unavailable("Chromium", f"{CHROMIUM} is not installed (`make chromium`)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -45,8 +45,8 @@ def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2
 def create_run(app, ids: list[int], **overrides) -> str:
     """A queued TrainingRun row as the web would write it: config from the defaults plus overrides."""
     from app.extensions import db
-    from app.tables import TrainingRun
     from app.jobs import training_config
+    from app.tables import TrainingRun
 
     with app.app_context():
         config = training_config()

@@ -27,7 +27,7 @@ def test_same_seed_same_samples(starter_dir):
 
 
 def test_one_generate_call_per_request(starter_dir, monkeypatch):
-    """Three candidates come from one batched generate call (num_return_sequences=3) unless duplicates need resampling."""
+    """Three candidates come from one batched generate call (num_return_sequences=3) unless duplicates resample."""
     loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
     calls = []
     original = loaded.model.generate

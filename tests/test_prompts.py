@@ -7,7 +7,7 @@ from app.validation import BadInput
 
 
 def test_csv_with_prompt_column():
-    data = "id,prompt\n1,Send it now.\n2,\"Fix it, idiot.\"\n".encode()
+    data = b"id,prompt\n1,Send it now.\n2,\"Fix it, idiot.\"\n"
     assert parse_prompt_file(data=data, filename="p.csv") == ["Send it now.", "Fix it, idiot."]
 
 

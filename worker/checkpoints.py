@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -48,8 +48,8 @@ def next_number(store: Path) -> int:
 def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None], manifest: dict) -> tuple[int, Path]:
     """Write a new immutable version folder and return (number, path).
 
-    `save(tmp)` writes the model files and may return more manifest fields. The folder only appears under its number once it is
-    complete: a crash leaves a hidden .tmp-* folder, never a half version that looks whole.
+    `save(tmp)` writes the model files and may return more manifest fields. The folder only appears under its number
+    once it is complete: a crash leaves a hidden .tmp-* folder, never a half version that looks whole.
     """
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None]
                 "version": number,
                 "files": files,
                 "libraries": library_versions(),
-                "created_at": datetime.now(timezone.utc).isoformat(),
+                "created_at": datetime.now(UTC).isoformat(),
             }
             with (tmp / "manifest.json").open("w") as fh:
                 json.dump(full, fh, indent=2, sort_keys=True)

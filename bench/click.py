@@ -1,0 +1,248 @@
+"""Click-to-stored latency: POST /api/comparisons/<id>/answer sent -> 201 received (the row is committed first).
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/click.py [--clicks 200] [--backends sqlite,postgres]
+
+Runs a real gunicorn (2 workers) through tests.live.live_server on SQLite (WAL) and, if reachable, on the scratch
+Postgres database (its public schema is dropped and recreated). One annotator loops: POST /api/comparisons {}
+(next pool prompt, from the prefetch buffer when it has one), then POST the answer picking the first candidate.
+Only the answer request is the headline; the comparison request is timed too, for context. Afterwards the
+acknowledged 201s are checked against the rows in the preferences table. Writes bench/out/click.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.common import OUT, cached_starter, machine, markdown_table, summary_ms, write_json
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clicks", type=int, default=200, help="timed clicks per backend")
+    p.add_argument("--warmup", type=int, default=10, help="untimed clicks first")
+    p.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    p.add_argument("--postgres-url", default=PG_URL, help="a SCRATCH database: its public schema is wiped")
+    p.add_argument("--arch", choices=["gpt2", "t5"], default="gpt2")
+    p.add_argument("--size", choices=["default", "tiny"], default="default", help="starter size (default: served)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    p.add_argument("--prefetch", type=int, default=8, help="PREFETCH_SIZE (the app's default is 8)")
+    p.add_argument("--think-ms", type=float, default=0.0, help="pause between answer and next comparison")
+    p.add_argument("--store", type=Path, default=None, help="where starters are built/cached (bench/out/starters)")
+    p.add_argument("--out", type=Path, default=OUT / "click.json")
+    return p.parse_args()
+
+
+class Client:
+    """A keep-alive JSON client with a bearer token (it reconnects when gunicorn's sync worker closes)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        parts = urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: dict) -> tuple[int, dict, float]:
+        """POST JSON; return (status, decoded body, seconds from sending to the whole response read)."""
+        data = json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            self.conn.request("POST", path, body=data, headers=self.headers)
+            res = self.conn.getresponse()
+            raw = res.read()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # The server closed an idle connection just as we reused it: reconnect once.
+            self.conn.close()
+            started = time.perf_counter()
+            self.conn.request("POST", path, body=data, headers=self.headers)
+            res = self.conn.getresponse()
+            raw = res.read()
+        elapsed = time.perf_counter() - started
+        return res.status, json.loads(raw or b"{}"), elapsed
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+def postgres_reachable(url: str) -> str | None:
+    """None if the database answers, else why not."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip this backend"
+        return str(exc).splitlines()[0]
+    return None
+
+
+def reset_postgres(url: str) -> None:
+    """Drop and recreate the public schema so `flask db upgrade` starts from nothing."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
+    engine.dispose()
+
+
+def wait_for_buffer(db_url: str, want: int, timeout: float = 120.0) -> int:
+    """Wait until the prefetch buffer holds `want` ready comparisons (or the timeout); return how many it holds."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(db_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                ready = conn.execute(sqlalchemy.text("select count(*) from comparisons where state = 'ready'")).scalar()
+            if ready >= want or time.monotonic() > deadline:
+                return ready
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def click_loop(client: Client, *, clicks: int, think_s: float) -> list[dict]:
+    """Create a comparison, answer it with its first candidate; one record per click."""
+    records = []
+    for _ in range(clicks):
+        status, comparison, create_s = client.post("/api/comparisons", {})
+        if status != 201:
+            raise RuntimeError(f"POST /api/comparisons -> {status}: {comparison}")
+        answer = {"candidate_id": comparison["candidates"][0]["id"]}
+        status, body, answer_s = client.post(f"/api/comparisons/{comparison['id']}/answer", answer)
+        records.append({"comparison_id": comparison["id"], "create_s": create_s, "answer_s": answer_s,
+                        "status": status, "preference_id": body.get("id")})
+        if think_s:
+            time.sleep(think_s)
+    return records
+
+
+def verify(db_url: str, records: list[dict]) -> dict:
+    """Compare acknowledged 201s with the preferences table, and find which comparisons came from the buffer."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(db_url)
+    with engine.connect() as conn:
+        stored = {row[0] for row in conn.execute(sqlalchemy.text("select id from preferences"))}
+        # A prefetched comparison was created (state ready) before it was claimed; an inline one is assigned
+        # while it is built, i.e. before its row is inserted.
+        prefetched = {row[0] for row in conn.execute(
+            sqlalchemy.text("select id from comparisons where assigned_at > created_at"))}
+    engine.dispose()
+    acked = {r["preference_id"] for r in records if r["status"] == 201}
+    return {"acknowledged_201": sum(r["status"] == 201 for r in records), "rows_in_preferences": len(stored),
+            "every_acked_id_stored": acked <= stored, "match": acked == stored and len(acked) == len(records),
+            "prefetched_ids": prefetched}
+
+
+def run_backend(backend: str, args: argparse.Namespace, starter: Path) -> dict:
+    """Serve a fresh database on this backend with gunicorn and run the click loop against it."""
+    from tests.live import live_server
+
+    env_extra = {"GEN_MAX_NEW_TOKENS": 40, "PREFETCH_SIZE": args.prefetch, "TORCH_THREADS": 1}
+    if backend == "postgres":
+        reset_postgres(args.postgres_url)
+        env_extra["DATABASE_URL"] = args.postgres_url
+    with tempfile.TemporaryDirectory(prefix=f"bench-click-{backend}-") as tmp:
+        with live_server(tmp_path=Path(tmp), starter_path=starter, env_extra=env_extra, workers=args.workers,
+                         users={"bench": "annotator"}, prompts=200) as srv:
+            client = Client(srv.base_url, srv.users["bench"]["token"])
+            try:
+                warm = click_loop(client, clicks=args.warmup, think_s=0)
+                buffered = wait_for_buffer(srv.db_url, args.prefetch) if args.prefetch else 0
+                print(f"{backend}: {buffered} comparisons buffered; timing {args.clicks} clicks...", flush=True)
+                wall = time.perf_counter()
+                records = click_loop(client, clicks=args.clicks, think_s=args.think_ms / 1000)
+                wall = time.perf_counter() - wall
+            finally:
+                client.close()
+            db_url = srv.db_url
+        # After gunicorn has stopped, so nothing is in flight; the warm-up clicks are stored too, so they count.
+        check = verify(db_url, warm + records)
+    from_buffer = [r for r in records if r["comparison_id"] in check["prefetched_ids"]]
+    inline = [r for r in records if r["comparison_id"] not in check["prefetched_ids"]]
+    out = {
+        "backend": backend,
+        "clicks": len(records),
+        "clicks_per_s": round(len(records) / wall, 2),
+        "answer": summary_ms([r["answer_s"] for r in records]),
+        "create_all": summary_ms([r["create_s"] for r in records]),
+        "create_from_buffer": summary_ms([r["create_s"] for r in from_buffer]) if from_buffer else None,
+        "create_inline": summary_ms([r["create_s"] for r in inline]) if inline else None,
+        "verify": {k: v for k, v in check.items() if k != "prefetched_ids"},
+    }
+    return out
+
+
+def fmt(stats: dict | None, key: str) -> str:
+    """A cell for a summary value, or '-' when there was nothing to summarise."""
+    return "-" if stats is None else f"{stats[key]:.1f}"
+
+
+def table(results: list[dict]) -> str:
+    """One markdown row per backend."""
+    rows = []
+    for r in results:
+        a, v = r["answer"], r["verify"]
+        buf, inl = r["create_from_buffer"], r["create_inline"]
+        rows.append([r["backend"], r["clicks"], fmt(a, "median_ms"), fmt(a, "p95_ms"), fmt(a, "max_ms"),
+                     f"{fmt(buf, 'median_ms')} ({buf['n'] if buf else 0})",
+                     f"{fmt(inl, 'median_ms')} ({inl['n'] if inl else 0})",
+                     f"{v['acknowledged_201']} / {v['rows_in_preferences']} {'ok' if v['match'] else 'MISMATCH'}"])
+    headers = ["backend", "clicks", "answer median ms", "answer p95 ms", "answer max ms",
+               "create median ms, from buffer (n)", "create median ms, generated inline (n)",
+               "201s / rows stored"]
+    return markdown_table(headers, rows)
+
+
+def unshadow_click() -> None:
+    """This file is named click.py: drop its folder from sys.path so Flask imports the real click package."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.modules.pop("click", None)
+
+
+def main() -> None:
+    """Run the click loop on each reachable backend and report."""
+    unshadow_click()
+    args = parse_args()
+    starter = cached_starter(args.arch, args.size, store=args.store)
+    results, skipped = [], {}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        if backend == "postgres" and (why := postgres_reachable(args.postgres_url)):
+            print(f"postgres: skipped ({why})")
+            skipped[backend] = why
+            continue
+        results.append(run_backend(backend, args, starter))
+    print()
+    print(table(results))
+    write_json(args.out, {
+        "benchmark": "click-to-stored: POST answer sent -> 201 received, gunicorn, bearer token",
+        "machine": machine(),
+        "settings": {"workers": args.workers, "prefetch_size": args.prefetch, "max_new_tokens": 40,
+                     "think_ms": args.think_ms, "warmup": args.warmup, "arch": args.arch, "size": args.size,
+                     "starter": str(starter)},
+        "results": results,
+        "skipped": skipped,
+        "table": table(results),
+    })
+    print(f"\nwrote {args.out}")
+    if not all(r["verify"]["match"] for r in results):
+        raise SystemExit("acknowledged 201s and stored rows differ")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Shared helpers for the benchmarks: cached starter builds, percentiles, markdown tables, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def starter_config(arch: str, size: str):
+    """The project's StarterConfig for an arch and size ("default" is what users serve, "tiny" is for tests)."""
+    from worker.starter import StarterConfig
+
+    return StarterConfig.tiny(arch) if size == "tiny" else StarterConfig(arch=arch)
+
+
+def cached_starter(arch: str, size: str, *, store: Path | None = None, log=print) -> Path:
+    """A starter built by worker/starter.py into STORE/ARCH-SIZE (default bench/out/starters), reused if it matches."""
+    from worker.starter import build_starter
+
+    cfg = starter_config(arch, size)
+    store = Path(store or OUT / "starters") / f"{arch}-{size}"
+    if store.is_dir():
+        for folder in sorted((p for p in store.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)):
+            manifest = folder / "manifest.json"
+            if manifest.is_file() and json.loads(manifest.read_text()).get("config") == asdict(cfg):
+                return folder
+    log(f"building the {size} {arch} starter in {store} (once; the default size takes minutes on 2 cores)")
+    started = time.perf_counter()
+    _, path = build_starter(cfg, store=store, log=lambda *_: None)
+    log(f"built {path} in {time.perf_counter() - started:.0f}s")
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """Median, p95, min, max and mean of timings given in seconds, in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "min_ms": round(min(ms), 2),
+        "max_ms": round(max(ms), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write pretty JSON, creating bench/out/ if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

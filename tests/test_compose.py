@@ -1,0 +1,351 @@
+"""docker-compose.yml, Dockerfile and .dockerignore: parsed and cross-checked (Docker itself is not needed)."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    # safe_load resolves the x-app/x-env anchors through `<<` merge keys, as docker compose does.
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), comments dropped and continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), " ".join(rest.split())))
+    return out
+
+
+def volume_mounts(service: dict) -> dict[str, str]:
+    """Named-volume mounts of a service as {volume name: container path}; bind mounts are left out."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        if isinstance(entry, str):  # short syntax: name:/path[:mode]; a bind starts with . / or ~
+            source, target = entry.split(":")[:2]
+            if not source.startswith((".", "/", "~")):
+                mounts[source] = target
+        elif entry.get("type", "volume") == "volume":
+            mounts[entry["source"]] = entry["target"]
+    return mounts
+
+
+def web_steps(services) -> list[list[str]]:
+    """The web's `sh -c` script split into its `&&` steps, each tokenized like the shell would."""
+    command = services["web"]["command"]
+    assert command[:2] == ["sh", "-c"], command
+    return [shlex.split(step) for step in command[2].split("&&")]
+
+
+def gunicorn_args(services) -> list[str]:
+    """The arguments of the gunicorn step, after `exec gunicorn`."""
+    last = web_steps(services)[-1]
+    assert last[:2] == ["exec", "gunicorn"], last
+    return last[2:]
+
+
+def option(args: list[str], name: str) -> str:
+    """The value after a `--name value` option."""
+    assert name in args, f"{name} missing from {args}"
+    return args[args.index(name) + 1]
+
+
+def env_defaults(dockerfile) -> dict[str, str]:
+    """ENV and ARG values from the Dockerfile (ENV k=v pairs, ARG k=default)."""
+    values = {}
+    for word, rest in dockerfile:
+        if word in {"ENV", "ARG"}:
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                values[key] = value
+    return values
+
+
+def requirement_pin(name: str) -> str:
+    """The `name==version` pin from requirements.txt."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.split("==")[0].strip() == name:
+            return line.strip()
+    raise AssertionError(f"{name} is not pinned in requirements.txt")
+
+
+def test_all_services_present(services):
+    """The stack has its four services: web, worker, redis, postgres."""
+    assert {"web", "worker", "redis", "postgres"} <= set(services)
+
+
+def test_web_and_worker_share_one_image(services):
+    """Web and worker run the same image, built from the repo root where the Dockerfile is."""
+    web, worker = services["web"], services["worker"]
+    assert web["image"] == worker["image"] == "prefloop:latest"
+    assert web["build"] == worker["build"]
+    context = ROOT / web["build"]["context"]
+    assert context.resolve() == ROOT
+    assert (context / web["build"].get("dockerfile", "Dockerfile")).is_file()
+
+
+def test_web_migrates_then_bootstraps_then_serves(services):
+    """The web runs `flask db upgrade`, then `flask models bootstrap`, then execs gunicorn (so it gets signals)."""
+    steps = web_steps(services)
+    assert steps[0] == ["flask", "db", "upgrade"]
+    assert steps[1] == ["flask", "models", "bootstrap"]
+    assert steps[-1][:2] == ["exec", "gunicorn"]
+    assert len(steps) == 3
+
+
+def test_web_binds_the_published_port(services):
+    """gunicorn binds 0.0.0.0 on the container port that is published, and PORT says the same."""
+    bind = option(gunicorn_args(services), "--bind")
+    host, _, port = bind.rpartition(":")
+    assert host == "0.0.0.0"
+    published = {str(p).split(":")[-1] for p in services["web"]["ports"]}
+    assert port in published
+    assert services["web"]["environment"]["PORT"] == port
+
+
+def test_web_command_references_real_things(tmp_path, services):
+    """gunicorn's config file and app factory exist, and `flask db upgrade` / `flask models bootstrap` resolve."""
+    from flask.cli import FlaskGroup
+
+    from app import create_app
+
+    args = gunicorn_args(services)
+    assert (ROOT / option(args, "--config")).is_file()
+    assert args[-1] == "app:create_app()"
+    assert (ROOT / "migrations").is_dir()  # `flask db upgrade` reads it from the image
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'c.db'}",
+                      "REDIS_URL": None, "MODEL_STORE": str(tmp_path / "models"), "SECRET_KEY": "t"})
+    # FlaskGroup, not app.cli: `db` comes from Flask-Migrate's entry point, as on the `flask` command line.
+    cli = FlaskGroup(create_app=lambda: app)
+    runner = app.test_cli_runner()
+    for step in web_steps(services)[:2]:
+        result = runner.invoke(cli, [*step[1:], "--help"])
+        assert result.exit_code == 0, (step, result.output)
+
+
+def test_worker_runs_the_worker_module(services):
+    """The worker runs `python -m worker`, that module exists, and it reads the WORKER_MODE compose sets."""
+    worker = services["worker"]
+    assert worker["command"] == ["python", "-m", "worker"]
+    assert (ROOT / "worker" / "__main__.py").is_file()
+    assert importlib.util.find_spec("worker.__main__") is not None
+    assert worker["environment"]["WORKER_MODE"] == "simple"
+    assert '"WORKER_MODE"' in (ROOT / "worker" / "__main__.py").read_text()
+
+
+def test_worker_reserves_an_nvidia_gpu(services):
+    """The worker reserves one NVIDIA GPU; the web reserves none (it serves on CPU)."""
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and d.get("count") == 1
+               for d in devices), devices
+    assert "deploy" not in services["web"]
+
+
+def test_models_volume_is_shared_at_model_store(services, dockerfile):
+    """Web and worker mount the one `models` volume at MODEL_STORE, the same path the Dockerfile sets."""
+    web_mounts, worker_mounts = volume_mounts(services["web"]), volume_mounts(services["worker"])
+    assert web_mounts["models"] == worker_mounts["models"]
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["MODEL_STORE"] == volume_mounts(services[name])["models"]
+    assert env_defaults(dockerfile)["MODEL_STORE"] == web_mounts["models"]
+
+
+def test_shared_environment(services):
+    """Web and worker get the same settings (the worker adds only WORKER_MODE), and SECRET_KEY has no default."""
+    web_env, worker_env = services["web"]["environment"], services["worker"]["environment"]
+    assert {k: v for k, v in worker_env.items() if k != "WORKER_MODE"} == web_env
+    assert web_env["FLASK_APP"] == "app:create_app"
+    # `${VAR:?msg}` makes compose refuse to start without it, rather than sign sessions with a public key.
+    assert web_env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+
+
+def test_database_url_matches_postgres(services):
+    """DATABASE_URL names the postgres service, its port, and the user, password and database it is created with."""
+    url = make_url(services["web"]["environment"]["DATABASE_URL"])
+    pg = services["postgres"]["environment"]
+    assert url.drivername == "postgresql+psycopg"  # psycopg 3 is what requirements.txt installs
+    assert url.host in services and url.host == "postgres"
+    assert url.port == 5432
+    assert (url.username, url.password, url.database) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"],
+                                                          pg["POSTGRES_DB"])
+
+
+def test_redis_url_matches_redis(services):
+    """REDIS_URL names the redis service on the default port."""
+    url = urlsplit(services["web"]["environment"]["REDIS_URL"])
+    assert url.scheme == "redis"
+    assert url.hostname in services and url.hostname == "redis"
+    assert url.port == 6379
+    assert services["redis"]["image"].startswith("redis:7")
+
+
+def test_postgres_data_on_named_volume(compose, services):
+    """Postgres keeps its data directory on a declared named volume, so it survives `docker compose down`."""
+    mounts = volume_mounts(services["postgres"])
+    names = [name for name, target in mounts.items() if target == "/var/lib/postgresql/data"]
+    assert len(names) == 1
+    assert names[0] in (compose.get("volumes") or {})
+    assert services["postgres"]["image"].startswith("postgres:16")
+
+
+def test_every_named_volume_is_declared(compose, services):
+    """Each named volume a service mounts is declared under the top-level `volumes` key."""
+    declared = set(compose.get("volumes") or {})
+    used = {name for service in services.values() for name in volume_mounts(service)}
+    assert used, "no named volumes found"
+    assert used <= declared, used - declared
+
+
+def test_startup_order(services):
+    """web waits for healthy postgres and redis; worker waits for a healthy web (migrated schema) too."""
+    healthy = {"condition": "service_healthy"}
+    assert services["web"]["depends_on"] == {"postgres": healthy, "redis": healthy}
+    assert services["worker"]["depends_on"] == {"web": healthy, "postgres": healthy, "redis": healthy}
+    # service_healthy on a service without a healthcheck would never be satisfied.
+    for name in ("web", "postgres", "redis"):
+        assert "healthcheck" in services[name], name
+
+
+def test_backing_service_healthchecks(services):
+    """redis is checked with `redis-cli ping`, postgres with pg_isready for its own user and database."""
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    test = services["postgres"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    argv = shlex.split(test[1])
+    pg = services["postgres"]["environment"]
+    assert argv[0] == "pg_isready"
+    assert option(argv, "-U") == pg["POSTGRES_USER"] and option(argv, "-d") == pg["POSTGRES_DB"]
+
+
+def test_restart_policy(services):
+    """Every service restarts unless stopped."""
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_web_healthcheck_passes_against_the_app_and_fails_without_it(tmp_path, services):
+    """The web healthcheck command, run for real, exits 0 against the app's /healthz and non-zero when it is down."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+
+    test = services["web"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]  # python, not curl: the slim image has no curl
+    bind_port = option(gunicorn_args(services), "--bind").rpartition(":")[2]
+    assert f"http://127.0.0.1:{bind_port}/healthz" in test[-1]
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'h.db'}",
+                      "REDIS_URL": None, "MODEL_STORE": str(tmp_path / "models"), "SECRET_KEY": "t"})
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # Same command, pointed at this server's port, with this interpreter standing in for the image's `python`.
+    argv = [sys.executable, *test[2:-1], test[-1].replace(f"127.0.0.1:{bind_port}", f"127.0.0.1:{server.port}")]
+    try:
+        up = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+    assert up.returncode == 0, up.stderr
+    down = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0
+
+
+def test_dockerfile_installs_cuda_torch_before_requirements(dockerfile, compose):
+    """torch (the requirements.txt pin) comes from TORCH_INDEX_URL, defaulting to cu128, before `pip install -r`."""
+    runs = [rest for word, rest in dockerfile if word == "RUN"]
+    torch_step = next(i for i, r in enumerate(runs) if "${TORCH_INDEX_URL}" in r or "$TORCH_INDEX_URL" in r)
+    reqs_step = next(i for i, r in enumerate(runs) if "pip install -r requirements.txt" in r)
+    assert torch_step < reqs_step
+    assert requirement_pin("torch") in shlex.split(runs[torch_step])
+    default = env_defaults(dockerfile)["TORCH_INDEX_URL"]
+    assert default == "https://download.pytorch.org/whl/cu128"
+    # The compose build arg falls back to the same index, so `docker compose build` and `docker build` agree.
+    assert compose["services"]["web"]["build"]["args"]["TORCH_INDEX_URL"] == f"${{TORCH_INDEX_URL:-{default}}}"
+    # The ARG must be declared before the RUN that expands it, or it expands to nothing.
+    arg_at = next(i for i, (w, r) in enumerate(dockerfile) if w == "ARG" and r.startswith("TORCH_INDEX_URL"))
+    run_at = [i for i, (w, _) in enumerate(dockerfile) if w == "RUN"][torch_step]
+    assert arg_at < run_at
+
+
+def test_dockerfile_layout(dockerfile):
+    """python:3.11-slim, WORKDIR /app, requirements copied (and installed) before the source, the app's ENV set."""
+    assert dockerfile[0] == ("FROM", "python:3.11-slim")
+    assert ("WORKDIR", "/app") in dockerfile
+    copy_reqs = dockerfile.index(("COPY", "requirements.txt ."))
+    copy_src = dockerfile.index(("COPY", ". ."))
+    install = next(i for i, (w, r) in enumerate(dockerfile) if w == "RUN" and "-r requirements.txt" in r)
+    assert copy_reqs < install < copy_src  # a source change must not invalidate the dependency layers
+    env = env_defaults(dockerfile)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["FLASK_APP"] == "app:create_app"
+    assert env["MODEL_STORE"] == "/models"
+
+
+def test_dockerignore_keeps_context_to_source():
+    """The build context leaves out the venv, git, local state, weights and bench output, but keeps the source."""
+    patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    for needed in (".venv", ".git", "instance", "models/*", "bench/out"):
+        assert needed in patterns, needed
+    # fnmatch approximates Docker's matcher well enough for these plain paths.
+    for kept in ("requirements.txt", "app/gunicorn_conf.py", "worker/__main__.py", "migrations/env.py",
+                 "templates", "static"):
+        assert not any(fnmatch.fnmatch(kept, p) for p in patterns if not p.startswith("!")), kept
+
+
+def docker_compose_available() -> str | None:
+    """None when `docker compose` works here, else why not."""
+    if shutil.which("docker") is None:
+        return "the docker binary is not on PATH"
+    try:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`docker compose version` failed: {exc}"
+    if probe.returncode != 0:
+        first = ((probe.stderr or probe.stdout).strip().splitlines() or ["no output"])[0]
+        return f"the docker compose plugin is not installed ({first[:120]})"
+    return None
+
+
+def test_docker_compose_config_validates():
+    """`docker compose config -q` (no daemon needed) accepts the file, with SECRET_KEY set as it must be."""
+    reason = docker_compose_available()
+    if reason:
+        pytest.skip(reason)
+    env = os.environ | {"SECRET_KEY": "compose-config-check"}
+    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
