@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -208,16 +207,8 @@ def table(results: list[dict]) -> str:
     return markdown_table(headers, rows)
 
 
-def unshadow_click() -> None:
-    """This file is named click.py: drop its folder from sys.path so Flask imports the real click package."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    sys.modules.pop("click", None)
-
-
 def main() -> None:
     """Run the click loop on each reachable backend and report."""
-    unshadow_click()
     args = parse_args()
     starter = cached_starter(args.arch, args.size, store=args.store)
     results, skipped = [], {}
