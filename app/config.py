@@ -82,6 +82,8 @@ class Config:
         self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 0.0)
         self.TRAIN_HOLDOUT = env_float("TRAIN_HOLDOUT", 0.2)
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
+        # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).
+        self.WORKER_PRELOAD = env_bool("WORKER_PRELOAD", True)
         self.TRAIN_MIN_PAIRS = env_int("TRAIN_MIN_PAIRS", 4)
         self.GATE_MAX_FLUENCY_DROP = env_float("GATE_MAX_FLUENCY_DROP", 1.0)
         self.GATE_MIN_DISTINCT = env_float("GATE_MIN_DISTINCT", 1.5)

@@ -12,6 +12,7 @@ def _obj(props: dict, required: list[str] | None = None, extra: bool = True) -> 
 
 ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 COMPARISON = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Comparison"}}}}
+RUN = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainingRun"}}}}
 
 
 def _errors(*codes: int) -> dict:
@@ -77,6 +78,40 @@ def openapi_spec() -> dict:
                 "responses": {"201": {"description": "imported", "content": {"application/json": {
                     "schema": _obj({"imported": {"type": "integer"}}, ["imported"])}}},
                     **_errors(400, 401, 403, 413)},
+            }},
+            "/api/training-runs": {
+                "post": {
+                    "summary": "Queue one DPO run (202), or return the queued/running one (200): single flight",
+                    "requestBody": json_body(_obj({
+                        "beta": {"type": "number", "minimum": 1e-4, "maximum": 10},
+                        "epochs": {"type": "integer", "minimum": 1, "maximum": 50},
+                        "learning_rate": {"type": "number", "minimum": 1e-7, "maximum": 0.1},
+                        "lora": {"type": "boolean"},
+                    }, extra=False)),
+                    "responses": {"202": {"description": "queued", **RUN}, "200": {"description": "already open", **RUN},
+                                  **_errors(400, 401, 403, 409, 503)},
+                },
+                "get": {"responses": {"200": {"description": "recent runs"}, **_errors(401, 403)}},
+            },
+            "/api/training-runs/{id}": {"get": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the run with progress and metrics", **RUN},
+                              **_errors(401, 403, 404)},
+            }},
+            "/api/model-versions": {"get": {
+                "responses": {"200": {"description": "every version", "content": {"application/json": {"schema": _obj(
+                    {"versions": {"type": "array", "items": {"$ref": "#/components/schemas/ModelVersion"}}},
+                    ["versions"])}}}, **_errors(401, 403)},
+            }},
+            "/api/model-versions/{id}/activate": {"post": {
+                "summary": "Serve this version (also how to roll back); audited",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "requestBody": json_body(_obj({"reason": {"type": "string", "minLength": 1}}, ["reason"])),
+                "responses": {"200": {"description": "activated"}, **_errors(400, 401, 403, 404, 409)},
+            }},
+            "/api/serving": {"get": {
+                "summary": "Which version the answering web process serves, and its last load error",
+                "responses": {"200": {"description": "this process"}, **_errors(401, 403)},
             }},
         },
     }

@@ -3,15 +3,17 @@
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/click.py [--clicks 200] [--backends sqlite,postgres]
 
 Runs a real gunicorn (2 workers) through tests.live.live_server on SQLite (WAL) and, if reachable, on the scratch
-Postgres database (its public schema is dropped and recreated). One annotator loops: POST /api/comparisons {}
-(next pool prompt, from the prefetch buffer when it has one), then POST the answer picking the first candidate.
-Only the answer request is the headline; the comparison request is timed too, for context. Afterwards the
-acknowledged 201s are checked against the rows in the preferences table. Writes bench/out/click.json.
+Postgres database (its public schema is dropped and recreated). Both servers run at once and one annotator
+alternates clicks between them: POST /api/comparisons {} (next pool prompt, from the prefetch buffer when it has
+one), then POST the answer picking the first candidate. The answer request is the headline; the comparison request
+is timed too, for context. Afterwards the acknowledged 201s are checked against the rows in the preferences table.
+Prints a markdown table and writes bench/out/click.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import tempfile
@@ -35,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", choices=["default", "tiny"], default="default", help="starter size (default: served)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     p.add_argument("--prefetch", type=int, default=8, help="PREFETCH_SIZE (the app's default is 8)")
-    p.add_argument("--think-ms", type=float, default=0.0, help="pause between answer and next comparison")
+    p.add_argument("--think-ms", type=float, default=0.0, help="pause after each round (one click per backend)")
     p.add_argument("--store", type=Path, default=None, help="where starters are built/cached (bench/out/starters)")
     p.add_argument("--out", type=Path, default=OUT / "click.json")
     return p.parse_args()
@@ -49,21 +51,13 @@ class Client:
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-    def post(self, path: str, body: dict) -> tuple[int, dict, float]:
-        """POST JSON; return (status, decoded body, seconds from sending to the whole response read)."""
-        data = json.dumps(body).encode()
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, float]:
+        """Send one request; return (status, decoded JSON body, seconds from sending to the whole response read)."""
+        data = None if body is None else json.dumps(body).encode()
         started = time.perf_counter()
-        try:
-            self.conn.request("POST", path, body=data, headers=self.headers)
-            res = self.conn.getresponse()
-            raw = res.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-            # The server closed an idle connection just as we reused it: reconnect once.
-            self.conn.close()
-            started = time.perf_counter()
-            self.conn.request("POST", path, body=data, headers=self.headers)
-            res = self.conn.getresponse()
-            raw = res.read()
+        self.conn.request(method, path, body=data, headers=self.headers)
+        res = self.conn.getresponse()
+        raw = res.read()
         elapsed = time.perf_counter() - started
         return res.status, json.loads(raw or b"{}"), elapsed
 
@@ -113,20 +107,18 @@ def wait_for_buffer(db_url: str, want: int, timeout: float = 120.0) -> int:
         engine.dispose()
 
 
-def click_loop(client: Client, *, clicks: int, think_s: float) -> list[dict]:
-    """Create a comparison, answer it with its first candidate; one record per click."""
-    records = []
-    for _ in range(clicks):
-        status, comparison, create_s = client.post("/api/comparisons", {})
-        if status != 201:
-            raise RuntimeError(f"POST /api/comparisons -> {status}: {comparison}")
-        answer = {"candidate_id": comparison["candidates"][0]["id"]}
-        status, body, answer_s = client.post(f"/api/comparisons/{comparison['id']}/answer", answer)
-        records.append({"comparison_id": comparison["id"], "create_s": create_s, "answer_s": answer_s,
-                        "status": status, "preference_id": body.get("id")})
-        if think_s:
-            time.sleep(think_s)
-    return records
+def one_click(client: Client) -> dict:
+    """Create a comparison, answer it with its first candidate, then read the progress (a no-write baseline)."""
+    status, comparison, create_s = client.request("POST", "/api/comparisons", {})
+    if status != 201:
+        raise RuntimeError(f"POST /api/comparisons -> {status}: {comparison}")
+    answer = {"candidate_id": comparison["candidates"][0]["id"]}
+    status, body, answer_s = client.request("POST", f"/api/comparisons/{comparison['id']}/answer", answer)
+    if status != 201:
+        print(f"answer -> {status}: {body}", flush=True)
+    _, _, progress_s = client.request("GET", "/api/progress")
+    return {"comparison_id": comparison["id"], "create_s": create_s, "answer_s": answer_s, "status": status,
+            "preference_id": body.get("id"), "progress_s": progress_s}
 
 
 def verify(db_url: str, records: list[dict]) -> dict:
@@ -147,43 +139,56 @@ def verify(db_url: str, records: list[dict]) -> dict:
             "prefetched_ids": prefetched}
 
 
-def run_backend(backend: str, args: argparse.Namespace, starter: Path) -> dict:
-    """Serve a fresh database on this backend with gunicorn and run the click loop against it."""
+def serve(stack: contextlib.ExitStack, backend: str, args: argparse.Namespace, starter: Path, tmp: Path):
+    """Start gunicorn on a fresh database of this backend; it stops when the stack closes."""
     from tests.live import live_server
 
     env_extra = {"GEN_MAX_NEW_TOKENS": 40, "PREFETCH_SIZE": args.prefetch, "TORCH_THREADS": 1}
     if backend == "postgres":
         reset_postgres(args.postgres_url)
         env_extra["DATABASE_URL"] = args.postgres_url
-    with tempfile.TemporaryDirectory(prefix=f"bench-click-{backend}-") as tmp:
-        with live_server(tmp_path=Path(tmp), starter_path=starter, env_extra=env_extra, workers=args.workers,
-                         users={"bench": "annotator"}, prompts=200) as srv:
-            client = Client(srv.base_url, srv.users["bench"]["token"])
-            try:
-                warm = click_loop(client, clicks=args.warmup, think_s=0)
-                buffered = wait_for_buffer(srv.db_url, args.prefetch) if args.prefetch else 0
-                print(f"{backend}: {buffered} comparisons buffered; timing {args.clicks} clicks...", flush=True)
-                wall = time.perf_counter()
-                records = click_loop(client, clicks=args.clicks, think_s=args.think_ms / 1000)
-                wall = time.perf_counter() - wall
-            finally:
+    (tmp / backend).mkdir()
+    return stack.enter_context(live_server(tmp_path=tmp / backend, starter_path=starter, env_extra=env_extra,
+                                           workers=args.workers, users={"bench": "annotator"}, prompts=200))
+
+
+def run_interleaved(backends: list[str], args: argparse.Namespace, starter: Path) -> list[dict]:
+    """Serve every backend at once and alternate single clicks between them (order swapped each round)."""
+    records: dict[str, list[dict]] = {b: [] for b in backends}
+    with tempfile.TemporaryDirectory(prefix="bench-click-") as tmp:
+        with contextlib.ExitStack() as stack:
+            srvs = {b: serve(stack, b, args, starter, Path(tmp)) for b in backends}
+            clients = {b: Client(srv.base_url, srv.users["bench"]["token"]) for b, srv in srvs.items()}
+            warm = {b: [one_click(clients[b]) for _ in range(args.warmup)] for b in backends}
+            for b in backends:
+                buffered = wait_for_buffer(srvs[b].db_url, args.prefetch) if args.prefetch else 0
+                print(f"{b}: {buffered} comparisons buffered", flush=True)
+            print(f"timing {args.clicks} clicks per backend, alternating {' / '.join(backends)}...", flush=True)
+            for i in range(args.clicks):
+                for b in backends if i % 2 == 0 else list(reversed(backends)):
+                    records[b].append(one_click(clients[b]))
+                if args.think_ms:
+                    time.sleep(args.think_ms / 1000)
+            for client in clients.values():
                 client.close()
-            db_url = srv.db_url
-        # After gunicorn has stopped, so nothing is in flight; the warm-up clicks are stored too, so they count.
-        check = verify(db_url, warm + records)
+        # gunicorn has stopped, so nothing is in flight; the warm-up clicks are stored too, so they count.
+        return [summarise(b, records[b], verify(srvs[b].db_url, warm[b] + records[b])) for b in backends]
+
+
+def summarise(backend: str, records: list[dict], check: dict) -> dict:
+    """Latency summaries for one backend, with comparison requests split by where the comparison came from."""
     from_buffer = [r for r in records if r["comparison_id"] in check["prefetched_ids"]]
     inline = [r for r in records if r["comparison_id"] not in check["prefetched_ids"]]
-    out = {
+    return {
         "backend": backend,
         "clicks": len(records),
-        "clicks_per_s": round(len(records) / wall, 2),
         "answer": summary_ms([r["answer_s"] for r in records]),
+        "progress_get": summary_ms([r["progress_s"] for r in records]),
         "create_all": summary_ms([r["create_s"] for r in records]),
         "create_from_buffer": summary_ms([r["create_s"] for r in from_buffer]) if from_buffer else None,
         "create_inline": summary_ms([r["create_s"] for r in inline]) if inline else None,
         "verify": {k: v for k, v in check.items() if k != "prefetched_ids"},
     }
-    return out
 
 
 def fmt(stats: dict | None, key: str) -> str:
@@ -198,28 +203,39 @@ def table(results: list[dict]) -> str:
         a, v = r["answer"], r["verify"]
         buf, inl = r["create_from_buffer"], r["create_inline"]
         rows.append([r["backend"], r["clicks"], fmt(a, "median_ms"), fmt(a, "p95_ms"), fmt(a, "max_ms"),
+                     fmt(r["progress_get"], "median_ms"),
                      f"{fmt(buf, 'median_ms')} ({buf['n'] if buf else 0})",
                      f"{fmt(inl, 'median_ms')} ({inl['n'] if inl else 0})",
                      f"{v['acknowledged_201']} / {v['rows_in_preferences']} {'ok' if v['match'] else 'MISMATCH'}"])
-    headers = ["backend", "clicks", "answer median ms", "answer p95 ms", "answer max ms",
+    headers = ["backend", "clicks", "answer median ms", "answer p95 ms", "answer max ms", "GET progress median ms",
                "create median ms, from buffer (n)", "create median ms, generated inline (n)",
                "201s / rows stored"]
     return markdown_table(headers, rows)
+
+
+def answer_ratios(results: list[dict]) -> dict:
+    """Each later backend's answer median over the first backend's (same run, interleaved)."""
+    first = results[0]["answer"]["median_ms"]
+    return {r["backend"]: round(r["answer"]["median_ms"] / first, 2) for r in results[1:]}
 
 
 def main() -> None:
     """Run the click loop on each reachable backend and report."""
     args = parse_args()
     starter = cached_starter(args.arch, args.size, store=args.store)
-    results, skipped = [], {}
+    backends, skipped = [], {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         if backend == "postgres" and (why := postgres_reachable(args.postgres_url)):
             print(f"postgres: skipped ({why})")
             skipped[backend] = why
-            continue
-        results.append(run_backend(backend, args, starter))
+        else:
+            backends.append(backend)
+    results = run_interleaved(backends, args, starter)
     print()
     print(table(results))
+    ratios = answer_ratios(results)
+    for backend, ratio in ratios.items():
+        print(f"answer median, {backend} / {results[0]['backend']}: {ratio:.2f}x")
     write_json(args.out, {
         "benchmark": "click-to-stored: POST answer sent -> 201 received, gunicorn, bearer token",
         "machine": machine(),
@@ -227,6 +243,7 @@ def main() -> None:
                      "think_ms": args.think_ms, "warmup": args.warmup, "arch": args.arch, "size": args.size,
                      "starter": str(starter)},
         "results": results,
+        "answer_median_ratio_to_first": ratios,
         "skipped": skipped,
         "table": table(results),
     })

@@ -115,3 +115,33 @@ def test_admin_pages_need_the_role(app, client, users, role, path, permission):
     users.login(client, people[role]["name"])
     res = client.get(path)
     assert res.status_code == (200 if role in ALLOWED[permission] else 403)
+
+
+@pytest.mark.redis
+def test_rq_dashboard_is_for_admins_and_operators(tmp_path, starter_dir):
+    """/rq/ is mounted when Redis is configured: the login page for anonymous, 403 for annotators."""
+    from app import create_app
+    from app.extensions import db
+    from tests import services
+    from tests.conftest import Users, install_starter, make_config, upgrade
+
+    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, REDIS_URL=services.redis_url()))
+    upgrade(app)
+    install_starter(app, starter_dir["gpt2"])
+    users = Users(app)
+    for name, role in (("ann", "annotator"), ("adm", "admin"), ("opr", "operator")):
+        users.create(name, role)
+    try:
+        anonymous = app.test_client().get("/rq/")
+        assert anonymous.status_code == 302 and "/auth/login" in anonymous.headers["Location"]
+        for name, expected in (("ann", 403), ("adm", 200), ("opr", 200)):
+            client = app.test_client()
+            users.login(client, name)
+            res = client.get("/rq/")
+            assert res.status_code == expected, (name, res.status_code)
+            if expected == 200:
+                assert "<title>RQ dashboard" in res.get_data(as_text=True)
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()

@@ -25,16 +25,17 @@ def main() -> int:
         print("error: REDIS_URL is not set; the worker needs Redis", file=sys.stderr)
         return 2
 
-    import torch
+    if app.config["WORKER_PRELOAD"]:
+        # Before forking: each work-horse would otherwise re-import these for every job (see docs/BENCHMARKS.md).
+        import datasets  # noqa: F401
+        import peft  # noqa: F401
+        import torch
+        import transformers  # noqa: F401
+        import trl  # noqa: F401
 
-    torch.set_num_threads(app.config["TORCH_THREADS"])
-    # Preload before forking: each work-horse would otherwise re-import these (6-7 s a job).
-    import datasets  # noqa: F401
-    import peft  # noqa: F401
-    import transformers  # noqa: F401
-    import trl  # noqa: F401
-
-    import worker.dpo  # noqa: F401
+        torch.set_num_threads(app.config["TORCH_THREADS"])
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", str(app.config["TORCH_THREADS"]))
     from worker.sweep import sweep_orphaned_runs
 
     swept = sweep_orphaned_runs()
@@ -55,7 +56,7 @@ def main() -> int:
     mode = os.environ.get("WORKER_MODE", "auto")
     cls = SimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else Worker
     conn = redis.Redis.from_url(url)
-    logging.info("working queue 'training' with %s, %d torch threads", cls.__name__, torch.get_num_threads())
+    logging.info("working queue 'training' with %s (preload %s)", cls.__name__, app.config["WORKER_PRELOAD"])
     cls(["training"], connection=conn).work(with_scheduler=False)
     return 0
 

@@ -79,6 +79,9 @@ def _train_evaluate_register(run_id: str, progress: Progress) -> dict:
     from worker.checkpoints import publish_checkpoint
     from worker.evaluation import evaluate_version
 
+    import torch
+
+    torch.set_num_threads(current_app.config["TORCH_THREADS"])  # a no-op when the worker entry already did it
     started = time.perf_counter()
     run = db.session.get(TrainingRun, run_id)
     actor = f"run:{run_id}"
