@@ -72,14 +72,14 @@ def _mark_failed(run_id: str, exc: BaseException, progress: Progress) -> None:
 
 
 def _train_evaluate_register(run_id: str, progress: Progress) -> dict:
+    import torch
+
     from app.generation import DEFAULT_TEMPLATE, load_checkpoint, read_manifest
     from app.jobs import training_config
     from app.preferences import build_pairs, choice_preferences, snapshot_hash
     from app.registry import RegistryError, activate_version, record_event, register_version
     from worker.checkpoints import publish_checkpoint
     from worker.evaluation import evaluate_version
-
-    import torch
 
     torch.set_num_threads(current_app.config["TORCH_THREADS"])  # a no-op when the worker entry already did it
     started = time.perf_counter()
