@@ -174,7 +174,7 @@ def test_the_same_answer_submitted_twice_at_once_stores_one_row(app, annotator):
         if attempt:
             assert client.post(f"/api/comparisons/{comp['id']}/undo", headers=annotator["headers"]).status_code == 200
 
-        def submit():
+        def submit(barrier=barrier, statuses=statuses):
             c = app.test_client()
             barrier.wait()
             statuses.append(c.post(f"/api/comparisons/{comp['id']}/answer", json=body,
