@@ -5,9 +5,9 @@
 Runs a real gunicorn (2 workers) through tests.live.live_server on SQLite (WAL) and, if reachable, on the scratch
 Postgres database (its public schema is dropped and recreated). Both servers run at once and one annotator
 alternates clicks between them: POST /api/comparisons {} (next pool prompt, from the prefetch buffer when it has
-one), then POST the answer picking the first candidate. The answer request is the headline; the comparison request
-is timed too, for context. Afterwards the acknowledged 201s are checked against the rows in the preferences table.
-Prints a markdown table and writes bench/out/click.json.
+one), then POST the answer picking the first candidate, then GET /api/progress (a read-only baseline). The answer
+request is the headline; the other two are timed for context. Afterwards the acknowledged 201s are checked against
+the rows in the preferences table. Prints a markdown table and writes bench/out/click.json.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def one_click(client: Client) -> dict:
     status, body, answer_s = client.request("POST", f"/api/comparisons/{comparison['id']}/answer", answer)
     if status != 201:
         print(f"answer -> {status}: {body}", flush=True)
-    _, _, progress_s = client.request("GET", "/api/progress")
+    progress_status, progress, progress_s = client.request("GET", "/api/progress")
+    if progress_status != 200:
+        raise RuntimeError(f"GET /api/progress -> {progress_status}: {progress}")
     return {"comparison_id": comparison["id"], "create_s": create_s, "answer_s": answer_s, "status": status,
             "preference_id": body.get("id"), "progress_s": progress_s}
 

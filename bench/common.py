@@ -86,7 +86,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_when_written": [round(x, 2) for x in os.getloadavg()],
     }
 
 
