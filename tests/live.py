@@ -266,12 +266,13 @@ def live_worker(srv: LiveServer, *, env_extra: dict | None = None, ready_timeout
     if not env.get("REDIS_URL"):
         raise LiveServerError("the worker needs REDIS_URL in the live server's env_extra")
     log_path = srv.log_path.with_name("worker.log")
+    offset = log_path.stat().st_size if log_path.exists() else 0  # an earlier worker's lines do not count
     with log_path.open("a", encoding="utf-8") as log:
         proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + ready_timeout
-        while "working queue 'training'" not in _tail(log_path, 400):
+        while b"working queue 'training'" not in log_path.read_bytes()[offset:]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise LiveServerError(f"the worker did not start (exit {proc.poll()})\n{_tail(log_path, 60)}")
             time.sleep(0.25)

@@ -27,11 +27,18 @@ def main() -> int:
 
     if app.config["WORKER_PRELOAD"]:
         # Before forking: each work-horse would otherwise re-import these for every job (see docs/BENCHMARKS.md).
-        import datasets  # noqa: F401
-        import peft  # noqa: F401
+        # The names, not just the packages: transformers and trl import their submodules lazily on first use.
         import torch
-        import transformers  # noqa: F401
-        import trl  # noqa: F401
+        import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+        import transformers.models.t5.modeling_t5  # noqa: F401
+        from datasets import Dataset  # noqa: F401
+        from peft import LoraConfig, get_peft_model  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
+        from trl import DPOConfig, DPOTrainer  # noqa: F401
+
+        import worker.dpo  # noqa: F401
+        import worker.evaluation  # noqa: F401
+        import worker.seq2seq_dpo  # noqa: F401
 
         torch.set_num_threads(app.config["TORCH_THREADS"])
     else:

@@ -1,0 +1,169 @@
+"""Load: N concurrent simulated annotators against gunicorn (2 workers); click -> next comparison shown.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
+
+Each annotator does what static/annotate.js does after a click: POST the answer, then POST /api/comparisons {} for
+the next pool prompt (served from the prefetch buffer when it has one); "click -> next shown" times both requests
+together. Between clicks an annotator thinks for --think-ms (jittered +-50%); 0 is a stress test with no pause.
+Runs on SQLite (WAL) and on the scratch Postgres database (its public schema is wiped). The training worker runs
+beside the web, idle, as in production. Afterwards the acknowledged answers (201s) are compared with the rows in
+the preferences table, which must be equal, and the peak RSS of every process is reported.
+Prints a table and writes bench/out/load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from bench.common import OUT, cached_starter, machine, markdown_table, percentile, write_json
+from bench.retrain import redis_server
+from tests.live import live_server, live_worker
+from tests.services import reset_postgres
+from tests.test_hot_swap import call
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--annotators", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
+    p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--postgres-url", default=PG_URL, help="a SCRATCH database: its public schema is wiped")
+    p.add_argument("--prefetch", type=int, default=8, help="PREFETCH_SIZE per process")
+    p.add_argument("--size", choices=["default", "tiny"], default="default")
+    p.add_argument("--out", type=Path, default=OUT / "load.json")
+    return p.parse_args()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Peaks(threading.Thread):
+    """Sample the RSS of named process trees every 0.5 s and keep each process's peak."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.roots, self.peaks, self.stop = roots, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for name, root in self.roots.items():
+                for i, pid in enumerate([root, *children(root)]):
+                    key = name if i == 0 else f"{name} child {pid}"
+                    self.peaks[key] = max(self.peaks.get(key, 0.0), rss_mb(pid))
+            time.sleep(0.5)
+
+
+def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: int) -> None:
+    """One annotator: answer, fetch the next, think; until the deadline."""
+    rng = random.Random(seed)
+    status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+    assert status == 201, comp
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        try:
+            status, _ = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
+                             {"candidate_id": rng.choice(comp["candidates"])["id"]}, timeout=120)
+            if status == 201:
+                out["acked"] += 1
+            else:
+                out["errors"] += 1
+            status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+            if status != 201:
+                out["errors"] += 1
+                continue
+        except Exception:  # noqa: BLE001 - a dropped connection is an error, and the annotator carries on
+            out["errors"] += 1
+            continue
+        out["latencies"].append(time.perf_counter() - started)
+        comp = nxt
+        if think:
+            time.sleep(think * rng.uniform(0.5, 1.5))
+
+
+def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) -> dict:
+    users = {f"a{i}": "annotator" for i in range(args.annotators)}
+    env = {"REDIS_URL": redis_url, "PREFETCH_SIZE": str(args.prefetch)}
+    if backend == "postgres":
+        reset_postgres(args.postgres_url)
+        env["DATABASE_URL"] = args.postgres_url
+    with live_server(tmp_path=tmp / backend, starter_path=starter, workers=2, users=users, prompts=500,
+                     env_extra=env, start_timeout=300) as srv, live_worker(srv, ready_timeout=300) as worker:
+        peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
+        peaks.start()
+        time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
+        results = {u: {"acked": 0, "errors": 0, "latencies": []} for u in users}
+        deadline = time.monotonic() + args.seconds
+        threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
+            "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
+            for i, u in enumerate(users)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        peaks.stop.set()
+        engine = create_engine(srv.db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("select count(*) from preferences")).scalar_one()
+        engine.dispose()
+    ms = [s * 1000 for r in results.values() for s in r["latencies"]]
+    acked = sum(r["acked"] for r in results.values())
+    return {
+        "backend": backend, "annotators": args.annotators, "think_ms": args.think_ms, "seconds": round(elapsed, 1),
+        "clicks": acked, "clicks_per_s": round(acked / elapsed, 2), "errors": sum(r["errors"] for r in results.values()),
+        "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
+                             "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
+        "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
+        "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.peaks.items()) if v},
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    starter = cached_starter("gpt2", args.size)
+    report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, redis_server(None, Path(tmp)) as url:
+        for backend in args.backends.split(","):
+            report["runs"].append(run_backend(backend, args, starter, url, Path(tmp)))
+            write_json(args.out, report)
+    rows = [[r["backend"], r["annotators"], r["think_ms"], r["clicks"], r["clicks_per_s"], r["errors"],
+             r["click_to_next_ms"]["p50"], r["click_to_next_ms"]["p95"], r["click_to_next_ms"]["p99"],
+             f"{r['acked']} / {r['rows']}"] for r in report["runs"]]
+    print(markdown_table(["backend", "annotators", "think ms", "clicks", "clicks/s", "errors", "p50 ms", "p95 ms",
+                          "p99 ms", "acked / rows"], rows))
+    for r in report["runs"]:
+        print(f"\n{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

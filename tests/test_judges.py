@@ -1,0 +1,95 @@
+"""The simulated annotators of bench/loop.py: their taste matches the corpus's labels, and they disagree."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.judges import JUDGES, brevity, politeness, well_formed
+from worker.corpus import make_message, make_rewrite
+
+POL, BRE = JUDGES["politeness"], JUDGES["brevity"]
+
+
+def rewrites(kind: str, n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
+    """(blunt input, rewrite of that kind) pairs from the starter task's own generator."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        message, slots = make_message(rng)
+        out.append((message, make_rewrite(kind, slots, rng)))
+    return out
+
+
+def test_politeness_accepts_every_polite_rewrite_of_the_corpus():
+    for message, text in rewrites("polite"):
+        assert politeness(message, text) >= POL.accept, (message, text)
+        assert politeness(message, text) == POL.max_score
+
+
+@pytest.mark.parametrize("kind", ["rude", "off_topic", "repetitive", "terse"])
+def test_politeness_rejects_the_poor_rewrites_of_the_corpus(kind):
+    for message, text in rewrites(kind):
+        assert politeness(message, text) < POL.accept, (kind, message, text)
+
+
+@pytest.mark.parametrize("kind", ["rude", "off_topic", "repetitive"])
+def test_poor_rewrites_score_well_below_polite_ones(kind):
+    worst_polite = min(politeness(m, t) for m, t in rewrites("polite"))
+    assert max(politeness(m, t) for m, t in rewrites(kind)) <= worst_polite - 0.3
+
+
+def test_politeness_wants_the_content_kept():
+    message = "Fix the report now."
+    assert politeness(message, "Could you please fix the report when you have a moment? Thank you!") == 1.0
+    assert politeness(message, "Could you please sign the report when you have a moment? Thank you!") < POL.accept
+    assert politeness(message, "Could you please fix the slides when you have a moment? Thank you!") < POL.accept
+    assert politeness(message, "Would you mind fixing the report today if possible? Thanks a lot.") == 1.0
+    assert politeness(message, "Could you please fix the report, idiot? Thank you!") < 0.6
+    assert politeness(message, "Could you please fix the report when you have a moment? Thank you") < POL.accept
+
+
+def test_well_formed():
+    assert well_formed("Could you fix the report? Thanks.")
+    assert well_formed("Fix it.")
+    assert not well_formed("Fix.")  # one word
+    assert not well_formed("Could you fix the report")  # no sentence end
+    assert not well_formed("Please please please fix it.")  # a word 3 times in a row
+    assert not well_formed("Bug bug bug bug.")
+    assert not well_formed("Could you fix the rep\ufffd.")  # debris
+    assert not well_formed("Fix the report <pad>.")
+    assert not well_formed("")
+    assert well_formed("Could you fix the report? Thanks.", truncated=True)
+    assert not well_formed("Could you fix the report? Thank", truncated=True)
+
+
+def test_brevity_prefers_short_well_formed_text_that_keeps_the_content():
+    message = "Just fix the report already."
+    short, polite = "Fix the report.", "Could you please fix the report when you have a moment? Thank you!"
+    assert brevity(message, short) == BRE.max_score
+    assert brevity(message, short) > brevity(message, "Fix the report today.") > brevity(message, polite)
+    assert brevity(message, polite) < BRE.accept <= brevity(message, short)
+    assert brevity(message, "Fix it.") < BRE.accept  # short, but the object is gone
+    assert brevity(message, "Fix the report") == 0.0  # not well-formed
+    assert brevity(message, "Fix the report, idiot.") < BRE.accept
+    assert brevity(message, "I had pasta for lunch.") < BRE.accept
+    rng = random.Random(1)
+    for _ in range(200):
+        message, slots = make_message(rng)
+        assert brevity(message, f"{slots['Act']} {slots['obj']}.") >= BRE.accept, message  # the terse "{Act} {obj}."
+        assert brevity(message, f"{slots['Act']} it.") < BRE.accept, message  # the terse one that drops the object
+    for kind in ("off_topic", "repetitive"):
+        for message, text in rewrites(kind):
+            assert brevity(message, text) < BRE.accept, (kind, message, text)
+
+
+def test_the_two_judges_disagree():
+    message = "Send the invoice today, idiot."
+    short, polite = "Send the invoice.", "Could you please send the invoice today if possible? Thank you!"
+    assert politeness(message, polite) > politeness(message, short)
+    assert brevity(message, short) > brevity(message, polite)
+    assert POL.good(message, polite) and not POL.good(message, short)
+    assert BRE.good(message, short) and not BRE.good(message, polite)
+    # Over the corpus's polite rewrites, brevity accepts none: they are all long.
+    assert not any(BRE.good(m, t) for m, t in rewrites("polite"))
