@@ -139,7 +139,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
     acked = sum(r["acked"] for r in results.values())
     return {
         "backend": backend, "annotators": args.annotators, "think_ms": args.think_ms, "seconds": round(elapsed, 1),
-        "clicks": acked, "clicks_per_s": round(acked / elapsed, 2), "errors": sum(r["errors"] for r in results.values()),
+        "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
+        "errors": sum(r["errors"] for r in results.values()),
         "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
                              "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,

