@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from app.config import Config
+
+
+class IdConverter(IntegerConverter):
+    """A row id in URLs: 1 to 2**31-1, the range of an INTEGER key on Postgres; anything else is a plain 404."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 - werkzeug's argument name
+        super().__init__(map, min=1, max=2**31 - 1)
 
 
 def create_app(config: Config | dict | None = None) -> Flask:
     """Build the app: config, then extensions, then blueprints. Nothing heavy runs here."""
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.url_map.converters["id"] = IdConverter
     app.config.from_object(Config())
     if isinstance(config, dict):
         app.config.update(config)

@@ -57,7 +57,7 @@ def create_comparison():
     return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}, 201
 
 
-@bp.get("/comparisons/<int:comparison_id>")
+@bp.get("/comparisons/<id:comparison_id>")
 @require("annotate")
 def get_comparison(comparison_id: int):
     """One of your comparisons."""
@@ -65,7 +65,7 @@ def get_comparison(comparison_id: int):
     return comparisons.comparison_json(comparison)
 
 
-@bp.post("/comparisons/<int:comparison_id>/answer")
+@bp.post("/comparisons/<id:comparison_id>/answer")
 @require("annotate")
 def answer(comparison_id: int):
     """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
@@ -80,7 +80,7 @@ def answer(comparison_id: int):
     return out, 201 if created else 200
 
 
-@bp.post("/comparisons/<int:comparison_id>/undo")
+@bp.post("/comparisons/<id:comparison_id>/undo")
 @require("annotate")
 def undo(comparison_id: int):
     """Undo your latest answer (only while it is the latest) and return its comparison again."""
@@ -143,7 +143,7 @@ def list_model_versions():
     return {"versions": [registry.version_json(v, active_id=active) for v in registry.list_versions()]}
 
 
-@bp.post("/model-versions/<int:version_id>/activate")
+@bp.post("/model-versions/<id:version_id>/activate")
 @require("activate")
 def activate_model_version(version_id: int):
     """Serve this version from now on (also how you roll back)."""

@@ -79,7 +79,9 @@ class Config:
         self.TRAIN_MAX_LENGTH = env_int("TRAIN_MAX_LENGTH", 128)
         self.TRAIN_LORA = env_bool("TRAIN_LORA", False)
         self.TRAIN_START = env_str("TRAIN_START", "base")  # base | active
-        self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 0.0)
+        # The sft term keeps the chosen text likely: without it, 200 clicks pushed the default T5 starter into
+        # never-ending gibberish and the GPT-2 starter into 4-token answers (docs/BENCHMARKS.md, "Default settings").
+        self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 1.0)
         self.TRAIN_HOLDOUT = env_float("TRAIN_HOLDOUT", 0.2)
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
         # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).

@@ -27,7 +27,7 @@ def versions():
     )
 
 
-@bp.post("/versions/<int:version_id>/activate")
+@bp.post("/versions/<id:version_id>/activate")
 @login_required
 @require("activate")
 def activate(version_id: int):

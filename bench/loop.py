@@ -404,7 +404,7 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
     ax.set_ylim(0, 100)
     ax.set_title("prefloop: served model's good rate vs clicks (retrain after each round)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -17,16 +17,16 @@ ALLOWED = {
 # (rule, permission, body). Bodies are valid, so an allowed role gets past the role check to the real work.
 API_ROUTES = [
     ("/api/comparisons", "annotate", {"prompt": "Send it now."}),
-    ("/api/comparisons/<int:comparison_id>/answer", "annotate", {"verdict": "skip"}),
-    ("/api/comparisons/<int:comparison_id>/undo", "annotate", {}),
+    ("/api/comparisons/<id:comparison_id>/answer", "annotate", {"verdict": "skip"}),
+    ("/api/comparisons/<id:comparison_id>/undo", "annotate", {}),
     ("/api/prompts", "import", {"prompts": ["Close the door."]}),
     ("/api/training-runs", "retrain", {}),
-    ("/api/model-versions/<int:version_id>/activate", "activate", {"reason": "matrix"}),
+    ("/api/model-versions/<id:version_id>/activate", "activate", {"reason": "matrix"}),
 ]
 FORM_ROUTES = [
     ("/admin/prompts", "import"),
     ("/admin/retrain", "retrain"),
-    ("/ops/versions/<int:version_id>/activate", "activate"),
+    ("/ops/versions/<id:version_id>/activate", "activate"),
     ("/ops/rollback", "activate"),
 ]
 PUBLIC_POSTS = {"/auth/login", "/auth/logout"}
@@ -56,7 +56,7 @@ def test_api_roles(app, client, users, role, rule, permission, body):
     """401 without a token, 403 for a role without the permission, the real answer otherwise."""
     people = make_users(users)
     comparison_id = own_comparison(client, people[role] if role != "anonymous" else people["annotator"])
-    path = rule.replace("<int:comparison_id>", str(comparison_id)).replace("<int:version_id>", "1")
+    path = rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
     if rule.endswith("/undo"):
         client.post(f"/api/comparisons/{comparison_id}/answer", json={"verdict": "skip"},
                     headers=(people.get(role) or people["annotator"])["headers"])
@@ -68,7 +68,7 @@ def test_api_roles(app, client, users, role, rule, permission, body):
         assert res.status_code == 403 and res.json["error"] == "your role does not allow this"
     else:
         # Retrain has no Redis in this app: 503 is the real, post-authorisation answer.
-        expected = {"/api/training-runs": 503, "/api/model-versions/<int:version_id>/activate": 200}.get(rule, 201)
+        expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200}.get(rule, 201)
         if rule.endswith("/undo"):
             expected = 200
         assert res.status_code == expected, res.json
@@ -84,7 +84,7 @@ def csrf_token(client, path="/") -> str:
 def test_form_roles(app, client, users, role, rule, permission):
     """Forms: anonymous is sent to the login page, a role without the permission gets 403, others are served."""
     people = make_users(users)
-    path = rule.replace("<int:version_id>", "1")
+    path = rule.replace("<id:version_id>", "1")
     data = {"reason": "matrix"}
     if role != "anonymous":
         users.login(client, people[role]["name"])
@@ -103,7 +103,7 @@ def test_forms_without_csrf_are_refused(app, client, users, rule, permission):
     """The right role is not enough: a form post without its CSRF token is a clear 400."""
     people = make_users(users)
     users.login(client, people["operator"]["name"])
-    res = client.post(rule.replace("<int:version_id>", "1"), data={"reason": "matrix"})
+    res = client.post(rule.replace("<id:version_id>", "1"), data={"reason": "matrix"})
     assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
 
 

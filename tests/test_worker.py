@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tests import services
 from tests.live import live_server, live_worker
+from tests.test_dpo import TINY_SFT_WEIGHT
 from tests.test_hot_swap import call, wait_serving, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -49,7 +50,8 @@ def finished(run: dict) -> bool:
 def redis_env():
     url = services.redis_url()
     redis.Redis.from_url(url).flushdb()
-    yield {"REDIS_URL": url, "GEN_MAX_NEW_TOKENS": "40", "TRAIN_MIN_PAIRS": "4"}
+    yield {"REDIS_URL": url, "GEN_MAX_NEW_TOKENS": "40", "TRAIN_MIN_PAIRS": "4",
+           "TRAIN_SFT_WEIGHT": str(TINY_SFT_WEIGHT)}
     redis.Redis.from_url(url).flushdb()
 
 
