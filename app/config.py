@@ -88,7 +88,8 @@ class Config:
         self.WORKER_PRELOAD = env_bool("WORKER_PRELOAD", True)
         self.TRAIN_MIN_PAIRS = env_int("TRAIN_MIN_PAIRS", 4)
         self.GATE_MAX_FLUENCY_DROP = env_float("GATE_MAX_FLUENCY_DROP", 1.0)
-        self.GATE_MIN_DISTINCT = env_float("GATE_MIN_DISTINCT", 1.5)
+        # Mean distinct raw samples of 3: below 2.5 the annotator is mostly shown the same text three times.
+        self.GATE_MIN_DISTINCT = env_float("GATE_MIN_DISTINCT", 2.5)
         self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
         self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 16)
 

@@ -250,3 +250,24 @@ def test_progress_reaches_the_rq_job_meta(app, monkeypatch):
     finally:
         job.delete()
         queue.delete(delete_jobs=True)
+
+
+def test_held_out_inputs_stay_held_out_as_clicks_accumulate():
+    """The split is by input and stable: an input held out in one run is held out in every later run, so the
+    gate never scores the parent on inputs it trained on."""
+    from worker.dpo import split_by_prompt
+
+    def pairs(inputs):
+        return [{"input": t, "prompt": t, "chosen": " a", "rejected": " b"} for t in inputs for _ in range(2)]
+
+    first_inputs = [f"Send report {i} now." for i in range(30)]
+    train1, held1 = split_by_prompt(pairs(first_inputs), holdout=0.2, seed=0)
+    train2, held2 = split_by_prompt(pairs(first_inputs + [f"Fix bug {i} today." for i in range(60)]),
+                                    holdout=0.2, seed=0)
+    held1, held2 = {p["input"] for p in held1}, {p["input"] for p in held2}
+    assert held1 and held1 <= held2, "what was held out stays held out"
+    assert not held2 & {p["input"] for p in train2} and not held1 & {p["input"] for p in train1}
+    assert 0.1 < len(held2) / 90 < 0.3
+    # Two inputs: one trains and one is held out, whatever the hash says.
+    train, held = split_by_prompt(pairs(["a.", "b."]), holdout=0.2, seed=0)
+    assert len({p["input"] for p in train}) == 1 and len({p["input"] for p in held}) == 1
