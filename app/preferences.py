@@ -64,6 +64,8 @@ def record_answer(
 
 def undo_last_answer(*, user_id: int, comparison_id: int | None = None) -> Comparison:
     """Delete the user's latest answer (only while it is the latest) and return its comparison."""
+    if comparison_id is not None:
+        get_comparison(comparison_id=comparison_id, user_id=user_id)  # unknown or someone else's: a plain 404
     latest = db.session.scalars(
         select(Preference).where(Preference.user_id == user_id).order_by(Preference.id.desc()).limit(1)
     ).first()

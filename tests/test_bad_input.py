@@ -74,3 +74,46 @@ def test_bad_upload_imports_nothing(app, client, users, admin):
     res = client.post("/admin/prompts", data={"file": (BytesIO(b"prompt\nok\n"), "p.csv")})
     assert res.status_code == 400  # no CSRF token
     assert count(app, Prompt) == 0
+
+
+def table_counts(app) -> dict:
+    """Rows in every table, to prove a refused request stored nothing anywhere."""
+    with app.app_context():
+        return {t.name: db.session.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in db.metadata.sorted_tables}
+
+
+# Every mutating API route (operator token: every permission), with bodies that are wrong in each way.
+BAD_BODIES = [
+    ("/api/comparisons", [b"\xff\xfe", b"[1]", b'{"prompt": 5}', b'{"prompt": ["a"]}', b'{"other": 1}']),
+    ("/api/comparisons/{cid}/answer", [b"\xff\xfe", b"[]", b'{"candidate_id": "x"}', b'{"candidate_id": 999999}',
+                                      b'{"verdict": "great"}', b"{}", b'{"candidate_id": true}']),
+    ("/api/prompts", [b"\xff\xfe", b'{"prompts": "one"}', b'{"prompts": [1, 2]}', b'{"prompts": [""]}', b"{}"]),
+    ("/api/training-runs", [b"\xff\xfe", b'{"beta": "x"}', b'{"epochs": -1}', b'{"lora": 1}', b'{"x": 1}']),
+    ("/api/model-versions/1/activate", [b"\xff\xfe", b"{}", b'{"reason": 5}', b'{"reason": "   "}']),
+]
+
+
+@pytest.mark.parametrize(("path", "bodies"), BAD_BODIES, ids=[p for p, _ in BAD_BODIES])
+def test_every_write_endpoint_refuses_bad_bodies_and_stores_nothing(app, client, users, path, bodies):
+    operator = users.create("opr", "operator")
+    app.config["TRAIN_MIN_PAIRS"] = 0  # so Retrain reaches its body checks even with no clicks
+    comp = client.post("/api/comparisons", json={"prompt": "Close the door."}, headers=operator["headers"]).json
+    before = table_counts(app)
+    for body in bodies:
+        res = client.post(path.format(cid=comp["id"]), data=body, content_type="application/json",
+                          headers=operator["headers"])
+        assert 400 <= res.status_code < 500, (path, body, res.status_code)
+        assert res.json["error"], (path, body)
+        assert table_counts(app) == before, (path, body)
+
+
+@pytest.mark.parametrize("path", ["/api/comparisons/999999/answer", "/api/comparisons/999999/undo",
+                                  "/api/comparisons/0/answer", "/api/comparisons/-1/answer",
+                                  "/api/comparisons/99999999999999999999/answer", "/api/model-versions/999/activate",
+                                  "/api/comparisons/abc/answer", "/api/training-runs/nope"])
+def test_unknown_ids_are_404(app, client, users, path):
+    operator = users.create("opr", "operator")
+    res = (client.get if path.startswith("/api/training-runs") else client.post)(
+        path, json={"verdict": "skip", "reason": "x"}, headers=operator["headers"])
+    assert res.status_code == 404 and res.json["error"]
