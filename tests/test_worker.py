@@ -61,9 +61,10 @@ def test_retrain_clicked_trains_registers_and_serves(tmp_path, starter_dir, redi
     held-out accuracy beats its parent's; if the gate passes it, the web processes serve it."""
     with live_server(tmp_path=tmp_path, starter_path=starter_dir[arch], users=USERS, prompts=20,
                      env_extra=redis_env) as srv, live_worker(srv):
-        click_shortest(srv, n=40)
-        status, run = call(srv, "POST", "/api/training-runs", "adm", {})
-        assert status == 202 and run["status"] == "queued", run
+        click_shortest(srv, n=60)
+        # 4 epochs: the tiny test starters need more passes than the defaults give the default-size ones.
+        status, run = call(srv, "POST", "/api/training-runs", "adm", {"epochs": 4})
+        assert status == 202 and run["status"] == "queued" and run["config"]["epochs"] == 4, run
         run = wait_run(srv, run["id"], until=finished)
         assert run["status"] in ("succeeded", "rejected"), run["error"]
         m = run["metrics"]
