@@ -20,7 +20,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def index():
     """The admin page."""
     return render_template("admin/index.html", progress=progress(user_id=current_user.id),
-                           runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_defaults())
+                           runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_config())
 
 
 @bp.post("/prompts")
@@ -75,7 +75,3 @@ def run(run_id: str):
     """A run's live page: status, progress, curves and metrics."""
     return render_template("admin/run.html", run=run_json(get_run(run_id=run_id)))
 
-
-def training_defaults() -> dict:
-    """The settings a run gets when the form is left empty."""
-    return training_config()

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.common import OUT, cached_starter, machine, markdown_table, summary_ms, write_json
+from tests.services import reset_postgres
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
 
@@ -78,16 +79,6 @@ def postgres_reachable(url: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this backend"
         return str(exc).splitlines()[0]
     return None
-
-
-def reset_postgres(url: str) -> None:
-    """Drop and recreate the public schema so `flask db upgrade` starts from nothing."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
-    engine.dispose()
 
 
 def wait_for_buffer(db_url: str, want: int, timeout: float = 120.0) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, write_json
 from bench.judges import JUDGES, Judge, well_formed
-from bench.retrain import redis_server
+from bench.retrain import redis_server, wait_all_serving, wait_run
 from tests.live import live_server, live_worker
 from tests.test_hot_swap import call, worker_pids
 
@@ -185,28 +185,6 @@ def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str) -> 
             "chosen_good_rate": chosen_good / max(choices, 1), "inputs": inputs}
 
 
-def wait_run(srv, run_id: str, timeout: float = 3600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, run = call(srv, "GET", f"/api/training-runs/{run_id}", "adm")
-        if status == 200 and run["status"] not in ("queued", "running"):
-            return run
-        time.sleep(0.5)
-    raise TimeoutError(f"run {run_id} did not finish in {timeout}s")
-
-
-def wait_all_serving(srv, version: int, pids: set[int], timeout: float = 300) -> float:
-    """Ask /api/serving until every web process answers `version`; return the seconds it took."""
-    started, seen = time.monotonic(), {}
-    while time.monotonic() - started < timeout:
-        _, body = call(srv, "GET", "/api/serving", "adm")
-        seen[body["pid"]] = body["serving"]
-        if all(seen.get(p) == version for p in pids):
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise TimeoutError(f"not every process serves {version}: {seen}")
-
-
 def served_version(srv) -> int:
     versions = call(srv, "GET", "/api/model-versions", "adm")[1]["versions"]
     return next(v["id"] for v in versions if v["active"])
@@ -256,7 +234,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
             m = run["metrics"] or {}
             swap_s = None
             if run["status"] == "succeeded" and m.get("activated"):
-                swap_s = wait_all_serving(srv, run["version_id"], pids)
+                swap_s = wait_all_serving(srv, run["version_id"], pids) - t2
             serving = served_version(srv)
             leak = heldout_leak(srv, run, clicked, trained_on, active=env.get("TRAIN_START") == "active")
             rows = sample_model(srv.model_store / str(serving), prompts, gen, seed=args.seed)

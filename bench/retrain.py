@@ -81,25 +81,24 @@ class Load:
 
     def run(self, user: str) -> None:
         while not self.stop.is_set():
-            for path, body in (("/api/comparisons", {}),):
-                started = time.perf_counter()
-                try:
-                    status, comp = call(self.srv, "POST", path, user, body, timeout=120)
-                    ok = status == 201
-                except Exception:  # noqa: BLE001 - a dropped connection counts as an error
-                    ok, comp = False, {}
-                self.records.append((time.monotonic(), time.perf_counter() - started, ok))
-                if not ok:
-                    continue
-                started = time.perf_counter()
-                try:
-                    # Skips: the same requests as a click, but no pairs, so the retrain still sees exactly --clicks.
-                    status, _ = call(self.srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
-                                     {"verdict": "skip"}, timeout=120)
-                    ok = status == 201
-                except Exception:  # noqa: BLE001
-                    ok = False
-                self.records.append((time.monotonic(), time.perf_counter() - started, ok))
+            started = time.perf_counter()
+            try:
+                status, comp = call(self.srv, "POST", "/api/comparisons", user, {}, timeout=120)
+                ok = status == 201
+            except Exception:  # noqa: BLE001 - a dropped connection counts as an error
+                ok, comp = False, {}
+            self.records.append((time.monotonic(), time.perf_counter() - started, ok))
+            if not ok:
+                continue
+            started = time.perf_counter()
+            try:
+                # Skips: the same requests as a click, but no pairs, so the retrain still sees exactly --clicks.
+                status, _ = call(self.srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
+                                 {"verdict": "skip"}, timeout=120)
+                ok = status == 201
+            except Exception:  # noqa: BLE001
+                ok = False
+            self.records.append((time.monotonic(), time.perf_counter() - started, ok))
 
     def window(self, start: float, end: float) -> dict:
         rows = [(s, ok) for t, s, ok in self.records if start <= t <= end]
@@ -110,13 +109,14 @@ class Load:
 
 
 def wait_run(srv, run_id: str, timeout: float = 3600) -> dict:
+    """Poll a training run (as the admin "adm") until it has ended; return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _, run = call(srv, "GET", f"/api/training-runs/{run_id}", "adm")
-        if run["status"] not in ("queued", "running"):
+        status, run = call(srv, "GET", f"/api/training-runs/{run_id}", "adm")
+        if status == 200 and run["status"] not in ("queued", "running"):
             return run
         time.sleep(0.2)
-    raise TimeoutError(run_id)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout}s")
 
 
 def wait_all_serving(srv, version: int, pids: set[int], timeout: float = 300) -> float:
@@ -124,7 +124,7 @@ def wait_all_serving(srv, version: int, pids: set[int], timeout: float = 300) ->
     seen: dict[int, int] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _, body = call(srv, "GET", "/api/serving", "opr")
+        _, body = call(srv, "GET", "/api/serving", "adm")
         seen[body["pid"]] = body["serving"]
         if all(seen.get(p) == version for p in pids):
             return time.monotonic()
