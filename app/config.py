@@ -86,6 +86,8 @@ class Config:
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
         # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).
         self.WORKER_PRELOAD = env_bool("WORKER_PRELOAD", True)
+        # auto | simple | fork: "simple" runs jobs in the worker process (auto picks it when a GPU is present).
+        self.WORKER_MODE = env_str("WORKER_MODE", "auto")
         self.TRAIN_MIN_PAIRS = env_int("TRAIN_MIN_PAIRS", 4)
         self.GATE_MAX_FLUENCY_DROP = env_float("GATE_MAX_FLUENCY_DROP", 1.0)
         # Mean distinct raw samples of 3: below 2.5 the annotator is mostly shown the same text three times.

@@ -60,7 +60,7 @@ def main() -> int:
     from rq import SimpleWorker, Worker
 
     # With a GPU, run jobs in this process (SimpleWorker): CUDA cannot be re-initialised in a fork.
-    mode = os.environ.get("WORKER_MODE", "auto")
+    mode = app.config["WORKER_MODE"]
     cls = SimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else Worker
     conn = redis.Redis.from_url(url)
     logging.info("working queue 'training' with %s (preload %s)", cls.__name__, app.config["WORKER_PRELOAD"])
