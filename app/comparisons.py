@@ -29,48 +29,56 @@ def generation_settings() -> dict:
     }
 
 
-def generate_comparison(*, loaded, input_text: str, prompt_id: int | None, user_id: int | None) -> Comparison:
-    """Sample candidates with `loaded` and store them as one comparison (not committed)."""
-    from app.generation import InputTooLong, sample_candidates
+def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None) -> list[Comparison]:
+    """Sample candidates for each (input text, pool prompt id) in one batched call and store them (not committed).
+
+    The comparisons of one call share its seed; each records its place in the batch, which with the seed
+    reproduces its samples and its display order."""
+    from app.generation import InputTooLong, sample_batch
 
     settings = generation_settings()
     seed = random.SystemRandom().randrange(2**31)
-    model_prompt = loaded.format_prompt(input_text)
+    model_prompts = [loaded.format_prompt(text) for text, _ in inputs]
     try:
-        texts, raw = sample_candidates(loaded, model_prompt=model_prompt, seed=seed, **settings)
+        results = sample_batch(loaded, model_prompts=model_prompts, seed=seed, **settings)
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)  # shown in random order, reproducible from the stored seed
-    comparison = Comparison(
-        prompt_id=prompt_id,
-        input_text=input_text,
-        model_prompt=model_prompt,
-        model_version_id=loaded.version_id,
-        settings=settings | {"raw_distinct": len(set(raw))},
-        seed=seed,
-        state="assigned" if user_id else "ready",
-        user_id=user_id,
-        assigned_at=utcnow() if user_id else None,
-    )
-    comparison.candidates = [
-        Candidate(position=pos, sample_index=idx, text=texts[idx]) for pos, idx in enumerate(order)
-    ]
-    db.session.add(comparison)
-    return comparison
+    comparisons = []
+    for index, ((input_text, prompt_id), model_prompt, (texts, raw)) in enumerate(
+        zip(inputs, model_prompts, results, strict=True)
+    ):
+        order = list(range(len(texts)))
+        random.Random(seed + index).shuffle(order)  # shown in random order, reproducible from seed and index
+        comparison = Comparison(
+            prompt_id=prompt_id,
+            input_text=input_text,
+            model_prompt=model_prompt,
+            model_version_id=loaded.version_id,
+            settings=settings | {"raw_distinct": len(set(raw)), "batch_size": len(inputs), "batch_index": index},
+            seed=seed,
+            state="assigned" if user_id else "ready",
+            user_id=user_id,
+            assigned_at=utcnow() if user_id else None,
+        )
+        comparison.candidates = [
+            Candidate(position=pos, sample_index=idx, text=texts[idx]) for pos, idx in enumerate(order)
+        ]
+        db.session.add(comparison)
+        comparisons.append(comparison)
+    return comparisons
 
 
-def next_pool_prompt() -> Prompt:
-    """The pool prompt with the fewest comparisons so far (oldest first among equals)."""
+def next_pool_prompts(*, limit: int = 1) -> list[Prompt]:
+    """The pool prompts with the fewest comparisons so far (oldest first among equals)."""
     open_count = (
         select(func.count(Comparison.id))
         .where(Comparison.prompt_id == Prompt.id, Comparison.state != "stale")
         .scalar_subquery()
     )
-    prompt = db.session.scalars(select(Prompt).order_by(open_count, Prompt.id).limit(1)).first()
-    if prompt is None:
+    prompts = list(db.session.scalars(select(Prompt).order_by(open_count, Prompt.id).limit(limit)))
+    if not prompts:
         raise PoolEmpty("the prompt pool is empty; import prompts first")
-    return prompt
+    return prompts
 
 
 def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
@@ -101,14 +109,14 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
         text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
-        comparison = generate_comparison(loaded=loaded, input_text=text, prompt_id=None, user_id=user_id)
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id)
     else:
         comparison = claim_prefetched(user_id=user_id, version_id=loaded.version_id)
         wake_prefetcher(current_app._get_current_object())
         if comparison is not None:
             return comparison
-        prompt = next_pool_prompt()
-        comparison = generate_comparison(loaded=loaded, input_text=prompt.text, prompt_id=prompt.id, user_id=user_id)
+        [prompt] = next_pool_prompts()
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id)
     db.session.commit()
     return comparison
 

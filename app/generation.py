@@ -70,6 +70,7 @@ class InputTooLong(ValueError):
 
 
 def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top_p: float, max_new_tokens: int):
+    """n samples per row of enc, as one list of n-long lists."""
     import torch
 
     tok = loaded.tokenizer
@@ -84,15 +85,30 @@ def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top
             pad_token_id=tok.pad_token_id,
         )
     if not loaded.is_seq2seq:
-        # A decoder-only model echoes the prompt; keep only what it added.
+        # A decoder-only model echoes the (left-padded) prompt; keep only what it added.
         out = out[:, enc["input_ids"].shape[1] :]
-    return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+    texts = [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+    return [texts[i : i + n] for i in range(0, len(texts), n)]
 
 
-def sample_candidates(
+def _encode(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, max_input_tokens: int) -> dict:
+    """Tokenize prompts as one padded batch, refusing any that does not fit the model."""
+    tok = loaded.tokenizer
+    limit = max_input_tokens
+    if loaded.max_positions and not loaded.is_seq2seq:
+        limit = min(limit, loaded.max_positions - max_new_tokens)
+    # Left padding for a decoder-only model, so every row's next token follows its own prompt directly.
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="right" if loaded.is_seq2seq else "left")
+    longest = int(enc["attention_mask"].sum(dim=1).max())
+    if longest > limit:
+        raise InputTooLong(f"input is {longest} tokens; the limit is {limit}")
+    return {k: v.to(loaded.model.device) for k, v in enc.items()}
+
+
+def sample_batch(
     loaded: LoadedModel,
     *,
-    model_prompt: str,
+    model_prompts: list[str],
     n: int = 3,
     temperature: float = 1.0,
     top_p: float = 0.95,
@@ -100,39 +116,40 @@ def sample_candidates(
     max_input_tokens: int = 256,
     seed: int = 0,
     dedup_tries: int = 3,
-) -> tuple[list[str], list[str]]:
-    """Sample n distinct candidates in one generate call; resample duplicates a bounded number of times.
+) -> list[tuple[list[str], list[str]]]:
+    """Sample n candidates for every prompt in one generate call; resample duplicates a bounded number of times.
 
-    Returns (candidates, raw) where raw is the first call's samples before any resampling,
+    Returns one (candidates, raw) per prompt, where raw is the first call's samples before any resampling,
     so diversity can be measured honestly.
     """
     import torch
 
-    tok = loaded.tokenizer
-    limit = max_input_tokens
-    if loaded.max_positions and not loaded.is_seq2seq:
-        limit = min(limit, loaded.max_positions - max_new_tokens)
-    enc = tok(model_prompt, return_tensors="pt")
-    if enc["input_ids"].shape[1] > limit:
-        raise InputTooLong(f"input is {enc['input_ids'].shape[1]} tokens; the limit is {limit}")
-    device = loaded.model.device
-    enc = {k: v.to(device) for k, v in enc.items()}
     kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    enc = _encode(loaded, model_prompts, max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens)
     with _GENERATE_LOCK:
         torch.manual_seed(seed)
-        raw = _generate(loaded, enc, n, **kwargs)
-        unique: list[str] = []
-        for text in raw:
-            if text not in unique:
-                unique.append(text)
+        raws = _generate(loaded, enc, n, **kwargs)
+        uniques = [list(dict.fromkeys(raw)) for raw in raws]
         for _ in range(dedup_tries):
-            if len(unique) >= n:
+            short = [i for i, unique in enumerate(uniques) if len(unique) < n]
+            if not short:
                 break
-            for text in _generate(loaded, enc, n, **kwargs):
-                if text not in unique and len(unique) < n:
-                    unique.append(text)
-    # Bounded tries: if the model really only knows fewer answers, fill with repeats
-    # rather than fail the request; the raw list records the truth.
-    while len(unique) < n:
-        unique.append(raw[len(unique) % len(raw)])
-    return unique, raw
+            # Only the prompts that still lack distinct candidates go round again, together.
+            again = _generate(loaded, {k: v[short] for k, v in enc.items()}, n, **kwargs)
+            for i, texts in zip(short, again, strict=True):
+                for text in texts:
+                    if text not in uniques[i] and len(uniques[i]) < n:
+                        uniques[i].append(text)
+    results = []
+    for unique, raw in zip(uniques, raws, strict=True):
+        # Bounded tries: if the model really only knows fewer answers, fill with repeats
+        # rather than fail the request; the raw list records the truth.
+        while len(unique) < n:
+            unique.append(raw[len(unique) % len(raw)])
+        results.append((unique, raw))
+    return results
+
+
+def sample_candidates(loaded: LoadedModel, *, model_prompt: str, **settings) -> tuple[list[str], list[str]]:
+    """Sample the candidates of one prompt (see sample_batch)."""
+    return sample_batch(loaded, model_prompts=[model_prompt], **settings)[0]

@@ -36,8 +36,8 @@ def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2
         loaded = get_holder(app).current()
         for text in make_prompts(n=n_prompts, seed=seed + 1):
             for _ in range(per_prompt):
-                comparison = comparisons.generate_comparison(loaded=loaded, input_text=text, prompt_id=None,
-                                                             user_id=user.id)
+                [comparison] = comparisons.generate_comparisons(loaded=loaded, inputs=[(text, None)],
+                                                                user_id=user.id)
                 db.session.commit()
                 best = min(comparison.candidates, key=lambda c: (len(c.text), c.position))
                 pref, _ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=best.id,

@@ -57,3 +57,23 @@ def test_input_over_the_token_limit_is_refused(starter_dir):
     loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
     with pytest.raises(InputTooLong):
         sample_candidates(loaded, model_prompt="word " * 400, n=3, max_input_tokens=64)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_a_batch_of_prompts_samples_as_each_prompt_alone(starter_dir, arch, monkeypatch):
+    """One generate call for several prompts of different lengths; padding changes no prompt's continuation."""
+    from app.generation import sample_batch
+
+    loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    prompts = [loaded.format_prompt(t) for t in ("Fix it.", "Why haven't you reviewed the meeting room yet?",
+                                                 "Sign the contract by friday, seriously.")]
+    # Near-zero temperature: each row is its greedy continuation, so a row misaligned by padding would differ.
+    greedy = dict(n=3, temperature=1e-4, max_new_tokens=12, dedup_tries=0, seed=0)
+    alone = [sample_candidates(loaded, model_prompt=p, **greedy)[1] for p in prompts]
+    calls = []
+    original = loaded.model.generate
+    monkeypatch.setattr(loaded.model, "generate",
+                        lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k))
+    together = [raw for _, raw in sample_batch(loaded, model_prompts=prompts, **greedy)]
+    assert len(calls) == 1 and calls[0][0] == 3
+    assert together == alone

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.comparisons import generate_comparison
+from app.comparisons import generate_comparisons
 from app.extensions import db
 from app.preferences import build_pairs, choice_preferences, record_answer
 from app.serving import get_holder
@@ -19,7 +19,7 @@ def answered(app):
         loaded = get_holder(app).current()
         out = []
         for text, answer in (("Fix the bug now.", 0), ("Sign it.", "tie"), ("Print the notes now.", 2)):
-            c = generate_comparison(loaded=loaded, input_text=text, prompt_id=None, user_id=user.id)
+            [c] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user.id)
             db.session.commit()
             if answer == "tie":
                 record_answer(user_id=user.id, comparison_id=c.id, candidate_id=None, verdict="tie")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 
 # (base, -ing, past participle) so templates can conjugate without an NLP library.
@@ -51,7 +53,10 @@ POLITE = [
     "I would really appreciate it if you could {act} {obj} {ptime}.",
     "Could you {act} {obj} {ptime}, please? Many thanks.",
 ]
-TERSE = ["{Act} {obj}.", "{Act} it.", "{obj}. {urg}."]
+# Several short forms that keep the request, so a model taught to be brief still has more than one way to say it
+# (with a single one, brevity could only be learnt by collapsing every sample onto it).
+TERSE = ["{Act} {obj}.", "{Act} {obj} {urg}.", "Please {act} {obj}.", "{Act} {obj}, please.", "{Act} it.",
+         "{obj}. {urg}."]
 RUDE = ["{Act} {obj} {urg}, {insult}.", "Just {act} {obj}, {insult}.", "{Act} {obj}. Now."]
 
 # Mixed quality on purpose: preferences must have room to improve the starter.
@@ -104,6 +109,11 @@ def make_corpus(*, n: int, seed: int) -> list[tuple[str, str, str]]:
         kind = rng.choices(kinds, weights)[0]
         rows.append((message, make_rewrite(kind, slots, rng), kind))
     return rows
+
+
+def corpus_hash(*, n: int, seed: int) -> str:
+    """A fingerprint of the corpus, recorded in the starter's manifest so a changed corpus is never mistaken for it."""
+    return hashlib.sha256(json.dumps(make_corpus(n=n, seed=seed)).encode()).hexdigest()[:16]
 
 
 def make_prompts(*, n: int, seed: int) -> list[str]:
