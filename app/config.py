@@ -93,7 +93,7 @@ class Config:
         # Mean distinct raw samples of 3: below 2.5 the annotator is mostly shown the same text three times.
         self.GATE_MIN_DISTINCT = env_float("GATE_MIN_DISTINCT", 2.5)
         self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
-        self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 16)
+        self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 48)
 
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)

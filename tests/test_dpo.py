@@ -271,3 +271,14 @@ def test_held_out_inputs_stay_held_out_as_clicks_accumulate():
     # Two inputs: one trains and one is held out, whatever the hash says.
     train, held = split_by_prompt(pairs(["a.", "b."]), holdout=0.2, seed=0)
     assert len({p["input"] for p in train}) == 1 and len({p["input"] for p in held}) == 1
+
+
+def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
+    from app.prompts import import_prompts
+    from worker.dpo import evaluation_texts
+
+    with app.app_context():
+        import_prompts(texts=[f"Fix report {i} now." for i in range(6)], source="t", max_chars=500)
+        trained = [{"input": f"Fix report {i} now."} for i in (0, 2, 3)]
+        assert evaluation_texts(trained, limit=4) == ["Fix report 1 now.", "Fix report 4 now.",
+                                                      "Fix report 5 now.", "Fix report 0 now."]

@@ -5,11 +5,11 @@ import random
 import pytest
 import torch
 
-from worker.evaluation import completion_logps, evaluate_version, gate_reasons
+from worker.evaluation import completion_logps, evaluate_version, gate_reasons, sign_test
 
 GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8}
 HEALTHY = {"fluency_candidate": -2.8, "fluency_parent": -2.7, "distinct_candidate": 2.8, "distinct_parent": 3.0,
-           "length_candidate": 12.0, "length_parent": 14.0}
+           "length_candidate": 12.0, "length_parent": 14.0, "heldout_candidate_only": 3, "heldout_parent_only": 0}
 
 
 def test_gate_passes_a_better_healthy_candidate():
@@ -29,16 +29,38 @@ def test_gate_rejects_collapse_even_when_held_out_accuracy_is_high():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"accuracy_candidate": 0.4}, "accuracy fell"),
+        ({"accuracy_candidate": 0.4, "heldout_candidate_only": 0, "heldout_parent_only": 5}, "accuracy fell"),
         ({"accuracy_candidate": 0.5, "margin_candidate": 0.0}, "no better"),
         ({"distinct_candidate": 1.2}, "lost diversity"),
         ({"length_candidate": 5.0}, "shrank too much"),
     ],
 )
 def test_gate_rules(change, expected):
-    m = HEALTHY | {"accuracy_candidate": 0.7, "accuracy_parent": 0.5, "margin_candidate": 1.0, "margin_parent": 0.0}
+    m = HEALTHY | {"accuracy_candidate": 0.7, "accuracy_parent": 0.5, "margin_candidate": 1.0, "margin_parent": 0.0,
+                   "heldout_candidate_only": 2, "heldout_parent_only": 0}
     reasons = gate_reasons(m | change, GATE)
     assert len(reasons) == 1 and expected in reasons[0]
+
+
+def test_sign_test():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 0) == pytest.approx(1 / 32)  # five against, none for: p = 0.5^5
+    assert sign_test(2, 0) == pytest.approx(0.25)
+    assert sign_test(0, 4) == 1.0
+
+
+def test_a_lower_accuracy_within_noise_passes_when_the_margin_grows():
+    """11 vs 13 right of 15 pairs, 3 discordant pairs against and 1 for: not evidence of worse (p = 0.31)."""
+    m = HEALTHY | {"accuracy_candidate": 11 / 15, "accuracy_parent": 13 / 15, "margin_candidate": 2.0,
+                   "margin_parent": 1.0, "heldout_candidate_only": 1, "heldout_parent_only": 3}
+    assert gate_reasons(m, GATE) == []
+
+
+def test_significantly_worse_is_rejected_even_with_a_larger_margin():
+    m = HEALTHY | {"accuracy_candidate": 0.55, "accuracy_parent": 0.85, "margin_candidate": 5.0,
+                   "margin_parent": 1.0, "heldout_candidate_only": 1, "heldout_parent_only": 7}
+    reasons = gate_reasons(m, GATE)
+    assert len(reasons) == 1 and "sign test p = 0.035" in reasons[0]
 
 
 def test_equal_accuracy_passes_when_the_margin_grows():

@@ -233,15 +233,19 @@ def split_by_prompt(pairs: list[dict], *, holdout: float, seed: int) -> tuple[li
 
 
 def evaluation_texts(train_pairs: list[dict], *, limit: int) -> list[str]:
-    """Inputs for the generation check after the held-out ones: training inputs, then the prompt pool."""
-    texts: list[str] = []
-    for text in [p["input"] for p in train_pairs]:
-        if text not in texts:
-            texts.append(text)
-    if len(texts) < limit:
-        texts += [t for t in db.session.scalars(db.select(Prompt.text).order_by(Prompt.id).limit(limit))
-                  if t not in texts]
-    return texts[:limit]
+    """Inputs for the generation check after the held-out ones: pool prompts it never trained on, then training inputs.
+
+    Unseen inputs first: on the inputs it was just trained on, the sft term makes a model repeat its chosen answers,
+    and the diversity measured there reads lower than what annotators will see on new prompts."""
+    trained = list(dict.fromkeys(p["input"] for p in train_pairs))
+    seen, unseen = set(trained), []
+    # Streamed, not a NOT IN list: the training inputs can outnumber a database's bound parameters.
+    for text in db.session.scalars(db.select(Prompt.text).order_by(Prompt.id).execution_options(yield_per=500)):
+        if len(unseen) >= limit:
+            break
+        if text not in seen:
+            unseen.append(text)
+    return (unseen + trained)[:limit]
 
 
 def error_summary(exc: BaseException) -> str:

@@ -15,6 +15,19 @@ from __future__ import annotations
 from app.generation import InputTooLong, LoadedModel, sample_candidates
 
 TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
+# Held-out clicks are few (a round of 65 clicks holds out ~13 inputs, ~25 pairs) and noisy: once the served model is
+# good, two of its three candidates often please the annotator alike and the click between them is a coin flip. A
+# strict "accuracy must not fall" rejected versions the judge scored far better (89% good vs 68%) for 11 vs 13 of 15
+# pairs. So a candidate is "worse" only when a paired sign test says so at this level.
+WORSE_P = 0.05
+
+
+def sign_test(worse: int, better: int) -> float:
+    """One-sided exact sign test: the chance of `worse` or more of the discordant pairs going against, if even."""
+    from math import comb
+
+    n = worse + better
+    return sum(comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
 
 
 def completion_logps(
@@ -82,15 +95,16 @@ def preference_scores(
     chosen, _ = completion_logps(model, prompts, [p["chosen"] for p in pairs])
     rejected, _ = completion_logps(model, prompts, [p["rejected"] for p in pairs])
     base_chosen, base_rejected = base_logps
-    right, margins, raw_right = 0.0, [], 0
+    rights, margins, raw_right = [], [], 0
     for c, r, bc, br in zip(chosen, rejected, base_chosen, base_rejected, strict=True):
         margin = (c - bc) - (r - br)
         margins.append(margin)
-        right += 0.5 if abs(margin) < TIE else float(margin > 0)
+        rights.append(0.5 if abs(margin) < TIE else float(margin > 0))
         raw_right += c > r
     n = len(pairs)
     return {
-        "accuracy": right / n,
+        "accuracy": sum(rights) / n,
+        "rights": rights,  # per pair, for the paired comparison with the parent
         "margin": sum(margins) / n,
         "logp_accuracy": raw_right / n,  # the plain likelihood ranking, for reference (length-biased)
         "chosen_logp": sum(chosen) / n,  # falls under likelihood displacement
@@ -164,6 +178,10 @@ def evaluate_version(
         for name, model in (("candidate", candidate), ("parent", parent)):
             for key, value in preference_scores(model, base_logps, heldout_pairs).items():
                 metrics[f"{key}_{name}"] = value
+        pairs = list(zip(metrics.pop("rights_candidate"), metrics.pop("rights_parent"), strict=True))
+        # The pairs each model ranks right and the other wrong: what a paired test of "worse" looks at.
+        metrics["heldout_candidate_only"] = sum(c > p for c, p in pairs)
+        metrics["heldout_parent_only"] = sum(p > c for c, p in pairs)
     else:
         metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
 
@@ -186,12 +204,18 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
     reasons = []
     if m.get("accuracy_candidate") is not None:
         acc_c, acc_p = m["accuracy_candidate"], m["accuracy_parent"]
-        if acc_c < acc_p:
-            reasons.append(f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}")
-        elif acc_c == acc_p and m["margin_candidate"] <= m["margin_parent"]:
+        better, worse = m["heldout_candidate_only"], m["heldout_parent_only"]
+        p_worse = sign_test(worse, better)
+        if p_worse < WORSE_P:
             reasons.append(
-                f"no better on held-out pairs: accuracy {acc_c:.2f} equals the parent's and the margin did not grow "
-                f"({m['margin_candidate']:.3f} <= {m['margin_parent']:.3f})"
+                f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}; the parent ranks {worse} "
+                f"held-out pairs right that the candidate gets wrong, against {better} the other way "
+                f"(one-sided sign test p = {p_worse:.3f} < {WORSE_P})"
+            )
+        elif acc_c <= acc_p and m["margin_candidate"] <= m["margin_parent"]:
+            reasons.append(
+                f"no better on held-out pairs: accuracy {acc_c:.2f} vs parent {acc_p:.2f}, and the margin did not "
+                f"grow ({m['margin_candidate']:.3f} <= {m['margin_parent']:.3f})"
             )
     if m.get("fluency_candidate") is None:
         reasons.append("no evaluation prompt could be sampled, so generation health is unknown")
