@@ -14,6 +14,7 @@ Prints a table and writes bench/out/load.json.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -57,6 +58,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Direct children of a process (Linux /proc)."""
     try:
@@ -91,11 +101,13 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
         try:
             status, _ = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
                              {"candidate_id": rng.choice(comp["candidates"])["id"]}, timeout=120)
+            answered = time.perf_counter()
             if status == 201:
                 out["acked"] += 1
             else:
                 out["errors"] += 1
             status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+            out["parts"].append((answered - started, time.perf_counter() - answered))
             if status != 201:
                 out["errors"] += 1
                 continue
@@ -119,23 +131,29 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
-        results = {u: {"acked": 0, "errors": 0, "latencies": []} for u in users}
+        results = {u: {"acked": 0, "errors": 0, "latencies": [], "parts": []} for u in users}
         deadline = time.monotonic() + args.seconds
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
             for i, u in enumerate(users)]
+        pids = {"web worker " + str(pid): pid for pid in children(srv.proc.pid)} | {"training worker": worker.pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"load client": time.process_time()}
         started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.monotonic() - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu["load client"] = time.process_time() - cpu_before["load client"]
         peaks.stop.set()
         engine = create_engine(srv.db_url)
         with engine.connect() as conn:
             rows = conn.execute(text("select count(*) from preferences")).scalar_one()
         engine.dispose()
     ms = [s * 1000 for r in results.values() for s in r["latencies"]]
+    answer_ms = [a * 1000 for r in results.values() for a, _ in r["parts"]]
+    next_ms = [b * 1000 for r in results.values() for _, b in r["parts"]]
     acked = sum(r["acked"] for r in results.values())
     return {
         "backend": backend, "annotators": args.annotators, "think_ms": args.think_ms, "seconds": round(elapsed, 1),
@@ -143,8 +161,12 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         "errors": sum(r["errors"] for r in results.values()),
         "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
                              "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
+        "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
+        "next_ms": {"p50": round(statistics.median(next_ms), 1), "p95": round(percentile(next_ms, 95), 1)},
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.peaks.items()) if v},
+        # CPU seconds used per second of the run (2.0 = both cores of this machine), per process.
+        "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in sorted(cpu.items())},
     }
 
 
@@ -162,7 +184,10 @@ def main() -> None:
     print(markdown_table(["backend", "annotators", "think ms", "clicks", "clicks/s", "errors", "p50 ms", "p95 ms",
                           "p99 ms", "acked / rows"], rows))
     for r in report["runs"]:
-        print(f"\n{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
+        print(f"\n{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
+              f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
+        print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
+        print(f"{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
     print(f"\nwrote {args.out}")
 
 
