@@ -80,10 +80,8 @@ def _migrations_dir() -> str:
 def _on_swap(app: Flask):
     def on_swap(version_id: int) -> None:
         from app.comparisons import mark_stale
-        from app.prefetch import wake_prefetcher
 
         with app.app_context():
             mark_stale(keep_version_id=version_id)
-        wake_prefetcher(app)
 
     return on_swap

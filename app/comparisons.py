@@ -103,7 +103,6 @@ def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
 
 def create_comparison(*, user_id: int, input_text: str | None = None) -> Comparison:
     """Make a comparison for a typed input, or hand out the next one from the pool."""
-    from app.prefetch import wake_prefetcher
     from app.serving import get_holder
 
     loaded = get_holder(current_app._get_current_object()).current()
@@ -112,7 +111,6 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
         [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id)
     else:
         comparison = claim_prefetched(user_id=user_id, version_id=loaded.version_id)
-        wake_prefetcher(current_app._get_current_object())
         if comparison is not None:
             return comparison
         [prompt] = next_pool_prompts()

@@ -68,7 +68,7 @@ class Config:
         self.MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 2000)
         self.MAX_INPUT_TOKENS = env_int("MAX_INPUT_TOKENS", 256)
         self.DEDUP_TRIES = env_int("GEN_DEDUP_TRIES", 3)
-        self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 8)
+        self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 32)
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
 
         # Training (read by the worker; the web only records them on a run).

@@ -1,9 +1,18 @@
-"""A per-process thread that keeps a buffer of ready comparisons for pool prompts, bound to the serving version."""
+"""The prefetcher: one process beside the web workers that keeps a buffer of ready comparisons for pool prompts,
+bound to the serving version, which every web process hands out from (the buffer is rows in the database).
+
+Its own process, not a thread in each web worker: sampling a small model is mostly Python, so a refill in a thread
+holds the GIL about half the time a request next to it needs it (measured: answer p95 40 ms with a refill thread
+beside it). gunicorn's master starts it (app/gunicorn_conf.py) and it exits when the master does.
+
+    python -m app.prefetch
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import time
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -57,27 +66,38 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
     return made
 
 
-def wake_prefetcher(app: Flask) -> None:
-    """Ask this process's prefetch thread to top the buffer up."""
-    event = app.extensions.get("prefloop_prefetch_wake")
-    if event is not None:
-        event.set()
+def run_prefetcher(app: Flask, *, poll_seconds: float = 0.25) -> None:
+    """Follow the active version and keep the buffer topped up, until the process that started this one exits."""
+    from app.serving import get_holder, listen_for_changes
+
+    parent = os.getppid()
+    try:
+        get_holder(app).refresh(background=False)
+    except Exception as exc:  # noqa: BLE001 - no model yet: keep polling, the web reports it per request
+        log.warning("prefetcher: no model loaded at start: %s", exc)
+    listen_for_changes(app)
+    # Polling, not a wake-up per claim: one cheap count query a quarter second, and no channel between processes.
+    while os.getppid() == parent:
+        try:
+            fill_buffer(app, limit=app.config["PREFETCH_SIZE"])
+        except Exception as exc:  # noqa: BLE001 - a failed refill must not end the loop; requests generate inline
+            log.warning("prefetch refill failed: %s", exc)
+        time.sleep(poll_seconds)
 
 
-def start_prefetcher(app: Flask) -> None:
-    """Start the refill thread (only in served processes; tests call fill_buffer directly)."""
-    if app.config["PREFETCH_SIZE"] <= 0 or "prefloop_prefetch_wake" in app.extensions:
+def main() -> None:
+    """Entry point of the prefetcher process (configured from the environment, like the web)."""
+    import torch
+
+    from app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="[prefetch] %(levelname)s %(message)s")
+    app = create_app()
+    if app.config["PREFETCH_SIZE"] <= 0:
         return
-    wake = app.extensions["prefloop_prefetch_wake"] = threading.Event()
+    torch.set_num_threads(app.config["TORCH_THREADS"])
+    run_prefetcher(app)
 
-    def run() -> None:
-        while True:
-            wake.wait(timeout=5)
-            wake.clear()
-            try:
-                fill_buffer(app, limit=app.config["PREFETCH_SIZE"])
-            except Exception as exc:  # noqa: BLE001 - a failed refill must not kill the thread; requests still generate inline
-                log.warning("prefetch refill failed: %s", exc)
 
-    threading.Thread(target=run, daemon=True, name="prefetch").start()
-    wake.set()
+if __name__ == "__main__":
+    main()

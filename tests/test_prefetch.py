@@ -1,6 +1,14 @@
 """The prefetch buffer: ready comparisons of the serving version, refilled in batches at a low-water mark."""
 
-from sqlalchemy import select
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text
 
 from app.comparisons import claim_prefetched
 from app.extensions import db
@@ -9,6 +17,8 @@ from app.prompts import import_prompts
 from app.serving import get_holder
 from app.tables import Comparison
 from app.users import create_user
+from tests.live import live_server
+from tests.test_hot_swap import call
 
 
 def spy_generate(app, monkeypatch) -> list[int]:
@@ -51,3 +61,55 @@ def test_refills_only_at_the_low_water_mark(app, monkeypatch):
     assert calls[0] == 4
     with app.app_context():
         assert ready_count(1) == 8
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ready(srv) -> int:
+    engine = create_engine(srv.db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("select count(*) from comparisons where state = 'ready'")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _wait(predicate, *, timeout: float, what: str, srv) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{srv.log_tail()}")
+
+
+@pytest.mark.slow
+def test_gunicorn_runs_one_prefetcher_that_refills_and_dies_with_the_master(tmp_path, starter_dir):
+    """Real gunicorn (2 workers): the master starts one prefetcher process, the workers hand out what it made,
+    it tops the shared buffer up after claims, and it exits by itself when the master is killed with -9."""
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], workers=2, prompts=40,
+                     env_extra={"PREFETCH_SIZE": "8"}) as srv:
+        pid = int(re.search(r"Started prefetcher with pid: (\d+)", srv.log_path.read_text()).group(1))
+        assert "app.prefetch" in Path(f"/proc/{pid}/cmdline").read_text()
+        _wait(lambda: _ready(srv) == 8, timeout=60, what="a full buffer", srv=srv)
+        for _ in range(5):
+            status, body = call(srv, "POST", "/api/comparisons", "ann", {})
+            assert status == 201, body
+        # Down to 3 (or to 4 and refilled before the fifth claim): either way one batch of 4+ tops it up again.
+        _wait(lambda: _ready(srv) >= 7, timeout=60, what="the refill", srv=srv)
+        engine = create_engine(srv.db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("select user_id, settings from comparisons")).all()
+        engine.dispose()
+        handed = [json.loads(s) for user_id, s in rows if user_id is not None]
+        assert len(rows) >= 12 and len(handed) == 5
+        assert all(s["batch_size"] >= 4 for s in handed), "every comparison came from a prefetched batch"
+
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        _wait(lambda: not _alive(pid), timeout=20, what="the prefetcher to exit after its master", srv=srv)
