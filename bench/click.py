@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--arch", choices=["gpt2", "t5"], default="gpt2")
     p.add_argument("--size", choices=["default", "tiny"], default="default", help="starter size (default: served)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    p.add_argument("--prefetch", type=int, default=8, help="PREFETCH_SIZE (the app's default is 8)")
+    p.add_argument("--prefetch", type=int, default=32, help="PREFETCH_SIZE (the app's default is 32)")
     p.add_argument("--think-ms", type=float, default=0.0, help="pause after each round (one click per backend)")
     p.add_argument("--store", type=Path, default=None, help="where starters are built/cached (bench/out/starters)")
     p.add_argument("--out", type=Path, default=OUT / "click.json")

@@ -14,6 +14,7 @@ Prints a table and writes bench/out/load.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -41,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--postgres-url", default=PG_URL, help="a SCRATCH database: its public schema is wiped")
-    p.add_argument("--prefetch", type=int, default=8, help="PREFETCH_SIZE per process")
+    p.add_argument("--prefetch", type=int, default=None, help="PREFETCH_SIZE (default: the app's)")
     p.add_argument("--size", choices=["default", "tiny"], default="default")
     p.add_argument("--out", type=Path, default=OUT / "load.json")
     return p.parse_args()
@@ -122,7 +123,7 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
 
 def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) -> dict:
     users = {f"a{i}": "annotator" for i in range(args.annotators)}
-    env = {"REDIS_URL": redis_url, "PREFETCH_SIZE": str(args.prefetch)}
+    env = {"REDIS_URL": redis_url} | ({"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {})
     if backend == "postgres":
         reset_postgres(args.postgres_url)
         env["DATABASE_URL"] = args.postgres_url
@@ -150,6 +151,9 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         engine = create_engine(srv.db_url)
         with engine.connect() as conn:
             rows = conn.execute(text("select count(*) from preferences")).scalar_one()
+            settings = conn.execute(text("select settings from comparisons where user_id is not null")).scalars()
+            # A prefetched comparison was sampled in a batch; one generated in the request is a batch of 1.
+            batches = [(json.loads(s) if isinstance(s, str) else s)["batch_size"] for s in settings]
         engine.dispose()
     ms = [s * 1000 for r in results.values() for s in r["latencies"]]
     answer_ms = [a * 1000 for r in results.values() for a, _ in r["parts"]]
@@ -164,6 +168,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
         "next_ms": {"p50": round(statistics.median(next_ms), 1), "p95": round(percentile(next_ms, 95), 1)},
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
+        "handed_out": len(batches), "from_buffer": sum(b > 1 for b in batches),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.peaks.items()) if v},
         # CPU seconds used per second of the run (2.0 = both cores of this machine), per process.
         "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in sorted(cpu.items())},
@@ -186,6 +191,7 @@ def main() -> None:
     for r in report["runs"]:
         print(f"\n{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
+        print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer")
         print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
         print(f"{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
     print(f"\nwrote {args.out}")
