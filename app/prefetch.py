@@ -37,7 +37,7 @@ MAX_BATCH = 8
 
 
 def fill_buffer(app: Flask, *, limit: int) -> int:
-    """Top the buffer up to `limit` once a batch is missing (or half, if less), in batched calls; returns how many."""
+    """Top the buffer up once a batch is missing (or half of `limit`, if less), in batched calls; returns how many."""
     from app.comparisons import PoolEmpty, generate_comparisons, next_pool_prompts
     from app.extensions import db
     from app.serving import get_holder
@@ -46,13 +46,12 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
     holder = get_holder(app)
     with app.app_context():
         loaded = holder.current()
-        # Refilling at a low-water mark rather than after every claim lets each call generate a batch.
+        # Refilling at a low-water mark rather than after every claim lets each call generate a full batch:
+        # two prompts in one call cost about as much as eight.
         low_water = max(limit - MAX_BATCH, limit // 2)
-        ready = ready_count(loaded.version_id)
-        need = limit - ready if ready <= low_water else 0
-        while need > 0 and holder.serving() is loaded:
+        while (ready := ready_count(loaded.version_id)) <= low_water and holder.serving() is loaded:
             try:
-                prompts = next_pool_prompts(limit=min(need, MAX_BATCH))
+                prompts = next_pool_prompts(limit=min(limit - ready, MAX_BATCH))
             except PoolEmpty:
                 break
             batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts], user_id=None)
@@ -64,7 +63,6 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
                 for comparison in batch:
                     comparison.state = "stale"
                 db.session.commit()
-            need = limit - ready_count(loaded.version_id)
         db.session.remove()
     return made
 
@@ -99,6 +97,8 @@ def main() -> None:
     if app.config["PREFETCH_SIZE"] <= 0:
         return
     torch.set_num_threads(app.config["TORCH_THREADS"])
+    # Lower priority than the web workers: a request waiting for a core matters more than a refill that runs ahead.
+    os.nice(10)
     run_prefetcher(app)
 
 

@@ -2,9 +2,9 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
 
-Each annotator does what static/annotate.js does after a click: POST the answer, then POST /api/comparisons {} for
-the next pool prompt (served from the prefetch buffer when it has one); "click -> next shown" times both requests
-together. Between clicks an annotator thinks for --think-ms (jittered +-50%); 0 is a stress test with no pause.
+Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
+what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
+(served from the prefetch buffer when it has one); "click -> next shown" times both requests together.
 Runs on SQLite (WAL) and on the scratch Postgres database (its public schema is wiped). The training worker runs
 beside the web, idle, as in production. Afterwards the acknowledged answers (201s) are compared with the rows in
 the preferences table, which must be equal, and the peak RSS of every process is reported.
@@ -68,6 +68,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def role(pid: int) -> str:
+    """'prefetcher' or 'web worker', from a gunicorn child's command line."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    return "prefetcher" if b"app.prefetch" in cmdline else "web worker"
+
+
 def children(pid: int) -> list[int]:
     """Direct children of a process (Linux /proc)."""
     try:
@@ -87,17 +96,23 @@ class Peaks(threading.Thread):
         while not self.stop.is_set():
             for name, root in self.roots.items():
                 for i, pid in enumerate([root, *children(root)]):
-                    key = name if i == 0 else f"{name} child {pid}"
+                    key = name if i == 0 else f"{role(pid)} {pid}"
                     self.peaks[key] = max(self.peaks.get(key, 0.0), rss_mb(pid))
             time.sleep(0.5)
 
 
 def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: int) -> None:
-    """One annotator: answer, fetch the next, think; until the deadline."""
+    """One annotator: read (think), answer, fetch the next; until the deadline."""
     rng = random.Random(seed)
     status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
     assert status == 201, comp
-    while time.monotonic() < deadline:
+    while True:
+        if think:
+            # Reading comes before the click, so annotators who were all handed a comparison at once still click
+            # at their own pace (answering first made the first click of all 20 one burst).
+            time.sleep(think * rng.uniform(0.5, 1.5))
+        if time.monotonic() >= deadline:
+            break
         started = time.perf_counter()
         try:
             status, _ = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", user,
@@ -117,8 +132,6 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
             continue
         out["latencies"].append(time.perf_counter() - started)
         comp = nxt
-        if think:
-            time.sleep(think * rng.uniform(0.5, 1.5))
 
 
 def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) -> dict:
@@ -137,7 +150,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
             for i, u in enumerate(users)]
-        pids = {"web worker " + str(pid): pid for pid in children(srv.proc.pid)} | {"training worker": worker.pid}
+        pids = {f"{role(pid)} {pid}": pid for pid in children(srv.proc.pid)} | {"training worker": worker.pid}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"load client": time.process_time()}
         started = time.monotonic()
         for t in threads:
