@@ -6,6 +6,7 @@ import random
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.tables import Candidate, Comparison, Preference, Prompt, utcnow
@@ -97,7 +98,7 @@ def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
         ).rowcount
         if won:
             db.session.commit()
-            return db.session.get(Comparison, candidate_id)
+            return load_comparison(candidate_id)
     return None
 
 
@@ -119,9 +120,18 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     return comparison
 
 
+def load_comparison(comparison_id: int) -> Comparison | None:
+    """A comparison with its candidates and answer in one statement (every click reads all three)."""
+    return db.session.scalars(
+        select(Comparison)
+        .options(joinedload(Comparison.candidates), joinedload(Comparison.preference))
+        .where(Comparison.id == comparison_id)
+    ).unique().one_or_none()
+
+
 def get_comparison(*, comparison_id: int, user_id: int | None = None) -> Comparison:
     """Fetch a comparison; with user_id, only one assigned to that user."""
-    comparison = db.session.get(Comparison, comparison_id)
+    comparison = load_comparison(comparison_id)
     if comparison is None or (user_id is not None and comparison.user_id != user_id):
         raise BadInput(f"comparison {comparison_id} not found", status=404)
     return comparison
