@@ -81,9 +81,10 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     while os.getppid() == parent:
         try:
             fill_buffer(app, limit=app.config["PREFETCH_SIZE"])
+            time.sleep(poll_seconds)
         except Exception as exc:  # noqa: BLE001 - a failed refill must not end the loop; requests generate inline
-            log.warning("prefetch refill failed: %s", exc)
-        time.sleep(poll_seconds)
+            log.warning("prefetch refill failed: %s; retrying in 2 s", exc)
+            time.sleep(2)  # no model yet or the database away: do not log ten times a second
 
 
 def main() -> None:
