@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.common import OUT, cached_starter, machine, markdown_table, summary_ms, write_json
+from tests.live import wait_for_buffer
 from tests.services import reset_postgres
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
@@ -79,23 +80,6 @@ def postgres_reachable(url: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this backend"
         return str(exc).splitlines()[0]
     return None
-
-
-def wait_for_buffer(db_url: str, want: int, timeout: float = 120.0) -> int:
-    """Wait until the prefetch buffer holds `want` ready comparisons (or the timeout); return how many it holds."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(db_url)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            with engine.connect() as conn:
-                ready = conn.execute(sqlalchemy.text("select count(*) from comparisons where state = 'ready'")).scalar()
-            if ready >= want or time.monotonic() > deadline:
-                return ready
-            time.sleep(0.5)
-    finally:
-        engine.dispose()
 
 
 def one_click(client: Client) -> dict:

@@ -279,3 +279,20 @@ def live_worker(srv: LiveServer, *, env_extra: dict | None = None, ready_timeout
         yield proc
     finally:
         _stop(proc)
+
+
+def wait_for_buffer(db_url: str, want: int, timeout: float = 120.0) -> int:
+    """Wait until the prefetch buffer holds `want` ready comparisons (or the timeout); return how many it holds."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(db_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                ready = conn.execute(sqlalchemy.text("select count(*) from comparisons where state = 'ready'")).scalar()
+            if ready >= want or time.monotonic() > deadline:
+                return ready
+            time.sleep(0.1)
+    finally:
+        engine.dispose()

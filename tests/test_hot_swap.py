@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from tests import services
-from tests.live import live_server
+from tests.live import live_server, wait_for_buffer
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -87,21 +87,6 @@ def wait_serving(srv, version: int | None, *, pids: set[int], timeout: float = 9
     raise AssertionError(f"not every process serves {version} (error {error!r}): {seen}\n{srv.log_tail()}")
 
 
-def wait_ready(srv, n: int, timeout: float = 60) -> None:
-    """Wait until the prefetch buffer holds n ready comparisons."""
-    engine = create_engine(srv.db_url)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                if conn.execute(text("select count(*) from comparisons where state = 'ready'")).scalar_one() >= n:
-                    return
-            time.sleep(0.1)
-    finally:
-        engine.dispose()
-    raise AssertionError(f"the prefetch buffer never held {n}\n{srv.log_tail()}")
-
-
 def test_swap_under_load_then_refuse_a_corrupt_checkpoint_then_roll_back(tmp_path, starter_dir):
     url = services.redis_url()
     redis.Redis.from_url(url).flushdb()
@@ -113,7 +98,7 @@ def test_swap_under_load_then_refuse_a_corrupt_checkpoint_then_roll_back(tmp_pat
         wait_serving(srv, 1, pids=pids)
         # A buffer deep enough that three annotators clicking without a pause never empty it between the
         # prefetcher's polls (0.1 s), so version 1 still has ready comparisons to retire when the swap comes.
-        wait_ready(srv, 40)
+        assert wait_for_buffer(srv.db_url, 40, timeout=60) >= 40, srv.log_tail()
         out = srv.flask("models", "import", str(srv.model_store / "1"))
         assert "as version 2" in out
 

@@ -17,7 +17,7 @@ from app.prompts import import_prompts
 from app.serving import get_holder
 from app.tables import Comparison
 from app.users import create_user
-from tests.live import live_server
+from tests.live import live_server, wait_for_buffer
 from tests.test_hot_swap import call
 
 
@@ -71,15 +71,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _ready(srv) -> int:
-    engine = create_engine(srv.db_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("select count(*) from comparisons where state = 'ready'")).scalar_one()
-    finally:
-        engine.dispose()
-
-
 def _wait(predicate, *, timeout: float, what: str, srv) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,12 +88,12 @@ def test_gunicorn_runs_one_prefetcher_that_refills_and_dies_with_the_master(tmp_
                      env_extra={"PREFETCH_SIZE": "8"}) as srv:
         pid = int(re.search(r"Started prefetcher with pid: (\d+)", srv.log_path.read_text()).group(1))
         assert "app.prefetch" in Path(f"/proc/{pid}/cmdline").read_text()
-        _wait(lambda: _ready(srv) == 8, timeout=60, what="a full buffer", srv=srv)
+        assert wait_for_buffer(srv.db_url, 8, timeout=60) == 8, srv.log_tail()
         for _ in range(5):
             status, body = call(srv, "POST", "/api/comparisons", "ann", {})
             assert status == 201, body
         # Down to 3 (or to 4 and refilled before the fifth claim): either way one batch of 4+ tops it up again.
-        _wait(lambda: _ready(srv) >= 7, timeout=60, what="the refill", srv=srv)
+        assert wait_for_buffer(srv.db_url, 7, timeout=60) >= 7, srv.log_tail()
         engine = create_engine(srv.db_url)
         with engine.connect() as conn:
             rows = conn.execute(text("select user_id, settings from comparisons")).all()
