@@ -1,6 +1,5 @@
 """gunicorn settings: load the model after fork, in each worker (never preload with CUDA); run the prefetcher."""
 
-import os
 import subprocess
 import sys
 
@@ -32,10 +31,10 @@ def post_worker_init(worker):
     """Set torch threads, then start this process's model listener."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     from app.serving import get_holder, listen_for_changes
 
     app = worker.wsgi
+    torch.set_num_threads(app.config["TORCH_THREADS"])
     holder = get_holder(app)
     try:
         holder.refresh(background=False)  # warm: the first request must not pay for the load

@@ -30,16 +30,19 @@ def starter_config(arch: str, size: str):
 
 def cached_starter(arch: str, size: str, *, store: Path | None = None, log=print) -> Path:
     """A starter built by worker/starter.py into STORE/ARCH-SIZE (default bench/out/starters), reused if it matches."""
-    from worker.corpus import corpus_hash
+    from worker.corpus import corpus_hash, make_corpus
     from worker.starter import build_starter
 
     cfg = starter_config(arch, size)
-    want = {"config": asdict(cfg), "corpus_sha256": corpus_hash(n=cfg.corpus_size, seed=cfg.seed)}
+    want = {"config": asdict(cfg), "corpus_sha256": corpus_hash(make_corpus(n=cfg.corpus_size, seed=cfg.seed))}
     store = Path(store or OUT / "starters") / f"{arch}-{size}"
     if store.is_dir():
         for folder in sorted((p for p in store.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)):
             manifest = folder / "manifest.json"
-            if manifest.is_file() and {k: json.loads(manifest.read_text()).get(k) for k in want} == want:
+            if not manifest.is_file():
+                continue
+            recorded = json.loads(manifest.read_text())
+            if {k: recorded.get(k) for k in want} == want:
                 return folder
     log(f"building the {size} {arch} starter in {store} (once; the default size takes minutes on 2 cores)")
     started = time.perf_counter()

@@ -111,9 +111,9 @@ def make_corpus(*, n: int, seed: int) -> list[tuple[str, str, str]]:
     return rows
 
 
-def corpus_hash(*, n: int, seed: int) -> str:
-    """A fingerprint of the corpus, recorded in the starter's manifest so a changed corpus is never mistaken for it."""
-    return hashlib.sha256(json.dumps(make_corpus(n=n, seed=seed)).encode()).hexdigest()[:16]
+def corpus_hash(rows: list[tuple[str, str, str]]) -> str:
+    """A fingerprint of a corpus, recorded in the starter's manifest so a changed corpus is never mistaken for it."""
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
 def make_prompts(*, n: int, seed: int) -> list[str]:

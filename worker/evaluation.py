@@ -15,10 +15,10 @@ from __future__ import annotations
 from app.generation import InputTooLong, LoadedModel, sample_candidates
 
 TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
-# Held-out clicks are few (a round of 65 clicks holds out ~13 inputs, ~25 pairs) and noisy: once the served model is
-# good, two of its three candidates often please the annotator alike and the click between them is a coin flip. A
-# strict "accuracy must not fall" rejected versions the judge scored far better (89% good vs 68%) for 11 vs 13 of 15
-# pairs. So a candidate is "worse" only when a paired sign test says so at this level.
+# Held-out clicks are few (6-9 held-out inputs after a first round of 65 clicks, ~33 after a third) and noisy: once
+# the served model is good, two of its three candidates often please the annotator alike and the click between them
+# is a coin flip. A strict "accuracy must not fall" rejected versions the judge scored far better (89% good vs 68%)
+# for 11 vs 13 of 15 pairs. So a candidate is "worse" only when a paired sign test says so at this level.
 WORSE_P = 0.05
 
 

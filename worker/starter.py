@@ -150,7 +150,7 @@ def train_starter(cfg: StarterConfig, out_dir: Path, *, log=print) -> dict:
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "seconds": round(time.perf_counter() - started, 1),
         "config": asdict(cfg),
-        "corpus_sha256": corpus_hash(n=cfg.corpus_size, seed=cfg.seed),
+        "corpus_sha256": corpus_hash(corpus),
         "prompt_template": template,
     }
 
