@@ -25,7 +25,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     elif config is not None:
         app.config.from_object(config)
 
-    from app import database, errors
+    from app import database, errors, roles
     from app.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -34,6 +34,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     login_manager.init_app(app)
     database.init_app(app)
     errors.init_app(app)
+    roles.init_app(app)
 
     from app import admin, annotate, api, auth, cli, ops
 
@@ -54,7 +55,7 @@ def _mount_rq_dashboard(app: Flask) -> None:
     from flask import abort, redirect, request, url_for
     from flask_login import current_user
 
-    from app.users import can
+    from app.roles import can
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.setup_rq_connection(app)

@@ -1,4 +1,4 @@
-"""Blueprint: prompts, export and (later) retraining, for admins."""
+"""Blueprint: the admin page: import prompts, export pairs, queue a DPO run and watch it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask_login import current_user, login_required
 from app.jobs import QueueUnavailable, get_run, list_runs, request_training, run_json, training_config
 from app.preferences import progress
 from app.prompts import import_prompts, parse_prompt_file
+from app.schemas import TrainingOverrides, override_bounds, parse
 from app.users import require
 from app.validation import BadInput
 
@@ -20,7 +21,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def index():
     """The admin page."""
     return render_template("admin/index.html", progress=progress(user_id=current_user.id),
-                           runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_config())
+                           runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_config(),
+                           bounds=override_bounds())
 
 
 @bp.post("/prompts")
@@ -48,18 +50,11 @@ def upload_prompts():
 @require("retrain")
 def retrain():
     """Queue a DPO run from the form (or show the one already open)."""
-    form = request.form
-    overrides = {}
+    # Form fields are strings: the same model as the API's parses them (not strictly), with the same messages.
+    values = {name: request.form[name].strip() for name in override_bounds() if request.form.get(name, "").strip()}
     try:
-        for name, kind in (("beta", float), ("epochs", int), ("learning_rate", float)):
-            if form.get(name, "").strip():
-                overrides[name] = kind(form[name])
-    except ValueError:
-        flash("Beta, epochs and learning rate must be numbers.", "error")
-        return redirect(url_for("admin.index"))
-    overrides["lora"] = form.get("lora") == "on"
-    try:
-        run, created = request_training(requested_by=current_user.name, overrides=overrides)
+        overrides = parse(TrainingOverrides, values | {"lora": request.form.get("lora") == "on"}, strict=False)
+        run, created = request_training(requested_by=current_user.name, overrides=overrides.model_dump())
     except (BadInput, QueueUnavailable) as exc:
         flash(f"Retrain not queued: {exc}", "error")
         return redirect(url_for("admin.index"))

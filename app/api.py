@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 from flask_login import current_user
 
 from app import comparisons, jobs, preferences, prompts, registry
+from app import schemas as s
 from app.extensions import csrf
 from app.openapi import openapi_spec
 from app.users import acting_user, require, user_for_token
@@ -28,7 +29,7 @@ def authenticate() -> None:
 
 
 def json_body() -> dict:
-    """The request's JSON object, or a clear 400."""
+    """The request's JSON object, or a clear 400 (checked before a model sees it: `{}` must not stand for junk)."""
     body = request.get_json(silent=True)
     if body is None:
         if request.get_data():
@@ -42,18 +43,15 @@ def json_body() -> dict:
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3 description of this API."""
-    return jsonify(openapi_spec())
+    return jsonify(openapi_spec(current_app))
 
 
 @bp.post("/comparisons")
 @require("annotate")
 def create_comparison():
     """Sample candidates for a typed prompt, or hand out the next pool prompt."""
-    body = json_body()
-    prompt = body.get("prompt")
-    if prompt is None and body.keys() - {"prompt"}:
-        raise BadInput(f"unknown fields: {', '.join(sorted(body.keys() - {'prompt'}))}")
-    comparison = comparisons.create_comparison(user_id=acting_user().id, input_text=prompt)
+    body = s.parse(s.NewComparison, json_body())
+    comparison = comparisons.create_comparison(user_id=acting_user().id, input_text=body.prompt)
     return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}, 201
 
 
@@ -69,11 +67,10 @@ def get_comparison(comparison_id: int):
 @require("annotate")
 def answer(comparison_id: int):
     """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
-    body = json_body()
-    candidate_id, verdict = preferences.parse_answer(body)
+    body = s.parse(s.AnswerBody, json_body())
     pref, created = preferences.record_answer(
-        user_id=acting_user().id, comparison_id=comparison_id, candidate_id=candidate_id, verdict=verdict,
-        latency_ms=body.get("latency_ms"),
+        user_id=acting_user().id, comparison_id=comparison_id, candidate_id=body.candidate_id,
+        verdict=body.verdict or "choice", latency_ms=body.latency_ms,
     )
     out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
            "candidate_id": pref.chosen_candidate_id, "progress": preferences.progress(user_id=acting_user().id)}
@@ -107,8 +104,8 @@ def export():
 @require("import")
 def import_prompts():
     """Add prompts to the pool."""
-    body = json_body()
-    result = prompts.import_prompts(texts=body.get("prompts"), source=f"api:{acting_user().name}",
+    body = s.parse(s.PromptImport, json_body())
+    result = prompts.import_prompts(texts=body.prompts, source=f"api:{acting_user().name}",
                                     max_chars=current_app.config["MAX_INPUT_CHARS"])
     return result, 201
 
@@ -117,6 +114,7 @@ def import_prompts():
 @require("retrain")
 def create_training_run():
     """Queue one DPO run (202), or return the open one (200): single flight."""
+    # The body is checked against schemas.TrainingOverrides by jobs.training_config, the one place runs are built.
     run, created = jobs.request_training(requested_by=acting_user().name, overrides=json_body())
     return jobs.run_json(run), 202 if created else 200
 
@@ -147,8 +145,8 @@ def list_model_versions():
 @require("activate")
 def activate_model_version(version_id: int):
     """Serve this version from now on (also how you roll back)."""
-    reason = json_body().get("reason")
-    event = registry.activate_version(version_id=version_id, actor=acting_user().name, reason=reason)
+    body = s.parse(s.Activation, json_body())
+    event = registry.activate_version(version_id=version_id, actor=acting_user().name, reason=body.reason)
     return {"active": version_id, "previous": event.from_version_id, "reason": event.reason}
 
 

@@ -1,4 +1,4 @@
-"""Flask CLI: users, prompts, preferences, models and the starter model."""
+"""Flask CLI: users, prompts, preferences, models and the starter model (the store commands run in the worker)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app.roles import ROLES
 from app.validation import BadInput
 
 users = AppGroup("users", help="Manage users.")
@@ -24,7 +25,7 @@ def fail(message: str) -> None:
 
 @users.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["annotator", "admin", "operator"]), default="annotator")
+@click.option("--role", type=click.Choice(ROLES), default="annotator")
 @click.option("--password", default=None, help="Generated when omitted.")
 def users_create(name: str, role: str, password: str | None) -> None:
     """Create a user and print their password and API bearer token (shown once)."""
@@ -60,13 +61,8 @@ def prompts_import(file: str) -> None:
 @click.option("--n", default=200, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 def prompts_sample(n: int, seed: int) -> None:
-    """Fill the pool with blunt messages from the starter task's generator."""
-    from app.prompts import import_prompts
-    from worker.corpus import make_prompts
-
-    result = import_prompts(texts=make_prompts(n=n, seed=seed), source="starter-task",
-                            max_chars=current_app.config["MAX_INPUT_CHARS"])
-    click.echo(f"imported {result['imported']} prompts")
+    """Fill the pool with blunt messages from the starter task's generator (python -m worker sample-prompts)."""
+    run_worker_command("sample-prompts", "--n", str(n), "--seed", str(seed))
 
 
 @preferences_cli.command("export")
@@ -130,72 +126,49 @@ def models_rollback(reason: str, actor: str) -> None:
     click.echo(f"rolled back from {event.from_version_id} to {event.to_version_id}")
 
 
-@click.command("starter-model")
+@click.command("starter-model", context_settings={"ignore_unknown_options": True})
 @with_appcontext
-@click.option("--arch", type=click.Choice(["gpt2", "t5"]), default="gpt2", show_default=True)
-@click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--if-missing", is_flag=True, help="Do nothing if any version is registered.")
-def starter_model(arch: str, size: str, seed: int, if_missing: bool) -> None:
-    """Build the starter model, register it, and activate it if nothing is active."""
-    import torch
-
-    from app.registry import activate_version, active_version_id, list_versions, register_version
-    from worker.starter import StarterConfig, build_starter
-
-    if if_missing and list_versions():
-        click.echo("a model version is already registered; skipping the starter build")
-        return
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = StarterConfig.tiny(arch, seed) if size == "tiny" else StarterConfig(arch=arch, seed=seed)
-    number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo)
-    from app.generation import read_manifest
-
-    register_version(number=number, path=path, manifest=read_manifest(path))
-    click.echo(f"registered starter {arch} as version {number} at {path}")
-    if active_version_id() is None:
-        activate_version(version_id=number, actor="cli", reason="starter model")
-        click.echo(f"version {number} is active")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def starter_model(args: tuple[str, ...]) -> None:
+    """Build and register the starter model: python -m worker starter-model [--arch gpt2|t5] [--size] [--seed]."""
+    run_worker_command("starter-model", *args)
 
 
 @models_cli.command("bootstrap")
 def models_bootstrap() -> None:
-    """Register BASE_MODEL, or build the starter, unless a version already exists (idempotent)."""
-    from app.registry import activate_version, active_version_id, list_versions
-
-    if list_versions():
-        click.echo("a model version is already registered")
-        return
-    base = current_app.config["BASE_MODEL"]
-    if not base:
-        click.get_current_context().invoke(starter_model)
-        return
-    number = register_import(base)
-    if active_version_id() is None:
-        activate_version(version_id=number, actor="cli", reason=f"base model {base}")
-    click.echo(f"registered {base} as version {number}")
+    """Register BASE_MODEL, or build the starter, unless a version already exists (python -m worker bootstrap)."""
+    run_worker_command("bootstrap")
 
 
 @models_cli.command("import")
 @click.argument("source")
 def models_import(source: str) -> None:
-    """Copy a local checkpoint folder or hub id into the store as a new version (not activated)."""
-    number = register_import(source)
-    click.echo(f"registered {source} as version {number}; activate it with `flask models activate {number}`")
+    """Copy a local checkpoint folder or hub id into the store as a new version (python -m worker import-model)."""
+    run_worker_command("import-model", source)
 
 
-def register_import(source: str) -> int:
-    """Import SOURCE into the model store and register it; a clear error if it cannot be loaded."""
-    from app.generation import read_manifest
-    from app.registry import register_version
-    from worker.checkpoints import import_model
+def run_worker_command(*args: str) -> None:
+    """Run a store command in the worker, against this app's database and store; exit with its status.
 
-    try:
-        number, path = import_model(source=source, store=current_app.config["MODEL_STORE"])
-    except (OSError, ValueError) as exc:
-        fail(f"could not load {source}: {exc}")
-    register_version(number=number, path=path, manifest=read_manifest(path))
-    return number
+    The web package never imports the worker (which brings torch and the training code), so commands that write the
+    model store run there, in a child process that inherits the terminal.
+    """
+    import os
+    import subprocess
+
+    from app.config import ROOT
+
+    cfg = current_app.config
+    env = {**os.environ, "DATABASE_URL": cfg["SQLALCHEMY_DATABASE_URI"], "MODEL_STORE": str(cfg["MODEL_STORE"]),
+           "BASE_MODEL": cfg["BASE_MODEL"] or "", "TORCH_THREADS": str(cfg["TORCH_THREADS"]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # Lines are passed through as they come, so a long starter build shows its progress (and CliRunner sees them).
+    with subprocess.Popen([sys.executable, "-m", "worker", *args], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            click.echo(line, nl=False)
+    if proc.returncode:
+        sys.exit(proc.returncode)
 
 
 def init_app(app: Flask) -> None:

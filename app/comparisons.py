@@ -35,7 +35,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
 
     The comparisons of one call share its seed; each records its place in the batch, which with the seed
     reproduces its samples and its display order."""
-    from app.generation import InputTooLong, sample_batch
+    from app.lm.sampling import InputTooLong, sample_batch
 
     settings = generation_settings()
     seed = random.SystemRandom().randrange(2**31)

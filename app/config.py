@@ -14,26 +14,25 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return value or default
 
 
-def env_int(name: str, default: int) -> int:
-    """Parse an int env var; fail loudly on garbage rather than guess."""
+def env_number(name: str, default, cast, what: str):
+    """Parse a numeric env var with `cast`; fail loudly on garbage rather than guess."""
     raw = env_str(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        return cast(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    """Parse an int env var."""
+    return env_number(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
     """Parse a float env var."""
-    raw = env_str(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    return env_number(name, default, float, "a number")
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -29,12 +29,11 @@ def on_exit(server):
 
 def post_worker_init(worker):
     """Set torch threads, then start this process's model listener."""
-    import torch
-
+    from app.lm.device import set_threads
     from app.serving import get_holder, listen_for_changes
 
     app = worker.wsgi
-    torch.set_num_threads(app.config["TORCH_THREADS"])
+    set_threads(app.config["TORCH_THREADS"])
     holder = get_holder(app)
     try:
         holder.refresh(background=False)  # warm: the first request must not pay for the load

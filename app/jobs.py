@@ -11,20 +11,14 @@ from app.extensions import db
 from app.preferences import build_pairs, choice_preferences, snapshot_hash
 from app.redis_conn import get_redis
 from app.registry import active_version_id
-from app.tables import TrainingRun, utcnow
+from app.schemas import TrainingOverrides, parse
+from app.spec import TrainingSpec
+from app.tables import RUN_OPEN, TrainingRun, utcnow
 from app.validation import BadInput
 
 QUEUE = "training"
 LOCK_KEY = "prefloop:retrain-lock"
-OPEN = ("queued", "running")
-
-# Overridable per run: name -> (config key, type, low, high).
-OVERRIDES = {
-    "beta": ("beta", float, 1e-4, 10.0),
-    "epochs": ("epochs", int, 1, 50),
-    "learning_rate": ("lr", float, 1e-7, 1e-1),
-    "lora": ("lora", bool, None, None),
-}
+OPEN = RUN_OPEN  # single flight: at most one run in these statuses
 
 
 class QueueUnavailable(RuntimeError):
@@ -32,35 +26,22 @@ class QueueUnavailable(RuntimeError):
 
 
 def training_config(overrides: dict | None = None) -> dict:
-    """The run's configuration: settings from config, then validated overrides."""
+    """The run's spec (app/spec.py) as JSON: settings from config, then the overrides schemas.TrainingOverrides allows.
+
+    Fixed here, when the run is queued: the worker uses it as it is, so a setting changed later never changes a run.
+    """
     cfg = current_app.config
     config = {
         "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "epochs": cfg["TRAIN_EPOCHS"],
         "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"], "lora": cfg["TRAIN_LORA"],
         "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"], "holdout": cfg["TRAIN_HOLDOUT"],
-        "seed": 0,
+        "seed": 0, "temperature": cfg["TEMPERATURE"], "top_p": cfg["TOP_P"], "max_new_tokens": cfg["MAX_NEW_TOKENS"],
+        "num_candidates": cfg["NUM_CANDIDATES"],
         "gate": {"max_fluency_drop": cfg["GATE_MAX_FLUENCY_DROP"], "min_distinct": cfg["GATE_MIN_DISTINCT"],
                  "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"]},
     }
-    overrides = overrides or {}
-    if not isinstance(overrides, dict):
-        raise BadInput("the body must be a JSON object")
-    unknown = set(overrides) - set(OVERRIDES)
-    if unknown:
-        raise BadInput(f"unknown fields: {', '.join(sorted(unknown))}; allowed: {', '.join(OVERRIDES)}")
-    for name, value in overrides.items():
-        key, kind, low, high = OVERRIDES[name]
-        if value is None:
-            continue
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise BadInput(f"{name} must be true or false")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise BadInput(f"{name} must be a number")
-        elif not low <= value <= high:
-            raise BadInput(f"{name} must be between {low} and {high}")
-        config[key] = kind(value)
-    return config
+    config.update(parse(TrainingOverrides, overrides or {}).config_values())
+    return TrainingSpec.from_dict(config).to_dict()
 
 
 def open_run() -> TrainingRun | None:

@@ -1,118 +1,124 @@
-"""The OpenAPI 3 description of /api (hand-written: the API is small and its contract matters)."""
+"""The OpenAPI 3.1 description of /api, generated from app.schemas and the app's own routes.
+
+Why not spectree or flask-smorest: they name a path parameter after the view argument
+(`/api/comparisons/{comparison_id}/answer`), while our published paths and the route-matrix tests use `{id}`;
+spectree also parses a non-UTF-8 body as `{}` (which would hand out a pool prompt instead of a 400) and
+answers validation errors in its own shape. Plain pydantic models plus this builder keep one source for
+validation and the spec, with the error shape the API already has. OpenAPI 3.1, because its schemas are
+JSON Schema 2020-12, which is what pydantic writes (`anyOf [.., null]` rather than 3.0's `nullable`).
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from functools import cache
 
-def _obj(props: dict, required: list[str] | None = None, extra: bool = True) -> dict:
-    out = {"type": "object", "properties": props, "additionalProperties": extra}
-    if required:
-        out["required"] = required
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app import schemas as s
+
+REF = "#/components/schemas/{model}"
+# The database can drop out under any route (a 503, see app.errors), so every operation documents it.
+ALWAYS = (503,)
+# Any write may fail CSRF (browser session) or the body limit, whatever its model.
+WRITES = (400, 413)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the spec says about one view: its body, its successful answers and its other status codes."""
+
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    public: bool = False
+    media: str = "application/json"
+    extra: dict = field(default_factory=dict)
+
+
+# Endpoint -> operation. A route with no row here is missing from the spec, and tests/test_api.py fails.
+OPERATIONS: dict[str, Operation] = {
+    "annotate.healthz": Operation({200: s.Health}, public=True),
+    "api.openapi": Operation({200: None}, public=True),
+    "api.create_comparison": Operation({201: s.ComparisonWithProgress}, s.NewComparison, (404,)),
+    "api.get_comparison": Operation({200: s.Comparison}, errors=(404,)),
+    "api.answer": Operation({201: s.AnswerResult, 200: s.AnswerResult}, s.AnswerBody, (404, 409, 422)),
+    "api.undo": Operation({200: s.ComparisonWithProgress}, errors=(404, 409)),
+    "api.progress": Operation({200: s.Progress}),
+    "api.export": Operation({200: None}, media="application/x-ndjson",
+                            extra={"summary": "TRL preference pairs {prompt, chosen, rejected} as JSON lines"}),
+    "api.import_prompts": Operation({201: s.PromptImportResult}, s.PromptImport),
+    "api.create_training_run": Operation({202: s.TrainingRun, 200: s.TrainingRun}, s.TrainingOverrides, (409,)),
+    "api.list_training_runs": Operation({200: s.TrainingRuns}),
+    "api.get_training_run": Operation({200: s.TrainingRun}, errors=(404,)),
+    "api.list_model_versions": Operation({200: s.ModelVersions}),
+    "api.activate_model_version": Operation({200: s.ActivationResult}, s.Activation, (404, 409)),
+    "api.serving": Operation({200: s.Serving}),
+}
+DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
+                403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",
+                413: "too large", 422: "names something that does not belong", 503: "a service is unavailable"}
+
+
+@cache
+def components() -> dict:
+    """Every model's JSON schema, with $refs into #/components/schemas."""
+    models = {m for op in OPERATIONS.values() for m in (op.body, *op.responses.values()) if m} | {s.Error}
+    modes = [(m, "validation" if issubclass(m, s.Body) else "serialization") for m in models]
+    _, top = models_json_schema(sorted(modes, key=lambda x: x[0].__name__), ref_template=REF)
+    return top["$defs"]
+
+
+def path_template(rule: str) -> str:
+    """/api/comparisons/<id:comparison_id>/answer -> /api/comparisons/{id}/answer (every id param is `id`)."""
+    return re.sub(r"<(?:\w+:)?\w+>", "{id}", rule)
+
+
+def _content(model: type[BaseModel] | None, media: str) -> dict:
+    schema = {"$ref": REF.format(model=model.__name__)} if model else {"type": "string" if "ndjson" in media
+                                                                       else "object"}
+    return {media: {"schema": schema}}
+
+
+def _operation(view, op: Operation, converter: str | None, method: str) -> dict:
+    out = {"summary": (view.__doc__ or "").strip().split("\n")[0], **op.extra}
+    if converter:
+        schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1} if converter == "id" else {"type": "string"}
+        out["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": schema}]
+    if op.body:
+        out["requestBody"] = {"required": True, "content": _content(op.body, "application/json")}
+    if op.public:
+        out["security"] = []
+    errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method == "post" else set())
+    errors |= set() if op.public else {401, 403}
+    answers = {**op.responses, **dict.fromkeys(errors, s.Error)}
+    out["responses"] = {str(status): {"description": DESCRIPTIONS[status],
+                                      "content": _content(model, op.media if status < 400 else "application/json")}
+                        for status, model in sorted(answers.items())}
     return out
 
 
-ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-COMPARISON = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Comparison"}}}}
-RUN = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainingRun"}}}}
-
-
-def _errors(*codes: int) -> dict:
-    return {str(c): ERROR for c in codes}
-
-
-def openapi_spec() -> dict:
-    """Build the spec."""
-    json_body = lambda schema: {"required": True, "content": {"application/json": {"schema": schema}}}  # noqa: E731
+def openapi_spec(app: Flask) -> dict:
+    """Build the spec from the app's routes and OPERATIONS."""
+    paths: dict[str, dict] = {}
+    for rule in app.url_map.iter_rules():
+        op = OPERATIONS.get(rule.endpoint)
+        if op is None:
+            continue
+        found = re.findall(r"<(?:(\w+):)?\w+>", rule.rule)  # the converter of the (single) path variable
+        converter = (found[0] or "string") if found else None
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            entry = paths.setdefault(path_template(rule.rule), {})
+            entry[method.lower()] = _operation(app.view_functions[rule.endpoint], op, converter, method.lower())
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "prefloop API", "version": "1.0.0",
-                 "description": "Bearer tokens come from `flask users create`."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": _obj({"error": {"type": "string"}, "status": {"type": "integer"}}, ["error"]),
-                "Candidate": _obj({"id": {"type": "integer"}, "text": {"type": "string"}}, ["id", "text"]),
-                "Comparison": _obj({
-                    "id": {"type": "integer"}, "prompt": {"type": "string"},
-                    "candidates": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}},
-                }, ["id", "prompt", "candidates"]),
-                "TrainingRun": _obj({"id": {"type": "string"}, "status": {"type": "string"}}, ["id", "status"]),
-                "ModelVersion": _obj({"id": {"type": "integer"}, "parent_id": {"type": "integer", "nullable": True},
-                                      "status": {"type": "string"}, "active": {"type": "boolean"}},
-                                     ["id", "parent_id", "status", "active"]),
-            },
-        },
+                 "description": "Bearer tokens come from `flask users create`. Errors are {error, status}."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": components()},
         "security": [{"bearer": []}],
-        "paths": {
-            "/healthz": {"get": {"security": [], "responses": {"200": {"description": "ok"}}}},
-            "/api/comparisons": {"post": {
-                "summary": "New comparison for a typed prompt, or {} for the next pool prompt",
-                "requestBody": json_body(_obj({"prompt": {"type": "string"}}, extra=False)),
-                "responses": {"201": {"description": "created", **COMPARISON}, **_errors(400, 401, 403, 404, 413, 503)},
-            }},
-            "/api/comparisons/{id}": {"get": {
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "responses": {"200": {"description": "the comparison", **COMPARISON}, **_errors(401, 403, 404)},
-            }},
-            "/api/comparisons/{id}/answer": {"post": {
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "requestBody": json_body({"oneOf": [
-                    _obj({"candidate_id": {"type": "integer"}, "latency_ms": {"type": "integer"}}, ["candidate_id"]),
-                    _obj({"verdict": {"type": "string", "enum": ["tie", "all_bad", "skip"]}}, ["verdict"]),
-                ]}),
-                "responses": {"201": {"description": "stored"}, "200": {"description": "same answer already stored"},
-                              **_errors(400, 401, 403, 404, 409, 422)},
-            }},
-            "/api/comparisons/{id}/undo": {"post": {
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "responses": {"200": {"description": "undone", **COMPARISON}, **_errors(401, 403, 404, 409)},
-            }},
-            "/api/progress": {"get": {"responses": {"200": {"description": "counters"}, **_errors(401, 403)}}},
-            "/api/preferences/export": {"get": {
-                "summary": "TRL preference pairs {prompt, chosen, rejected} as JSON lines",
-                "responses": {"200": {"description": "pairs", "content": {"application/x-ndjson": {
-                    "schema": {"type": "string"}}}}, **_errors(401, 403)},
-            }},
-            "/api/prompts": {"post": {
-                "requestBody": json_body(_obj({"prompts": {"type": "array", "items": {"type": "string"}}},
-                                              ["prompts"], extra=False)),
-                "responses": {"201": {"description": "imported", "content": {"application/json": {
-                    "schema": _obj({"imported": {"type": "integer"}}, ["imported"])}}},
-                    **_errors(400, 401, 403, 413)},
-            }},
-            "/api/training-runs": {
-                "post": {
-                    "summary": "Queue one DPO run (202), or return the queued/running one (200): single flight",
-                    "requestBody": json_body(_obj({
-                        "beta": {"type": "number", "minimum": 1e-4, "maximum": 10},
-                        "epochs": {"type": "integer", "minimum": 1, "maximum": 50},
-                        "learning_rate": {"type": "number", "minimum": 1e-7, "maximum": 0.1},
-                        "lora": {"type": "boolean"},
-                    }, extra=False)),
-                    "responses": {"202": {"description": "queued", **RUN},
-                                  "200": {"description": "already open", **RUN},
-                                  **_errors(400, 401, 403, 409, 503)},
-                },
-                "get": {"responses": {"200": {"description": "recent runs"}, **_errors(401, 403)}},
-            },
-            "/api/training-runs/{id}": {"get": {
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "the run with progress and metrics", **RUN},
-                              **_errors(401, 403, 404)},
-            }},
-            "/api/model-versions": {"get": {
-                "responses": {"200": {"description": "every version", "content": {"application/json": {"schema": _obj(
-                    {"versions": {"type": "array", "items": {"$ref": "#/components/schemas/ModelVersion"}}},
-                    ["versions"])}}}, **_errors(401, 403)},
-            }},
-            "/api/model-versions/{id}/activate": {"post": {
-                "summary": "Serve this version (also how to roll back); audited",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "requestBody": json_body(_obj({"reason": {"type": "string", "minLength": 1}}, ["reason"])),
-                "responses": {"200": {"description": "activated"}, **_errors(400, 401, 403, 404, 409)},
-            }},
-            "/api/serving": {"get": {
-                "summary": "Which version the answering web process serves, and its last load error",
-                "responses": {"200": {"description": "this process"}, **_errors(401, 403)},
-            }},
-        },
+        "paths": dict(sorted(paths.items())),
     }
+

@@ -15,34 +15,16 @@ from app.registry import record_event
 from app.tables import Comparison, Preference, User
 from app.validation import BadInput
 
-VERDICTS_WITHOUT_CHOICE = ("tie", "all_bad", "skip")
-
-
-def parse_answer(payload: dict) -> tuple[int | None, str]:
-    """Validate an answer body: exactly one of candidate_id or verdict."""
-    if not isinstance(payload, dict):
-        raise BadInput("the body must be a JSON object")
-    candidate_id, verdict = payload.get("candidate_id"), payload.get("verdict")
-    if (candidate_id is None) == (verdict is None):
-        raise BadInput("give exactly one of candidate_id or verdict")
-    if candidate_id is not None:
-        if isinstance(candidate_id, bool) or not isinstance(candidate_id, int):
-            raise BadInput("candidate_id must be an integer")
-        return candidate_id, "choice"
-    if verdict not in VERDICTS_WITHOUT_CHOICE:
-        raise BadInput(f"verdict must be one of {', '.join(VERDICTS_WITHOUT_CHOICE)}")
-    return None, verdict
-
 
 def record_answer(
     *, user_id: int, comparison_id: int, candidate_id: int | None, verdict: str, latency_ms: int | None = None
 ) -> tuple[Preference, bool]:
-    """Store an answer in one transaction; return (row, created). A repeat of the same answer is a no-op."""
+    """Store an answer in one transaction; return (row, created). A repeat of the same answer is a no-op.
+
+    The API checks its body with app.schemas.AnswerBody first (verdicts: app.tables.VERDICTS)."""
     comparison = get_comparison(comparison_id=comparison_id, user_id=user_id)
     if candidate_id is not None and candidate_id not in {c.id for c in comparison.candidates}:
         raise BadInput(f"candidate {candidate_id} is not part of comparison {comparison_id}", status=422)
-    if latency_ms is not None and (not isinstance(latency_ms, int) or isinstance(latency_ms, bool) or latency_ms < 0):
-        latency_ms = None
     existing = comparison.preference
     if existing is None:
         pref = Preference(

@@ -89,15 +89,14 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
 
 def main() -> None:
     """Entry point of the prefetcher process (configured from the environment, like the web)."""
-    import torch
-
     from app import create_app
+    from app.lm.device import set_threads
 
     logging.basicConfig(level=logging.INFO, format="[prefetch] %(levelname)s %(message)s")
     app = create_app()
     if app.config["PREFETCH_SIZE"] <= 0:
         return
-    torch.set_num_threads(app.config["TORCH_THREADS"])
+    set_threads(app.config["TORCH_THREADS"])
     # Lower priority than the web workers: a request waiting for a core matters more than a refill that runs ahead.
     os.nice(10)
     run_prefetcher(app)

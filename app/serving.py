@@ -57,7 +57,7 @@ class ModelHolder:
     def _load(self, version_id: int) -> None:
         """Load a version fully, then swap it in; a version that fails to load never replaces a working one."""
         from app.extensions import db
-        from app.generation import load_checkpoint
+        from app.lm.checkpoint import load_checkpoint
         from app.registry import check_checkpoint, record_event
         from app.tables import ModelVersion
 

@@ -9,11 +9,21 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueCo
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
+from app.roles import ROLES
 
-ROLES = ("annotator", "admin", "operator")
 VERDICTS = ("choice", "tie", "all_bad", "skip")
-RUN_STATUSES = ("queued", "running", "succeeded", "rejected", "failed")
-VERSION_STATUSES = ("ready", "rejected", "broken")
+# A run is open while queued or running; the worker ends it succeeded (its version passed the gate),
+# rejected (trained, but the gate kept it) or failed.
+RUN_OPEN = ("queued", "running")
+RUN_STATUSES = (*RUN_OPEN, "succeeded", "rejected", "failed")
+# Only a ready version can be activated; a rejected one is kept for its metrics.
+VERSION_STATUSES = ("ready", "rejected")
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """The SQL of a CHECK that `column` holds one of `values`, so the tuple above is the only list."""
+    quoted = ",".join(f"'{v}'" for v in values)
+    return f"{column} in ({quoted})"
 
 
 def utcnow() -> datetime:
@@ -30,7 +40,7 @@ class User(UserMixin, db.Model):
     # sha256 of the bearer token: a leaked database does not leak usable tokens.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    __table_args__ = (CheckConstraint("role in ('annotator','admin','operator')", name="ck_users_role"),)
+    __table_args__ = (CheckConstraint(one_of("role", ROLES), name="ck_users_role"),)
 
 
 class Prompt(db.Model):
@@ -54,9 +64,9 @@ class ModelVersion(db.Model):
     run_id: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     manifest: Mapped[dict] = mapped_column(JSON, default=dict)
-    note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (CheckConstraint(one_of("status", VERSION_STATUSES), name="ck_model_versions_status"),)
 
 
 class ServingState(db.Model):
@@ -147,3 +157,4 @@ class TrainingRun(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (CheckConstraint(one_of("status", RUN_STATUSES), name="ck_training_runs_status"),)

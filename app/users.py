@@ -1,4 +1,4 @@
-"""Users: create with a role, check passwords and bearer tokens, and the role rules."""
+"""Users: create with a role, check passwords and bearer tokens, and guard views by permission (app/roles.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,9 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.tables import ROLES, User
+from app.roles import ROLES, can
+from app.tables import User
 from app.validation import BadInput
-
-# What each role may do; admins and operators also annotate.
-PERMISSIONS = {
-    "annotator": {"annotate"},
-    "admin": {"annotate", "import", "export", "retrain"},
-    "operator": {"annotate", "import", "export", "retrain", "activate"},
-}
 
 
 def hash_token(token: str) -> str:
@@ -56,11 +50,6 @@ def check_login(*, name: str, password: str) -> User | None:
 def user_for_token(token: str) -> User | None:
     """The user owning a bearer token, or None."""
     return db.session.scalar(select(User).where(User.token_hash == hash_token(token)))
-
-
-def can(user, permission: str) -> bool:
-    """Whether the user's role grants the permission."""
-    return bool(user and getattr(user, "is_authenticated", False) and permission in PERMISSIONS.get(user.role, ()))
 
 
 def acting_user():

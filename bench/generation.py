@@ -35,7 +35,7 @@ def parse_args() -> argparse.Namespace:
 
 def one_call(loaded, text: str, seed: int) -> list[str]:
     """Three candidates from one batched generate call."""
-    from app.generation import sample_candidates
+    from app.lm.sampling import sample_candidates
 
     texts, _ = sample_candidates(loaded, model_prompt=loaded.format_prompt(text), n=3, seed=seed, **SAMPLING)
     return texts
@@ -43,7 +43,7 @@ def one_call(loaded, text: str, seed: int) -> list[str]:
 
 def three_calls(loaded, text: str, seed: int) -> list[str]:
     """Three candidates from three n=1 generate calls with different seeds."""
-    from app.generation import sample_candidates
+    from app.lm.sampling import sample_candidates
 
     prompt = loaded.format_prompt(text)
     out = []
@@ -58,7 +58,7 @@ BATCH = 8
 
 def batch_of_8(loaded, text: str, seed: int) -> list[str]:
     """Three candidates for each of 8 prompts in one call (the prefetch refill); returns the first prompt's."""
-    from app.generation import sample_batch
+    from app.lm.sampling import sample_batch
 
     others = [t for t in BATCH_PROMPTS if t != text][: BATCH - 1]
     results = sample_batch(loaded, model_prompts=[loaded.format_prompt(t) for t in [text, *others]], n=3,
@@ -118,7 +118,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from app.generation import load_checkpoint
+    from app.lm.checkpoint import load_checkpoint
     from worker.corpus import make_prompts
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]

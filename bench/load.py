@@ -27,9 +27,8 @@ from sqlalchemy import create_engine, text
 
 from bench.common import OUT, cached_starter, machine, markdown_table, percentile, write_json
 from bench.retrain import redis_server
-from tests.live import live_server, live_worker
+from tests.live import call, live_server, live_worker
 from tests.services import reset_postgres
-from tests.test_hot_swap import call
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
 

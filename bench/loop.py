@@ -39,8 +39,7 @@ from pathlib import Path
 from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, write_json
 from bench.judges import JUDGES, Judge, well_formed
 from bench.retrain import redis_server, wait_all_serving, wait_run
-from tests.live import live_server, live_worker
-from tests.test_hot_swap import call, worker_pids
+from tests.live import call, live_server, live_worker, worker_pids
 
 UNGUARDED_ENV = {"TRAIN_START": "active", "TRAIN_SFT_WEIGHT": "1e-9", "TRAIN_LR": "5e-4", "TRAIN_EPOCHS": "8"}
 TARGET = 0.9
@@ -116,7 +115,8 @@ def heldout_prompts(n: int, *, pool: int) -> list[str]:
 
 def sample_model(path: Path, prompts: list[str], gen: dict, *, seed: int) -> list[dict]:
     """Three raw samples per prompt (no duplicate resampling), with whether generation hit max_new_tokens."""
-    from app.generation import load_checkpoint, sample_candidates
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.sampling import sample_candidates
 
     loaded = load_checkpoint(str(path), device="cpu")
     rows = []
@@ -267,7 +267,7 @@ def heldout_leak(srv, run: dict, clicked: list[str], trained_on: dict, *, active
 
     trained_on maps version -> inputs its weights saw (updated here for the new version); with start "active" a
     version also inherits what its parent saw."""
-    from app.generation import read_manifest
+    from app.lm.checkpoint import read_manifest
 
     manifest = read_manifest(srv.model_store / str(run["version_id"]))
     held = set(manifest.get("snapshot", {}).get("heldout_inputs") or [])

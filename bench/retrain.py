@@ -27,8 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.common import OUT, cached_starter, machine, markdown_table, percentile, write_json
-from tests.live import live_server, live_worker
-from tests.test_hot_swap import call, worker_pids
+from tests.live import call, live_server, live_worker, worker_pids
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -68,7 +70,7 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
 
 def install_starter(app, path: Path) -> int:
     """Copy a starter into the app's store as version 1 and activate it."""
-    from app.generation import read_manifest
+    from app.lm.checkpoint import read_manifest
     from app.registry import activate_version, register_version
 
     store = Path(app.config["MODEL_STORE"])
@@ -152,3 +154,59 @@ def admin(users):
 @pytest.fixture
 def operator(users):
     return users.create("opr", "operator")
+
+
+# Every JSON answer a test client of the `app` fixture gets is checked against the spec the app publishes.
+
+
+def response_problem(spec: dict, *, method: str, path: str, status: int, mimetype: str, body) -> str | None:
+    """Why this answer breaks the spec (undocumented status, other media type, schema mismatch), or None.
+
+    Routes and methods the spec does not describe are not judged (rq-dashboard, the pages, a 405)."""
+    import jsonschema_rs
+
+    template = next((t for t in spec["paths"] if re.fullmatch(re.escape(t).replace(r"\{id\}", "[^/]+"), path)),
+                    None)
+    operation = spec["paths"].get(template, {}).get(method.lower())
+    if operation is None:
+        return None
+    where = f"{method} {path} ({template}) answered {status}"
+    answer = operation["responses"].get(str(status))
+    if answer is None:
+        return f"{where}, a status the spec does not list"
+    if mimetype not in answer["content"]:
+        return f"{where} as {mimetype}; the spec says {', '.join(answer['content'])}"
+    if mimetype != "application/json":
+        return None
+    schema = answer["content"][mimetype]["schema"] | {"components": spec["components"]}
+    errors = [f"{'/'.join(map(str, e.instance_path)) or '(body)'}: {e.message}"
+              for e in jsonschema_rs.Draft202012Validator(schema).iter_errors(body)]
+    return f"{where}, which breaks its schema: {'; '.join(errors)}" if errors else None
+
+
+class SpecCheckedClient(FlaskClient):
+    """A test client that fails the test whose request got an answer the OpenAPI spec does not describe."""
+
+    def open(self, *args, **kwargs):
+        from app.openapi import openapi_spec
+
+        response = super().open(*args, **kwargs)
+        extensions = self.application.extensions
+        if "test_openapi_spec" not in extensions:  # the routes are fixed once the app is built
+            extensions["test_openapi_spec"] = openapi_spec(self.application)
+        spec = extensions["test_openapi_spec"]
+        problem = response_problem(spec, method=response.request.method, path=response.request.path,
+                                   status=response.status_code, mimetype=response.mimetype,
+                                   body=response.get_json(silent=True))
+        if problem:
+            raise AssertionError(problem)
+        return response
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Give the `app` fixture's app the checking client, leaving the fixture itself as it is."""
+    result = yield
+    if fixturedef.argname == "app" and isinstance(result, Flask):
+        result.test_client_class = SpecCheckedClient
+    return result

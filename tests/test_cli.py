@@ -57,7 +57,7 @@ def test_bootstrap_imports_a_local_base_model(tmp_path, starter_dir):
 
 
 def test_models_list_activate_rollback(app, runner, starter_dir):
-    from app.generation import read_manifest
+    from app.lm.checkpoint import read_manifest
     from app.registry import register_version
 
     dest = shutil.copytree(starter_dir["gpt2"], f"{app.config['MODEL_STORE']}/2")

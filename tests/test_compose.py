@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import os
 import re
 import shlex
 import subprocess
@@ -59,16 +60,35 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
-def web_steps(services) -> list[list[str]]:
-    """The web's `sh -c` script split into its `&&` steps, each tokenized like the shell would."""
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Expand `${VAR}`, `${VAR:-default}` and `$$` as compose does with the host's environment (and, for plain
+    `${VAR}`, as the container's sh then does with the service's)."""
+
+    def expand(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1)) or (match.group(2) or "")
+
+    return re.sub(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}", expand, str(value))
+
+
+def web_env(services, host: dict[str, str] | None = None) -> dict[str, str]:
+    """The web container's environment once compose has interpolated it with the `host` environment."""
+    return {key: interpolate(value, host or {}) for key, value in services["web"]["environment"].items()}
+
+
+def web_steps(services, host: dict[str, str] | None = None) -> list[list[str]]:
+    """The web's `sh -c` script split into its `&&` steps, expanded by compose then by the container's sh and
+    tokenized like the shell would."""
     command = services["web"]["command"]
     assert command[:2] == ["sh", "-c"], command
-    return [shlex.split(step) for step in command[2].split("&&")]
+    script = interpolate(interpolate(command[2], host or {}), web_env(services, host))
+    return [shlex.split(step) for step in script.split("&&")]
 
 
-def gunicorn_args(services) -> list[str]:
+def gunicorn_args(services, host: dict[str, str] | None = None) -> list[str]:
     """The arguments of the gunicorn step, after `exec gunicorn`."""
-    last = web_steps(services)[-1]
+    last = web_steps(services, host)[-1]
     assert last[:2] == ["exec", "gunicorn"], last
     return last[2:]
 
@@ -122,14 +142,17 @@ def test_web_migrates_then_bootstraps_then_serves(services):
     assert len(steps) == 3
 
 
-def test_web_binds_the_published_port(services):
-    """gunicorn binds 0.0.0.0 on the container port that is published, and PORT says the same."""
-    bind = option(gunicorn_args(services), "--bind")
+@pytest.mark.parametrize("host_env", [{}, {"PORT": "8123"}], ids=["default", "PORT=8123"])
+def test_web_binds_the_published_port(services, host_env):
+    """gunicorn binds 0.0.0.0 on the container port that is published, and PORT says the same; setting PORT
+    moves all three (the command reads it rather than repeating 5000)."""
+    bind = option(gunicorn_args(services, host_env), "--bind")
     host, _, port = bind.rpartition(":")
     assert host == "0.0.0.0"
-    published = {str(p).split(":")[-1] for p in services["web"]["ports"]}
+    assert port == host_env.get("PORT", "5000")
+    published = {interpolate(p, host_env).split(":")[-1] for p in services["web"]["ports"]}
     assert port in published
-    assert services["web"]["environment"]["PORT"] == port
+    assert web_env(services, host_env)["PORT"] == port
 
 
 def test_web_command_references_real_things(tmp_path, services):
@@ -261,24 +284,24 @@ def test_web_healthcheck_passes_against_the_app_and_fails_without_it(tmp_path, s
 
     test = services["web"]["healthcheck"]["test"]
     assert test[:2] == ["CMD", "python"]  # python, not curl: the slim image has no curl
-    bind_port = option(gunicorn_args(services), "--bind").rpartition(":")[2]
-    assert f"http://127.0.0.1:{bind_port}/healthz" in test[-1]
+    assert "http://127.0.0.1:%s/healthz' % os.environ['PORT']" in test[-1]  # the port gunicorn binds
 
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'h.db'}",
                       "REDIS_URL": None, "MODEL_STORE": str(tmp_path / "models"), "SECRET_KEY": "t"})
     server = make_server("127.0.0.1", 0, app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    # Same command, pointed at this server's port, with this interpreter standing in for the image's `python`.
-    argv = [sys.executable, *test[2:-1], test[-1].replace(f"127.0.0.1:{bind_port}", f"127.0.0.1:{server.port}")]
+    # Same command, with PORT set to this server's port, and this interpreter standing in for the image's `python`.
+    argv = [sys.executable, *test[2:]]
+    env = {**os.environ, "PORT": str(server.port)}
     try:
-        up = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        up = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
     finally:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
     assert up.returncode == 0, up.stderr
-    down = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    down = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
     assert down.returncode != 0
 
 

@@ -110,7 +110,8 @@ def test_run_trains_saves_evaluates_and_registers(app, arch, monkeypatch):
         assert manifest["training"]["lr"] == 1e-4 and manifest["training"]["loss_type"] == ["sigmoid"]
         assert manifest["training"]["start"] == "base" and manifest["training"]["loss_weights"] == [1.0]
         assert manifest["prompt_template"] == starter["prompt_template"]
-        assert manifest["metrics"]["gate"]["passed"] == (run.status == "succeeded")
+        assert version.metrics["passed"] == (run.status == "succeeded")  # the gate's verdict, in the registry row
+        assert manifest["training"]["summary"]["loss_last"] == m["loss_last"]
 
         before, after = weights(Path(app.config["MODEL_STORE"]) / "1"), weights(folder)
         changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -152,7 +153,7 @@ def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
 def test_rollback_during_training_is_not_overridden(app, monkeypatch):
     """The operator moved the active pointer while the run trained: the finished run must not move it back."""
     from app.extensions import db
-    from app.generation import read_manifest
+    from app.lm.checkpoint import read_manifest
     from app.registry import activate_version, active_version_id, register_version
     from app.tables import AuditEvent, ModelVersion, TrainingRun
     from worker.checkpoints import import_model
@@ -190,7 +191,8 @@ def test_rollback_during_training_is_not_overridden(app, monkeypatch):
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_lora_run_saves_a_merged_plain_checkpoint(app, arch, monkeypatch):
     from app.extensions import db
-    from app.generation import load_checkpoint, sample_candidates
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.sampling import sample_candidates
     from app.tables import TrainingRun
     from worker.dpo import run_dpo
 
@@ -255,7 +257,7 @@ def test_progress_reaches_the_rq_job_meta(app, monkeypatch):
 def test_held_out_inputs_stay_held_out_as_clicks_accumulate():
     """The split is by input and stable: an input held out in one run is held out in every later run, so the
     gate never scores the parent on inputs it trained on."""
-    from worker.dpo import split_by_prompt
+    from worker.plan import split_by_prompt
 
     def pairs(inputs):
         return [{"input": t, "prompt": t, "chosen": " a", "rejected": " b"} for t in inputs for _ in range(2)]
@@ -275,7 +277,7 @@ def test_held_out_inputs_stay_held_out_as_clicks_accumulate():
 
 def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
     from app.prompts import import_prompts
-    from worker.dpo import evaluation_texts
+    from worker.plan import evaluation_texts
 
     with app.app_context():
         import_prompts(texts=[f"Fix report {i} now." for i in range(6)], source="t", max_chars=500)

@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from worker.evaluation import completion_logps, evaluate_version, gate_reasons, sign_test
+from app.lm.scoring import completion_logps
+from worker.evaluation import evaluate_version, gate_reasons, sign_test
 
 GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8}
 HEALTHY = {"fluency_candidate": -2.8, "fluency_parent": -2.7, "distinct_candidate": 2.8, "distinct_parent": 3.0,
@@ -83,7 +84,7 @@ def heldout(loaded, n: int, seed: int) -> list[dict]:
 
 
 def test_completion_logps_batch_equals_single_rows(starter_dir):
-    from app.generation import load_checkpoint
+    from app.lm.checkpoint import load_checkpoint
 
     for arch in ("gpt2", "t5"):
         loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
@@ -99,7 +100,7 @@ def test_completion_logps_batch_equals_single_rows(starter_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_gate_rejects_a_noisy_copy_and_an_unchanged_copy(starter_dir, arch):
-    from app.generation import load_checkpoint
+    from app.lm.checkpoint import load_checkpoint
 
     parent = load_checkpoint(str(starter_dir[arch]), device="cpu")
     pairs = heldout(parent, 8, seed=5)
@@ -126,7 +127,7 @@ def test_gate_rejects_a_noisy_copy_and_an_unchanged_copy(starter_dir, arch):
 @pytest.mark.slow
 def test_gate_rejects_a_model_that_repeats_one_word(starter_dir):
     """A collapsed GPT-2 that says "please please ..." whatever it is asked: caught by diversity."""
-    from app.generation import load_checkpoint
+    from app.lm.checkpoint import load_checkpoint
 
     parent = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
     collapsed = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")

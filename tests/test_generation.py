@@ -2,7 +2,8 @@
 
 import pytest
 
-from app.generation import InputTooLong, load_checkpoint, sample_candidates
+from app.lm.checkpoint import load_checkpoint
+from app.lm.sampling import InputTooLong, sample_candidates
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
@@ -62,7 +63,7 @@ def test_input_over_the_token_limit_is_refused(starter_dir):
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_a_batch_of_prompts_samples_as_each_prompt_alone(starter_dir, arch, monkeypatch):
     """One generate call for several prompts of different lengths; padding changes no prompt's continuation."""
-    from app.generation import sample_batch
+    from app.lm.sampling import sample_batch
 
     loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
     prompts = [loaded.format_prompt(t) for t in ("Fix it.", "Why haven't you reviewed the meeting room yet?",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -15,21 +14,9 @@ import redis
 from sqlalchemy import create_engine, text
 
 from tests import services
-from tests.live import live_server, wait_for_buffer
+from tests.live import call, live_server, wait_for_buffer, wait_serving, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def call(srv, method: str, path: str, user: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
-    """One HTTP request with a user's bearer token; returns (status, JSON body)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(srv.url(path), data=data, method=method, headers={
-        "Authorization": f"Bearer {srv.users[user]['token']}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as res:
-            return res.status, json.loads(res.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 class Load:
@@ -65,26 +52,6 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=60)
-
-
-def worker_pids(srv) -> set[int]:
-    return {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", srv.log_path.read_text())}
-
-
-def wait_serving(srv, version: int | None, *, pids: set[int], timeout: float = 90, error: str | None = None) -> dict:
-    """Ask /api/serving until every worker process has answered with `version` (and `error`, when given)."""
-    seen: dict[int, dict] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = call(srv, "GET", "/api/serving", "opr")
-        assert status == 200, body
-        seen[body["pid"]] = body
-        done = all(p in seen and seen[p]["serving"] == version and (error is None or error in (seen[p]["error"] or ""))
-                   for p in pids)
-        if done:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"not every process serves {version} (error {error!r}): {seen}\n{srv.log_tail()}")
 
 
 def test_swap_under_load_then_refuse_a_corrupt_checkpoint_then_roll_back(tmp_path, starter_dir):

@@ -17,8 +17,7 @@ from app.prompts import import_prompts
 from app.serving import get_holder
 from app.tables import Comparison
 from app.users import create_user
-from tests.live import live_server, wait_for_buffer
-from tests.test_hot_swap import call
+from tests.live import call, live_server, wait_for_buffer
 
 
 def spy_generate(app, monkeypatch) -> list[int]:

@@ -5,7 +5,7 @@ import re
 import pytest
 
 ROLES = ("anonymous", "annotator", "admin", "operator")
-# Who may do what (app/users.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
+# Who may do what (app/roles.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
 # operators also activate and roll back.
 ALLOWED = {
     "annotate": {"annotator", "admin", "operator"},

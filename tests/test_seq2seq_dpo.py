@@ -1,4 +1,4 @@
-"""The plain-torch DPO for T5: the loss against hand-computed numbers, log-probs, and a short real training."""
+"""The plain-torch DPO loop for T5: a short real training changes the weights and learns the preference."""
 
 import copy
 import math
@@ -7,80 +7,9 @@ import random
 import pytest
 import torch
 
-from worker.seq2seq_dpo import dpo_loss, pair_logps, sequence_logps, sft_loss, train_seq2seq_dpo
-
-
-def test_dpo_loss_matches_hand_computed_values():
-    policy_chosen, policy_rejected = torch.tensor([-5.0, -3.0]), torch.tensor([-6.0, -2.0])
-    ref_chosen, ref_rejected = torch.tensor([-5.5, -3.0]), torch.tensor([-5.5, -2.5])
-    out = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
-    # pair 1: chosen gained 0.5, rejected lost 0.5 -> z = 0.1 * (0.5 - -0.5) = 0.1
-    # pair 2: chosen unchanged, rejected gained 0.5 -> z = 0.1 * (0.0 - 0.5) = -0.05
-    z1, z2 = 0.1, -0.05
-    expected = (math.log(1 + math.exp(-z1)) + math.log(1 + math.exp(-z2))) / 2
-    assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
-    assert out["chosen_rewards"].tolist() == pytest.approx([0.05, 0.0], abs=1e-6)
-    assert out["rejected_rewards"].tolist() == pytest.approx([-0.05, 0.05], abs=1e-6)
-    assert out["accuracy"] == 0.5
-    assert out["margin"] == pytest.approx((z1 + z2) / 2, abs=1e-6)
-
-
-def test_dpo_loss_is_log_two_when_policy_equals_reference():
-    same = torch.tensor([-4.0, -7.0, -1.0])
-    out = dpo_loss(same, same - 2, same, same - 2, beta=0.5)
-    assert out["loss"].item() == pytest.approx(math.log(2), abs=1e-6)
-    assert out["accuracy"] == 0.0  # a zero margin is not a win
-
-
-def test_sft_loss_is_per_token_negative_log_likelihood():
-    # -4 over 2 tokens and -9 over 3 tokens: 2 and 3 nats per token, mean 2.5.
-    assert sft_loss(torch.tensor([-4.0, -9.0]), torch.tensor([2, 3])).item() == pytest.approx(2.5)
-
-
-class FixedLogits(torch.nn.Module):
-    """A stand-in seq2seq LM whose next-token distribution is the same known one at every position."""
-
-    def __init__(self, logits: list[float]):
-        super().__init__()
-        self.row = torch.tensor(logits)
-
-    def forward(self, input_ids, attention_mask, labels):
-        out = torch.nn.Module()
-        out.logits = self.row.expand(labels.shape[0], labels.shape[1], -1)
-        return out
-
-
-def test_sequence_logps_sums_completion_tokens_and_skips_padding():
-    model = FixedLogits([0.0, math.log(2.0), math.log(3.0)])  # probabilities 1/6, 2/6, 3/6
-    batch = {
-        "input_ids": torch.zeros(2, 3, dtype=torch.long),
-        "attention_mask": torch.ones(2, 3, dtype=torch.long),
-        "labels": torch.tensor([[1, 2, 2], [0, -100, -100]]),
-    }
-    logps, counts = sequence_logps(model, batch)
-    assert logps.tolist() == pytest.approx([math.log(2 / 6) + 2 * math.log(3 / 6), math.log(1 / 6)], abs=1e-5)
-    assert counts.tolist() == [3, 1]
-
-
-def test_sequence_logps_of_a_padded_batch_equals_each_row_alone(starter_dir):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    path = starter_dir["t5"]
-    model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
-    tok = AutoTokenizer.from_pretrained(path)
-    pairs = [
-        {"prompt": "Rewrite politely: Send the report now.", "chosen": " Could you please send the report?",
-         "rejected": " Send it."},
-        {"prompt": "Rewrite politely: Fix this bug.", "chosen": " Fix it.", "rejected": " Fix this bug now, idiot."},
-    ]
-    with torch.no_grad():
-        chosen, rejected, n_chosen = pair_logps(model, tok, pairs, max_length=64)
-        for i, pair in enumerate(pairs):
-            c, r, n = pair_logps(model, tok, [pair], max_length=64)
-            assert chosen[i].item() == pytest.approx(c.item(), abs=1e-4)
-            assert rejected[i].item() == pytest.approx(r.item(), abs=1e-4)
-            assert n_chosen[i].item() == n.item() == len(tok(pair["chosen"])["input_ids"])  # with </s>
-    assert (chosen < 0).all() and (rejected < 0).all()
+from app.lm.checkpoint import LoadedModel
+from app.lm.losses import dpo_loss
+from worker.seq2seq_dpo import pair_logps, train_seq2seq_dpo
 
 
 def corpus_pairs(n: int, seed: int) -> list[dict]:
@@ -99,8 +28,8 @@ def corpus_pairs(n: int, seed: int) -> list[dict]:
 def preference(model, ref, tok, pairs) -> tuple[float, float, float]:
     """(DPO loss, reward accuracy, mean chosen log-prob) of model against ref on pairs."""
     with torch.no_grad():
-        pc, pr, _ = pair_logps(model, tok, pairs, max_length=64)
-        rc, rr, _ = pair_logps(ref, tok, pairs, max_length=64)
+        pc, pr, _ = pair_logps(LoadedModel(model, tok, True), pairs, max_length=64)
+        rc, rr, _ = pair_logps(LoadedModel(ref, tok, True), pairs, max_length=64)
     out = dpo_loss(pc, pr, rc, rr, beta=0.1)
     return out["loss"].item(), out["accuracy"], pc.mean().item()
 

@@ -13,9 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests import services
-from tests.live import live_server, live_worker
+from tests.live import call, live_server, live_worker, wait_serving, worker_pids
 from tests.test_dpo import TINY_SFT_WEIGHT
-from tests.test_hot_swap import call, wait_serving, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 USERS = {"ann": "annotator", "adm": "admin", "opr": "operator"}

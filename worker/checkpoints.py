@@ -85,7 +85,7 @@ def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None]
 
 def import_model(*, source: str, store: str | Path, prompt_template: str = "{input}") -> tuple[int, Path]:
     """Copy any local folder or hub id into the store as a new version (the real from_pretrained path)."""
-    from app.generation import load_checkpoint
+    from app.lm.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(source, device="cpu")
 

@@ -4,15 +4,23 @@ Two kinds of evidence, because either alone is fooled:
 - Held-out preference accuracy. The reward of a completion is its summed log-prob under the model minus that under
   the base (the root starter): DPO's implicit reward without beta. A pair counts as right when the chosen reward
   beats the rejected one (a tie counts half, so the base itself scores exactly 0.5: no preference).
-- Generation health on held-out prompts. A collapsed model (likelihood displacement, see STACK.md) still ranks
+- Generation health on held-out prompts. A collapsed model (likelihood displacement) still ranks
   chosen over rejected, so held-out accuracy stays high while its samples turn to gibberish. Sampling and scoring
   the samples under the base model catches that: fluency (per-token log-prob under the base), diversity (distinct
   raw samples out of n) and length against the parent.
+
+Pairs and samples are scored by the model core's one encoder and scorer (app/lm/scoring.py), with the run's
+max_length: the same tokens the trainer trained on.
 """
 
 from __future__ import annotations
 
-from app.generation import InputTooLong, LoadedModel, sample_candidates
+from dataclasses import asdict
+
+from app.lm.checkpoint import LoadedModel, load_checkpoint
+from app.lm.sampling import InputTooLong, sample_candidates
+from app.lm.scoring import completion_logps
+from app.spec import TrainingSpec
 
 TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
 # Held-out clicks are few (6-9 held-out inputs after a first round of 65 clicks, ~33 after a third) and noisy: once
@@ -30,70 +38,19 @@ def sign_test(worse: int, better: int) -> float:
     return sum(comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
 
 
-def completion_logps(
-    loaded: LoadedModel, prompts: list[str], completions: list[str], *, batch_size: int = 16
-) -> tuple[list[float], list[int]]:
-    """Summed log-prob of each completion (plus its end token) given its prompt, and the token counts."""
-    import torch
-
-    device = loaded.model.device
-    sums: list[float] = []
-    counts: list[int] = []
-    for start in range(0, len(prompts), batch_size):
-        p_chunk = prompts[start : start + batch_size]
-        c_chunk = completions[start : start + batch_size]
-        batch = _encode(loaded, p_chunk, c_chunk)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        with torch.inference_mode():
-            if loaded.is_seq2seq:
-                logits = loaded.model(**batch, labels=labels).logits
-                targets = labels
-            else:
-                # Position t predicts token t+1.
-                logits = loaded.model(**batch).logits[:, :-1]
-                targets = labels[:, 1:]
-            mask = targets != -100
-            logps = torch.gather(logits.float().log_softmax(-1), 2, targets.masked_fill(~mask, 0).unsqueeze(-1))
-            logps = (logps.squeeze(-1) * mask).sum(-1)
-        sums.extend(logps.tolist())
-        counts.extend(mask.sum(-1).tolist())
-    return sums, counts
-
-
-def _encode(loaded: LoadedModel, prompts: list[str], completions: list[str]) -> dict:
-    import torch
-
-    tok = loaded.tokenizer
-    if loaded.is_seq2seq:
-        enc = tok(prompts, padding=True, return_tensors="pt")
-        lab = tok(completions, padding=True, return_tensors="pt")  # the tokenizer appends </s>
-        labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
-    limit = loaded.max_positions or 1024
-    seqs, masks = [], []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        p = tok(prompt, add_special_tokens=False)["input_ids"]
-        c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        seq, lab = (p + c)[:limit], ([-100] * len(p) + c)[:limit]
-        seqs.append(seq)
-        masks.append(lab)
-    width = max(len(s) for s in seqs)
-    pad = tok.pad_token_id
-    return {
-        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
-        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
-        "labels": torch.tensor([m + [-100] * (width - len(m)) for m in masks]),
-    }
+def pair_logps(model: LoadedModel, pairs: list[dict], *, max_length: int | None) -> tuple[list[float], list[float]]:
+    """(chosen, rejected) summed log-probs of each pair under `model`."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen, _ = completion_logps(model, prompts, [p["chosen"] for p in pairs], max_length=max_length)
+    rejected, _ = completion_logps(model, prompts, [p["rejected"] for p in pairs], max_length=max_length)
+    return chosen, rejected
 
 
 def preference_scores(
-    model: LoadedModel, base_logps: tuple[list[float], list[float]], pairs: list[dict]
+    model: LoadedModel, base_logps: tuple[list[float], list[float]], pairs: list[dict], *, max_length: int | None
 ) -> dict:
     """Accuracy and mean margin of `model`'s reward (log-prob minus base log-prob) on pairs."""
-    prompts = [p["prompt"] for p in pairs]
-    chosen, _ = completion_logps(model, prompts, [p["chosen"] for p in pairs])
-    rejected, _ = completion_logps(model, prompts, [p["rejected"] for p in pairs])
+    chosen, rejected = pair_logps(model, pairs, max_length=max_length)
     base_chosen, base_rejected = base_logps
     rights, margins, raw_right = [], [], 0
     for c, r, bc, br in zip(chosen, rejected, base_chosen, base_rejected, strict=True):
@@ -121,6 +78,7 @@ def generation_health(
     temperature: float,
     top_p: float,
     max_new_tokens: int,
+    max_length: int | None = None,
 ) -> dict:
     """Sample n per input; fluency under the base, distinct raw samples, mean length in tokens."""
     distinct, lengths, base_prompts, samples, examples = [], [], [], [], []
@@ -140,7 +98,7 @@ def generation_health(
             examples.append({"input": text, "samples": raw})
     if not samples:
         return {"fluency": None, "distinct": None, "length": None, "examples": []}
-    sums, counts = completion_logps(base, base_prompts, samples)
+    sums, counts = completion_logps(base, base_prompts, samples, max_length=max_length)
     per_token = [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
     return {
         "fluency": sum(per_token) / len(per_token),
@@ -163,6 +121,7 @@ def evaluate_version(
     temperature: float = 1.0,
     top_p: float = 0.95,
     max_new_tokens: int = 40,
+    max_length: int | None = None,
 ) -> dict:
     """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.
 
@@ -170,13 +129,9 @@ def evaluate_version(
     """
     metrics: dict = {"heldout_pairs": len(heldout_pairs), "samples_per_prompt": n_samples, "notes": []}
     if heldout_pairs:
-        prompts = [p["prompt"] for p in heldout_pairs]
-        base_logps = (
-            completion_logps(base, prompts, [p["chosen"] for p in heldout_pairs])[0],
-            completion_logps(base, prompts, [p["rejected"] for p in heldout_pairs])[0],
-        )
+        base_logps = pair_logps(base, heldout_pairs, max_length=max_length)
         for name, model in (("candidate", candidate), ("parent", parent)):
-            for key, value in preference_scores(model, base_logps, heldout_pairs).items():
+            for key, value in preference_scores(model, base_logps, heldout_pairs, max_length=max_length).items():
                 metrics[f"{key}_{name}"] = value
         pairs = list(zip(metrics.pop("rights_candidate"), metrics.pop("rights_parent"), strict=True))
         # The pairs each model ranks right and the other wrong: what a paired test of "worse" looks at.
@@ -187,10 +142,11 @@ def evaluate_version(
 
     texts: list[str] = []
     for text in [p["input"] for p in heldout_pairs] + list(eval_prompts):
-        if text not in texts and len(texts) < int(gate_cfg.get("eval_prompts", 16)):
+        if text not in texts and len(texts) < int(gate_cfg["eval_prompts"]):
             texts.append(text)
     metrics["eval_prompts"] = len(texts)
-    gen = dict(n_samples=n_samples, seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    gen = dict(n_samples=n_samples, seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+               max_length=max_length)
     for name, model in (("candidate", candidate), ("parent", parent)):
         for key, value in generation_health(model, base, texts, **gen).items():
             metrics[f"{key}_{name}"] = value
@@ -221,22 +177,36 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
         reasons.append("no evaluation prompt could be sampled, so generation health is unknown")
         return reasons
     drop = m["fluency_parent"] - m["fluency_candidate"]
-    max_drop = float(gate_cfg.get("max_fluency_drop", 1.0))
+    max_drop = float(gate_cfg["max_fluency_drop"])
     if drop > max_drop:
         reasons.append(
             f"fluency fell by {drop:.2f} nats/token under the base model (limit {max_drop:.2f}): "
             f"{m['fluency_candidate']:.2f} vs parent {m['fluency_parent']:.2f}"
         )
-    min_distinct = float(gate_cfg.get("min_distinct", 1.5))
+    min_distinct = float(gate_cfg["min_distinct"])
     if m["distinct_candidate"] < min_distinct:
         reasons.append(
             f"samples lost diversity: {m['distinct_candidate']:.2f} distinct of {m.get('samples_per_prompt', 3)} "
             f"on average (minimum {min_distinct})"
         )
-    ratio = float(gate_cfg.get("max_length_ratio", 2.5))
+    ratio = float(gate_cfg["max_length_ratio"])
     length_c, length_p = m["length_candidate"], m["length_parent"]
     if length_c > ratio * length_p:
         reasons.append(f"samples grew too long: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
     elif length_c < length_p / ratio:
         reasons.append(f"samples shrank too much: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
     return reasons
+
+
+def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
+                    eval_prompts: list[str]) -> dict:
+    """Gate the published checkpoint at `path` against the parent version, with the run's spec."""
+    candidate = load_checkpoint(path)
+    parent_loaded = load_checkpoint(parent.path, version_id=parent.id)
+    base_loaded = parent_loaded if base.id == parent.id else load_checkpoint(base.path, version_id=base.id)
+    return evaluate_version(
+        candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
+        eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), n_samples=spec.num_candidates, seed=spec.seed,
+        temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
+        max_length=spec.max_length,
+    )

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.lm.encoding import encode_completions
 from worker.corpus import PROMPT_TEMPLATE, corpus_hash, make_corpus
 
 
@@ -85,29 +86,6 @@ def build_model(cfg: StarterConfig, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def encode_batch(rows, tokenizer, *, arch: str):
-    """Tokenize (prompt, completion) rows with the loss on the completion only."""
-    import torch
-
-    if arch == "t5":
-        enc = tokenizer([p for p, _ in rows], padding=True, return_tensors="pt")
-        labels = tokenizer([c for _, c in rows], padding=True, return_tensors="pt")["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
-    seqs, masks = [], []
-    for prompt, completion in rows:
-        p = tokenizer(prompt)["input_ids"]
-        c = tokenizer(completion)["input_ids"] + [tokenizer.eos_token_id]
-        seqs.append(p + c)
-        masks.append([-100] * len(p) + c)
-    width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    labels = torch.tensor([m + [-100] * (width - len(m)) for m in masks])
-    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
 def prompt_template(arch: str) -> str:
     """The prompt format the starter is trained on (T5 needs no trailing cue)."""
     return PROMPT_TEMPLATE if arch == "gpt2" else PROMPT_TEMPLATE.split("\n")[0]
@@ -131,7 +109,8 @@ def train_starter(cfg: StarterConfig, out_dir: Path, *, log=print) -> dict:
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     losses = []
     for step in range(cfg.steps):
-        batch = encode_batch(rng.sample(rows, cfg.batch_size), tokenizer, arch=cfg.arch)
+        chunk = rng.sample(rows, cfg.batch_size)
+        batch = encode_completions(tokenizer, [p for p, _ in chunk], [c for _, c in chunk], is_seq2seq=cfg.arch == "t5")
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

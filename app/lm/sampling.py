@@ -1,68 +1,14 @@
-"""Load a checkpoint (causal or seq2seq) and sample candidates in one batched call."""
+"""Sample candidates: one batched generate call for many prompts, duplicates resampled a bounded number of times."""
 
 from __future__ import annotations
 
-import json
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-DEFAULT_TEMPLATE = "{input}"
-# Sampling seeds torch's global RNG, so generations in one process run one at a time;
-# that keeps every stored seed reproducible when the prefetch thread and a request overlap.
+from app.lm.checkpoint import LoadedModel
+
+# Sampling seeds torch's global RNG, so generations in one process run one at a time: that keeps every stored seed
+# reproducible where two threads of one process sample at once (a threaded server, or the gate's caller).
 _GENERATE_LOCK = threading.Lock()
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to sample from, plus what is needed to format its prompts."""
-
-    model: Any
-    tokenizer: Any
-    is_seq2seq: bool
-    prompt_template: str = DEFAULT_TEMPLATE
-    version_id: int | None = None
-    max_positions: int | None = None
-    manifest: dict = field(default_factory=dict)
-
-    def format_prompt(self, text: str) -> str:
-        """Turn an annotator's input into the exact text the model sees."""
-        return self.prompt_template.replace("{input}", text)
-
-
-def read_manifest(path: str | Path) -> dict:
-    """Return a checkpoint's manifest.json, or {} for a plain HF folder or hub id."""
-    manifest = Path(path) / "manifest.json"
-    if manifest.is_file():
-        return json.loads(manifest.read_text())
-    return {}
-
-
-def load_checkpoint(path: str, *, device: str | None = None, version_id: int | None = None) -> LoadedModel:
-    """Load any local folder or hub id with the real Auto* classes."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(path)
-    is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-    cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = cls.from_pretrained(path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    manifest = read_manifest(path)
-    max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        is_seq2seq=is_seq2seq,
-        prompt_template=manifest.get("prompt_template", DEFAULT_TEMPLATE),
-        version_id=version_id,
-        max_positions=max_positions,
-        manifest=manifest,
-    )
 
 
 class InputTooLong(ValueError):

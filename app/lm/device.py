@@ -1,0 +1,31 @@
+"""Where models run: the device, the training precision and the torch thread count, chosen in one place."""
+
+from __future__ import annotations
+
+
+def pick_device() -> str:
+    """CUDA when present, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def training_precision() -> dict:
+    """bf16 or fp16 from the hardware: TRL's DPOConfig defaults to bf16 and refuses it on a CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"bf16": False, "fp16": False, "use_cpu": True}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
+
+
+def set_threads(n: int) -> None:
+    """Torch threads for this process: one per process by default, since web, prefetcher and worker share the cores.
+
+    With torch's default (all cores) in every process, one DPO job took 89.9 s instead of 12.5 s while the web
+    sampled, and generation's worst case went from 64 ms to 1.9 s (measured on 2 cores).
+    """
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))

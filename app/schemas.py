@@ -1,0 +1,253 @@
+"""The JSON API's shapes as pydantic models: request validation and /api/openapi.json both read them.
+
+Requests are parsed with `parse`, which turns a ValidationError into one clear BadInput (a 400 with the API's
+error shape), never pydantic's 422. Responses forbid extra fields so the spec says exactly what is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.tables import RUN_STATUSES, VERDICTS, VERSION_STATUSES
+from app.validation import BadInput
+
+# An answer body names a verdict only when no candidate is chosen: "choice" is implied by candidate_id.
+ANSWER_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "choice")
+M = TypeVar("M", bound=BaseModel)
+
+
+class Body(BaseModel):
+    """A request body: JSON types as they are (a bool is not a number, "1" is not an int)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class Out(BaseModel):
+    """A response: every field is sent, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests ---------------------------------------------------------------------------------------------------
+
+
+class NewComparison(Body):
+    """A typed prompt to sample candidates for; without one, the next pool prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, description="up to MAX_INPUT_CHARS characters; null or absent: from the pool")
+
+
+class AnswerBody(Body):
+    """Exactly one of candidate_id (the best candidate) or verdict."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["candidate_id"]}, {"required": ["verdict"]}]})
+    candidate_id: int | None = None
+    verdict: Literal[ANSWER_VERDICTS] | None = None
+    latency_ms: int | None = Field(None, ge=0, description="time to answer; an unusable value is dropped")
+
+    @field_validator("latency_ms", mode="before")
+    @classmethod
+    def drop_bad_latency(cls, value: Any) -> Any:
+        # A browser timing glitch must not cost the click: anything but a non-negative int is dropped.
+        return value if type(value) is int and value >= 0 else None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> AnswerBody:
+        if (self.candidate_id is None) == (self.verdict is None):
+            raise ValueError("give exactly one of candidate_id or verdict")
+        return self
+
+
+class PromptImport(Body):
+    prompts: list[str] = Field(min_length=1, description="each up to MAX_INPUT_CHARS characters, not blank")
+
+
+class Activation(Body):
+    reason: str = Field(min_length=1, description="kept in the audit log; blank is refused")
+
+
+class TrainingOverrides(Body):
+    """Per-run overrides of the training settings: the one table behind the API, the spec and the admin form."""
+
+    model_config = ConfigDict(extra="forbid")
+    beta: float | None = Field(None, ge=1e-4, le=10.0, description="DPO beta")
+    epochs: int | None = Field(None, ge=1, le=50)
+    learning_rate: float | None = Field(None, ge=1e-7, le=1e-1)
+    lora: bool | None = None
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def whole_float(cls, value: Any) -> Any:
+        # JSON has one number type: 3.0 is a whole number of epochs (1.5 still fails as not an int).
+        return int(value) if type(value) is float and value.is_integer() else value
+
+    def config_values(self) -> dict:
+        """The overrides given, under their training-config keys (learning_rate is `lr` there)."""
+        return {"lr" if k == "learning_rate" else k: v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def override_bounds() -> dict[str, dict]:
+    """{field: {"min", "max", "step"}} of the numeric overrides, read from TrainingOverrides' JSON schema."""
+    out = {}
+    for name, prop in TrainingOverrides.model_json_schema()["properties"].items():
+        number = next((s for s in prop.get("anyOf", [prop]) if s.get("type") in ("number", "integer")), None)
+        if number:
+            out[name] = {"min": number["minimum"], "max": number["maximum"],
+                         "step": 1 if number["type"] == "integer" else "any"}
+    return out
+
+
+# Responses --------------------------------------------------------------------------------------------------
+
+
+class Error(Out):
+    error: str
+    status: int
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class Progress(Out):
+    mine: int
+    total: int
+    pool: int
+    pool_answered: int
+
+
+class Candidate(Out):
+    id: int
+    text: str
+
+
+class Comparison(Out):
+    """The annotator's view: no model version, candidates in display order."""
+
+    id: int
+    prompt: str
+    candidates: list[Candidate]
+
+
+class ComparisonWithProgress(Comparison):
+    progress: Progress
+
+
+class AnswerResult(Out):
+    id: int
+    comparison_id: int
+    verdict: Literal[VERDICTS]
+    candidate_id: int | None
+    progress: Progress
+
+
+class PromptImportResult(Out):
+    imported: int
+    duplicates: int
+
+
+class TrainingRun(Out):
+    """A run as app.jobs.run_json gives it."""
+
+    id: str
+    status: Literal[RUN_STATUSES]
+    requested_by: str
+    config: dict[str, Any]
+    snapshot: dict[str, Any] = Field(description="clicks, pairs and the data's sha256 `hash`")
+    parent_version_id: int | None
+    version_id: int | None
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    error: str = Field(description="empty unless the run failed")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class TrainingRuns(Out):
+    runs: list[TrainingRun]
+
+
+class ModelVersion(Out):
+    """A version as app.registry.version_json gives it."""
+
+    id: int
+    parent_id: int | None
+    status: Literal[VERSION_STATUSES]
+    active: bool
+    arch: str
+    base_model: str
+    run_id: str | None
+    metrics: dict[str, Any]
+    pairs: int | None
+    created_at: str
+    activated_at: str | None
+
+
+class ModelVersions(Out):
+    versions: list[ModelVersion]
+
+
+class ActivationResult(Out):
+    active: int
+    previous: int | None
+    reason: str
+
+
+class Serving(Out):
+    """One web process: the version it serves, the one it should, and its last load error."""
+
+    pid: int
+    serving: int | None
+    wanted: int | None
+    error: str | None
+
+
+# Parsing ----------------------------------------------------------------------------------------------------
+
+
+def parse(model: type[M], data: Any, *, strict: bool | None = None) -> M:
+    """Validate data into model, or raise one clear BadInput (400). strict=False parses form strings."""
+    try:
+        return model.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        raise BadInput(describe(model, exc)) from None
+
+
+def describe(model: type[BaseModel], exc: ValidationError) -> str:
+    """One sentence for the first problem; unknown fields are listed together with the allowed ones."""
+    errors = exc.errors(include_url=False)
+    unknown = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return f"unknown fields: {', '.join(sorted(unknown))}; allowed: {', '.join(model.model_fields)}"
+    error = errors[0]
+    kind, loc = error["type"], error["loc"]
+    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if not loc and kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "the body must be a JSON object"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in ("greater_than_equal", "less_than_equal") and len(loc) == 1:
+        low, high = _bounds(model, str(loc[0]))
+        return f"{name} must be between {low} and {high}"
+    messages = {
+        "missing": "is required", "string_type": "must be a string", "list_type": "must be a list",
+        "float_type": "must be a number", "float_parsing": "must be a number",
+        "int_type": "must be a number (an integer)", "int_parsing": "must be a number (an integer)",
+        "int_from_float": "must be a number (an integer)",
+        "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+        "too_short": "must not be empty",
+        "literal_error": f"must be one of {error.get('ctx', {}).get('expected')}",
+    }
+    return f"{name} {messages[kind]}" if kind in messages else f"{name}: {error['msg']}"
+
+
+def _bounds(model: type[BaseModel], field: str) -> tuple[Any, Any]:
+    metadata = model.model_fields[field].metadata
+    low = next((m.ge for m in metadata if isinstance(m, Ge)), None)
+    high = next((m.le for m in metadata if isinstance(m, Le)), None)
+    return low, high

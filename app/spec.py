@@ -1,0 +1,57 @@
+"""The settings of one training run: fixed by the web when it enqueues the run, used by the worker as they are.
+
+Stored on the TrainingRun row (its `config` column) as plain JSON. The worker never merges them with its own
+defaults, so what a run page shows is exactly what trained and gated that version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _help(text: str):
+    return field(metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Bounds of the gate's generation-health checks."""
+
+    max_fluency_drop: float = _help("largest fall in nats/token of samples scored by the base model, vs the parent")
+    min_distinct: float = _help("least mean number of distinct raw samples among num_candidates")
+    max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent")
+    eval_prompts: int = _help("inputs sampled for the generation checks")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One run's training, sampling and gate settings."""
+
+    lr: float = _help("learning rate")
+    beta: float = _help("DPO beta: how far from the reference the policy may move")
+    epochs: int = _help("passes over the training pairs")
+    batch_size: int = _help("pairs per step")
+    max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs")
+    lora: bool = _help("train a PEFT LoRA adapter and merge it into the saved checkpoint")
+    start: str = _help("'base': from the starter, with it as reference; 'active': from the parent, plus sft")
+    sft_weight: float = _help("weight of the chosen text's NLL beside the DPO loss (0: off)")
+    holdout: float = _help("share of inputs held out for the gate")
+    seed: int = _help("seed for the split, training and the gate's sampling")
+    temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)")
+    top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)")
+    max_new_tokens: int = _help("longest sample of the gate's generation checks (the serving setting)")
+    num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)")
+    gate: GateSpec = _help("the gate's bounds")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingSpec:
+        """Rebuild a stored spec; a missing or unknown field is an error, never a silent default."""
+        names = {f.name for f in fields(cls)}
+        missing, unknown = names - set(data), set(data) - names
+        if missing or unknown:
+            raise ValueError(f"training spec: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        return cls(**{**data, "gate": GateSpec(**data["gate"])})
+
+    def to_dict(self) -> dict:
+        """The spec as JSON for the run row."""
+        return asdict(self)

@@ -1,0 +1,106 @@
+"""The one scorer: known log-probs, padding, and the gate and the trainer scoring the same tokens."""
+
+import math
+
+import pytest
+import torch
+
+from app.lm.checkpoint import LoadedModel
+from app.lm.scoring import sequence_logps
+from worker.seq2seq_dpo import pair_logps
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in seq2seq LM whose next-token distribution is the same known one at every position."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.row = torch.tensor(logits)
+
+    def forward(self, input_ids, attention_mask, labels):
+        out = torch.nn.Module()
+        out.logits = self.row.expand(labels.shape[0], labels.shape[1], -1)
+        return out
+
+
+def test_sequence_logps_sums_completion_tokens_and_skips_padding():
+    model = FixedLogits([0.0, math.log(2.0), math.log(3.0)])  # probabilities 1/6, 2/6, 3/6
+    batch = {
+        "input_ids": torch.zeros(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "labels": torch.tensor([[1, 2, 2], [0, -100, -100]]),
+    }
+    logps, counts = sequence_logps(model, batch, is_seq2seq=True)
+    assert logps.tolist() == pytest.approx([math.log(2 / 6) + 2 * math.log(3 / 6), math.log(1 / 6)], abs=1e-5)
+    assert counts.tolist() == [3, 1]
+
+
+def test_sequence_logps_of_a_padded_batch_equals_each_row_alone(starter_dir):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = starter_dir["t5"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    pairs = [
+        {"prompt": "Rewrite politely: Send the report now.", "chosen": " Could you please send the report?",
+         "rejected": " Send it."},
+        {"prompt": "Rewrite politely: Fix this bug.", "chosen": " Fix it.", "rejected": " Fix this bug now, idiot."},
+    ]
+    with torch.no_grad():
+        chosen, rejected, n_chosen = pair_logps(LoadedModel(model, tok, True), pairs, max_length=64)
+        for i, pair in enumerate(pairs):
+            c, r, n = pair_logps(LoadedModel(model, tok, True), [pair], max_length=64)
+            assert chosen[i].item() == pytest.approx(c.item(), abs=1e-4)
+            assert rejected[i].item() == pytest.approx(r.item(), abs=1e-4)
+            assert n_chosen[i].item() == n.item() == len(tok(pair["chosen"])["input_ids"])  # with </s>
+    assert (chosen < 0).all() and (rejected < 0).all()
+
+
+PAIR = {"prompt": "Rewrite politely: Send the report now.\nPolite:", "chosen": " Could you please send the report?",
+        "rejected": " Send it."}
+
+
+def test_the_gate_scores_the_tokens_trl_trains_a_causal_model_on(starter_dir, tmp_path):
+    """TRL's own tokenization and collation of one pair equal the core encoder's, and so do the log-probs."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.device import training_precision
+    from app.lm.encoding import encode_completions
+    from app.lm.scoring import completion_logps
+
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    args = DPOConfig(output_dir=str(tmp_path), max_length=128, report_to="none", save_strategy="no",
+                     gradient_checkpointing=False, **training_precision())
+    trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, processing_class=loaded.tokenizer,
+                         train_dataset=Dataset.from_list([PAIR]))
+    row = trainer.train_dataset[0]
+    ours = encode_completions(loaded.tokenizer, [PAIR["prompt"]] * 2, [PAIR["chosen"], PAIR["rejected"]],
+                              is_seq2seq=False, max_length=128)
+    for i, key in enumerate(("chosen_ids", "rejected_ids")):
+        n = int(ours["attention_mask"][i].sum())
+        assert ours["input_ids"][i, :n].tolist() == row["prompt_ids"] + row[key]
+        assert (ours["labels"][i, :n] != -100).sum().item() == len(row[key])
+
+    # TRL's collated batch, scored by hand the way its loss does: the same sums as the gate's scorer.
+    batch = trainer.data_collator([row])
+    with torch.no_grad():
+        logps = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = logps[:, :-1].float().log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(-1)
+        trl_sums = (logps * batch["completion_mask"][:, 1:]).sum(-1).tolist()  # [chosen, rejected]
+    gate_sums, _ = completion_logps(loaded, [PAIR["prompt"]] * 2, [PAIR["chosen"], PAIR["rejected"]], max_length=128)
+    assert gate_sums == pytest.approx(trl_sums, abs=1e-4)
+
+
+def test_the_gate_and_the_seq2seq_trainer_score_a_pair_alike(starter_dir):
+    """The T5 training loop's pair scores and the gate's are one computation."""
+    from app.lm.checkpoint import load_checkpoint
+    from worker import evaluation
+
+    loaded = load_checkpoint(str(starter_dir["t5"]), device="cpu")
+    pair = {**PAIR, "prompt": PAIR["prompt"].split("\n")[0]}
+    with torch.no_grad():
+        chosen, rejected, _ = pair_logps(loaded, [pair], max_length=128)
+    gate_chosen, gate_rejected = evaluation.pair_logps(loaded, [pair], max_length=128)
+    assert [chosen.item(), rejected.item()] == pytest.approx(gate_chosen + gate_rejected, abs=1e-5)
