@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from app.config import Config
+from app.config import Config, resolve_secret_key
 
 
 class IdConverter(IntegerConverter):
@@ -24,8 +24,9 @@ def create_app(config: Config | dict | None = None) -> Flask:
         app.config.update(config)
     elif config is not None:
         app.config.from_object(config)
+    app.config["SECRET_KEY"] = resolve_secret_key(app.config, app.logger)
 
-    from app import database, errors, roles
+    from app import database, errors, roles, security
     from app.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -35,6 +36,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     database.init_app(app)
     errors.init_app(app)
     roles.init_app(app)
+    security.init_app(app)
 
     from app import admin, annotate, api, auth, cli, ops
 
@@ -47,18 +49,28 @@ def create_app(config: Config | dict | None = None) -> Flask:
     return app
 
 
+# The dashboard's read-only views. Its other routes (requeue, delete, empty, compact) change the queue, and one of
+# them (requeue) answers GET, which no CSRF check sees: a link could re-run a failed training run. They are refused.
+RQ_DASHBOARD_READ_ONLY = frozenset({
+    "static", "favicon", "queues_overview", "workers_overview", "jobs_overview", "job_view",
+    "list_queues", "list_jobs", "job_info", "list_workers",
+})
+
+
 def _mount_rq_dashboard(app: Flask) -> None:
-    """rq-dashboard at /rq/ for admins; only where Redis is configured (it stays CSRF-protected, so read-only)."""
+    """rq-dashboard at /rq/ for admins, read-only; only where Redis is configured."""
     if not app.config.get("REDIS_URL"):
         return
     import rq_dashboard
     from flask import abort, redirect, request, url_for
     from flask_login import current_user
 
+    from app.jobs import SERIALIZER
     from app.roles import can
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.setup_rq_connection(app)
+    rq_dashboard.web.config.serializer = SERIALIZER  # the training queue's jobs are JSON (app/jobs.py)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
 
     @app.before_request
@@ -69,6 +81,10 @@ def _mount_rq_dashboard(app: Flask) -> None:
             return redirect(url_for("auth.login", next=request.path))
         if not can(current_user, "retrain"):
             abort(403)
+        endpoint = (request.endpoint or "").removeprefix("rq_dashboard.")
+        if endpoint not in RQ_DASHBOARD_READ_ONLY or request.method not in ("GET", "HEAD"):
+            # 405, not 403: the role is right, the action is what this dashboard never does.
+            abort(405, description="the queue dashboard is read-only; its actions are turned off")
         return None
 
 

@@ -49,8 +49,10 @@ def openapi():
 @bp.post("/comparisons")
 @require("annotate")
 def create_comparison():
-    """Sample candidates for a typed prompt, or hand out the next pool prompt."""
+    """Sample candidates for a typed prompt (rate-limited per user), else your pending or the next pool comparison."""
     body = s.parse(s.NewComparison, json_body())
+    if body.prompt is not None:
+        comparisons.limit_typed_prompts()
     comparison = comparisons.create_comparison(user_id=acting_user().id, input_text=body.prompt)
     return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}, 201
 

@@ -2,33 +2,51 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import login_required, login_user, logout_user
+import unicodedata
+from urllib.parse import urlsplit
 
-from app.extensions import db, login_manager
-from app.tables import User
-from app.users import check_login
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from app.extensions import limiter, login_manager
+from app.security import login_name_key
+from app.users import check_login, end_sessions, user_for_session
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 login_manager.login_view = "auth.login"
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    """Flask-Login's loader."""
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str):
+    """Flask-Login's loader, for the session and the remember cookie alike (see User.get_id)."""
+    return user_for_session(session_id)
+
+
+def local_target(target: str | None) -> str | None:
+    """`target` if it is a path on this site, else None.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash, so "/\\t/evil" and "/\\\\evil" go
+    to //evil; a target with any scheme, host, backslash or control character is refused, not repaired.
+    """
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(unicodedata.category(c).startswith("C") for c in target):
+        return None
+    parts = urlsplit(target)
+    return None if parts.scheme or parts.netloc else target
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT"], key_func=login_name_key, methods=["POST"],
+               scope="login-name")
+@limiter.limit(lambda: current_app.config["LOGIN_ADDRESS_LIMIT"], methods=["POST"], scope="login-address")
 def login():
     """Show the login form, or log in."""
     if request.method == "POST":
         user = check_login(name=request.form.get("name", ""), password=request.form.get("password", ""))
         if user:
-            login_user(user, remember=True)
-            target = request.args.get("next", "")
-            safe = target.startswith("/") and not target.startswith("//")  # never redirect off-site
-            return redirect(target if safe else url_for("annotate.index"))
+            login_user(user, remember=request.form.get("remember") == "on")
+            return redirect(local_target(request.args.get("next")) or url_for("annotate.index"))
         flash("Wrong name or password.", "error")
         return render_template("auth/login.html"), 401
     return render_template("auth/login.html")
@@ -37,6 +55,7 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    """Log out."""
+    """Log out: every session and remember cookie of this user stops working, here and elsewhere."""
+    end_sessions(user_id=current_user.id)
     logout_user()
     return redirect(url_for("auth.login"))

@@ -40,6 +40,53 @@ def users_create(name: str, role: str, password: str | None) -> None:
     click.echo(f"token: {token}")
 
 
+@users.command("list")
+def users_list() -> None:
+    """List users: name, role, and whether they are disabled."""
+    from app.users import list_users
+
+    for user in list_users():
+        click.echo(f"{user.name:<24} {user.role:<9} {'disabled' if user.disabled else 'enabled'}")
+
+
+def set_disabled_or_fail(name: str, *, disabled: bool) -> None:
+    """Disable or enable NAME, or exit with a clear error."""
+    from app.users import set_disabled
+
+    try:
+        user = set_disabled(name=name, disabled=disabled)
+    except BadInput as exc:
+        fail(str(exc))
+    click.echo(f"{user.name} is {'disabled' if disabled else 'enabled'}")
+
+
+@users.command("disable")
+@click.argument("name")
+def users_disable(name: str) -> None:
+    """Disable NAME: their sessions, remember cookies and bearer token stop working at once."""
+    set_disabled_or_fail(name, disabled=True)
+
+
+@users.command("enable")
+@click.argument("name")
+def users_enable(name: str) -> None:
+    """Enable NAME again (they log in anew; sessions from before the disable stay ended)."""
+    set_disabled_or_fail(name, disabled=False)
+
+
+@users.command("rotate-token")
+@click.argument("name")
+def users_rotate_token(name: str) -> None:
+    """Give NAME a new API bearer token and print it (shown once); the old one stops working."""
+    from app.users import rotate_token
+
+    try:
+        token = rotate_token(name=name)
+    except BadInput as exc:
+        fail(str(exc))
+    click.echo(f"token: {token}")
+
+
 @prompts_cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def prompts_import(file: str) -> None:

@@ -103,9 +103,14 @@ def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
 
 
 def create_comparison(*, user_id: int, input_text: str | None = None) -> Comparison:
-    """Make a comparison for a typed input, or hand out the next one from the pool."""
+    """Make a comparison for a typed input; else the user's pending one, or the next one from the pool.
+
+    One open pool comparison per user: asking for the next without answering (a skip is an answer) hands back
+    the same one, so nobody can claim the prefetched buffer or the pool faster than they answer."""
     from app.serving import get_holder
 
+    if input_text is None and (pending := pending_comparison(user_id=user_id)) is not None:
+        return load_comparison(pending.id)
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
         text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
@@ -118,6 +123,27 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
         [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id)
     db.session.commit()
     return comparison
+
+
+def limit_typed_prompts() -> None:
+    """Count one typed prompt against the acting user's TYPED_PROMPT_LIMIT; beyond it, a 429 that says why."""
+    import math
+    import time
+
+    from flask_limiter import RateLimitExceeded
+
+    from app.extensions import limiter
+    from app.security import user_key
+
+    rate = current_app.config["TYPED_PROMPT_LIMIT"]
+    try:
+        with limiter.limit(rate, key_func=user_key, scope="typed-prompt"):
+            pass
+    except RateLimitExceeded as exc:
+        current = limiter.current_limit
+        wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        raise BadInput(f"too many typed prompts: at most {rate} for each annotator (each one is generated while "
+                       f"you wait); try again in {wait} seconds, or take the next prompt from the pool", 429) from exc
 
 
 def load_comparison(comparison_id: int) -> Comparison | None:

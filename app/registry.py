@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -50,13 +51,15 @@ def list_versions() -> list[ModelVersion]:
 
 
 def active_version_id() -> int | None:
-    """The id the single serving pointer names, or None."""
-    state = db.session.get(ServingState, 1)
-    return state.version_id if state else None
+    """The id the single serving pointer names, or None (read from the database, never the session's cache)."""
+    return db.session.scalar(select(ServingState.version_id).where(ServingState.id == 1))
 
 
-def check_checkpoint(version: ModelVersion) -> None:
-    """Refuse a folder whose files do not match its manifest (missing, truncated, or partial)."""
+def check_checkpoint(version: ModelVersion, *, digests: bool = False) -> None:
+    """Refuse a folder whose files do not match its manifest: missing, truncated, partial, or (digests) altered.
+
+    Sizes are cheap and checked on every activation; the sha256 digests read every byte, so they are checked
+    when a process loads the version (app/serving.py), which it does once."""
     folder = Path(version.path)
     files = version.manifest.get("files")
     if not folder.is_dir():
@@ -69,6 +72,21 @@ def check_checkpoint(version: ModelVersion) -> None:
             raise RegistryError(f"version {version.id}: {name} is missing")
         if f.stat().st_size != info["bytes"]:
             raise RegistryError(f"version {version.id}: {name} is {f.stat().st_size} bytes, expected {info['bytes']}")
+    for name, info in files.items() if digests else ():
+        if "sha256" in info and _sha256(folder / name) != info["sha256"]:
+            raise RegistryError(f"version {version.id}: {name} does not match its sha256 digest in the manifest")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# Attempts at the compare-and-set below before giving up: each lost attempt means another activation just won.
+ACTIVATE_TRIES = 50
 
 
 def activate_version(
@@ -83,26 +101,32 @@ def activate_version(
 
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a reason is required")
-    version = db.session.get(ModelVersion, version_id)
-    if version is None:
-        raise RegistryError(f"version {version_id} does not exist", 404)
-    if version.status != "ready":
-        raise RegistryError(f"version {version_id} is {version.status}; only ready versions can be activated")
-    check_checkpoint(version)
-    state = db.session.get(ServingState, 1)
-    if state is None:
-        db.session.add(ServingState(id=1, version_id=None))
-        db.session.flush()
-    stmt = update(ServingState).where(ServingState.id == 1)
-    if only_if_active != -1:
-        stmt = stmt.where(
-            ServingState.version_id.is_(None) if only_if_active is None else ServingState.version_id == only_if_active
-        )
-    previous = active_version_id()
-    result = db.session.execute(stmt.values(version_id=version_id, changed_at=utcnow()))
-    if result.rowcount != 1:
+    for _ in range(ACTIVATE_TRIES):
+        version = db.session.get(ModelVersion, version_id)
+        if version is None:
+            raise RegistryError(f"version {version_id} does not exist", 404)
+        if version.status != "ready":
+            raise RegistryError(f"version {version_id} is {version.status}; only ready versions can be activated")
+        check_checkpoint(version)
+        if db.session.get(ServingState, 1) is None:
+            db.session.add(ServingState(id=1, version_id=None))
+            db.session.flush()
+        previous = active_version_id() if only_if_active == -1 else only_if_active
+        # The update names the version it replaces, so the audit's "from" is what this very statement changed:
+        # a concurrent activation between the read and the update makes it match no row, and this one tries again.
+        moved = db.session.execute(
+            update(ServingState)
+            .where(ServingState.id == 1,
+                   ServingState.version_id.is_(None) if previous is None else ServingState.version_id == previous)
+            .values(version_id=version_id, changed_at=utcnow())
+        ).rowcount
+        if moved == 1:
+            break
         db.session.rollback()
-        raise RegistryError(f"the active version changed while this ran; version {version_id} was not activated")
+        if only_if_active != -1:
+            raise RegistryError(f"the active version changed while this ran; version {version_id} was not activated")
+    else:
+        raise RegistryError(f"other activations kept winning; version {version_id} was not activated")
     version.activated_at = utcnow()
     event = AuditEvent(
         actor=actor, action=action, from_version_id=previous, to_version_id=version_id, reason=reason.strip()

@@ -11,18 +11,40 @@ from typing import Any, Literal, TypeVar
 from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.spec import TrainingSpec
 from app.tables import RUN_STATUSES, VERDICTS, VERSION_STATUSES
 from app.validation import BadInput
 
 # An answer body names a verdict only when no candidate is chosen: "choice" is implied by candidate_id.
 ANSWER_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "choice")
 M = TypeVar("M", bound=BaseModel)
+# The largest value an INTEGER column holds on Postgres (2**63 raised OverflowError, a 500); 24 days in ms.
+MAX_LATENCY_MS = 2**31 - 1
 
 
 class Body(BaseModel):
     """A request body: JSON types as they are (a bool is not a number, "1" is not an int)."""
 
     model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def no_lone_surrogates(cls, data: Any) -> Any:
+        # JSON can spell "\ud800", which is no character: no column, tokenizer or log takes it as UTF-8 (a 500).
+        if has_lone_surrogate(data):
+            raise ValueError("the body contains an unpaired surrogate (\\ud800-\\udfff), which is not text")
+        return data
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in a parsed JSON value holds a lone surrogate."""
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
 
 
 class Out(BaseModel):
@@ -47,13 +69,14 @@ class AnswerBody(Body):
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["candidate_id"]}, {"required": ["verdict"]}]})
     candidate_id: int | None = None
     verdict: Literal[ANSWER_VERDICTS] | None = None
-    latency_ms: int | None = Field(None, ge=0, description="time to answer; an unusable value is dropped")
+    latency_ms: int | None = Field(None, ge=0, le=MAX_LATENCY_MS,
+                                   description="time to answer; an unusable value is dropped")
 
     @field_validator("latency_ms", mode="before")
     @classmethod
     def drop_bad_latency(cls, value: Any) -> Any:
-        # A browser timing glitch must not cost the click: anything but a non-negative int is dropped.
-        return value if type(value) is int and value >= 0 else None
+        # A browser timing glitch must not cost the click: anything but an int the column holds is dropped.
+        return value if type(value) is int and 0 <= value <= MAX_LATENCY_MS else None
 
     @model_validator(mode="after")
     def exactly_one(self) -> AnswerBody:
@@ -156,7 +179,7 @@ class TrainingRun(Out):
     id: str
     status: Literal[RUN_STATUSES]
     requested_by: str
-    config: dict[str, Any]
+    config: TrainingSpec = Field(description="the run's settings, fixed when it was queued (app/spec.py)")
     snapshot: dict[str, Any] = Field(description="clicks, pairs and the data's sha256 `hash`")
     parent_version_id: int | None
     version_id: int | None

@@ -9,6 +9,11 @@ import time
 from flask import Flask
 
 log = logging.getLogger(__name__)
+# After a failed load, the next try of that version waits RETRY_FIRST seconds, doubling up to RETRY_MAX: a copy
+# that was still being written, or a disk that came back, is picked up without a restart, and a truly broken
+# version costs one load attempt per RETRY_MAX rather than one per check.
+RETRY_FIRST = 5.0
+RETRY_MAX = 300.0
 
 
 class ModelHolder:
@@ -23,6 +28,8 @@ class ModelHolder:
         self._wanted: int | None = None
         self.last_error: str | None = None
         self.failed_version: int | None = None
+        self._failures = 0  # consecutive failed loads of failed_version
+        self._retry_at = 0.0
 
     def current(self):
         """Return the loaded model, loading the active version first if none is loaded yet."""
@@ -47,8 +54,10 @@ class ModelHolder:
             wanted = active_version_id()
         self._wanted = wanted
         loaded_id = self._loaded.version_id if self._loaded else None
-        if wanted is None or wanted == loaded_id or wanted == self.failed_version:
+        if wanted is None or wanted == loaded_id:
             return
+        if wanted == self.failed_version and time.monotonic() < self._retry_at:
+            return  # backing off: it failed a moment ago
         if background:
             threading.Thread(target=self._load, args=(wanted,), daemon=True, name="model-load").start()
         else:
@@ -58,7 +67,7 @@ class ModelHolder:
         """Load a version fully, then swap it in; a version that fails to load never replaces a working one."""
         from app.extensions import db
         from app.lm.checkpoint import load_checkpoint
-        from app.registry import check_checkpoint, record_event
+        from app.registry import check_checkpoint
         from app.tables import ModelVersion
 
         if not self._loading.acquire(blocking=self._loaded is None):
@@ -71,25 +80,35 @@ class ModelHolder:
                 try:
                     if version is None:
                         raise ValueError(f"version {version_id} is not registered")
-                    check_checkpoint(version)
+                    check_checkpoint(version, digests=True)  # every byte, once: this process loads it once
                     loaded = load_checkpoint(version.path, version_id=version_id)
                 except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
-                    self.failed_version = version_id
-                    self.last_error = f"version {version_id} failed to load: {exc}"
-                    log.error(self.last_error)
-                    record_event(actor="web", action="load_failed", reason=self.last_error,
-                                 to_version_id=version_id,
-                                 from_version_id=self._loaded.version_id if self._loaded else None)
+                    self._failed(version_id, exc)
                     return
             with self._lock:
                 previous = self._loaded
                 self._loaded = loaded
-                self.failed_version = None
+                self.failed_version, self._failures = None, 0
                 self.last_error = None
             log.info("serving version %s (was %s)", version_id, previous.version_id if previous else None)
             self.app.extensions["prefloop_on_swap"](version_id)
         finally:
             self._loading.release()
+
+    def _failed(self, version_id: int, exc: Exception) -> None:
+        """Remember a failed load and when to try again; the audit log gets the first failure of a version."""
+        from app.registry import record_event
+
+        first = version_id != self.failed_version
+        self._failures = 1 if first else self._failures + 1
+        self.failed_version = version_id
+        delay = min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MAX)
+        self._retry_at = time.monotonic() + delay
+        self.last_error = f"version {version_id} failed to load: {exc}"
+        log.error("%s (attempt %d; next in %.0f s)", self.last_error, self._failures, delay)
+        if first:
+            record_event(actor="web", action="load_failed", reason=self.last_error, to_version_id=version_id,
+                         from_version_id=self._loaded.version_id if self._loaded else None)
 
     def status(self) -> dict:
         """What this process serves and any load error, for the ops page."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -39,8 +39,20 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(256))
     # sha256 of the bearer token: a leaked database does not leak usable tokens.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    # In every session and remember cookie (get_id): raising it ends them all, at logout and when disabled.
+    session_version: Mapped[int] = mapped_column(default=1, server_default="1")
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (CheckConstraint(one_of("role", ROLES), name="ck_users_role"),)
+
+    def get_id(self) -> str:
+        """The id Flask-Login keeps in the session and the remember cookie: the user and their session version."""
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login refuses to log in a disabled user."""
+        return not self.disabled
 
 
 class Prompt(db.Model):
@@ -134,7 +146,7 @@ class Preference(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     comparison: Mapped[Comparison] = relationship(back_populates="preference")
     __table_args__ = (
-        CheckConstraint("verdict in ('choice','tie','all_bad','skip')", name="ck_preferences_verdict"),
+        CheckConstraint(one_of("verdict", VERDICTS), name="ck_preferences_verdict"),
         CheckConstraint(
             "(verdict = 'choice') = (chosen_candidate_id IS NOT NULL)", name="ck_preferences_choice_has_candidate"
         ),

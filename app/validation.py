@@ -12,7 +12,7 @@ class BadInput(ValueError):
 
 
 def clean_text(value, *, field: str, max_chars: int) -> str:
-    """Return stripped text, or raise BadInput for empty, oversized, non-text or NUL-containing input."""
+    """Return stripped text, or raise BadInput for empty, oversized, non-text, NUL- or surrogate-containing input."""
     if not isinstance(value, str):
         raise BadInput(f"{field} must be a string")
     text = value.strip()
@@ -23,4 +23,10 @@ def clean_text(value, *, field: str, max_chars: int) -> str:
     # PostgreSQL text cannot hold NUL, and no annotator means one: refuse it on every backend alike.
     if "\x00" in text:
         raise BadInput(f"{field} contains a NUL character")
+    # A lone surrogate ("\ud800", which JSON allows) is no character: it cannot be stored or tokenized as UTF-8.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"{field} contains an unpaired surrogate, which is not text") from None
     return text

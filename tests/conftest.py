@@ -65,6 +65,9 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
         "MODEL_CHECK_SECONDS": 0.0,
         "MAX_NEW_TOKENS": 16,
         "SECRET_KEY": "test",
+        # Login counts per app, not in the shared test Redis, whatever REDIS_URL a test gives (tests that check the
+        # Redis store set this themselves).
+        "RATELIMIT_STORAGE_URI": "memory://",
     } | extra
 
 

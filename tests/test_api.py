@@ -52,6 +52,7 @@ def test_comparison_stores_everything_needed_to_train_and_audit(app, client, ann
 def test_pool_hands_out_least_answered_prompt(client, admin, annotator):
     texts = seed_pool(client, admin, 2)
     first = post(client, "/api/comparisons", annotator).json
+    post(client, f"/api/comparisons/{first['id']}/answer", annotator, {"verdict": "skip"})  # one open at a time
     second = post(client, "/api/comparisons", annotator).json
     assert {first["prompt"], second["prompt"]} == set(texts)
 

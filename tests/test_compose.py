@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,21 +61,32 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
+# What a stack needs from the host: the secrets compose refuses to start without (`${VAR:?message}`).
+HOST = {"SECRET_KEY": "k" * 32, "POSTGRES_PASSWORD": "pgSecret1", "REDIS_PASSWORD": "redisSecret2"}
+
+
+class Refused(ValueError):
+    """compose would refuse to start: a `${VAR:?message}` variable is unset."""
+
+
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Expand `${VAR}`, `${VAR:-default}` and `$$` as compose does with the host's environment (and, for plain
-    `${VAR}`, as the container's sh then does with the service's)."""
+    """Expand `${VAR}`, `${VAR:-default}`, `${VAR:?message}` and `$$` as compose does with the host's environment
+    (and, for plain `${VAR}`, as the container's sh then does with the service's)."""
 
     def expand(match: re.Match) -> str:
         if match.group(0) == "$$":
             return "$"
-        return env.get(match.group(1)) or (match.group(2) or "")
+        name, kind, word = match.group(1), match.group(2), match.group(3) or ""
+        if kind == "?" and not env.get(name):
+            raise Refused(f"{name}: {word}")
+        return env.get(name) or ("" if kind == "?" else word)
 
-    return re.sub(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}", expand, str(value))
+    return re.sub(r"\$\$|\$\{(\w+)(?::([-?])([^}]*))?\}", expand, str(value))
 
 
 def web_env(services, host: dict[str, str] | None = None) -> dict[str, str]:
     """The web container's environment once compose has interpolated it with the `host` environment."""
-    return {key: interpolate(value, host or {}) for key, value in services["web"]["environment"].items()}
+    return {key: interpolate(value, HOST | (host or {})) for key, value in services["web"]["environment"].items()}
 
 
 def web_steps(services, host: dict[str, str] | None = None) -> list[list[str]]:
@@ -82,7 +94,7 @@ def web_steps(services, host: dict[str, str] | None = None) -> list[list[str]]:
     tokenized like the shell would."""
     command = services["web"]["command"]
     assert command[:2] == ["sh", "-c"], command
-    script = interpolate(interpolate(command[2], host or {}), web_env(services, host))
+    script = interpolate(interpolate(command[2], HOST | (host or {})), web_env(services, host))
     return [shlex.split(step) for step in script.split("&&")]
 
 
@@ -214,8 +226,8 @@ def test_shared_environment(services):
 
 def test_database_url_matches_postgres(services):
     """DATABASE_URL names the postgres service, its port, and the user, password and database it is created with."""
-    url = make_url(services["web"]["environment"]["DATABASE_URL"])
-    pg = services["postgres"]["environment"]
+    url = make_url(web_env(services)["DATABASE_URL"])
+    pg = {key: interpolate(value, HOST) for key, value in services["postgres"]["environment"].items()}
     assert url.drivername == "postgresql+psycopg"  # psycopg 3 is what requirements.txt installs
     assert url.host in services and url.host == "postgres"
     assert url.port == 5432
@@ -225,7 +237,7 @@ def test_database_url_matches_postgres(services):
 
 def test_redis_url_matches_redis(services):
     """REDIS_URL names the redis service on the default port."""
-    url = urlsplit(services["web"]["environment"]["REDIS_URL"])
+    url = urlsplit(web_env(services)["REDIS_URL"])
     assert url.scheme == "redis"
     assert url.hostname in services and url.hostname == "redis"
     assert url.port == 6379
@@ -345,3 +357,55 @@ def test_dockerignore_keeps_context_to_source():
     for kept in ("requirements.txt", "app/gunicorn_conf.py", "worker/__main__.py", "migrations/env.py",
                  "templates", "static"):
         assert not any(fnmatch.fnmatch(kept, p) for p in patterns if not p.startswith("!")), kept
+
+
+@pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])
+def test_passwords_come_from_the_environment(services, secret):
+    """Neither password is written in the file: both come from the host, compose refuses to start without them,
+    and the URLs web and worker connect with carry what the database and Redis are started with."""
+    text = COMPOSE.read_text()
+    assert "prefloop:prefloop@" not in text and "POSTGRES_PASSWORD: prefloop" not in text
+    with pytest.raises(Refused, match=secret):
+        web_env(services, {secret: ""})
+    env = web_env(services, {secret: "fromTheHost9"})
+    assert interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], HOST) == HOST["POSTGRES_PASSWORD"]
+    assert (make_url(env["DATABASE_URL"]).password if secret == "POSTGRES_PASSWORD"
+            else urlsplit(env["REDIS_URL"]).password) == "fromTheHost9"
+
+
+def test_redis_requires_the_password_and_the_healthcheck_has_it(services):
+    """The redis service's own command, run with a local redis-server: without the password nothing is answered,
+    with REDIS_URL's password it is, and the healthcheck's redis-cli authenticates through REDISCLI_AUTH."""
+    import shutil
+
+    import redis
+
+    from tests.live import free_port
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    service = services["redis"]
+    env = {key: interpolate(value, HOST) for key, value in service["environment"].items()}
+    assert service["command"][:2] == ["sh", "-c"] and env["REDISCLI_AUTH"] == HOST["REDIS_PASSWORD"]
+    assert service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    port = free_port()
+    script = interpolate(service["command"][2], HOST) + f" --port {port} --bind 127.0.0.1 --save '' --appendonly no"
+    proc = subprocess.Popen(["sh", "-c", script], env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    try:
+        url = urlsplit(web_env(services)["REDIS_URL"])
+        authed = redis.Redis(port=port, password=url.password, socket_connect_timeout=1)
+        for _ in range(50):
+            try:
+                assert authed.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_connect_timeout=1).ping()
+        if shutil.which("redis-cli"):
+            ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True,
+                                  env={**os.environ, **env}, timeout=10)
+            assert ping.stdout.strip() == "PONG", ping
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

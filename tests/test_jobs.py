@@ -8,6 +8,7 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from app.extensions import db
+from app.jobs import SERIALIZER
 from app.tables import Preference, TrainingRun
 from tests import services
 
@@ -45,10 +46,10 @@ def test_retrain_enqueues_one_job_and_returns_the_open_run(queue_app, client, ad
     second = client.post("/api/training-runs", json={}, headers=admin["headers"])
     assert second.status_code == 200 and second.json["id"] == first.json["id"]
 
-    queue = Queue("training", connection=redis.Redis.from_url(queue_app.config["REDIS_URL"]))
+    queue = Queue("training", connection=redis.Redis.from_url(queue_app.config["REDIS_URL"]), serializer=SERIALIZER)
     assert queue.job_ids == [first.json["id"]]
     job = queue.fetch_job(first.json["id"])
-    assert job.func_name == "worker.dpo.run_dpo" and job.args == (first.json["id"],)
+    assert job.func_name == "worker.dpo.run_dpo" and tuple(job.args) == (first.json["id"],)  # JSON: a list
     assert job.timeout == queue_app.config["TRAIN_JOB_TIMEOUT"]
 
     run = client.get(f"/api/training-runs/{first.json['id']}", headers=admin["headers"]).json
@@ -143,3 +144,58 @@ def test_no_redis_configured_is_503(app, client, admin):
     click(client, admin)
     res = client.post("/api/training-runs", json={}, headers=admin["headers"])
     assert res.status_code == 503 and "REDIS_URL" in res.json["error"]
+
+
+def test_the_run_stores_a_bound_and_the_snapshot_is_taken_outside_the_lock(queue_app, client, admin, monkeypatch):
+    """The run row keeps the newest preference id, not every id, and the pass over the clicks (which grows with
+    them) runs before the 30 s Redis lock is taken, so a large snapshot cannot outlive the lock."""
+    from app import jobs, preferences
+
+    conn = redis.Redis.from_url(queue_app.config["REDIS_URL"])
+    click(client, admin)
+    held, original = [], preferences.choice_preferences
+
+    def spy(*args, **kwargs):
+        held.append(bool(conn.exists(jobs.LOCK_KEY)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(preferences, "choice_preferences", spy)
+    monkeypatch.setattr(jobs, "choice_preferences", spy, raising=False)  # where the snapshot was taken before
+    res = client.post("/api/training-runs", json={}, headers=admin["headers"])
+    assert res.status_code == 202, res.json
+    assert held == [False]
+    with queue_app.app_context():
+        run = db.session.get(TrainingRun, res.json["id"])
+        newest = db.session.scalar(select(func.max(Preference.id)))
+        assert run.snapshot == {"max_preference_id": newest, "clicks": 2, "pairs": 4}
+
+
+def test_jobs_are_json_not_pickle(queue_app, client, admin):
+    """What the web puts in Redis for the worker is JSON: reading it back can never run code."""
+    import json
+    import zlib
+
+    click(client, admin)
+    run_id = client.post("/api/training-runs", json={}, headers=admin["headers"]).json["id"]
+    raw = redis.Redis.from_url(queue_app.config["REDIS_URL"]).hget(f"rq:job:{run_id}", "data")
+    assert json.loads(zlib.decompress(raw)) == ["worker.dpo.run_dpo", None, [run_id], {}]
+
+
+@pytest.mark.parametrize("status", ["failed", "rejected", "succeeded", "queued"])
+def test_a_redelivered_job_trains_only_a_queued_run(queue_app, client, admin, monkeypatch, status):
+    """Whatever re-queues a job (rq-dashboard's requeue, RQ's retry), a run that already failed, was rejected or
+    succeeded is final: the job returns without training. Only a queued run trains."""
+    import worker.dpo
+
+    click(client, admin)
+    run_id = client.post("/api/training-runs", json={}, headers=admin["headers"]).json["id"]
+    trained = []
+    monkeypatch.setattr(worker.dpo, "train_and_register", lambda run_id, progress: trained.append(run_id))
+    with queue_app.app_context():
+        run = db.session.get(TrainingRun, run_id)
+        run.status = status
+        db.session.commit()
+        worker.dpo.run_dpo(run_id)
+        assert trained == ([run_id] if status == "queued" else [])
+        if status != "queued":
+            assert db.session.get(TrainingRun, run_id).status == status

@@ -8,6 +8,7 @@ from app.comparisons import generate_comparisons
 from app.extensions import db
 from app.preferences import build_pairs, choice_preferences, record_answer
 from app.serving import get_holder
+from app.tables import Preference
 from app.users import create_user
 
 
@@ -55,3 +56,73 @@ def test_cli_export_loads_with_datasets(app, answered, runner, tmp_path):
     assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
     assert ds[0]["prompt"].startswith("Rewrite politely: ") and ds[0]["chosen"].startswith(" ")
     assert all(r["chosen"] != r["rejected"] for r in ds)
+
+
+def test_export_is_one_query_however_many_clicks(app, answered):
+    """The export streams one joined query in batches: no query per click (it used to be two per click)."""
+    from sqlalchemy import event
+
+    from app.preferences import export_lines
+    from bench.export import insert_clicks
+
+    def statements() -> tuple[int, int]:
+        seen = []
+        with app.app_context():
+            listener = lambda *args: seen.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+            event.listen(db.engine, "before_cursor_execute", listener)
+            try:
+                lines = sum(1 for _ in export_lines())
+            finally:
+                event.remove(db.engine, "before_cursor_execute", listener)
+        return lines, len(seen)
+
+    few = statements()
+    with app.app_context():
+        user_id = db.session.scalar(db.select(db.func.min(Preference.user_id)))
+    insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 2500, user_id=user_id)
+    many = statements()
+    assert few[0] == 4 and many[0] == 4 + 2 * 2500
+    assert few[1] == many[1] == 1, (few, many)
+
+
+def test_a_snapshot_is_a_bound_and_old_runs_keep_their_id_lists(app, answered):
+    """Clicks newer than a run's bound are not in its data; a run queued with a list of ids still reads it."""
+    from app.preferences import snapshot_clicks, take_snapshot
+    from bench.export import insert_clicks
+
+    with app.app_context():
+        snapshot, digest = take_snapshot()
+        ids = [c.preference_id for c in choice_preferences()]
+        assert snapshot == {"max_preference_id": max(ids), "clicks": 2, "pairs": 4} and len(digest) == 64
+        user_id = db.session.scalar(db.select(Preference.user_id).limit(1))
+    insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 1, user_id=user_id)
+    with app.app_context():
+        assert len(list(build_pairs(snapshot_clicks(snapshot)))) == 4
+        assert len(list(build_pairs(choice_preferences()))) == 6
+        assert [c.preference_id for c in snapshot_clicks({"preference_ids": ids[:1]})] == ids[:1]
+
+
+@pytest.mark.slow
+def test_a_long_export_is_not_cut_off_by_gunicorns_timeout(tmp_path, starter_dir):
+    """Real gunicorn with a 1 s worker timeout: an export that streams for three times that completes, every
+    line of it, and no worker is killed (it used to be, silently, after its 200 had gone out)."""
+    import re
+    import time
+    import urllib.request
+
+    from bench.export import insert_clicks
+    from tests.live import live_server
+
+    clicks = 100_000  # about 3.5 s through gunicorn here
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users={"adm": "admin"}, prompts=0,
+                     env_extra={"PREFETCH_SIZE": "0"}, gunicorn_args=("--timeout", "1")) as srv:
+        insert_clicks(srv.db_url, clicks, user_id=1)
+        req = urllib.request.Request(srv.url("/api/preferences/export"),
+                                     headers={"Authorization": f"Bearer {srv.users['adm']['token']}"})
+        started = time.monotonic()
+        with urllib.request.urlopen(req, timeout=300) as res:
+            lines = sum(1 for _ in res)
+        took = time.monotonic() - started
+        assert lines == 2 * clicks, srv.log_tail()
+        assert took > 3, f"the export took {took:.1f} s: too quick to prove anything about a 1 s timeout"
+        assert not re.search(r"WORKER TIMEOUT|Worker .* was sent", srv.log_tail(200)), srv.log_tail()

@@ -91,6 +91,8 @@ def test_gunicorn_runs_one_prefetcher_that_refills_and_dies_with_the_master(tmp_
         for _ in range(5):
             status, body = call(srv, "POST", "/api/comparisons", "ann", {})
             assert status == 201, body
+            # An annotator holds one open comparison at a time: answer it, so the next claim takes a new one.
+            assert call(srv, "POST", f"/api/comparisons/{body['id']}/answer", "ann", {"verdict": "skip"})[0] == 201
         # Down to 3 (or to 4 and refilled before the fifth claim): either way one batch of 4+ tops it up again.
         assert wait_for_buffer(srv.db_url, 7, timeout=60) >= 7, srv.log_tail()
         engine = create_engine(srv.db_url)

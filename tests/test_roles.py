@@ -1,6 +1,7 @@
 """The role matrix: every mutating route (API and forms) against every role, anonymous included."""
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_the_matrix_covers_every_mutating_route(app):
     """A new POST route without a row here fails this test, so the matrix cannot silently fall behind."""
     covered = {r for r, _, _ in API_ROUTES} | {r for r, _ in FORM_ROUTES} | PUBLIC_POSTS
     posts = {rule.rule for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ()) and
-             not rule.rule.startswith("/rq/")}  # rq-dashboard: admin-only as a whole, see test_rq_dashboard_*
+             not rule.rule.startswith("/rq/")}  # rq-dashboard (with Redis only): RQ_ROUTES, test_rq_dashboard_*
     assert posts == covered
 
 
@@ -145,3 +146,97 @@ def test_rq_dashboard_is_for_admins_and_operators(tmp_path, starter_dir):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+# rq-dashboard, mounted at /rq/ when Redis is configured: every route it has, read-only or refused. Its requeue
+# route answered GET, so a link could re-run a failed training run past CSRF; now no action runs, whatever the verb.
+RQ_READ_ONLY = {
+    "/rq/", "/rq/favicon.ico", "/rq/static/<path:filename>", "/rq/<int:instance_number>/",
+    "/rq/<int:instance_number>/view", "/rq/<int:instance_number>/view/queues",
+    "/rq/<int:instance_number>/view/workers", "/rq/<int:instance_number>/view/jobs",
+    "/rq/<int:instance_number>/view/jobs/<queue_name>/<registry_name>/<int:per_page>/<order>/<int:page>",
+    "/rq/<int:instance_number>/view/job/<job_id>", "/rq/<int:instance_number>/data/queues.json",
+    "/rq/<int:instance_number>/data/jobs/<queue_name>/<registry_name>/<per_page>/<order>/<page>.json",
+    "/rq/<int:instance_number>/data/job/<job_id>.json", "/rq/<int:instance_number>/data/workers.json",
+}
+RQ_ACTIONS = {
+    "/rq/job/<job_id>/delete", "/rq/job/<job_id>/requeue", "/rq/requeue/<queue_name>",
+    "/rq/queue/<queue_name>/<registry_name>/empty", "/rq/queue/<queue_name>/compact",
+}
+RQ_VALUES = {"instance_number": "0", "job_id": "run-failed", "queue_name": "training", "registry_name": "failed",
+             "per_page": "10", "order": "asc", "page": "1", "filename": "css/main.css"}
+
+
+@pytest.fixture
+def rq_app(tmp_path, starter_dir):
+    """An app with Redis, its dashboard mounted, three users, and one failed job on the training queue."""
+    import redis
+    from rq import Queue, SimpleWorker
+
+    from app import create_app
+    from app.extensions import db
+    from app.jobs import SERIALIZER
+    from tests import services
+    from tests.conftest import Users, install_starter, make_config, upgrade
+
+    conn = redis.Redis.from_url(services.redis_url())
+    conn.flushdb()
+    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, REDIS_URL=services.redis_url()))
+    upgrade(app)
+    install_starter(app, starter_dir["gpt2"])
+    users = Users(app)
+    for name, role in (("ann", "annotator"), ("adm", "admin"), ("opr", "operator")):
+        users.create(name, role)
+    queue = Queue("training", connection=conn, serializer=SERIALIZER)
+    queue.enqueue("builtins.int", "not a number", job_id="run-failed")  # a job that fails, as a failed run's did
+    SimpleWorker([queue], connection=conn, serializer=SERIALIZER).work(burst=True)
+    assert queue.failed_job_registry.get_job_ids() == ["run-failed"]
+    yield app, users, queue
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    conn.flushdb()
+
+
+def rq_path(rule: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: RQ_VALUES[m.group(1)], rule)
+
+
+@pytest.mark.redis
+def test_rq_dashboard_matrix_covers_every_route(rq_app):
+    """A dashboard upgrade that adds a route fails here until the route is sorted into read-only or refused."""
+    app, _, _ = rq_app
+    assert {r.rule for r in app.url_map.iter_rules() if r.rule.startswith("/rq/")} == RQ_READ_ONLY | RQ_ACTIONS
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("role", ROLES)
+def test_rq_dashboard_routes_are_read_only_for_every_role(rq_app, role):
+    """Every route and verb under /rq/: login for anonymous, 403 for annotators; admins and operators read, and
+    every action (GET or POST, with a valid CSRF token) is refused and changes nothing."""
+    app, users, queue = rq_app
+    client = app.test_client()
+    if role != "anonymous":
+        users.login(client, {"annotator": "ann", "admin": "adm", "operator": "opr"}[role])
+    token = csrf_token(client, "/" if role != "anonymous" else "/auth/login")
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/rq/"):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            data = {"csrf_token": token} if method == "POST" else None
+            res = client.open(rq_path(rule.rule), method=method, data=data)
+            if res.status_code == 308:  # routing: an alias of the dashboard's front page sends to its canonical URL
+                location = urlsplit(res.headers["Location"]).path
+                assert location.startswith("/rq/"), location
+                res = client.open(location, method=method, data=data)
+            where = (role, method, rule.rule, res.status_code)
+            if role == "anonymous":
+                assert res.status_code == 302 and "/auth/login" in res.headers["Location"], where
+            elif role == "annotator":
+                assert res.status_code == 403, where
+            elif rule.rule in RQ_ACTIONS:
+                assert res.status_code == 405 and "read-only" in res.get_data(as_text=True), where
+            else:
+                assert res.status_code == 200 and method == "GET", where
+    # The failed job is still failed, and nothing was put back on the queue.
+    assert queue.failed_job_registry.get_job_ids() == ["run-failed"] and queue.count == 0

@@ -18,11 +18,12 @@ def spec(client):
 def make_run(app) -> dict:
     """A stored run as the API shows it."""
     from app.extensions import db
-    from app.jobs import run_json
+    from app.jobs import run_json, training_config
     from app.tables import TrainingRun
 
     with app.app_context():
-        run = TrainingRun(id="r1", requested_by="adm", config={"beta": 0.1}, snapshot={"clicks": 1, "pairs": 2})
+        run = TrainingRun(id="r1", requested_by="adm", config=training_config({"beta": 0.1}),
+                          snapshot={"clicks": 1, "pairs": 2})
         db.session.add(run)
         db.session.commit()
         return run_json(run)

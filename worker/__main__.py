@@ -1,5 +1,8 @@
 """python -m worker: app context once, torch threads, preload the ML stack, sweep orphans, work `training`.
 
+Orphans are runs left running and temp checkpoint folders left half-written by a worker that is gone. A stop
+signal interrupts the running job at once (StopNow): its run is marked failed and nothing is published after it.
+
 `python -m worker COMMAND` runs one of the store commands instead (worker/commands.py).
 """
 
@@ -8,7 +11,103 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
+import time
+from contextlib import suppress
+
+from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
+from rq.worker import WorkerStatus
+
+from app.launcher import die_with_parent  # imported before any fork: the work-horse calls it
+
+# Seconds a work-horse gets to mark its run failed and exit after SIGTERM, before it is killed: make run's launcher
+# waits 20 s in all (app/launcher.py), so what is left of 30 s covers the web and the embedded Redis.
+HORSE_GRACE = 10.0
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a job when the worker is stopped; BaseException, so no `except Exception` in a library eats it."""
+
+
+class StopNow:
+    """On SIGTERM or SIGINT, interrupt the running job at once, rather than RQ's warm shutdown that waits for it.
+
+    A retrain runs for minutes to hours, and RQ took a second signal within a second for a duplicate of the first:
+    Ctrl-C on `make run` is exactly that (the terminal's SIGINT, then the launcher's or make's SIGTERM), so the
+    worker kept training and published after the app had stopped. Here the first signal stops it, the job's own
+    handler marks its run failed, and later signals change nothing.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._worker_pid = os.getpid()
+
+    def request_stop(self, signum, frame) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        busy = self.get_state() == WorkerStatus.BUSY
+        self.log.warning("worker: %s, stopping now%s", signal.Signals(signum).name,
+                         ", interrupting the running job" if busy else "")
+        self._stop_requested = True
+        if not busy:
+            raise StopRequested()
+        if isinstance(self, SimpleWorker):
+            raise JobInterrupted("the worker was stopped while this run was running")
+        if self.horse_pid:
+            stop_horse(self.horse_pid)
+        raise SystemExit(0)
+
+    def setup_work_horse_signals(self) -> None:
+        """In the work-horse: Ctrl-C ignored (as in RQ), SIGTERM interrupts the job, and it dies with the worker."""
+        super().setup_work_horse_signals()
+        signal.signal(signal.SIGTERM, interrupt_job)
+        # A worker killed outright (-9, OOM) takes its horse along at once, instead of leaving it to train and
+        # publish as an orphan; its run stays running, and the next start's sweep fails it.
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != self._worker_pid:
+            os._exit(1)  # the worker was already gone before that took effect
+
+
+class TrainingWorker(StopNow, Worker):
+    """RQ's forking worker, stopped at once."""
+
+
+class TrainingSimpleWorker(StopNow, SimpleWorker):
+    """RQ's in-process worker (GPU), stopped at once."""
+
+
+def interrupt_job(signum, frame) -> None:
+    """SIGTERM in the work-horse: raise into the job, whose handler marks its run failed (later ones are ignored)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise JobInterrupted("the worker was stopped while this run was running")
+
+
+def stop_horse(pid: int, grace: float = HORSE_GRACE) -> None:
+    """SIGTERM the work-horse's group, SIGKILL it after `grace` seconds, and reap it."""
+    signal.alarm(0)  # RQ times its wait for the horse with SIGALRM: no alarm may cut this wait short
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.05)
+    _signal_group(pid, signal.SIGKILL)
+    with suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the horse's process group (it makes its own right after the fork), else the horse alone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def has_gpu() -> bool:
@@ -61,11 +160,15 @@ def main(argv: list[str]) -> int:
         preload(app.config["TORCH_THREADS"])
     else:
         os.environ.setdefault("OMP_NUM_THREADS", str(app.config["TORCH_THREADS"]))
+    from worker.checkpoints import sweep_temp_folders
     from worker.sweep import sweep_orphaned_runs
 
     swept = sweep_orphaned_runs()
     if swept:
         logging.info("marked %d orphaned run(s) failed", swept)
+    removed = sweep_temp_folders(app.config["MODEL_STORE"])
+    if removed:
+        logging.info("removed %d unfinished checkpoint folder(s): %s", len(removed), ", ".join(removed))
 
     from app.extensions import db
 
@@ -75,14 +178,15 @@ def main(argv: list[str]) -> int:
     db.engine.dispose()
 
     import redis
-    from rq import SimpleWorker, Worker
+
+    from app.jobs import QUEUE, SERIALIZER
 
     # With a GPU, run jobs in this process (SimpleWorker): CUDA cannot be re-initialised in a fork.
     mode = app.config["WORKER_MODE"]
-    cls = SimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else Worker
+    cls = TrainingSimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else TrainingWorker
     conn = redis.Redis.from_url(url)
-    logging.info("working queue 'training' with %s (preload %s)", cls.__name__, app.config["WORKER_PRELOAD"])
-    cls(["training"], connection=conn).work(with_scheduler=False)
+    logging.info("working queue '%s' with %s (preload %s)", QUEUE, cls.__name__, app.config["WORKER_PRELOAD"])
+    cls([QUEUE], connection=conn, serializer=SERIALIZER).work(with_scheduler=False)
     return 0
 
 

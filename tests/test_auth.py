@@ -1,0 +1,271 @@
+"""Login and logout: only local redirects, sessions that end, remember-me on request, rate limits, no name oracle."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from tests import services
+from tests.live import call, live_server
+
+# Each was a way off-site (or a 500) for ?next= before; each must land on the default page.
+HOSTILE_NEXT = ["/%09/evil.example", "//evil.example", "///evil.example", "https://evil.example/", "/\\evil.example",
+                "/%5Cevil.example", "javascript:alert(1)", "/%0d%0aSet-Cookie:%20x=1", "/a%0db", "/%E2%80%8B/evil",
+                "evil.example", "/%00"]
+
+
+class LiveClient:
+    """A cookie-keeping HTTP client for a live server that shows redirects instead of following them."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, srv, cookies: dict[str, str] | None = None) -> None:
+        self.srv = srv
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect)
+        self.extra_cookies = cookies  # sent as they are, e.g. a cookie kept from before a logout
+
+    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        """GET (or POST a form); returns (status, headers, body)."""
+        req = urllib.request.Request(self.srv.url(path), data=urllib.parse.urlencode(data).encode() if data else None)
+        if self.extra_cookies:
+            req.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.extra_cookies.items()))
+        try:
+            with self.opener.open(req, timeout=60) as res:
+                return res.status, dict(res.headers), res.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def csrf(self, path: str = "/auth/login") -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', self.request(path)[2]).group(1)
+
+    def login(self, name: str, password: str, *, next_: str | None = None, remember: bool = False,
+              token: str | None = None) -> tuple[int, dict, str]:
+        form = {"name": name, "password": password, "csrf_token": token or self.csrf()}
+        if remember:
+            form["remember"] = "on"
+        return self.request("/auth/login" + (f"?next={next_}" if next_ is not None else ""), form)
+
+    def cookie(self, name: str) -> str | None:
+        return next((c.value for c in self.jar if c.name == name), None)
+
+
+def test_local_target():
+    from app.auth import local_target
+
+    for target in ("/\t/evil.example", "//evil", "/\\evil", "https://evil/", "/\r\n", "/\u200b/x", "x", "", None):
+        assert local_target(target) is None, target
+    for target in ("/", "/ops/versions", "/admin/?x=1#y", "/a//b"):
+        assert local_target(target) == target
+
+
+@pytest.mark.parametrize("target", ["/ops/versions", "/admin/runs/abc?x=1"])
+def test_a_local_next_is_followed(client, users, annotator, target):
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post(f"/auth/login?next={target}", data={"name": "ann", "password": "pw", "csrf_token": token})
+    assert res.status_code == 302 and res.headers["Location"] == target
+
+
+def test_remember_me_is_off_unless_ticked(client, users, annotator):
+    res = users.login(client, "ann")
+    cookies = res.headers.getlist("Set-Cookie")
+    assert not any(c.startswith("remember_token=") for c in cookies)
+    (session,) = [c for c in cookies if c.startswith("session=")]
+    assert "HttpOnly" in session and "SameSite=Lax" in session and "Secure" not in session and "Expires" not in session
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    assert 'name="remember" type="checkbox"' in page and "checked" not in page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post("/auth/login", data={"name": "ann", "password": "pw", "csrf_token": token, "remember": "on"})
+    (remember,) = [c for c in res.headers.getlist("Set-Cookie") if c.startswith("remember_token=")]
+    assert "HttpOnly" in remember and "SameSite=Lax" in remember
+
+
+def test_secure_cookies_behind_https(tmp_path, starter_dir):
+    from app import create_app
+    from tests.conftest import Users, make_config, upgrade
+
+    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, SESSION_COOKIE_SECURE=True,
+                                 REMEMBER_COOKIE_SECURE=True))
+    upgrade(app)
+    Users(app).create("ann")
+    client = app.test_client()
+    page = client.get("/auth/login", base_url="https://localhost").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post("/auth/login", base_url="https://localhost", headers={"Referer": "https://localhost/"},
+                      data={"name": "ann", "password": "pw", "csrf_token": token, "remember": "on"})
+    assert res.status_code == 302
+    cookies = res.headers.getlist("Set-Cookie")
+    assert cookies and all("; Secure" in c for c in cookies), cookies
+
+
+def test_logout_ends_the_session_and_the_remember_cookie(client, users, annotator):
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/auth/login", data={"name": "ann", "password": "pw", "csrf_token": token, "remember": "on"})
+    session, remember = client.get_cookie("session").value, client.get_cookie("remember_token").value
+    assert client.get("/").status_code == 200
+    client.post("/auth/logout", data={"csrf_token": token})
+    for name, value in (("session", session), ("remember_token", remember)):
+        replay = client.application.test_client()
+        replay.set_cookie(name, value)
+        res = replay.get("/")
+        assert res.status_code == 302 and "/auth/login" in res.headers["Location"], name
+
+
+def test_an_unknown_name_costs_a_password_check(app, client, users, annotator, monkeypatch):
+    import app.users as users_module
+
+    checked = []
+    real = users_module.check_password_hash
+
+    def counting(pwhash: str, password: str) -> bool:
+        checked.append(pwhash)
+        return real(pwhash, password)
+
+    monkeypatch.setattr(users_module, "check_password_hash", counting)
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    for name in ("nobody", "ann"):
+        res = client.post("/auth/login", data={"name": name, "password": "wrong", "csrf_token": token})
+        assert res.status_code == 401
+    # Both paths ran the same scrypt check; the unknown name's hash matches nothing.
+    assert len(checked) == 2 and all(h.startswith("scrypt:") for h in checked)
+
+
+def test_login_is_limited_per_address(app, client, users, annotator):
+    """Different names from one address: the address limit (30 per minute) stops the 31st attempt."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/auth/login").get_data(as_text=True)).group(1)
+    codes = [client.post("/auth/login", data={"name": f"n{i}", "password": "x", "csrf_token": token}).status_code
+             for i in range(31)]
+    assert codes == [401] * 30 + [429]
+
+
+# --- against real gunicorn -------------------------------------------------------------------------------------
+
+LIVE_USERS = {name: "annotator" for name in ("ann", "ben", "cat", "dan", "eve")}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory, starter_dir):
+    # ann logs in once per hostile target, so the per-name limit is above their number.
+    env = {"LOGIN_LIMIT": "20 per minute", "LOGIN_ADDRESS_LIMIT": "1000 per minute", "PREFETCH_SIZE": "0"}
+    with live_server(tmp_path=tmp_path_factory.mktemp("live-auth"), starter_path=starter_dir["gpt2"],
+                     env_extra=env, users=LIVE_USERS, prompts=0) as srv:
+        yield srv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+def test_live_login_redirects_only_to_local_paths(srv, target):
+    status, headers, _ = LiveClient(srv).login("ann", srv.users["ann"]["password"], next_=target)
+    assert (status, headers.get("Location")) == (302, "/"), srv.log_tail(20)
+
+
+@pytest.mark.slow
+def test_live_logout_ends_session_and_remember_cookies(srv):
+    browser = LiveClient(srv)
+    assert browser.login("ben", srv.users["ben"]["password"], remember=True)[0] == 302
+    kept = {"session": browser.cookie("session"), "remember_token": browser.cookie("remember_token")}
+    assert all(kept.values()) and browser.request("/")[0] == 200
+    assert browser.request("/auth/logout", {"csrf_token": browser.csrf("/")})[0] == 302
+    for name, value in kept.items():
+        status, headers, _ = LiveClient(srv, cookies={name: value}).request("/")
+        assert status == 302 and "/auth/login" in headers["Location"], name
+
+
+@pytest.mark.slow
+def test_live_disabled_user_is_out_everywhere(srv):
+    browser = LiveClient(srv)
+    assert browser.login("dan", srv.users["dan"]["password"], remember=True)[0] == 302
+    kept = {"session": browser.cookie("session"), "remember_token": browser.cookie("remember_token")}
+    assert call(srv, "GET", "/api/comparisons/999999", "dan")[0] == 404
+    srv.flask("users", "disable", "dan")
+    for name, value in kept.items():
+        assert LiveClient(srv, cookies={name: value}).request("/")[0] == 302, name
+    assert call(srv, "GET", "/api/comparisons/999999", "dan")[0] == 401
+    assert LiveClient(srv).login("dan", srv.users["dan"]["password"])[0] == 401
+    srv.flask("users", "enable", "dan")
+    assert LiveClient(srv, cookies={"session": kept["session"]}).request("/")[0] == 302  # ended for good
+    assert LiveClient(srv).login("dan", srv.users["dan"]["password"])[0] == 302
+
+
+@pytest.mark.slow
+def test_live_login_is_limited_per_name_with_retry_after(srv):
+    browser = LiveClient(srv)
+    token = browser.csrf()
+    codes = [browser.login("cat", "wrong", token=token)[0] for _ in range(20)]
+    status, headers, body = browser.login("cat", srv.users["cat"]["password"], token=token)
+    assert codes == [401] * 20 and status == 429, (codes, status)
+    assert 1 <= int(headers["Retry-After"]) <= 60 and "try again" in body
+    # Another name from the same address is not held up by cat's limit.
+    assert browser.login("eve", srv.users["eve"]["password"], token=token)[0] == 302
+
+
+def attempts_by_pid(srv, *, name: str, tries: int, threads: int = 4) -> Counter:
+    """Wrong-password logins from `threads` clients at once; returns a Counter of (gunicorn pid, status) over every
+    login the server logged."""
+    logged = re.compile(r"^<(\d+)> POST /auth/login (\d+)$", re.M)
+    want = len(logged.findall(srv.log_path.read_text())) + tries
+
+    def attempt_all(n: int) -> None:
+        client = LiveClient(srv)
+        token = client.csrf()
+        for _ in range(n):
+            client.login(name, "wrong", token=token)
+
+    workers = [threading.Thread(target=attempt_all, args=(tries // threads,)) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    deadline = time.monotonic() + 10  # a worker logs the request just after answering it
+    while len(lines := logged.findall(srv.log_path.read_text())) < want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return Counter((int(pid), int(status)) for pid, status in lines)
+
+
+PID_LOG = ("--access-logformat", "%(p)s %(m)s %(U)s %(s)s")  # %(p)s is "<pid>"
+
+
+@pytest.mark.slow
+def test_live_limit_holds_across_two_workers_with_redis(tmp_path, starter_dir):
+    import redis
+
+    url = services.redis_url()
+    store = redis.Redis.from_url(url)
+    for key in store.scan_iter("LIMITS:*"):
+        store.delete(key)
+    env = {"REDIS_URL": url, "LOGIN_LIMIT": "6 per minute", "PREFETCH_SIZE": "0"}
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, workers=2, prompts=0,
+                     gunicorn_args=PID_LOG) as srv:
+        seen = attempts_by_pid(srv, name="ann", tries=24)
+    assert len({pid for pid, _ in seen}) == 2, seen  # both workers answered
+    assert sum(n for (_, status), n in seen.items() if status == 401) == 6, seen  # 6 in all, not 6 each
+    assert sum(n for (_, status), n in seen.items() if status == 429) == 18, seen
+
+
+@pytest.mark.slow
+def test_live_without_redis_login_works_and_is_limited_per_process(tmp_path, starter_dir):
+    env = {"REDIS_URL": "redis://127.0.0.1:9/0", "LOGIN_LIMIT": "4 per minute", "PREFETCH_SIZE": "0"}
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, workers=2, prompts=0,
+                     gunicorn_args=PID_LOG) as srv:
+        assert LiveClient(srv).login("ann", srv.users["ann"]["password"])[0] == 302
+        seen = attempts_by_pid(srv, name="ann", tries=24)
+    passed = Counter()
+    for (pid, status), n in seen.items():
+        assert status in (302, 401, 429), seen
+        passed[pid] += n if status != 429 else 0
+    assert seen and all(n <= 4 for n in passed.values()), seen  # each process counts on its own, to 4
+    assert sum(n for (_, status), n in seen.items() if status == 429) >= 24 - 2 * 4, seen
