@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from app.config import Config
+from app.processes import pid_alive
 
 # gunicorn finishes requests within this, the worker its job's failure (worker/__main__.py HORSE_GRACE is 10 s);
 # with the SIGKILL and the Redis shutdown after it, everything is down within 30 s.
@@ -130,22 +131,11 @@ def shutdown_redis(embedded) -> None:
     except redis.RedisError:
         pass  # e.g. it was gone already
     deadline = time.monotonic() + 5
-    while pid and time.monotonic() < deadline and _alive(pid):
+    while pid and time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
-    if pid and _alive(pid):
+    if pid and pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def die_with_parent(sig: int) -> None:

@@ -110,43 +110,16 @@ def make_corpus(n: int, seed: int) -> list[tuple[str, str, str]]:
 
 
 def train(args, out: Path) -> dict:
-    """Train the trial starter into out, as worker/starter.py trains the default one."""
-    import torch
+    """Train the trial starter into out with worker/starter.py's own training, on the trial corpus."""
+    from worker.starter import StarterConfig, prompt_template, train_starter
 
-    from app.lm.encoding import encode_completions
-    from worker.corpus import PROMPT_TEMPLATE
-    from worker.starter import StarterConfig, build_model, train_tokenizer
-
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    template = PROMPT_TEMPLATE if args.arch == "gpt2" else PROMPT_TEMPLATE.split("\n")[0]
-    rows = [(template.replace("{input}", m), " " + r) for m, r, _ in make_corpus(args.rows, 0)]
-    seen = {w for p, c in rows for w in re.findall(r"[a-z]+", (p + c).lower())}
+    corpus = make_corpus(args.rows, 0)
+    seen = {w for row in corpus for text in row[:2] for w in re.findall(r"[a-z]+", text.lower())}
     assert not seen & HELD, f"held-out words in the corpus: {sorted(seen & HELD)[:10]}"
-    tokenizer = train_tokenizer([p + c for p, c in rows], arch=args.arch, vocab=args.vocab)
     cfg = StarterConfig(arch=args.arch, vocab=args.vocab, steps=args.steps, lr=args.lr)
-    model = build_model(cfg, tokenizer)
-    model.train()
-    optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
-    for step in range(args.steps):
-        chunk = rng.sample(rows, cfg.batch_size)
-        batch = encode_completions(tokenizer, [p for p, _ in chunk], [c for _, c in chunk],
-                                   is_seq2seq=args.arch == "t5")
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad()
-        if step % 250 == 0:
-            print(f"step {step} loss {loss.item():.3f}", flush=True)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "manifest.json").write_text(json.dumps({"prompt_template": template}))
-    return {"params": sum(p.numel() for p in model.parameters())}
+    summary = train_starter(cfg, out, corpus=corpus, log=lambda line: print(line, flush=True))
+    (out / "manifest.json").write_text(json.dumps({"prompt_template": prompt_template(args.arch)}))
+    return {"params": summary["params"]}
 
 
 def main() -> None:

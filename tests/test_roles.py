@@ -118,36 +118,6 @@ def test_admin_pages_need_the_role(app, client, users, role, path, permission):
     assert res.status_code == (200 if role in ALLOWED[permission] else 403)
 
 
-@pytest.mark.redis
-def test_rq_dashboard_is_for_admins_and_operators(tmp_path, starter_dir):
-    """/rq/ is mounted when Redis is configured: the login page for anonymous, 403 for annotators."""
-    from app import create_app
-    from app.extensions import db
-    from tests import services
-    from tests.conftest import Users, install_starter, make_config, upgrade
-
-    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, REDIS_URL=services.redis_url()))
-    upgrade(app)
-    install_starter(app, starter_dir["gpt2"])
-    users = Users(app)
-    for name, role in (("ann", "annotator"), ("adm", "admin"), ("opr", "operator")):
-        users.create(name, role)
-    try:
-        anonymous = app.test_client().get("/rq/")
-        assert anonymous.status_code == 302 and "/auth/login" in anonymous.headers["Location"]
-        for name, expected in (("ann", 403), ("adm", 200), ("opr", 200)):
-            client = app.test_client()
-            users.login(client, name)
-            res = client.get("/rq/")
-            assert res.status_code == expected, (name, res.status_code)
-            if expected == 200:
-                assert "<title>RQ dashboard" in res.get_data(as_text=True)
-    finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-
-
 # rq-dashboard, mounted at /rq/ when Redis is configured: every route it has, read-only or refused. Its requeue
 # route answered GET, so a link could re-run a failed training run past CSRF; now no action runs, whatever the verb.
 RQ_READ_ONLY = {
@@ -240,3 +210,18 @@ def test_rq_dashboard_routes_are_read_only_for_every_role(rq_app, role):
                 assert res.status_code == 200 and method == "GET", where
     # The failed job is still failed, and nothing was put back on the queue.
     assert queue.failed_job_registry.get_job_ids() == ["run-failed"] and queue.count == 0
+
+
+@pytest.mark.redis
+def test_rq_dashboard_is_for_admins_and_operators(rq_app):
+    """/rq/ is mounted when Redis is configured: the login page for anonymous, 403 for annotators."""
+    app, users, _ = rq_app
+    anonymous = app.test_client().get("/rq/")
+    assert anonymous.status_code == 302 and "/auth/login" in anonymous.headers["Location"]
+    for name, expected in (("ann", 403), ("adm", 200), ("opr", 200)):
+        client = app.test_client()
+        users.login(client, name)
+        res = client.get("/rq/")
+        assert res.status_code == expected, (name, res.status_code)
+        if expected == 200:
+            assert "<title>RQ dashboard" in res.get_data(as_text=True)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from app.processes import pid_alive
+
 LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
 TEMP = ".tmp-"  # where a version is written before its rename; hidden, so nothing takes it for a version
 
@@ -68,22 +70,10 @@ def sweep_temp_folders(store: str | Path) -> list[str]:
     removed = []
     for path in sorted(store.glob(f"{TEMP}*")):
         pid = path.name.removeprefix(TEMP).split("-", 1)[0]
-        if path.is_dir() and not (pid.isdigit() and _alive(int(pid))):  # no pid: a folder from before pids
+        if path.is_dir() and not (pid.isdigit() and pid_alive(int(pid))):  # no pid: a folder from before pids
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None], manifest: dict) -> tuple[int, Path]:

@@ -91,14 +91,17 @@ def prompt_template(arch: str) -> str:
     return PROMPT_TEMPLATE if arch == "gpt2" else PROMPT_TEMPLATE.split("\n")[0]
 
 
-def train_starter(cfg: StarterConfig, out_dir: Path, *, log=print) -> dict:
-    """Train the starter into out_dir and return its training summary."""
+def train_starter(cfg: StarterConfig, out_dir: Path, *, log=print, corpus: list | None = None) -> dict:
+    """Train the starter into out_dir and return its training summary.
+
+    corpus: (message, rewrite, kind) rows to train on instead of the project's own (bench/copy_trial.py's trial).
+    """
     import torch
 
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    corpus = make_corpus(n=cfg.corpus_size, seed=cfg.seed)
+    corpus = make_corpus(n=cfg.corpus_size, seed=cfg.seed) if corpus is None else corpus
     template = prompt_template(cfg.arch)
     # Leading space on the completion, not the prompt: TRL expects the prompt to be a token prefix.
     rows = [(template.replace("{input}", m), " " + r) for m, r, _ in corpus]
