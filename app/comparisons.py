@@ -127,23 +127,20 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
 
 def limit_typed_prompts() -> None:
     """Count one typed prompt against the acting user's TYPED_PROMPT_LIMIT; beyond it, a 429 that says why."""
-    import math
-    import time
-
     from flask_limiter import RateLimitExceeded
 
     from app.extensions import limiter
-    from app.security import user_key
+    from app.security import retry_after, user_key
 
     rate = current_app.config["TYPED_PROMPT_LIMIT"]
     try:
         with limiter.limit(rate, key_func=user_key, scope="typed-prompt"):
             pass
     except RateLimitExceeded as exc:
-        current = limiter.current_limit
-        wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        wait = retry_after()
         raise BadInput(f"too many typed prompts: at most {rate} for each annotator (each one is generated while "
-                       f"you wait); try again in {wait} seconds, or take the next prompt from the pool", 429) from exc
+                       f"you wait); try again in {wait} seconds, or take the next prompt from the pool", 429,
+                       retry_after=wait) from exc
 
 
 def load_comparison(comparison_id: int) -> Comparison | None:

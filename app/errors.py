@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -32,7 +32,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(BadInput)
     def bad_input(exc: BadInput):
         db.session.rollback()
-        return error_response(str(exc), exc.status)
+        response = make_response(error_response(str(exc), exc.status))
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

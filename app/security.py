@@ -74,13 +74,18 @@ def too_many(exc: RateLimitExceeded):
     """429 in the app's error shape, with Retry-After: when the breached window lets the next attempt in."""
     from app.errors import error_response
 
-    try:
-        wait = max(1, math.ceil(limiter.current_limit.reset_at - time.time()))
-    except Exception:  # noqa: BLE001 - the store failed between the check and now: any honest wait will do
-        wait = 60
+    wait = retry_after()
     response = make_response(error_response(f"too many attempts; try again in {wait} seconds", 429))
     response.headers["Retry-After"] = str(wait)
     return response
+
+
+def retry_after() -> int:
+    """Seconds until the limit this request just breached lets the next attempt in."""
+    try:
+        return max(1, math.ceil(limiter.current_limit.reset_at - time.time()))
+    except Exception:  # noqa: BLE001 - the store failed between the check and now: any honest wait will do
+        return 60
 
 
 def init_app(app: Flask) -> None:

@@ -56,6 +56,7 @@ def test_typed_prompts_are_limited_per_user_with_a_clear_429(app, users, annotat
     refused = post(client, "/api/comparisons", annotator, {"prompt": "Print it."})
     assert refused.status_code == 429
     assert "too many typed prompts" in refused.json["error"] and "3 per minute" in refused.json["error"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61  # a one-minute window, rounded up
     assert post(client, "/api/comparisons", other, {"prompt": "Print it."}).status_code == 201
     with app.app_context():
         made = db.session.scalar(select(func.count()).select_from(Comparison)
