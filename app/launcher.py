@@ -11,7 +11,6 @@ other is stopped the same way.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 from app.config import Config
-from app.processes import pid_alive
+from app.processes import die_with_parent, pid_alive
 
 # gunicorn finishes requests within this, the worker its job's failure (worker/__main__.py HORSE_GRACE is 10 s);
 # with the SIGKILL and the Redis shutdown after it, everything is down within 30 s.
@@ -136,20 +135,6 @@ def shutdown_redis(embedded) -> None:
     if pid and pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def die_with_parent(sig: int) -> None:
-    """Ask Linux to send `sig` to this process when its parent exits (a no-op elsewhere)."""
-    with contextlib.suppress(AttributeError):
-        _LIBC.prctl(1, int(sig), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-
-
-# Loaded once, here: die_with_parent runs between fork and exec (and in RQ's forked work-horse), where loading a
-# library or importing a module could deadlock on a lock another thread held at the fork.
-try:
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-except OSError:
-    _LIBC = None
 
 
 if __name__ == "__main__":

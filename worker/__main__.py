@@ -20,7 +20,7 @@ from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
 
-from app.launcher import die_with_parent  # imported before any fork: the work-horse calls it
+from app.processes import die_with_parent  # imported before any fork: the work-horse calls it
 
 # Seconds a work-horse gets to mark its run failed and exit after SIGTERM, before it is killed: make run's launcher
 # waits 20 s in all (app/launcher.py), so what is left of 30 s covers the web and the embedded Redis.
