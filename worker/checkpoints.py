@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from app.processes import pid_alive
+from app.registry import file_sha256
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
 TEMP = ".tmp-"  # where a version is written before its rename; hidden, so nothing takes it for a version
@@ -34,11 +34,7 @@ def file_digests(folder: Path) -> dict:
     out = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name != "manifest.json":
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[path.name] = {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+            out[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return out
 
 

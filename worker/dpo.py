@@ -101,7 +101,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
         "kind": "dpo", "arch": parent.arch, "base_model": base.base_model, "base_version": base.id,
         "parent_version": parent.id, "init_version": init.id, "reference_version": init.id, "run_id": run_id,
         "snapshot_hash": data_hash, "pair_count": len(pairs),
-        "snapshot": snapshot_summary(run.snapshot, pairs, heldout_pairs),
+        "snapshot": snapshot_summary(run.snapshot, pairs, heldout_pairs, data_hash),
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
                      "device": str(model.device), "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),
@@ -122,11 +122,11 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     progress.update(phase="done")
 
 
-def snapshot_summary(snapshot: dict, pairs: list[dict], heldout_pairs: list[dict]) -> dict:
+def snapshot_summary(snapshot: dict, pairs: list[dict], heldout_pairs: list[dict], data_hash: str) -> dict:
     """What the run trained on, for the manifest (clicks undone since the snapshot are missing from it)."""
     clicks = len({p["preference_id"] for p in pairs})
     return {
-        "hash": snapshot_hash(pairs), "pairs": len(pairs), "train_pairs": len(pairs) - len(heldout_pairs),
+        "hash": data_hash, "pairs": len(pairs), "train_pairs": len(pairs) - len(heldout_pairs),
         "heldout_pairs": len(heldout_pairs), "max_preference_id": snapshot.get("max_preference_id"),
         "clicks": clicks, "missing_clicks": max(0, (snapshot.get("clicks") or clicks) - clicks),
         "heldout_inputs": sorted({p["input"] for p in heldout_pairs}),
