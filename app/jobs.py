@@ -68,12 +68,14 @@ def request_training(*, requested_by: str, overrides: dict | None = None) -> tup
         conn.ping()
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unreachable ({exc.__class__.__name__}); training cannot be queued") from exc
-    existing = current_open_run()
-    if existing is not None:
-        return existing, False
-    # Outside the lock: this pass grows with the clicks; under the lock only bounded steps remain.
+    # Outside the lock: this pass grows with the clicks; under the lock only bounded steps remain. Whether a run is
+    # already open is judged under the lock only: outside it, a run just committed by another request may not have
+    # its job enqueued yet, and reconciling it would close it as lost (two runs were made in CI).
     snapshot, digest = take_snapshot()
     with retrain_lock(conn):
+        # End the read transaction the snapshot began: under SQLite's WAL it would keep showing the database as
+        # it was before the lock, hiding a run another request created meanwhile (two runs were made in CI).
+        db.session.commit()
         existing = current_open_run()
         if existing is not None:
             return existing, False
