@@ -43,7 +43,8 @@ def training_config(overrides: dict | None = None) -> dict:
         "seed": 0, "temperature": cfg["TEMPERATURE"], "top_p": cfg["TOP_P"], "max_new_tokens": cfg["MAX_NEW_TOKENS"],
         "num_candidates": cfg["NUM_CANDIDATES"],
         "gate": {"max_fluency_drop": cfg["GATE_MAX_FLUENCY_DROP"], "min_distinct": cfg["GATE_MIN_DISTINCT"],
-                 "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"]},
+                 "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"],
+                 "samples": cfg["GATE_SAMPLES"]},
     }
     config.update(parse(TrainingOverrides, overrides or {}).config_values())
     return TrainingSpec.from_dict(config).to_dict()

@@ -135,7 +135,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    out = OUT / "copy-trial" / f"{args.arch}-v{args.vocab}-s{args.steps}"
+    out = OUT / "copy-trial" / f"{args.arch}-v{args.vocab}-s{args.steps}-lr{args.lr:g}"
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     built = train(args, out)

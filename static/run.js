@@ -87,7 +87,9 @@
         ["Held-out accuracy (new / parent)", fmt(m.accuracy_candidate) + " / " + fmt(m.accuracy_parent)],
         ["Held-out margin (new / parent)", fmt(m.margin_candidate) + " / " + fmt(m.margin_parent)],
         ["Fluency under base (new / parent)", fmt(m.fluency_candidate) + " / " + fmt(m.fluency_parent)],
-        ["Distinct of 3 (new / parent)", fmt(m.distinct_candidate) + " / " + fmt(m.distinct_parent)],
+        ["Expected distinct of " + (m.distinct_of || 3) + " (new / parent, ± SE" +
+          (m.samples_per_prompt ? ", from " + m.samples_per_prompt + " samples per input" : "") + ")",
+          withSe(m.distinct_candidate, m.distinct_se_candidate) + " / " + withSe(m.distinct_parent, m.distinct_se_parent)],
         ["Length in tokens (new / parent)", fmt(m.length_candidate) + " / " + fmt(m.length_parent)],
         ["Pairs (train / held out)", fmt(m.train_pairs) + " / " + fmt(m.heldout_pairs)],
         ["Loss (first / last)", fmt(m.loss_first) + " / " + fmt(m.loss_last)],
@@ -96,6 +98,10 @@
       ];
       for (const [label, value] of shown) row(table, label, value);
     }
+  }
+
+  function withSe(value, se) {
+    return fmt(value) + (se !== undefined && se !== null ? " ± " + fmt(se) : "");
   }
 
   async function poll() {

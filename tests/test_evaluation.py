@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from app.lm.scoring import completion_logps
-from worker.evaluation import evaluate_version, gate_reasons, sign_test
+from worker.evaluation import evaluate_version, expected_distinct, gate_reasons, mean_and_se, sign_test
 
-GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8}
+GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8, "samples": 10}
 HEALTHY = {"fluency_candidate": -2.8, "fluency_parent": -2.7, "distinct_candidate": 2.8, "distinct_parent": 3.0,
            "length_candidate": 12.0, "length_parent": 14.0, "heldout_candidate_only": 3, "heldout_parent_only": 0}
 
@@ -41,6 +41,30 @@ def test_gate_rules(change, expected):
                    "heldout_candidate_only": 2, "heldout_parent_only": 0}
     reasons = gate_reasons(m | change, GATE)
     assert len(reasons) == 1 and expected in reasons[0]
+
+
+def test_expected_distinct_of_three_from_many_samples():
+    assert expected_distinct([str(i) for i in range(12)], 3) == pytest.approx(3.0)  # the plug-in would say 2.76
+    assert expected_distinct(["a"] * 12, 3) == pytest.approx(1.0)
+    # By hand: a 2 of 4, b and c 1 each. k = 3 draws without replacement from the 4 (the U-statistic): a is missed
+    # with C(2,3)/C(4,3) = 0, b and c with C(3,3)/C(4,3) = 1/4 each, so 1 + 3/4 + 3/4.
+    assert expected_distinct(["a", "a", "b", "c"], 3) == pytest.approx(2.5)
+    # k = 1 is always one string; k = m counts the distinct strings seen.
+    assert expected_distinct(["a", "b", "b"], 1) == pytest.approx(1.0)
+    assert expected_distinct(["a", "b", "b"], 3) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="at least 3"):
+        expected_distinct(["a", "b"], 3)
+
+
+def test_expected_distinct_is_unbiased_for_a_known_distribution():
+    """Probabilities .5/.3/.2: the exact expectation is 3 - 3*sum(p^2) + sum(p^3) = 2.02; the mean estimate agrees."""
+    probs = {"a": 0.5, "b": 0.3, "c": 0.2}
+    exact = 3 - 3 * sum(p**2 for p in probs.values()) + sum(p**3 for p in probs.values())
+    rng = random.Random(0)
+    estimates = [expected_distinct(rng.choices(list(probs), list(probs.values()), k=10), 3) for _ in range(4000)]
+    mean, se = mean_and_se(estimates)
+    assert exact == pytest.approx(2.02)
+    assert abs(mean - exact) < 4 * se, (mean, se)
 
 
 def test_sign_test():
