@@ -98,6 +98,9 @@ class Config:
         # never-ending gibberish and the GPT-2 starter into 4-token answers (docs/BENCHMARKS.md, "Default settings").
         self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 1.0)
         self.TRAIN_HOLDOUT = env_float("TRAIN_HOLDOUT", 0.2)
+        # Training pairs per retrain at most (held-out pairs: a quarter of it), so a retrain's cost stops growing
+        # with every click ever made; the choice of 2000 is measured in docs/BENCHMARKS.md, "Retrain cost".
+        self.TRAIN_MAX_PAIRS = env_int("TRAIN_MAX_PAIRS", 2000)
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
         # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).
         self.WORKER_PRELOAD = env_bool("WORKER_PRELOAD", True)

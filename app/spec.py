@@ -37,6 +37,7 @@ class TrainingSpec:
     start: str = _help("'base': from the starter, with it as reference; 'active': from the parent, plus sft")
     sft_weight: float = _help("weight of the chosen text's NLL beside the DPO loss (0: off)")
     holdout: float = _help("share of inputs held out for the gate")
+    max_pairs: int = _help("training pairs per run at most: new clicks first, then a replay sample (0: all)")
     seed: int = _help("seed for the split, training and the gate's sampling")
     temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)")
     top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)")

@@ -125,6 +125,26 @@ def test_run_trains_saves_evaluates_and_registers(app, arch, monkeypatch):
             assert active_version_id() == 1
 
 
+def test_a_bounded_run_trains_on_at_most_max_pairs(app, monkeypatch):
+    """TRAIN_MAX_PAIRS: the run trains on a bounded share of the clicks and its manifest says which share."""
+    from app.extensions import db
+    from app.tables import TrainingRun
+    from worker.dpo import run_dpo
+
+    ids = collect_clicks(app, monkeypatch, n_prompts=12)
+    run_id = create_run(app, ids, max_pairs=16, sft_weight=TINY_SFT_WEIGHT, gate={"eval_prompts": 4})
+    with app.app_context():
+        run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        manifest = json.loads((Path(app.config["MODEL_STORE"]) / "2" / "manifest.json").read_text())
+        snap = manifest["snapshot"]
+        assert run.status in ("succeeded", "rejected"), run.error
+        assert 14 <= run.metrics["train_pairs"] == snap["train_pairs"] <= 16
+        assert run.metrics["heldout_pairs"] == snap["heldout_pairs"] <= 4
+        assert snap["train_clicks"] < snap["clicks"] == len(ids)
+        assert manifest["training"]["max_pairs"] == 16
+
+
 def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
     """Likelihood displacement: held-out accuracy stays high while the samples turn to gibberish."""
     from app.extensions import db

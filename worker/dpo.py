@@ -22,7 +22,8 @@ from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
 from app.tables import ModelVersion, TrainingRun, utcnow
-from worker.plan import error_summary, evaluation_texts, root_ancestor, split_by_prompt, training_plan
+from worker.plan import (bound_heldout, bound_pairs, error_summary, evaluation_texts, root_ancestor,
+                         split_by_prompt, training_plan)
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     # Pairs: the clicks were fixed when the run was requested (up to a preference id). Split: whole inputs held out.
     pairs = list(build_pairs(snapshot_clicks(run.snapshot)))
     train_pairs, heldout_pairs = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
+    # Bounded: the new clicks since the parent's snapshot, then a replay sample seeded by this run's own bound.
+    since = ((parent.manifest or {}).get("snapshot") or {}).get("max_preference_id") or 0
+    train_pairs = bound_pairs(train_pairs, max_pairs=spec.max_pairs, since=since,
+                              seed=f"{spec.seed}:{run.snapshot.get('max_preference_id')}")
+    heldout_pairs = bound_heldout(heldout_pairs, max_pairs=spec.max_pairs // 4)
     if not train_pairs:
         raise ValueError(f"run {run_id}: the snapshot has no training pairs ({run.snapshot.get('clicks')} clicks)")
     data_hash = snapshot_hash(pairs)
@@ -101,7 +107,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
         "kind": "dpo", "arch": parent.arch, "base_model": base.base_model, "base_version": base.id,
         "parent_version": parent.id, "init_version": init.id, "reference_version": init.id, "run_id": run_id,
         "snapshot_hash": data_hash, "pair_count": len(pairs),
-        "snapshot": snapshot_summary(run.snapshot, pairs, heldout_pairs, data_hash),
+        "snapshot": snapshot_summary(run.snapshot, pairs, train_pairs, heldout_pairs, data_hash),
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
                      "device": str(model.device), "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),
@@ -122,11 +128,13 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     progress.update(phase="done")
 
 
-def snapshot_summary(snapshot: dict, pairs: list[dict], heldout_pairs: list[dict], data_hash: str) -> dict:
+def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict], heldout_pairs: list[dict],
+                     data_hash: str) -> dict:
     """What the run trained on, for the manifest (clicks undone since the snapshot are missing from it)."""
     clicks = len({p["preference_id"] for p in pairs})
     return {
-        "hash": data_hash, "pairs": len(pairs), "train_pairs": len(pairs) - len(heldout_pairs),
+        "hash": data_hash, "pairs": len(pairs), "train_pairs": len(train_pairs),
+        "train_clicks": len({p["preference_id"] for p in train_pairs}),
         "heldout_pairs": len(heldout_pairs), "max_preference_id": snapshot.get("max_preference_id"),
         "clicks": clicks, "missing_clicks": max(0, (snapshot.get("clicks") or clicks) - clicks),
         "heldout_inputs": sorted({p["input"] for p in heldout_pairs}),
