@@ -63,7 +63,7 @@ POLITE = ["Could you please {c}? Thank you!", "{c}, please. Thank you!", "Would 
           "{c}, if you don't mind. Thanks!", "I would appreciate it if you could {c}. Thank you."]
 TERSE = ["{c}.", "{c}, please.", "Please {c}."]
 RUDE = ["{c}, {insult}.", "{c}. Now.", "Just {c}, {insult}."]
-MIX = [("polite", 0.30), ("terse", 0.20), ("rude", 0.20), ("off_topic", 0.15), ("repetitive", 0.15)]
+MIX = "polite=.30,terse=.20,rude=.20,off_topic=.15,repetitive=.15"  # the default starter's spread of quality
 
 
 def make_message(rng: random.Random, lists: dict) -> tuple[str, str, dict]:
@@ -92,15 +92,18 @@ def make_rewrite(kind: str, core: str, slots: dict, rng: random.Random) -> str:
         return rng.choice(RUDE).format(c=c, insult=rng.choice(INSULTS))
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
+    if kind == "echo":  # the message unchanged: the plainest copy, and a bad rewrite (it is no more polite)
+        return core + "."
     text = " ".join([rng.choice(["please", slots["n"], slots["v"]])] * rng.randint(3, 6)) + "."
     return text[0].upper() + text[1:]
 
 
-def make_corpus(n: int, seed: int) -> list[tuple[str, str, str]]:
-    """n (message, rewrite, kind) rows, deterministic for a seed."""
+def make_corpus(n: int, seed: int, mix: str = MIX) -> list[tuple[str, str, str]]:
+    """n (message, rewrite, kind) rows, deterministic for a seed; mix is "kind=share,..."."""
     rng = random.Random(seed)
     lists = {"verbs": _words("verblist.txt"), "nouns": _words("nounlist.txt"), "adjs": _words("adjectivelist.txt")}
-    kinds, weights = [k for k, _ in MIX], [w for _, w in MIX]
+    shares = dict(item.split("=") for item in mix.split(","))
+    kinds, weights = list(shares), [float(w) for w in shares.values()]
     rows = []
     for _ in range(n):
         message, core, slots = make_message(rng, lists)
@@ -113,7 +116,7 @@ def train(args, out: Path) -> dict:
     """Train the trial starter into out with worker/starter.py's own training, on the trial corpus."""
     from worker.starter import StarterConfig, prompt_template, train_starter
 
-    corpus = make_corpus(args.rows, 0)
+    corpus = make_corpus(args.rows, 0, args.mix)
     seen = {w for row in corpus for text in row[:2] for w in re.findall(r"[a-z]+", text.lower())}
     assert not seen & HELD, f"held-out words in the corpus: {sorted(seen & HELD)[:10]}"
     cfg = StarterConfig(arch=args.arch, vocab=args.vocab, steps=args.steps, lr=args.lr)
@@ -130,12 +133,14 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=30000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mix", default=MIX, help="kinds of rewrite and their shares (echo: the message unchanged)")
+    p.add_argument("--tag", default="", help="added to the output folder's name")
     p.add_argument("--max-new-tokens", type=int, default=40)
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    out = OUT / "copy-trial" / f"{args.arch}-v{args.vocab}-s{args.steps}-lr{args.lr:g}"
+    out = OUT / "copy-trial" / f"{args.arch}-v{args.vocab}-s{args.steps}-lr{args.lr:g}{args.tag}"
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     built = train(args, out)
