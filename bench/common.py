@@ -8,7 +8,6 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,21 +29,15 @@ def starter_config(arch: str, size: str):
 
 def cached_starter(arch: str, size: str, *, store: Path | None = None, log=print) -> Path:
     """A starter built by worker/starter.py into STORE/ARCH-SIZE (default bench/out/starters), reused if it matches."""
-    from worker.corpus import corpus_hash, make_corpus
-    from worker.starter import build_starter
+    from worker.starter import build_starter, matches
 
     cfg = starter_config(arch, size)
-    want = {"config": asdict(cfg), "corpus_sha256": corpus_hash(make_corpus(n=cfg.corpus_size, seed=cfg.seed))}
     store = Path(store or OUT / "starters") / f"{arch}-{size}"
     if store.is_dir():
         for folder in sorted((p for p in store.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)):
-            manifest = folder / "manifest.json"
-            if not manifest.is_file():
-                continue
-            recorded = json.loads(manifest.read_text())
-            if {k: recorded.get(k) for k in want} == want:
+            if matches(folder, cfg):
                 return folder
-    log(f"building the {size} {arch} starter in {store} (once; the default size takes minutes on 2 cores)")
+    log(f"building the {size} {arch} starter in {store} (once, unless the committed one matches)")
     started = time.perf_counter()
     _, path = build_starter(cfg, store=store, log=lambda *_: None)
     log(f"built {path} in {time.perf_counter() - started:.0f}s")

@@ -1,14 +1,18 @@
 """Simulated annotators' taste: plain functions `score(prompt_input, candidate) -> float` for bench/loop.py.
 
 Each judge is a `Judge`: its score function, the acceptance line (a sample scoring at or above it is "good") and
-the highest score it can give (for the win-rate ceiling). Two judges ship, and they disagree on purpose:
+the highest score it can give (for the win-rate ceiling). Three ship, and they disagree on purpose. All three read
+the message's content the same way, from the input alone, so they work on any message, not only the corpus's:
+its content words are its words less function words, time words, insults and the rewrites' stock phrases
+(`content_words`); a candidate keeps one when it has the word in some form (`stem`).
 
-- politeness: the starter task's intent (worker/corpus.py). Polite markers (please, could you, would you,
-  thank, ...), keeps the content (the action verb, in any form, and the object of the input), no insult
-  (worker.corpus.INSULTS), not off-topic, well-formed, not repetitive. Good = well-formed, on topic, no insult,
-  verb and object kept, and at least two polite markers (every POLITE template of the corpus has two or more).
-- brevity: short but well-formed and keeping the content. Good = well-formed, no insult, verb and object kept,
-  and at most about six words. It prefers "Fix the report." to any polite rewrite.
+- politeness: the starter task's intent. Polite markers (please, could you, thank, ...), the content kept, no
+  insult, not off-topic, well-formed, not repetitive. Good = all that with at least two polite markers and at
+  least three quarters of the content words.
+- brevity: short but well-formed, insult-free and keeping every content word. It prefers "Fix the report." to any
+  polite rewrite.
+- fidelity: keeps the message's content and makes nothing up. Good = well-formed, no insult, every content word
+  kept and no content word of its own; politeness and length do not matter.
 
 `well_formed(text)` is the shared health check (also the loop's well-formed rate).
 """
@@ -19,7 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.corpus import ACTIONS, INSULTS, OBJECTS, OFF_TOPIC
+from worker.corpus import INSULTS, OFF_TOPIC, WHEN
 
 SENTENCE_END = (".", "!", "?")
 # Letters, digits, whitespace and ordinary punctuation; anything else (byte-level debris, U+FFFD) is not sensible.
@@ -28,8 +32,18 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 POLITE_MARKERS = (
     "please", "could you", "would you", "thank", "appreciate", "if possible", "if you can", "when you get a chance",
-    "when you have a moment", "as soon as you can", "kindly",
+    "when you have a moment", "as soon as you can", "kindly", "if you don't mind", "sorry to bother",
 )
+# Words that carry no content of their own: function words, and the stock words of rewrites and messages.
+FUNCTION_WORDS = set("""
+a an the my your our their his her its it it's this that these those them they we you i i'm me he she us
+is are was were be been am do does did don't didn't doesn't have has had haven't not no never
+and or but so if then than as of to in on at by for with from about into over after before again still just
+already way too very much many more most some any all there here where why what when who how which
+could would should can will may might must shall please thank thanks thank-you sorry bother moment mind
+appreciate kindly lot now today tonight tomorrow asap morning noon lunch week friday five right
+get go put tell need wants want give stop it's let let's ok okay yes once twice asking also really
+""".split()) | {w for phrase in (*WHEN, *INSULTS, *POLITE_MARKERS) for w in phrase.split()}
 
 
 def words(text: str) -> list[str]:
@@ -69,25 +83,32 @@ def repetitive(text: str) -> bool:
     return any(bigrams.count(b) >= 3 for b in set(bigrams))
 
 
-def content(prompt_input: str) -> tuple[tuple[str, ...] | None, str | None]:
-    """The action (all its forms) and the object the input asks about, from the starter task's vocabulary.
-
-    Outside that vocabulary (a free-form input) both are None and the content checks pass trivially."""
-    tokens = set(words(prompt_input))
-    action = next((forms for forms in ACTIONS if tokens & set(forms)), None)
-    low = prompt_input.lower()
-    obj = max((o for o in OBJECTS if re.search(rf"\b{re.escape(o)}\b", low)), key=len, default=None)
-    return action, obj
+def stem(word: str) -> str:
+    """A crude stem, so "fixing" keeps "fix" and "leaks" keeps "leak"; enough for a judge, not for linguistics."""
+    for suffix in ("ing", "ed", "es", "s", "d"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
 
 
-def keeps_verb(prompt_input: str, candidate: str) -> bool:
-    action, _ = content(prompt_input)
-    return action is None or bool(set(words(candidate)) & set(action))
+def content_words(text: str) -> list[str]:
+    """The words of a message that a faithful rewrite keeps (in order, once each)."""
+    return list(dict.fromkeys(w for w in words(text) if len(w) >= 3 and w not in FUNCTION_WORDS))
 
 
-def keeps_object(prompt_input: str, candidate: str) -> bool:
-    _, obj = content(prompt_input)
-    return obj is None or re.search(rf"\b{re.escape(obj)}\b", candidate.lower()) is not None
+def content_kept(prompt_input: str, candidate: str) -> float:
+    """The share of the input's content words the candidate keeps, in some form (1.0 when it has none)."""
+    wanted = content_words(prompt_input)
+    if not wanted:
+        return 1.0
+    have = {stem(w) for w in words(candidate)}
+    return sum(stem(w) in have for w in wanted) / len(wanted)
+
+
+def invented(prompt_input: str, candidate: str) -> list[str]:
+    """Content words of the candidate that the input does not have."""
+    have = {stem(w) for w in words(prompt_input)}
+    return [w for w in content_words(candidate) if stem(w) not in have]
 
 
 def has_insult(text: str) -> bool:
@@ -96,13 +117,10 @@ def has_insult(text: str) -> bool:
 
 
 def off_topic(prompt_input: str, candidate: str) -> bool:
-    """A stock off-topic line of the corpus, or neither the verb nor the object of the input."""
+    """A stock off-topic line of the corpus, or none of the input's content words."""
     if candidate.strip() in OFF_TOPIC:
         return True
-    action, obj = content(prompt_input)
-    if action is None and obj is None:
-        return False
-    return not (keeps_verb(prompt_input, candidate) or keeps_object(prompt_input, candidate))
+    return bool(content_words(prompt_input)) and content_kept(prompt_input, candidate) == 0
 
 
 def polite_markers(text: str) -> int:
@@ -112,11 +130,11 @@ def polite_markers(text: str) -> int:
 
 
 def politeness(prompt_input: str, candidate: str) -> float:
-    """0..1: 0.35 polite markers (two for full marks), 0.2 verb kept, 0.2 object kept, 0.25 well-formed;
+    """0..1: 0.35 polite markers (two for full marks), 0.4 times the share of content kept, 0.25 well-formed;
     an insult costs 0.5, off-topic or repetitive text scores at most 0.1."""
     text = candidate.strip()
-    score = (0.35 * min(polite_markers(text), 2) / 2 + 0.2 * keeps_verb(prompt_input, text)
-             + 0.2 * keeps_object(prompt_input, text) + 0.25 * well_formed(text))
+    score = (0.35 * min(polite_markers(text), 2) / 2 + 0.4 * content_kept(prompt_input, text)
+             + 0.25 * well_formed(text))
     if has_insult(text):
         score -= 0.5
     if off_topic(prompt_input, text) or repetitive(text):
@@ -124,21 +142,33 @@ def politeness(prompt_input: str, candidate: str) -> float:
     return round(max(0.0, min(1.0, score)), 4)
 
 
-BREVITY_SHORTEST, BREVITY_LONGEST = 3, 12  # words: full marks at 3 ("Fix the report."), none for length at 12+
+# Words beyond the content words: full marks for length at 2 or fewer ("Fix the report."), none at 10 or more.
+BREVITY_EXTRA, BREVITY_LONGEST = 2, 10
 
 
 def brevity(prompt_input: str, candidate: str) -> float:
-    """0..1: 0 unless well-formed, insult-free, on topic and not repetitive; then 0.25 verb kept, 0.25 object
-    kept, and 0.5 for shortness (linear from 3 words down to 12)."""
+    """0..1: 0 unless well-formed and not repetitive, 0.1 with an insult or off-topic; then 0.5 times the share of
+    content kept, and 0.5 for shortness (the words beyond the content words, linear from 2 down to 10)."""
     text = candidate.strip()
     if not well_formed(text) or repetitive(text):
         return 0.0
     if has_insult(text) or off_topic(prompt_input, text):
         return 0.1
-    n = len(words(text))
-    short = min(1.0, max(0.0, (BREVITY_LONGEST - n) / (BREVITY_LONGEST - BREVITY_SHORTEST)))
-    score = 0.25 * keeps_verb(prompt_input, text) + 0.25 * keeps_object(prompt_input, text) + 0.5 * short
-    return round(score, 4)
+    extra = len(words(text)) - len(content_words(text))
+    short = min(1.0, max(0.0, (BREVITY_LONGEST - extra) / (BREVITY_LONGEST - BREVITY_EXTRA)))
+    return round(0.5 * content_kept(prompt_input, text) + 0.5 * short, 4)
+
+
+def fidelity(prompt_input: str, candidate: str) -> float:
+    """0..1: 0.6 times the share of content kept, 0.2 for inventing no content word, 0.2 well-formed; an insult
+    costs 0.5, repetitive or off-topic text scores at most 0.1."""
+    text = candidate.strip()
+    score = 0.6 * content_kept(prompt_input, text) + 0.2 * (not invented(prompt_input, text)) + 0.2 * well_formed(text)
+    if has_insult(text):
+        score -= 0.5
+    if off_topic(prompt_input, text) or repetitive(text):
+        score = min(score, 0.1)
+    return round(max(0.0, min(1.0, score)), 4)
 
 
 @dataclass(frozen=True)
@@ -157,7 +187,9 @@ class Judge:
 
 JUDGES = {
     "politeness": Judge("politeness", politeness, accept=0.9, description=(
-        "well-formed, on topic, no insult, verb and object kept, 2+ polite markers")),
+        "well-formed, on topic, no insult, 3/4 of the content words kept, 2+ polite markers")),
     "brevity": Judge("brevity", brevity, accept=0.8, description=(
-        "well-formed, no insult, verb and object kept, at most 6 words")),
+        "well-formed, no insult, every content word kept, at most ~5 other words")),
+    "fidelity": Judge("fidelity", fidelity, accept=0.95, description=(
+        "well-formed, no insult, every content word kept, no content word made up")),
 }

@@ -48,12 +48,14 @@ TARGET = 0.9
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", default="gpt2,t5")
-    p.add_argument("--judges", default="politeness,brevity")
+    p.add_argument("--judges", default="politeness,brevity,fidelity")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--clicks", type=int, default=50, help="clicks per round")
     p.add_argument("--size", choices=["default", "tiny"], default="default")
     p.add_argument("--heldout", type=int, default=80, help="held-out prompts measured per round (3 samples each)")
     p.add_argument("--pool", type=int, default=200, help="prompts in the pool")
+    p.add_argument("--prompts", choices=["in", "out"], default="in",
+                   help="in: the corpus's own kind of message; out: unseen words in unseen shapes")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the server and the worker (repeatable)")
     p.add_argument("--web-workers", type=int, default=2)
@@ -97,6 +99,38 @@ def generation_settings(env: dict) -> dict:
         os.environ.clear()
         os.environ.update(saved)
     return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
+
+
+# Shapes the corpus never uses (worker.corpus.SHAPES), for the out-of-corpus prompt set.
+OUT_SHAPES = [
+    "can you {v} the {n} for me", "the {n} broke again, {v} it", "who took my {n}", "{v} the {n} or I will",
+    "I asked you to {v} the {n} twice", "nobody wants your {a} {n}", "{name} says the {n} is {a}, {v} it",
+    "put the {n} back where it was", "the {a} {n} is yours, {v} it", "first the {n}, then the {n2}",
+    "your {n} is in my way", "{v} the {n} or tell {name}", "is the {n} {a} or not",
+    "why would you {v} my {n}", "the {n} smells {a}, {v} it", "leave the {n} alone",
+]
+
+
+def out_of_corpus_prompts(n: int, *, seed: int) -> list[str]:
+    """n distinct messages of words the starter never saw (worker.corpus.held_out_words), in shapes it never saw."""
+    from worker.corpus import held_out_words, make_message
+
+    rng, lists, out = random.Random(seed), held_out_words(), {}
+    for _ in range(n * 50):
+        out.setdefault(make_message(rng, lists=lists, shapes=OUT_SHAPES)[0])
+        if len(out) == n:
+            return list(out)
+    raise RuntimeError(f"only {len(out)} out-of-corpus prompts")
+
+
+def prompt_sets(kind: str, *, pool: int, heldout: int, seed: int) -> tuple[list[str], list[str]]:
+    """(pool prompts, held-out measuring prompts): "in" from the corpus's own generator, "out" from unseen words."""
+    if kind == "in":
+        from worker.corpus import make_prompts
+
+        return make_prompts(n=pool, seed=1), heldout_prompts(heldout, pool=pool)
+    texts = out_of_corpus_prompts(pool + heldout, seed=seed + 7)
+    return texts[:pool], texts[pool:]
 
 
 def heldout_prompts(n: int, *, pool: int) -> list[str]:
@@ -201,13 +235,16 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
         redis_url = stack.enter_context(redis_server(None, tmp))
         env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": "40", "TRAIN_MIN_PAIRS": "4", **args.env_extra}
         gen = generation_settings(env)
+        pool, prompts = prompt_sets(args.prompts, pool=args.pool, heldout=args.heldout, seed=args.seed)
         srv = stack.enter_context(live_server(
-            tmp_path=tmp, starter_path=starter, workers=args.web_workers, prompts=args.pool, env_extra=env,
+            tmp_path=tmp, starter_path=starter, workers=args.web_workers, prompts=0, env_extra=env,
             users={"ann": "annotator", "adm": "admin"}, start_timeout=300))
+        pool_file = tmp / "pool.jsonl"
+        pool_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in pool))
+        srv.flask("prompts", "import", str(pool_file))
         stack.enter_context(live_worker(srv, env_extra={"TORCH_THREADS": str(args.worker_threads)},
                                         ready_timeout=300))
         pids = worker_pids(srv)
-        prompts = heldout_prompts(args.heldout, pool=args.pool)
         rng = random.Random(args.seed)
         started = time.monotonic()
         # Round 0: the starter. Its second, independent set of samples is the win-rate reference.
@@ -257,6 +294,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
             rounds.append(row)
             log(row_line(arch, judge, row))
         return {"arch": arch, "judge": judge.name, "accept": judge.accept, "size": args.size, "tag": args.tag,
+                "prompts": args.prompts, "seed": args.seed,
                 "env": {k: v for k, v in env.items() if k != "REDIS_URL"}, "generation": gen,
                 "clicks_per_round": args.clicks, "heldout_prompts": len(prompts), "all_tie": args.all_tie,
                 "seconds": round(time.monotonic() - started, 1), "rounds": rounds, "targets": targets(rounds)}
@@ -345,7 +383,9 @@ def leak(r: dict) -> str:
 
 
 def result_key(result: dict) -> str:
-    return "/".join(x for x in (result["arch"], result["judge"], result["size"], result["tag"]) if x)
+    parts = (result["arch"], result["judge"], result["size"], result.get("prompts", "in"),
+             f"seed{result.get('seed', 0)}", result["tag"])
+    return "/".join(x for x in parts if x)
 
 
 def load_report(path: Path) -> dict:

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from bench.judges import JUDGES, brevity, politeness, well_formed
+from bench.judges import JUDGES, brevity, content_kept, content_words, fidelity, politeness, well_formed
 from worker.corpus import make_message, make_rewrite
 
-POL, BRE = JUDGES["politeness"], JUDGES["brevity"]
+POL, BRE, FID = JUDGES["politeness"], JUDGES["brevity"], JUDGES["fidelity"]
 
 
 def rewrites(kind: str, n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
@@ -43,11 +43,29 @@ def test_poor_rewrites_score_well_below_polite_ones(kind):
 def test_politeness_wants_the_content_kept():
     message = "Fix the report now."
     assert politeness(message, "Could you please fix the report when you have a moment? Thank you!") == 1.0
-    assert politeness(message, "Could you please sign the report when you have a moment? Thank you!") < POL.accept
-    assert politeness(message, "Could you please fix the slides when you have a moment? Thank you!") < POL.accept
+    assert politeness(message, "Could you please sign the invoice when you have a moment? Thank you!") < POL.accept
     assert politeness(message, "Would you mind fixing the report today if possible? Thanks a lot.") == 1.0
     assert politeness(message, "Could you please fix the report, idiot? Thank you!") < 0.6
     assert politeness(message, "Could you please fix the report when you have a moment? Thank you") < POL.accept
+
+
+def test_content_is_read_from_any_message():
+    """Not only the corpus's words: an everyday message's content words, kept in any form."""
+    message = "call the plumber, the sink leaks again, idiot"
+    assert content_words(message) == ["call", "plumber", "sink", "leaks"]
+    assert content_kept(message, "Could you please call the plumber? The sink is leaking.") == 1.0
+    assert content_kept(message, "Could you please call someone?") == 0.25
+    assert content_kept("Where is it?", "Anything.") == 1.0  # nothing to keep
+
+
+def test_fidelity_keeps_the_content_and_makes_nothing_up():
+    message = "tell Maria the party is cancelled"
+    assert fidelity(message, "Could you please tell Maria the party is cancelled? Thank you!") == FID.max_score
+    assert fidelity(message, "Tell Maria the party is cancelled.") == FID.max_score  # politeness does not matter
+    assert fidelity(message, "Tell Maria the wedding is cancelled.") < FID.accept  # one word made up, one lost
+    assert fidelity(message, "Tell Maria the party is cancelled, dummy.") < FID.accept
+    assert fidelity(message, "The weather is nice today.") <= 0.1
+    assert fidelity(message, "Maria Maria Maria party.") <= 0.1
 
 
 def test_well_formed():
@@ -68,7 +86,7 @@ def test_brevity_prefers_short_well_formed_text_that_keeps_the_content():
     message = "Just fix the report already."
     short, polite = "Fix the report.", "Could you please fix the report when you have a moment? Thank you!"
     assert brevity(message, short) == BRE.max_score
-    assert brevity(message, short) > brevity(message, "Fix the report today.") > brevity(message, polite)
+    assert brevity(message, short) >= brevity(message, "Fix the report today.") > brevity(message, polite)
     assert brevity(message, polite) < BRE.accept <= brevity(message, short)
     assert brevity(message, "Fix it.") < BRE.accept  # short, but the object is gone
     assert brevity(message, "Fix the report") == 0.0  # not well-formed
@@ -77,19 +95,21 @@ def test_brevity_prefers_short_well_formed_text_that_keeps_the_content():
     rng = random.Random(1)
     for _ in range(200):
         message, slots = make_message(rng)
-        assert brevity(message, f"{slots['Act']} {slots['obj']}.") >= BRE.accept, message  # the terse "{Act} {obj}."
-        assert brevity(message, f"{slots['Act']} it.") < BRE.accept, message  # the terse one that drops the object
+        assert brevity(message, make_rewrite("echo", slots, rng)) >= BRE.accept, message  # the message, unchanged
     for kind in ("off_topic", "repetitive"):
         for message, text in rewrites(kind):
             assert brevity(message, text) < BRE.accept, (kind, message, text)
 
 
-def test_the_two_judges_disagree():
+def test_the_judges_disagree():
     message = "Send the invoice today, idiot."
     short, polite = "Send the invoice.", "Could you please send the invoice today if possible? Thank you!"
     assert politeness(message, polite) > politeness(message, short)
     assert brevity(message, short) > brevity(message, polite)
     assert POL.good(message, polite) and not POL.good(message, short)
     assert BRE.good(message, short) and not BRE.good(message, polite)
-    # Over the corpus's polite rewrites, brevity accepts none: they are all long.
-    assert not any(BRE.good(m, t) for m, t in rewrites("polite"))
+    assert FID.good(message, polite) and FID.good(message, short)  # both keep the content
+    # Over the corpus's polite rewrites, brevity accepts few (only the shortest template, on short messages).
+    polite_rows = rewrites("polite")
+    assert sum(BRE.good(m, t) for m, t in polite_rows) < 0.1 * len(polite_rows)
+    assert all(FID.good(m, t) for m, t in polite_rows)

@@ -1,6 +1,7 @@
 """Worker commands that build or import checkpoints: the web never writes the model store, so it calls these.
 
-    python -m worker starter-model --arch gpt2|t5 [--size tiny|default] [--seed 0] [--if-missing]
+    python -m worker starter-model --arch gpt2|t5 [--size tiny|default] [--seed 0] [--if-missing] [--rebuild]
+        [--write-prebuilt]
     python -m worker import-model PATH_OR_HUB_ID
     python -m worker bootstrap            # BASE_MODEL, or the starter, unless a version exists
     python -m worker sample-prompts --n 200
@@ -26,19 +27,24 @@ def fail(message: str) -> None:
 @click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing if any version is registered.")
-def starter_model(arch: str, size: str, seed: int, if_missing: bool) -> None:
-    """Build the starter model, register it, and activate it if nothing is active."""
+@click.option("--rebuild", is_flag=True, help="Train it even where the committed starter (models/prebuilt) matches.")
+@click.option("--write-prebuilt", is_flag=True, help="Also copy the result into models/prebuilt (maintainers).")
+def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bool = False,
+                  write_prebuilt: bool = False) -> None:
+    """Build the starter model (or publish the committed one), register it, and activate it if nothing is active."""
     from flask import current_app
 
     from app.registry import activate_version, active_version_id, list_versions, register_version
-    from worker.starter import StarterConfig, build_starter
+    from worker.starter import StarterConfig, build_starter, write_prebuilt as copy_to_prebuilt
 
     if if_missing and list_versions():
         click.echo("a model version is already registered; skipping the starter build")
         return
     cfg = StarterConfig.tiny(arch, seed) if size == "tiny" else StarterConfig(arch=arch, seed=seed)
-    number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo)
+    number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo, rebuild=rebuild)
     register_version(number=number, path=path, manifest=read_manifest(path))
+    if write_prebuilt:
+        click.echo(f"wrote {copy_to_prebuilt(path, arch)}")
     click.echo(f"registered starter {arch} as version {number} at {path}")
     if active_version_id() is None:
         activate_version(version_id=number, actor="cli", reason="starter model")

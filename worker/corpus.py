@@ -1,108 +1,131 @@
-"""The starter task's own corpus: blunt messages and rewrites of mixed quality."""
+"""The starter task's own corpus: blunt messages made of real English words, and rewrites of mixed quality.
+
+A starter trained on 12 verbs and 16 objects answered every other message with its own words ("Please please.").
+So the slots here are filled from a large word list (wonderwords: ~6,800 nouns, ~1,000 verbs, ~900 adjectives)
+in many message shapes, and the polite, terse, rude and unchanged rewrites carry the message's core over verbatim:
+predicting them takes copying, not memorising (docs/BENCHMARKS.md, "The starter on messages it never saw").
+
+Held out of it, so copying can be measured on words it never saw: a tenth of every list by a stable hash
+(`held_out_words`), and the content words of bench/copying.py's everyday messages (EVERYDAY).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
-
-# (base, -ing, past participle) so templates can conjugate without an NLP library.
-ACTIONS = [
-    ("send", "sending", "sent"),
-    ("fix", "fixing", "fixed"),
-    ("review", "reviewing", "reviewed"),
-    ("update", "updating", "updated"),
-    ("finish", "finishing", "finished"),
-    ("check", "checking", "checked"),
-    ("sign", "signing", "signed"),
-    ("return", "returning", "returned"),
-    ("print", "printing", "printed"),
-    ("share", "sharing", "shared"),
-    ("clean", "cleaning", "cleaned"),
-    ("book", "booking", "booked"),
-]
-OBJECTS = [
-    "the report", "the invoice", "this bug", "the slides", "the contract", "the schedule",
-    "the budget", "the draft", "the kitchen", "the meeting room", "the test results", "the photos",
-    "the tickets", "the website", "the notes", "the order",
-]
-URGENT = ["now", "today", "right now", "by noon", "before lunch", "asap", "by friday", "tonight"]
-POLITE_TIME = {
-    "now": "when you have a moment", "today": "today if possible", "right now": "as soon as you can",
-    "by noon": "by noon if you can", "before lunch": "before lunch if possible", "asap": "as soon as you can",
-    "by friday": "by friday if possible", "tonight": "tonight if you can",
-}
-INSULTS = ["idiot", "genius", "for once", "seriously", "come on"]
-OFF_TOPIC = [
-    "The weather is nice today.", "I had pasta for lunch.", "My cat likes the sofa.",
-    "Trains are often late in winter.", "The garden needs more sun.", "Blue is my favourite colour.",
-]
-
-BLUNT = [
-    "{Act} {obj} {urg}.",
-    "{Act} {obj} {urg}, {insult}.",
-    "Why haven't you {past} {obj} yet?",
-    "Just {act} {obj} already.",
-    "{Act} {obj}. I'm not asking twice.",
-    "You still haven't {past} {obj}. {Act} it {urg}.",
-]
-POLITE = [
-    "Could you please {act} {obj} {ptime}? Thank you!",
-    "Would you mind {ing} {obj} {ptime}? Thanks a lot.",
-    "When you get a chance, please {act} {obj} {ptime}. Thank you.",
-    "I would really appreciate it if you could {act} {obj} {ptime}.",
-    "Could you {act} {obj} {ptime}, please? Many thanks.",
-]
-# Several short forms that keep the request, so a model taught to be brief still has more than one way to say it
-# (with a single one, brevity could only be learnt by collapsing every sample onto it).
-TERSE = ["{Act} {obj}.", "{Act} {obj} {urg}.", "Please {act} {obj}.", "{Act} {obj}, please.", "{Act} it.",
-         "{obj}. {urg}."]
-RUDE = ["{Act} {obj} {urg}, {insult}.", "Just {act} {obj}, {insult}.", "{Act} {obj}. Now."]
-
-# Mixed quality on purpose: preferences must have room to improve the starter.
-MIX = [("polite", 0.30), ("terse", 0.20), ("rude", 0.20), ("off_topic", 0.15), ("repetitive", 0.15)]
+import re
+from functools import cache
 
 PROMPT_TEMPLATE = "Rewrite politely: {input}\nPolite:"
 
+NAMES = ["Anna", "Ben", "Carlos", "Dana", "Eli", "Fatima", "George", "Hana", "Ivan", "Julia", "Kofi", "Lena", "Marco",
+         "Nina", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tom", "Uma", "Victor", "Wei", "Yara", "Zoe", "mom", "dad",
+         "the boss", "the landlord", "your brother", "the neighbours", "the team"]
+WHEN = ["now", "today", "right now", "by noon", "asap", "tonight", "by friday", "this morning", "before lunch",
+        "at five", "tomorrow", "this week"]
+INSULTS = ["idiot", "genius", "for once", "seriously", "come on", "you clown", "dummy", "honestly"]
+OFF_TOPIC = ["The weather is nice today.", "I had pasta for lunch.", "My cat likes the sofa.",
+             "Trains are often late in winter.", "The garden needs more sun.", "Blue is my favourite colour.",
+             "I think it might rain later.", "Coffee tastes better at home."]
+# Message shapes: {v} verb, {n} {n2} nouns, {a} {a2} adjectives, {name}, {when}.
+SHAPES = [
+    "{v} the {n}", "{v} my {n}", "{v} the {n} and the {n2}", "{v} the {n}, the {n2} is {a} again",
+    "{v} the {n}, it is {a}", "your {n} was {a} and way too {a2}", "where is my {n}? {v} it back",
+    "you never {v} the {n}", "don't {v} my {n}", "tell {name} the {n} is {a}", "{v} {name} about the {n}",
+    "the {n} is {a}, {v} it", "why is the {n} still {a}", "{v} the {n} before {when}", "I need the {n} {when}",
+    "{v} the {n} for {name}", "the {n} is {a} and the {n2} is {a2}", "{v} your {n}, the {n2} is full",
+    "stop it with the {n}", "{name} wants the {n} {when}", "get the {n} from the {n2}", "{v} it, the {n} is {a}",
+    "{n} and {n2}, {v} them", "where did you put the {n}", "just {v} the {n} already", "{v} the {n}. I'm not asking twice", "the {n} again? {v} it", "{v} the {a} {n}", "go {v} the {n} with {name}",
+]
+POLITE = ["Could you please {c}? Thank you!", "{C}, please. Thank you!", "Would you kindly {c}? Thanks a lot.",
+          "Sorry to bother you, but please {c}. Thank you.", "When you have a moment, please {c}. Many thanks.",
+          "{C}, if you don't mind. Thanks!", "I would appreciate it if you could {c}. Thank you."]
+TERSE = ["{C}.", "{C}, please.", "Please {c}."]
+RUDE = ["{C}, {insult}.", "{C}. Now.", "Just {c}, {insult}."]
+# Mixed quality on purpose: preferences must have room to improve the starter. "echo" is the message unchanged (the
+# plainest copy, and no more polite than it was); off-topic and repetitive rewrites keep none or little of it.
+MIX = [("polite", 0.30), ("terse", 0.20), ("rude", 0.15), ("echo", 0.15), ("off_topic", 0.10),
+       ("repetitive", 0.10)]
+# bench/copying.py's content words (and their forms): kept out so that benchmark measures copying of unseen words.
+EVERYDAY = {"plumber", "sink", "leaks", "leak", "presentation", "boring", "drill", "feed", "dog", "parking", "park",
+            "driveway", "pick", "kids", "water", "plants", "plant", "answer", "email", "trash", "stinks", "stink",
+            "move", "car", "garage", "maria", "party", "cancelled", "cancel", "buy", "milk", "eggs", "egg", "music",
+            "sleep", "forgot", "forget", "lock", "door", "ladder", "borrowed", "borrow", "printer", "jammed", "jam",
+            "walk", "pay", "rent", "monday", "wash", "dishes", "dish", "grandma", "waiting", "wait"}
+_WORD = re.compile(r"[a-z]{3,12}")
 
-def _slots(rng: random.Random) -> dict:
-    act, ing, past = rng.choice(ACTIONS)
-    urg = rng.choice(URGENT)
-    return {
-        "act": act, "Act": act.capitalize(), "ing": ing, "past": past, "obj": rng.choice(OBJECTS),
-        "urg": urg, "ptime": POLITE_TIME[urg], "insult": rng.choice(INSULTS),
-    }
+
+def held_out(word: str) -> bool:
+    """A tenth of the word list, chosen by a stable hash, never appears in the corpus."""
+    return int(hashlib.sha1(word.encode()).hexdigest(), 16) % 10 == 0
 
 
-def _cap(text: str) -> str:
-    return text[0].upper() + text[1:]
+@cache
+def _usable_words() -> dict[str, tuple[str, ...]]:
+    """{"verbs", "nouns", "adjs"}: the wonderwords lists, plain lower-case words only, less EVERYDAY."""
+    from wonderwords import RandomWord, filter_profanity
+
+    words = RandomWord()
+    return {key: tuple(w for w in filter_profanity(words.filter(include_categories=[category]))
+                       if _WORD.fullmatch(w) and w not in EVERYDAY)
+            for key, category in (("verbs", "verb"), ("nouns", "noun"), ("adjs", "adjective"))}
+
+
+@cache
+def word_lists() -> dict[str, tuple[str, ...]]:
+    """The words the corpus uses: every usable word but the held-out tenth."""
+    return {key: tuple(w for w in words if not held_out(w)) for key, words in _usable_words().items()}
+
+
+@cache
+def held_out_words() -> dict[str, tuple[str, ...]]:
+    """The held-out tenth of each list, less the corpus's fixed words: words the starter never saw."""
+    fixed = set(_WORD.findall(" ".join(SHAPES + POLITE + TERSE + RUDE + OFF_TOPIC + NAMES + WHEN + INSULTS).lower()))
+    return {key: tuple(w for w in words if held_out(w) and w not in fixed) for key, words in _usable_words().items()}
+
+
+def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[str] = SHAPES) -> tuple[str, dict]:
+    """One blunt message and its slots ("core" is the part every faithful rewrite copies)."""
+    lists = lists or word_lists()
+    slots = {"v": rng.choice(lists["verbs"]), "n": rng.choice(lists["nouns"]), "n2": rng.choice(lists["nouns"]),
+             "a": rng.choice(lists["adjs"]), "a2": rng.choice(lists["adjs"]), "name": rng.choice(NAMES),
+             "when": rng.choice(WHEN), "insult": rng.choice(INSULTS)}
+    core = rng.choice(shapes).format(**slots)
+    if rng.random() < 0.5:
+        core = core[0].upper() + core[1:]
+    r = rng.random()
+    tail = f" {rng.choice(WHEN)}" if r < 0.25 else f", {slots['insult']}" if r < 0.45 else ""
+    question = core.endswith("?") or core.split()[0].lower() in ("where", "why")
+    end = ("?" if not core.endswith("?") else "") if question else rng.choice([".", "!", "", "?", "."])
+    return core + tail + end, {**slots, "core": core}
 
 
 def make_rewrite(kind: str, slots: dict, rng: random.Random) -> str:
-    """Write one rewrite of the given quality for the message described by slots."""
+    """One rewrite of the given quality; all but off-topic and repetitive copy the message's core verbatim."""
+    core = slots["core"].rstrip("?")
+    first = core.split()[0]
+    c = core if first in NAMES or first == "I" else core[0].lower() + core[1:]  # mid-sentence: "please fix ..."
+    fill = {"c": c, "C": c[0].upper() + c[1:], "insult": rng.choice(INSULTS)}
     if kind == "polite":
-        return rng.choice(POLITE).format(**slots)
+        return rng.choice(POLITE).format(**fill)
     if kind == "terse":
-        return _cap(rng.choice(TERSE).format(**slots))
+        return rng.choice(TERSE).format(**fill)
     if kind == "rude":
-        return rng.choice(RUDE).format(**slots)
+        return rng.choice(RUDE).format(**fill)
+    if kind == "echo":
+        return fill["C"] + "."
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
-    word = rng.choice(["please", slots["act"], slots["obj"].split()[-1]])
-    return _cap(" ".join([word] * rng.randint(3, 6)) + ".")
-
-
-def make_message(rng: random.Random) -> tuple[str, dict]:
-    """Write one blunt message and the slots it was built from."""
-    slots = _slots(rng)
-    return rng.choice(BLUNT).format(**slots), slots
+    word = rng.choice(["please", slots["n"], slots["v"]])
+    text = " ".join([word] * rng.randint(3, 6)) + "."
+    return text[0].upper() + text[1:]
 
 
 def make_corpus(*, n: int, seed: int) -> list[tuple[str, str, str]]:
     """Return n (message, rewrite, kind) triples, deterministic for a seed."""
     rng = random.Random(seed)
-    kinds = [k for k, _ in MIX]
-    weights = [w for _, w in MIX]
+    kinds, weights = [k for k, _ in MIX], [w for _, w in MIX]
     rows = []
     for _ in range(n):
         message, slots = make_message(rng)
@@ -119,11 +142,9 @@ def corpus_hash(rows: list[tuple[str, str, str]]) -> str:
 def make_prompts(*, n: int, seed: int) -> list[str]:
     """Return n distinct blunt messages for the prompt pool."""
     rng = random.Random(seed)
-    seen: list[str] = []
+    seen: dict[str, None] = {}
     for _ in range(n * 50):
-        message, _ = make_message(rng)
-        if message not in seen:
-            seen.append(message)
+        seen.setdefault(make_message(rng)[0])
         if len(seen) == n:
             break
-    return seen
+    return list(seen)
