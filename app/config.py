@@ -49,6 +49,14 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of words; anything else fails at start-up, not at the first run."""
+    value = env_str(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     """Parse a boolean env var (1/true/yes/on)."""
     raw = env_str(name)
@@ -89,6 +97,9 @@ class Config:
         # Training (read by the worker; the web only records them on a run).
         self.TRAIN_LR = env_float("TRAIN_LR", 1e-4)
         self.TRAIN_BETA = env_float("TRAIN_BETA", 0.1)
+        # reverse_kl is plain DPO (mode-seeking); js_divergence and alpha_divergence are f-DPO's gentler anchors.
+        self.TRAIN_DIVERGENCE = env_choice("TRAIN_DIVERGENCE", "reverse_kl",
+                                           ("reverse_kl", "js_divergence", "alpha_divergence"))
         self.TRAIN_EPOCHS = env_int("TRAIN_EPOCHS", 2)
         self.TRAIN_BATCH_SIZE = env_int("TRAIN_BATCH_SIZE", 8)
         self.TRAIN_MAX_LENGTH = env_int("TRAIN_MAX_LENGTH", 128)

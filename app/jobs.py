@@ -37,7 +37,7 @@ def training_config(overrides: dict | None = None) -> dict:
     """
     cfg = current_app.config
     config = {
-        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "epochs": cfg["TRAIN_EPOCHS"],
+        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "divergence": cfg["TRAIN_DIVERGENCE"], "epochs": cfg["TRAIN_EPOCHS"],
         "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"], "lora": cfg["TRAIN_LORA"],
         "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"], "holdout": cfg["TRAIN_HOLDOUT"],
         "max_pairs": cfg["TRAIN_MAX_PAIRS"],

@@ -30,6 +30,7 @@ class TrainingSpec:
 
     lr: float = _help("learning rate")
     beta: float = _help("DPO beta: how far from the reference the policy may move")
+    divergence: str = _help("f-DPO divergence: reverse_kl (plain DPO), js_divergence or alpha_divergence (0.5)")
     epochs: int = _help("passes over the training pairs")
     batch_size: int = _help("pairs per step")
     max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs")

@@ -23,6 +23,23 @@ def test_dpo_loss_matches_hand_computed_values():
     assert out["margin"] == pytest.approx((z1 + z2) / 2, abs=1e-6)
 
 
+@pytest.mark.parametrize(("divergence", "f"), [
+    ("js_divergence", lambda u: math.log(2) + math.log(1 / (1 + math.exp(-u)))),  # log(2t / (t + 1)), t = e^u
+    ("alpha_divergence", lambda u: (math.exp(-0.5 * u) - 1) / -0.5),  # (t^(a-1) - 1) / (a - 1), a = 0.5
+])
+def test_f_dpo_divergences_match_their_formulas(divergence, f):
+    policy_chosen, policy_rejected = torch.tensor([-5.0, -3.0]), torch.tensor([-6.0, -2.0])
+    ref_chosen, ref_rejected = torch.tensor([-5.5, -3.0]), torch.tensor([-5.5, -2.5])
+    out = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1, divergence=divergence)
+    z1 = 0.1 * (f(0.5) - f(-0.5))
+    z2 = 0.1 * (f(0.0) - f(0.5))
+    expected = (math.log(1 + math.exp(-z1)) + math.log(1 + math.exp(-z2))) / 2
+    assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
+    assert out["chosen_rewards"].tolist() == pytest.approx([0.1 * f(0.5), 0.1 * f(0.0)], abs=1e-6)
+    with pytest.raises(ValueError, match="unknown divergence"):
+        dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1, divergence="forward")
+
+
 def test_dpo_loss_is_log_two_when_policy_equals_reference():
     same = torch.tensor([-4.0, -7.0, -1.0])
     out = dpo_loss(same, same - 2, same, same - 2, beta=0.5)

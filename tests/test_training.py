@@ -12,3 +12,24 @@ def test_lora_lets_peft_choose_targets_it_knows_and_adapts_every_linear_layer_ot
     assert lora_config(model("gpt2"), task_type="CAUSAL_LM").target_modules is None
     assert lora_config(model("t5"), task_type="SEQ_2_SEQ_LM").target_modules is None
     assert lora_config(model("a-new-architecture"), task_type="CAUSAL_LM").target_modules == "all-linear"
+
+
+def test_both_training_paths_take_the_f_dpo_divergence(app, starter_dir):
+    """TRAIN_DIVERGENCE reaches TRL's DPOConfig (GPT-2) and our loss (T5); both train and learn the preference."""
+    from dataclasses import replace
+
+    from app.jobs import training_config
+    from app.spec import TrainingSpec
+    from tests.test_seq2seq_dpo import corpus_pairs
+    from worker.training import train_causal, train_seq2seq
+
+    with app.app_context():
+        spec = replace(TrainingSpec.from_dict(training_config()), divergence="js_divergence", epochs=3, lr=5e-4)
+    pairs = corpus_pairs(16, seed=0)
+    for arch, train in (("gpt2", train_causal), ("t5", train_seq2seq)):
+        prompt = "Rewrite politely: {input}\nPolite:" if arch == "gpt2" else "Rewrite politely: {input}"
+        rows = [p | {"prompt": prompt.replace("{input}", p["prompt"].removeprefix("Rewrite politely: "))}
+                for p in pairs]
+        _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=["sigmoid"],
+                              loss_weights=[1.0])
+        assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)

@@ -48,7 +48,7 @@ def reference_logps(ref: LoadedModel, pairs: list[dict], *, batch_size: int, max
 
 def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: float = 0.1, lr: float = 1e-4,
                       epochs: int = 2, batch_size: int = 8, max_length: int = 128, sft_weight: float = 0.0,
-                      seed: int = 0, on_log: ProgressFn | None = None) -> dict:
+                      seed: int = 0, divergence: str = "reverse_kl", on_log: ProgressFn | None = None) -> dict:
     """Train `model` in place with DPO against a frozen `ref_model`; return a summary with the loss history."""
     import torch
 
@@ -76,7 +76,7 @@ def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: f
             pc, pr, n_chosen = pair_logps(policy, [pairs[i] for i in idx], max_length=max_length)
             rc = torch.tensor([ref[i][0] for i in idx], device=device)
             rr = torch.tensor([ref[i][1] for i in idx], device=device)
-            out = dpo_loss(pc, pr, rc, rr, beta)
+            out = dpo_loss(pc, pr, rc, rr, beta, divergence)
             loss = out["loss"] + (sft_weight * sft_loss(pc, n_chosen) if sft_weight > 0 else 0.0)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

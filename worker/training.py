@@ -72,8 +72,9 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
         args = DPOConfig(
             output_dir=out_dir, learning_rate=spec.lr, beta=spec.beta, num_train_epochs=float(spec.epochs),
             per_device_train_batch_size=spec.batch_size, max_length=spec.max_length, loss_type=loss_type,
-            loss_weights=loss_weights, gradient_checkpointing=False, report_to="none", save_strategy="no",
-            logging_steps=1, disable_tqdm=True, seed=spec.seed, dataloader_num_workers=0, **training_precision(),
+            loss_weights=loss_weights, f_divergence_type=spec.divergence, gradient_checkpointing=False,
+            report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=spec.seed,
+            dataloader_num_workers=0, **training_precision(),
         )
         trainer = DPOTrainer(
             model=model, ref_model=ref_model, args=args, processing_class=tokenizer, peft_config=peft_config,
@@ -110,7 +111,7 @@ def train_seq2seq(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss
     out = train_seq2seq_dpo(
         model=model, ref_model=ref_model, tokenizer=tokenizer, pairs=pairs, beta=spec.beta, lr=spec.lr,
         epochs=spec.epochs, batch_size=spec.batch_size, max_length=spec.max_length, sft_weight=float(sft_weight),
-        seed=spec.seed, on_log=on_log,
+        seed=spec.seed, divergence=spec.divergence, on_log=on_log,
     )
     seconds = time.perf_counter() - started
     if spec.lora:

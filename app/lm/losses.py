@@ -1,20 +1,41 @@
 """The sigmoid DPO loss and the SFT term, on summed completion log-probs (the encoder-decoder training path).
 
 Per pair, with summed completion log-probs under the policy (p) and the reference (r):
-    -log sigmoid(beta * ((p_chosen - r_chosen) - (p_rejected - r_rejected)))
-plus, optionally, a weight times the chosen completion's negative log-likelihood per token (TRL's "sft" loss term),
+    -log sigmoid(beta * (f(p_chosen - r_chosen) - f(p_rejected - r_rejected)))
+where f is the identity for plain DPO (reverse KL) and f-DPO's f'(ratio) for the other divergences, as TRL 1.16
+computes them for decoder-only models (`f_divergence_type`): the same loss on both training paths. Plus, optionally, a weight times the chosen completion's negative log-likelihood per token (TRL's "sft" loss term),
 which keeps the chosen text likely and counters likelihood displacement.
 """
 
 from __future__ import annotations
 
 
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> dict:
+ALPHA = 0.5  # TRL's default f_alpha_divergence_coef
+
+
+def divergence_scores(logratios, divergence: str):
+    """f'(ratio) of the f-divergence, from log ratios: TRL's formulas (DPOTrainer, f_divergence_type)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    if divergence == "reverse_kl":
+        return logratios
+    if divergence == "js_divergence":
+        return math.log(2) + F.logsigmoid(logratios)
+    if divergence == "alpha_divergence":
+        return (torch.exp(torch.clamp((ALPHA - 1.0) * logratios, max=80.0)) - 1.0) / (ALPHA - 1.0)
+    raise ValueError(f"unknown divergence {divergence!r}: use reverse_kl, js_divergence or alpha_divergence")
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
+             divergence: str = "reverse_kl") -> dict:
     """The sigmoid DPO loss (mean over pairs) with the implicit rewards, their accuracy and mean margin."""
     import torch.nn.functional as F
 
-    chosen_rewards = beta * (policy_chosen - ref_chosen)
-    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    chosen_rewards = beta * divergence_scores(policy_chosen - ref_chosen, divergence)
+    rejected_rewards = beta * divergence_scores(policy_rejected - ref_rejected, divergence)
     margins = chosen_rewards - rejected_rewards
     return {
         "loss": -F.logsigmoid(margins).mean(),
