@@ -24,6 +24,7 @@ def generation_settings() -> dict:
         "n": cfg["NUM_CANDIDATES"],
         "temperature": cfg["TEMPERATURE"],
         "top_p": cfg["TOP_P"],
+        "min_p": cfg["MIN_P"],
         "max_new_tokens": cfg["MAX_NEW_TOKENS"],
         "max_input_tokens": cfg["MAX_INPUT_TOKENS"],
         "dedup_tries": cfg["DEDUP_TRIES"],

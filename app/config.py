@@ -85,6 +85,9 @@ class Config:
         self.NUM_CANDIDATES = env_int("NUM_CANDIDATES", 3)
         self.TEMPERATURE = env_float("GEN_TEMPERATURE", 1.0)
         self.TOP_P = env_float("GEN_TOP_P", 0.95)
+        # min-p keeps tokens at least this share as likely as the likeliest (0: off), so a temperature above 1
+        # can spread samples without letting the tail's debris in.
+        self.MIN_P = env_float("GEN_MIN_P", 0.0)
         self.MAX_NEW_TOKENS = env_int("GEN_MAX_NEW_TOKENS", 40)
         self.MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 2000)
         self.MAX_INPUT_TOKENS = env_int("MAX_INPUT_TOKENS", 256)

@@ -42,6 +42,7 @@ class TrainingSpec:
     seed: int = _help("seed for the split, training and the gate's sampling")
     temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)")
     top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)")
+    min_p: float = _help("min-p sampling of the gate's generation checks, 0 off (the serving setting)")
     max_new_tokens: int = _help("longest sample of the gate's generation checks (the serving setting)")
     num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)")
     gate: GateSpec = _help("the gate's bounds")

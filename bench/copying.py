@@ -85,7 +85,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cfg = Config()
-    gen = {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
+    gen = {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
     known = corpus_words()
     seen = sorted({w for _, content in MESSAGES for w in content} & known)
     if seen:

@@ -98,7 +98,7 @@ def generation_settings(env: dict) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
+    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
 
 
 # Shapes the corpus never uses (worker.corpus.SHAPES), for the out-of-corpus prompt set.

@@ -73,7 +73,8 @@ def train_cell(*, arch: str, starter, pairs: list[dict], bound: int, spec, seed:
     trained = load_checkpoint(str(out), device="cpu")
     acc = preference_scores(trained, pair_logps(base, held, max_length=spec.max_length), held,
                             max_length=spec.max_length)["accuracy"]
-    gen = {"temperature": spec.temperature, "top_p": spec.top_p, "max_new_tokens": spec.max_new_tokens}
+    gen = {"temperature": spec.temperature, "top_p": spec.top_p, "min_p": spec.min_p,
+           "max_new_tokens": spec.max_new_tokens}
     quality = measure(sample_model(out, heldout_prompts(60, pool=200), gen, seed=seed), JUDGES["politeness"], None)
     return {"clicks": n_clicks, "bound": bound, "seed": seed, "train_pairs": len(train), "heldout_pairs": len(held),
             "seconds": round(seconds, 1), "pairs_per_s": len(train) * spec.epochs / seconds, "heldout_accuracy": acc,

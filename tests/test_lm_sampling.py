@@ -27,6 +27,18 @@ def test_same_seed_same_samples(starter_dir):
     assert a == b
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_min_p_reaches_generation(starter_dir, arch):
+    """min_p = 1 keeps only the likeliest token at each step: greedy, whatever the temperature; 0 is off."""
+    loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    prompt = loaded.format_prompt("Fix this bug today.")
+    _, greedy = sample_candidates(loaded, model_prompt=prompt, n=6, temperature=1.5, min_p=1.0, max_new_tokens=12,
+                                  seed=1, dedup_tries=0)
+    _, free = sample_candidates(loaded, model_prompt=prompt, n=6, temperature=1.5, min_p=0.0, max_new_tokens=12,
+                                seed=1, dedup_tries=0)
+    assert len(set(greedy)) == 1 and len(set(free)) > 1
+
+
 def test_one_generate_call_per_request(starter_dir, monkeypatch):
     """Three candidates come from one batched generate call (num_return_sequences=3) unless duplicates resample."""
     loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")

@@ -104,13 +104,14 @@ def generation_health(
     top_p: float,
     max_new_tokens: int,
     max_length: int | None = None,
+    min_p: float = 0.0,
 ) -> dict:
     """Sample `samples` per input; fluency under the base, expected distinct of k (with its SE), mean length."""
     distinct, lengths, base_prompts, completions, examples = [], [], [], [], []
     for i, text in enumerate(texts):
         try:
             _, raw = sample_candidates(
-                model, model_prompt=model.format_prompt(text), n=samples, temperature=temperature, top_p=top_p,
+                model, model_prompt=model.format_prompt(text), n=samples, temperature=temperature, top_p=top_p, min_p=min_p,
                 max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
             )
         except InputTooLong:
@@ -147,6 +148,7 @@ def evaluate_version(
     seed: int = 0,
     temperature: float = 1.0,
     top_p: float = 0.95,
+    min_p: float = 0.0,
     max_new_tokens: int = 40,
     max_length: int | None = None,
 ) -> dict:
@@ -174,8 +176,8 @@ def evaluate_version(
         if text not in texts and len(texts) < int(gate_cfg["eval_prompts"]):
             texts.append(text)
     metrics["eval_prompts"] = len(texts)
-    gen = dict(samples=samples, k=num_candidates, seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-               max_length=max_length)
+    gen = dict(samples=samples, k=num_candidates, seed=seed, temperature=temperature, top_p=top_p, min_p=min_p,
+               max_new_tokens=max_new_tokens, max_length=max_length)
     for name, model in (("candidate", candidate), ("parent", parent)):
         for key, value in generation_health(model, base, texts, **gen).items():
             metrics[f"{key}_{name}"] = value
@@ -237,6 +239,6 @@ def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pair
     return evaluate_version(
         candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
         eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), num_candidates=spec.num_candidates, seed=spec.seed,
-        temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p, max_new_tokens=spec.max_new_tokens,
         max_length=spec.max_length,
     )

@@ -15,7 +15,8 @@ class InputTooLong(ValueError):
     """The formatted prompt does not fit the model's input limit."""
 
 
-def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top_p: float, max_new_tokens: int):
+def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top_p: float, max_new_tokens: int,
+              min_p: float = 0.0):
     """n samples per row of enc, as one list of n-long lists."""
     import torch
 
@@ -27,6 +28,7 @@ def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top
             num_return_sequences=n,
             temperature=temperature,
             top_p=top_p,
+            min_p=min_p or None,  # 0 is off: transformers then adds no min-p filter
             max_new_tokens=max_new_tokens,
             pad_token_id=tok.pad_token_id,
         )
@@ -58,6 +60,7 @@ def sample_batch(
     n: int = 3,
     temperature: float = 1.0,
     top_p: float = 0.95,
+    min_p: float = 0.0,
     max_new_tokens: int = 40,
     max_input_tokens: int = 256,
     seed: int = 0,
@@ -70,7 +73,7 @@ def sample_batch(
     """
     import torch
 
-    kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    kwargs = dict(temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens)
     enc = _encode(loaded, model_prompts, max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens)
     with _GENERATE_LOCK:
         torch.manual_seed(seed)
