@@ -37,12 +37,12 @@ def training_config(overrides: dict | None = None) -> dict:
     """
     cfg = current_app.config
     config = {
-        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "divergence": cfg["TRAIN_DIVERGENCE"], "epochs": cfg["TRAIN_EPOCHS"],
-        "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"], "lora": cfg["TRAIN_LORA"],
-        "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"], "holdout": cfg["TRAIN_HOLDOUT"],
-        "max_pairs": cfg["TRAIN_MAX_PAIRS"],
-        "seed": 0, "temperature": cfg["TEMPERATURE"], "top_p": cfg["TOP_P"], "min_p": cfg["MIN_P"], "max_new_tokens": cfg["MAX_NEW_TOKENS"],
-        "num_candidates": cfg["NUM_CANDIDATES"],
+        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "divergence": cfg["TRAIN_DIVERGENCE"],
+        "epochs": cfg["TRAIN_EPOCHS"], "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"],
+        "lora": cfg["TRAIN_LORA"], "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"],
+        "holdout": cfg["TRAIN_HOLDOUT"], "max_pairs": cfg["TRAIN_MAX_PAIRS"], "seed": 0,
+        "temperature": cfg["TEMPERATURE"], "top_p": cfg["TOP_P"], "min_p": cfg["MIN_P"],
+        "max_new_tokens": cfg["MAX_NEW_TOKENS"], "num_candidates": cfg["NUM_CANDIDATES"],
         "gate": {"max_fluency_drop": cfg["GATE_MAX_FLUENCY_DROP"], "min_distinct": cfg["GATE_MIN_DISTINCT"],
                  "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"],
                  "samples": cfg["GATE_SAMPLES"]},

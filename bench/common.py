@@ -68,6 +68,15 @@ def summary_ms(seconds: list[float]) -> dict:
     }
 
 
+def mean_range(values: list[float], pct: bool = False) -> str:
+    """"mean (min-max)" of repeated measurements, or the value alone when there is one."""
+    def f(v: float) -> str:
+        return f"{v:.0%}" if pct else f"{v:.0f}" if abs(v) >= 10 else f"{v:.2f}"
+
+    mean = statistics.fmean(values)
+    return f"{f(mean)} ({f(min(values))}-{f(max(values))})" if len(values) > 1 else f(mean)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

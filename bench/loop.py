@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, write_json
+from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, mean_range, write_json
 from bench.judges import JUDGES, Judge, well_formed
 from bench.retrain import redis_server, wait_all_serving, wait_run
 from tests.live import call, live_server, live_worker, worker_pids
@@ -99,7 +99,8 @@ def generation_settings(env: dict) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
+    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P,
+            "max_new_tokens": cfg.MAX_NEW_TOKENS}
 
 
 # Shapes the corpus never uses (worker.corpus.SHAPES), for the out-of-corpus prompt set.
@@ -416,10 +417,9 @@ def seeds_table(report: dict, tags: list[str]) -> str:
     """Last round per group: good rate, distinct and well-formed as mean (range) over seeds, and the targets met."""
     rows = []
     for (arch, judge, prompts, tag), runs in seed_groups(report, tags).items():
-        def stat(key, pct=False):
-            _, mean, lo, hi = across_seeds(runs, key)
-            f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.2f}")
-            return f"{f(mean[-1])} ({f(lo[-1])}-{f(hi[-1])})"
+        def stat(key, pct=False, runs=runs):
+            n = min(len(r["rounds"]) for r in runs)
+            return mean_range([r["rounds"][n - 1][key] for r in runs], pct)
 
         met = sum(r["targets"]["good_90_within_200_clicks_3_retrains"] for r in runs)
         rows.append([arch, judge, prompts, tag or "-", len(runs), runs[0]["rounds"][-1]["clicks"],

@@ -23,7 +23,7 @@ import random
 import statistics
 import time
 
-from bench.common import OUT, cached_starter, machine, markdown_table, write_json
+from bench.common import OUT, cached_starter, machine, markdown_table, mean_range, write_json
 from bench.judges import JUDGES
 
 
@@ -99,11 +99,8 @@ def summarize(cells: list[dict]) -> list[list]:
     for key in sorted({(c["clicks"], c["bound"]) for c in cells}):
         group = [c for c in cells if (c["clicks"], c["bound"]) == key]
 
-        def stat(name, pct=False):
-            values = [c[name] for c in group]
-            f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.0f}" if v >= 10 else f"{v:.2f}")
-            mean = statistics.fmean(values)
-            return f"{f(mean)} ({f(min(values))}-{f(max(values))})" if len(values) > 1 else f(mean)
+        def stat(name, pct=False, group=group):
+            return mean_range([c[name] for c in group], pct)
 
         est = " (extrapolated)" if group[0]["extrapolated"] else ""
         quality = ["—"] * 3 if est else [stat("heldout_accuracy"), stat("good_rate", True), stat("well_formed", True)]

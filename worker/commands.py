@@ -35,7 +35,8 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
     from flask import current_app
 
     from app.registry import activate_version, active_version_id, list_versions, register_version
-    from worker.starter import StarterConfig, build_starter, write_prebuilt as copy_to_prebuilt
+    from worker.starter import StarterConfig, build_starter
+    from worker.starter import write_prebuilt as copy_to_prebuilt
 
     if if_missing and list_versions():
         click.echo("a model version is already registered; skipping the starter build")

@@ -36,7 +36,8 @@ SHAPES = [
     "the {n} is {a}, {v} it", "why is the {n} still {a}", "{v} the {n} before {when}", "I need the {n} {when}",
     "{v} the {n} for {name}", "the {n} is {a} and the {n2} is {a2}", "{v} your {n}, the {n2} is full",
     "stop it with the {n}", "{name} wants the {n} {when}", "get the {n} from the {n2}", "{v} it, the {n} is {a}",
-    "{n} and {n2}, {v} them", "where did you put the {n}", "just {v} the {n} already", "{v} the {n}. I'm not asking twice", "the {n} again? {v} it", "{v} the {a} {n}", "go {v} the {n} with {name}",
+    "{n} and {n2}, {v} them", "where did you put the {n}", "just {v} the {n} already",
+    "{v} the {n}. I'm not asking twice", "the {n} again? {v} it", "{v} the {a} {n}", "go {v} the {n} with {name}",
 ]
 POLITE = ["Could you please {c}? Thank you!", "{C}, please. Thank you!", "Would you kindly {c}? Thanks a lot.",
           "Sorry to bother you, but please {c}. Thank you.", "When you have a moment, please {c}. Many thanks.",

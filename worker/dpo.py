@@ -22,8 +22,15 @@ from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
 from app.tables import ModelVersion, TrainingRun, utcnow
-from worker.plan import (bound_heldout, bound_pairs, error_summary, evaluation_texts, root_ancestor,
-                         split_by_prompt, training_plan)
+from worker.plan import (
+    bound_heldout,
+    bound_pairs,
+    error_summary,
+    evaluation_texts,
+    root_ancestor,
+    split_by_prompt,
+    training_plan,
+)
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)

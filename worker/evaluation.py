@@ -111,8 +111,8 @@ def generation_health(
     for i, text in enumerate(texts):
         try:
             _, raw = sample_candidates(
-                model, model_prompt=model.format_prompt(text), n=samples, temperature=temperature, top_p=top_p, min_p=min_p,
-                max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
+                model, model_prompt=model.format_prompt(text), n=samples, temperature=temperature, top_p=top_p,
+                min_p=min_p, max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
             )
         except InputTooLong:
             continue

@@ -3,12 +3,12 @@
 Per pair, with summed completion log-probs under the policy (p) and the reference (r):
     -log sigmoid(beta * (f(p_chosen - r_chosen) - f(p_rejected - r_rejected)))
 where f is the identity for plain DPO (reverse KL) and f-DPO's f'(ratio) for the other divergences, as TRL 1.16
-computes them for decoder-only models (`f_divergence_type`): the same loss on both training paths. Plus, optionally, a weight times the chosen completion's negative log-likelihood per token (TRL's "sft" loss term),
-which keeps the chosen text likely and counters likelihood displacement.
+computes them for decoder-only models (`f_divergence_type`): the same loss on both training paths. Plus, optionally,
+a weight times the chosen completion's negative log-likelihood per token (TRL's "sft" loss term), which keeps
+the chosen text likely and counters likelihood displacement.
 """
 
 from __future__ import annotations
-
 
 ALPHA = 0.5  # TRL's default f_alpha_divergence_coef
 
