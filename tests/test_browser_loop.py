@@ -44,6 +44,10 @@ def test_admin_retrains_and_operator_rolls_back(browser, tmp_path, starter_dir, 
         assert admin.locator("#chart-loss path").count() == 1
         assert admin.locator("#chart-acc path").count() == 1
         expect(admin.locator("#run-metrics")).to_contain_text("Held-out accuracy")
+        # The gate's distinct estimate with its standard error, from GATE_SAMPLES raw samples per input.
+        expect(admin.locator("#run-metrics")).to_contain_text("Expected distinct of 3")
+        expect(admin.locator("#run-metrics")).to_contain_text("from 12 samples per input")
+        expect(admin.locator("#run-metrics")).to_contain_text(" ± ")
         RUN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         admin.screenshot(path=str(RUN_SCREENSHOT), full_page=True)
         admin.goto(srv.url("/ops/versions"))
