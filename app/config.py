@@ -97,7 +97,15 @@ class Config:
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
 
-        # Training (read by the worker; the web only records them on a run).
+        self.training_settings()
+
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.TESTING = False
+
+    def training_settings(self) -> None:
+        """Training and the gate (read by the worker; the web only records them on a run)."""
         self.TRAIN_LR = env_float("TRAIN_LR", 1e-4)
         self.TRAIN_BETA = env_float("TRAIN_BETA", 0.1)
         # reverse_kl is plain DPO (mode-seeking); js_divergence and alpha_divergence are f-DPO's gentler anchors.
@@ -129,11 +137,6 @@ class Config:
         self.GATE_SAMPLES = env_int("GATE_SAMPLES", 12)
         self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
         self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 48)
-
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
-        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
-        self.WTF_CSRF_TIME_LIMIT = None
-        self.TESTING = False
 
     def security_settings(self, instance: Path) -> None:
         """The session key, cookies and login limits (README, "Security")."""

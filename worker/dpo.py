@@ -22,15 +22,7 @@ from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
 from app.tables import ModelVersion, TrainingRun, utcnow
-from worker.plan import (
-    bound_heldout,
-    bound_pairs,
-    error_summary,
-    evaluation_texts,
-    root_ancestor,
-    split_by_prompt,
-    training_plan,
-)
+from worker.plan import error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -76,8 +68,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     from worker.training import train_causal, train_seq2seq
 
     set_threads(current_app.config["TORCH_THREADS"])  # a no-op when the worker entry already did it
-    started = time.perf_counter()
-    run = db.session.get(TrainingRun, run_id)
+    started, run = time.perf_counter(), db.session.get(TrainingRun, run_id)
 
     # Spec: fixed by the web when it queued the run.
     spec = TrainingSpec.from_dict(run.config)
@@ -87,14 +78,9 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     base = root_ancestor(parent)
     init, loss_type, loss_weights = training_plan(spec, parent=parent, base=base)
 
-    # Pairs: the clicks were fixed when the run was requested (up to a preference id). Split: whole inputs held out.
+    # Pairs: fixed when the run was requested (up to a preference id); inputs held out, both sides bounded.
     pairs = list(build_pairs(snapshot_clicks(run.snapshot)))
-    train_pairs, heldout_pairs = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
-    # Bounded: the new clicks since the parent's snapshot, then a replay sample seeded by this run's own bound.
-    since = ((parent.manifest or {}).get("snapshot") or {}).get("max_preference_id") or 0
-    train_pairs = bound_pairs(train_pairs, max_pairs=spec.max_pairs, since=since,
-                              seed=f"{spec.seed}:{run.snapshot.get('max_preference_id')}")
-    heldout_pairs = bound_heldout(heldout_pairs, max_pairs=spec.max_pairs // 4)
+    train_pairs, heldout_pairs = run_pairs(pairs, spec=spec, parent=parent, snapshot=run.snapshot)
     if not train_pairs:
         raise ValueError(f"run {run_id}: the snapshot has no training pairs ({run.snapshot.get('clicks')} clicks)")
     data_hash = snapshot_hash(pairs)

@@ -55,6 +55,16 @@ def split_by_prompt(pairs: list[dict], *, holdout: float, seed: int) -> tuple[li
     return [p for p in pairs if p["input"] not in held], [p for p in pairs if p["input"] in held]
 
 
+def run_pairs(pairs: list[dict], *, spec: TrainingSpec, parent: ModelVersion, snapshot: dict):
+    """(training pairs, held-out pairs): split by input, then each side bounded by spec.max_pairs."""
+    train, heldout = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
+    # New clicks are those since the parent's own snapshot; the replay sample is seeded by this run's bound.
+    since = ((parent.manifest or {}).get("snapshot") or {}).get("max_preference_id") or 0
+    train = bound_pairs(train, max_pairs=spec.max_pairs, since=since,
+                        seed=f"{spec.seed}:{snapshot.get('max_preference_id')}")
+    return train, bound_heldout(heldout, max_pairs=spec.max_pairs // 4)
+
+
 def bound_pairs(pairs: list[dict], *, max_pairs: int, since: int, seed: str) -> list[dict]:
     """At most max_pairs pairs: clicks newer than `since` (a preference id) newest first, then a replay sample of older.
 
