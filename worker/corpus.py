@@ -123,10 +123,10 @@ def make_rewrite(kind: str, slots: dict, rng: random.Random) -> str:
     return text[0].upper() + text[1:]
 
 
-def make_corpus(*, n: int, seed: int) -> list[tuple[str, str, str]]:
-    """Return n (message, rewrite, kind) triples, deterministic for a seed."""
+def make_corpus(*, n: int, seed: int, mix: list[tuple[str, float]] = MIX) -> list[tuple[str, str, str]]:
+    """Return n (message, rewrite, kind) triples, deterministic for a seed (mix: for trials of other shares)."""
     rng = random.Random(seed)
-    kinds, weights = [k for k, _ in MIX], [w for _, w in MIX]
+    kinds, weights = [k for k, _ in mix], [w for _, w in mix]
     rows = []
     for _ in range(n):
         message, slots = make_message(rng)
