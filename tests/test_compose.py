@@ -357,6 +357,8 @@ def test_dockerignore_keeps_context_to_source():
     for kept in ("requirements.txt", "app/gunicorn_conf.py", "worker/__main__.py", "migrations/env.py",
                  "templates", "static"):
         assert not any(fnmatch.fnmatch(kept, p) for p in patterns if not p.startswith("!")), kept
+    # The committed starter is source: re-included after models/*, so an image seeds its empty store from it.
+    assert patterns.index("!models/prebuilt") > patterns.index("models/*")
 
 
 @pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])
