@@ -22,6 +22,7 @@ import argparse
 import random
 import statistics
 import time
+from pathlib import Path
 
 from bench.common import OUT, cached_starter, machine, markdown_table, mean_range, write_json
 from bench.judges import JUDGES
@@ -115,6 +116,7 @@ def main() -> None:
     p.add_argument("--bounds", default="2000,0")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--unbounded-max", type=int, default=4000, help="train an unbounded cell only up to this many pairs")
+    p.add_argument("--out", type=Path, default=None, help="default: bench/out/retrain_cost-ARCH.json")
     args = p.parse_args()
     import json
 
@@ -144,7 +146,8 @@ def main() -> None:
                 cells.append(cell)
     print(markdown_table(["clicks", "bound (pairs)", "pairs trained", "training s", "held-out acc.", "good rate",
                           "well-formed", "seeds"], summarize(cells)))
-    write_json(OUT / f"retrain_cost-{args.arch}.json", {"machine": machine(), "args": vars(args), "cells": cells})
+    write_json(args.out or OUT / f"retrain_cost-{args.arch}.json",
+               {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "cells": cells})
 
 
 if __name__ == "__main__":
