@@ -44,6 +44,13 @@ def cached_starter(arch: str, size: str, *, store: Path | None = None, log=print
     return path
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the servers and workers a benchmark started are stopped by its `with`s."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation between closest ranks."""
     ordered = sorted(values)

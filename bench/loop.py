@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, mean_range, write_json
+from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, mean_range, stop_on_sigterm, write_json
 from bench.judges import JUDGES, Judge, well_formed
 from bench.retrain import redis_server, wait_all_serving, wait_run
 from tests.live import call, live_server, live_worker, worker_pids
@@ -466,6 +466,7 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    stop_on_sigterm()
     report = load_report(args.out)
     tags = args.plot_tags.split(",")
     if args.plot_only:

@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import OUT, cached_starter, machine, markdown_table, percentile, write_json
+from bench.common import OUT, cached_starter, machine, markdown_table, percentile, stop_on_sigterm, write_json
 from tests.live import call, live_server, live_worker, worker_pids
 
 
@@ -197,6 +197,7 @@ def preload_runs(srv, runs: int) -> dict:
 
 def main() -> None:
     args = parse_args()
+    stop_on_sigterm()
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "archs": []}
     with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp, redis_server(args.redis_url, Path(tmp)) as url:
         for arch in args.archs.split(","):
