@@ -123,7 +123,7 @@ class Config:
         self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 1.0)
         self.TRAIN_HOLDOUT = env_float("TRAIN_HOLDOUT", 0.2)
         # Training pairs per retrain at most (held-out pairs: a quarter of it), so a retrain's cost stops growing
-        # with every click ever made; the choice of 2000 is measured in docs/BENCHMARKS.md, "Retrain cost".
+        # with every click ever made (docs/BENCHMARKS.md, "Retrain cost"; 2000 itself not yet chosen against others).
         self.TRAIN_MAX_PAIRS = env_int("TRAIN_MAX_PAIRS", 2000)
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
         # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).

@@ -19,7 +19,7 @@ class GateSpec:
 
     max_fluency_drop: float = _help("largest fall in nats/token of samples scored by the base model, vs the parent")
     min_distinct: float = _help("least expected number of distinct strings among num_candidates raw samples")
-    samples: int = _help("raw samples per input behind the distinct estimate, fluency and length (at least 10)")
+    samples: int = _help("raw samples per input behind the distinct estimate, fluency and length (>= num_candidates)")
     max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent")
     eval_prompts: int = _help("inputs sampled for the generation checks")
 
