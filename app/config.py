@@ -137,6 +137,9 @@ class Config:
         # Expected distinct of 3 is estimated from this many raw samples per input. Counted on 3 samples alone, one
         # served model passed at 2.54 and measured 2.30 when sampled again: the verdict was sampling noise.
         self.GATE_SAMPLES = env_int("GATE_SAMPLES", 12)
+        if self.GATE_SAMPLES < self.NUM_CANDIDATES:
+            raise ValueError(f"GATE_SAMPLES must be at least NUM_CANDIDATES ({self.NUM_CANDIDATES}) to estimate "
+                             f"distinct of {self.NUM_CANDIDATES}, got {self.GATE_SAMPLES}")
         self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
         self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 48)
 

@@ -38,6 +38,16 @@ def test_garbage_is_refused_not_guessed(monkeypatch):
         Config()
 
 
+def test_gate_samples_must_cover_the_candidates(monkeypatch):
+    monkeypatch.setenv("GATE_SAMPLES", "2")
+    with pytest.raises(ValueError, match="GATE_SAMPLES must be at least NUM_CANDIDATES"):
+        Config()
+    monkeypatch.setenv("TRAIN_DIVERGENCE", "forward")
+    monkeypatch.setenv("GATE_SAMPLES", "12")
+    with pytest.raises(ValueError, match="TRAIN_DIVERGENCE must be one of reverse_kl"):
+        Config()
+
+
 def test_empty_value_means_default(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "  ")
     assert Config().REDIS_URL is None
