@@ -115,14 +115,12 @@ OUT_SHAPES = [
 
 def out_of_corpus_prompts(n: int, *, seed: int) -> list[str]:
     """n distinct messages of words the starter never saw (worker.corpus.held_out_words), in shapes it never saw."""
-    from worker.corpus import held_out_words, make_message
+    from worker.corpus import held_out_words, make_prompts
 
-    rng, lists, out = random.Random(seed), held_out_words(), {}
-    for _ in range(n * 50):
-        out.setdefault(make_message(rng, lists=lists, shapes=OUT_SHAPES)[0])
-        if len(out) == n:
-            return list(out)
-    raise RuntimeError(f"only {len(out)} out-of-corpus prompts")
+    out = make_prompts(n=n, seed=seed, lists=held_out_words(), shapes=OUT_SHAPES)
+    if len(out) < n:
+        raise RuntimeError(f"only {len(out)} out-of-corpus prompts")
+    return out
 
 
 def prompt_sets(kind: str, *, pool: int, heldout: int, seed: int) -> tuple[list[str], list[str]]:

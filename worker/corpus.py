@@ -140,12 +140,12 @@ def corpus_hash(rows: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def make_prompts(*, n: int, seed: int) -> list[str]:
-    """Return n distinct blunt messages for the prompt pool."""
+def make_prompts(*, n: int, seed: int, lists: dict | None = None, shapes: list[str] = SHAPES) -> list[str]:
+    """Return up to n distinct blunt messages for the prompt pool (other words or shapes: see make_message)."""
     rng = random.Random(seed)
     seen: dict[str, None] = {}
     for _ in range(n * 50):
-        seen.setdefault(make_message(rng)[0])
+        seen.setdefault(make_message(rng, lists=lists, shapes=shapes)[0])
         if len(seen) == n:
             break
     return list(seen)
