@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.agreement import annotation_agreement
+from app.gold import gold_accuracy, import_gold, parse_gold_file
 from app.jobs import QueueUnavailable, get_run, list_runs, request_training, run_json, training_config
 from app.preferences import progress
 from app.prompts import import_prompts, parse_prompt_file
@@ -20,9 +22,13 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @require("import")
 def index():
     """The admin page."""
+    agreement, gold = annotation_agreement(), gold_accuracy()
+    agreement_by = {row["annotator"]: row for row in agreement["annotators"]}
+    gold_by = {row["annotator"]: row for row in gold["annotators"]}
     return render_template("admin/index.html", progress=progress(user_id=current_user.id),
                            runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_config(),
-                           bounds=override_bounds())
+                           bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
+                           gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()))
 
 
 @bp.post("/prompts")
@@ -42,6 +48,27 @@ def upload_prompts():
         flash(f"Nothing imported: {exc}", "error")
         return redirect(url_for("admin.index"))
     flash(f"Imported {result['imported']} prompts ({result['duplicates']} already in the pool).", "ok")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/gold")
+@login_required
+@require("import")
+def upload_gold():
+    """Import gold comparisons (with their expected answers) from an uploaded CSV or JSONL file."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        flash("Choose a .csv or .jsonl file of gold items to upload.", "error")
+        return redirect(url_for("admin.index"))
+    try:
+        rows = parse_gold_file(data=upload.read(), filename=upload.filename)
+        result = import_gold(rows=rows, source=f"upload:{upload.filename}",
+                             candidates=current_app.config["NUM_CANDIDATES"],
+                             max_chars=current_app.config["MAX_INPUT_CHARS"])
+    except BadInput as exc:
+        flash(f"No gold items imported: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    flash(f"Imported {result['imported']} gold items ({result['duplicates']} already there).", "ok")
     return redirect(url_for("admin.index"))
 
 

@@ -23,6 +23,17 @@ def index():
     )
 
 
+@bp.get("/arena")
+@login_required
+def arena_page():
+    """The arena: blind battles between two versions (its buttons call the JSON API)."""
+    from app.arena import battle_json, pending_battle, votes_by
+
+    pending = pending_battle(user_id=current_user.id)
+    return render_template("annotate/arena.html", pending=battle_json(pending) if pending else None,
+                           votes=votes_by(user_id=current_user.id))
+
+
 @bp.get("/healthz")
 def healthz():
     """Liveness: the process answers."""

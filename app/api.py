@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
-from app import comparisons, jobs, preferences, prompts, registry
+from app import arena, comparisons, jobs, preferences, prompts, registry
 from app import schemas as s
 from app.extensions import csrf
 from app.openapi import openapi_spec
+from app.roles import can
 from app.users import acting_user, require, user_for_token
 from app.validation import BadInput
 
@@ -92,6 +93,60 @@ def undo(comparison_id: int):
 def progress():
     """Counters for the annotation page."""
     return preferences.progress(user_id=acting_user().id)
+
+
+@bp.post("/arena/battles")
+@require("annotate")
+def create_battle():
+    """A blind battle of two versions on a typed prompt (rate-limited per user), else your pending or a pool one."""
+    body = s.parse(s.NewBattle, json_body())
+    if body.prompt is not None:
+        comparisons.limit_typed_prompts()
+    return arena.battle_json(arena.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
+
+
+@bp.get("/arena/battles/<id:battle_id>")
+@require("annotate")
+def get_battle(battle_id: int):
+    """A battle: any, with each candidate's version, for operators; your own, without versions, for anyone else."""
+    if can(acting_user(), "activate"):
+        return arena.battle_json(arena.get_battle(battle_id=battle_id), reveal=True)
+    return arena.battle_json(arena.get_battle(battle_id=battle_id, user_id=acting_user().id))
+
+
+@bp.post("/arena/battles/<id:battle_id>/vote")
+@require("annotate")
+def vote(battle_id: int):
+    """Vote for a candidate, a tie or both bad (201); the same vote again answers 200, another one 409."""
+    body = s.parse(s.VoteBody, json_body())
+    battle, created = arena.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
+                                        verdict=body.verdict, latency_ms=body.latency_ms)
+    return arena.battle_json(battle), 201 if created else 200
+
+
+@bp.get("/arena/leaderboard")
+@require("export")
+def leaderboard():
+    """Bradley-Terry ratings of the versions from the votes, with 95% bootstrap intervals, and per-pair records."""
+    return arena.standings()
+
+
+@bp.get("/arena/export")
+@require("export")
+def export_votes():
+    """Arena votes for a winner as TRL preference pairs with both version ids, one JSON object per line."""
+    return Response(stream_with_context(preferences.export_lines(arena=True)), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": "attachment; filename=arena-votes.jsonl"})
+
+
+@bp.get("/agreement")
+@require("export")
+def agreement():
+    """Agreement between annotators on overlapping comparisons, and each annotator's gold accuracy."""
+    from app.agreement import annotation_agreement
+    from app.gold import gold_accuracy
+
+    return annotation_agreement() | {"gold": gold_accuracy()}
 
 
 @bp.get("/preferences/export")

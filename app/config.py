@@ -99,12 +99,31 @@ class Config:
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
 
+        self.annotation_settings()
         self.training_settings()
 
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
         self.WTF_CSRF_TIME_LIMIT = None
         self.TESTING = False
+
+    def annotation_settings(self) -> None:
+        """Overlap, gold items and the arena."""
+        # Answers per pool comparison, each by a different annotator (1: everyone sees different comparisons).
+        self.ANNOTATION_OVERLAP = env_int("ANNOTATION_OVERLAP", 1)
+        if self.ANNOTATION_OVERLAP < 1:
+            raise ValueError(f"ANNOTATION_OVERLAP must be at least 1, got {self.ANNOTATION_OVERLAP}")
+        # Share of pool comparisons replaced by a gold item the annotator has not answered yet.
+        self.GOLD_RATE = env_float("GOLD_RATE", 0.05)
+        if not 0 <= self.GOLD_RATE <= 1:
+            raise ValueError(f"GOLD_RATE must be between 0 and 1, got {self.GOLD_RATE}")
+        # Versions besides the active one that a web process keeps loaded for the arena (each is one model copy).
+        self.ARENA_RESIDENT_VERSIONS = env_int("ARENA_RESIDENT_VERSIONS", 2)
+        # Ready battles the prefetcher keeps per pair of versions, while the arena is in use (0: generate inline).
+        self.ARENA_PREFETCH_SIZE = env_int("ARENA_PREFETCH_SIZE", 8)
+        self.ARENA_BOOTSTRAP_ROUNDS = env_int("ARENA_BOOTSTRAP_ROUNDS", 200)
+        # Arena votes as training pairs (off: they are the evaluation, see docs/TRAINING.md).
+        self.TRAIN_ARENA_VOTES = env_bool("TRAIN_ARENA_VOTES", False)
 
     def training_settings(self) -> None:
         """Training and the gate (read by the worker; the web only records them on a run)."""

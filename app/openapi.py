@@ -55,6 +55,12 @@ OPERATIONS: dict[str, Operation] = {
     "api.list_model_versions": Operation({200: s.ModelVersions}),
     "api.activate_model_version": Operation({200: s.ActivationResult}, s.Activation, (404, 409)),
     "api.serving": Operation({200: s.Serving}),
+    "api.create_battle": Operation({201: s.Battle}, s.NewBattle, (404, 409, 429)),
+    "api.get_battle": Operation({200: s.Battle}, errors=(404,)),
+    "api.vote": Operation({201: s.Battle, 200: s.Battle}, s.VoteBody, (404, 409, 422)),
+    "api.leaderboard": Operation({200: s.Leaderboard}),
+    "api.export_votes": Operation({200: None}, media="application/x-ndjson"),
+    "api.agreement": Operation({200: s.Agreement}),
 }
 DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
                 403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",

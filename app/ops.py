@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app import arena
+from app.extensions import db
 from app.registry import activate_version, active_version_id, audit_log, list_versions, rollback
 from app.serving import get_holder
 from app.users import require
@@ -24,7 +26,42 @@ def versions():
         active_id=active_version_id(),
         events=audit_log(),
         serving=get_holder(current_app._get_current_object()).status(),
+        standings=arena.standings(),
+        chosen_pairs=arena.list_pairs(),
+        battle_pairs=arena.battle_pairs(),
     )
+
+
+@bp.post("/arena/pairs")
+@login_required
+@require("activate")
+def add_arena_pair():
+    """Have the arena compare two chosen versions (instead of the active version against its parent)."""
+    try:
+        a, b = (int(request.form.get(k, "")) for k in ("a", "b"))
+    except ValueError:
+        flash("Not added: choose two versions.", "error")
+        return redirect(url_for("ops.versions"))
+    try:
+        arena.add_pair(a=a, b=b, actor=current_user.name)
+        flash(f"The arena now compares versions {min(a, b)} and {max(a, b)}.", "ok")
+    except BadInput as exc:
+        db.session.rollback()
+        flash(f"Not added: {exc}", "error")
+    return redirect(url_for("ops.versions"))
+
+
+@bp.post("/arena/pairs/<id:pair_id>/delete")
+@login_required
+@require("activate")
+def remove_arena_pair(pair_id: int):
+    """Stop comparing a chosen pair."""
+    try:
+        arena.remove_pair(pair_id=pair_id, actor=current_user.name)
+        flash("Pair removed.", "ok")
+    except BadInput as exc:
+        flash(f"Not removed: {exc}", "error")
+    return redirect(url_for("ops.versions"))
 
 
 @bp.post("/versions/<id:version_id>/activate")

@@ -71,15 +71,17 @@ def undo_last_answer(*, user_id: int, comparison_id: int | None = None) -> Compa
 
 @dataclass(frozen=True)
 class Click:
-    """One 'choice' answer as plain values, with its comparison's candidates in display order."""
+    """One 'choice' answer (or arena vote) as plain values, with its candidates in display order."""
 
-    preference_id: int
-    comparison_id: int
+    preference_id: int | None
+    comparison_id: int | None
     model_prompt: str
     input_text: str
     model_version_id: int
     chosen_candidate_id: int
     candidates: tuple[tuple[int, str], ...]  # (candidate id, text)
+    battle_id: int | None = None  # an arena vote: its candidates come from the versions below, one each
+    versions: tuple[int, ...] = ()
 
 
 def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
@@ -90,15 +92,15 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
             if cid == click.chosen_candidate_id or text == chosen:
                 continue
             # Leading space on completions, not the prompt: TRL wants the prompt to be a token prefix.
-            yield {
-                "prompt": click.model_prompt,
-                "chosen": " " + chosen,
-                "rejected": " " + text,
-                "comparison_id": click.comparison_id,
-                "preference_id": click.preference_id,
-                "input": click.input_text,
-                "model_version_id": click.model_version_id,
-            }
+            pair = {"prompt": click.model_prompt, "chosen": " " + chosen, "rejected": " " + text,
+                    "input": click.input_text}
+            if click.battle_id is None:
+                yield pair | {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
+                              "model_version_id": click.model_version_id}
+            else:
+                version_of = dict(zip((cid for cid, _ in click.candidates), click.versions, strict=True))
+                yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
+                              "rejected_version_id": version_of[cid]}
 
 
 # Rows per round trip. The stream holds one batch, never the table: bench/export.py, docs/BENCHMARKS.md.
@@ -112,7 +114,7 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
                Comparison.input_text, Comparison.model_version_id, Candidate.id, Candidate.text)
         .join(Comparison, Comparison.id == Preference.comparison_id)
         .join(Candidate, Candidate.comparison_id == Comparison.id)
-        .where(Preference.verdict == "choice")
+        .where(Preference.verdict == "choice", Comparison.gold_item_id.is_(None))  # gold answers never train
         .order_by(Preference.id, Candidate.position)
         .execution_options(yield_per=BATCH)  # a server-side cursor on Postgres
     )
@@ -151,10 +153,29 @@ def snapshot_clicks(snapshot: dict) -> Iterator[Click]:
     return choice_preferences(upto=snapshot.get("max_preference_id") or 0)
 
 
-def export_lines() -> Iterator[str]:
-    """JSON lines in TRL's standard preference format, two pairs per click, in constant memory."""
+def arena_votes() -> Iterator[Click]:
+    """Every arena vote for a winner, oldest first, as a click on the winner (its prompt as its version saw it)."""
+    from app.tables import ArenaBattle, ArenaCandidate
+
+    stmt = (
+        select(ArenaBattle.id, ArenaBattle.winner_candidate_id, ArenaBattle.input_text, ArenaCandidate.id,
+               ArenaCandidate.text, ArenaCandidate.version_id, ArenaCandidate.model_prompt)
+        .join(ArenaCandidate, ArenaCandidate.battle_id == ArenaBattle.id)
+        .where(ArenaBattle.verdict == "choice")
+        .order_by(ArenaBattle.id, ArenaCandidate.position)
+        .execution_options(yield_per=BATCH)
+    )
+    for battle_id, rows in groupby(db.session.execute(stmt), key=lambda row: row[0]):
+        rows = list(rows)
+        winner = next(row for row in rows if row[3] == row[1])
+        yield Click(None, None, winner[6], rows[0][2], winner[5], winner[1], tuple((r[3], r[4]) for r in rows),
+                    battle_id=battle_id, versions=tuple(r[5] for r in rows))
+
+
+def export_lines(*, arena: bool = False) -> Iterator[str]:
+    """JSON lines in TRL's standard preference format (two pairs per click, one per vote), in constant memory."""
     beat = _heartbeat()
-    for n, pair in enumerate(build_pairs(choice_preferences())):
+    for n, pair in enumerate(build_pairs(arena_votes() if arena else choice_preferences())):
         if n % BATCH == 0:
             beat()
         yield json.dumps(pair, ensure_ascii=False) + "\n"

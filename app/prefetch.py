@@ -78,9 +78,12 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
         log.warning("prefetcher: no model loaded at start: %s", exc)
     listen_for_changes(app)
     # Polling, not a wake-up per claim: one cheap count query every 0.1 s, and no channel between processes.
+    from app.arena import fill_arena
+
     while os.getppid() == parent:
         try:
             fill_buffer(app, limit=app.config["PREFETCH_SIZE"])
+            fill_arena(app, limit=app.config["ARENA_PREFETCH_SIZE"], batch=MAX_BATCH)
             time.sleep(poll_seconds)
         except Exception as exc:  # noqa: BLE001 - a failed refill must not end the loop; requests generate inline
             log.warning("prefetch refill failed: %s; retrying in 2 s", exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 from flask import Flask
 
@@ -30,6 +31,8 @@ class ModelHolder:
         self.failed_version: int | None = None
         self._failures = 0  # consecutive failed loads of failed_version
         self._retry_at = 0.0
+        self._resident: OrderedDict[int, object] = OrderedDict()  # arena versions besides the served one, LRU
+        self._resident_lock = threading.Lock()
 
     def current(self):
         """Return the loaded model, loading the active version first if none is loaded yet."""
@@ -110,12 +113,45 @@ class ModelHolder:
             record_event(actor="web", action="load_failed", reason=self.last_error, to_version_id=version_id,
                          from_version_id=self._loaded.version_id if self._loaded else None)
 
+    def resident(self, version_id: int):
+        """A loaded version for the arena: the served one, else one of at most ARENA_RESIDENT_VERSIONS others.
+
+        Each resident version is one more copy of a model in this process: memory grows by one checkpoint per
+        version up to the cap, and the least recently used one is dropped beyond it. Loads are serialized by the
+        lock: two battles asking for the same cold version load it once."""
+        from app.extensions import db
+        from app.lm.checkpoint import load_checkpoint
+        from app.registry import check_checkpoint
+        from app.tables import ModelVersion
+        from app.validation import BadInput
+
+        served = self.current()
+        if served.version_id == version_id:
+            return served
+        with self._resident_lock:
+            if version_id in self._resident:
+                self._resident.move_to_end(version_id)
+                return self._resident[version_id]
+            version = db.session.get(ModelVersion, version_id)
+            try:
+                if version is None:
+                    raise ValueError("it is not registered")
+                check_checkpoint(version, digests=True)
+                loaded = load_checkpoint(version.path, version_id=version_id)
+            except Exception as exc:  # noqa: BLE001 - any load failure is the caller's clear error, not a 500
+                raise BadInput(f"version {version_id} cannot be loaded for the arena: {exc}", 409) from exc
+            self._resident[version_id] = loaded
+            while len(self._resident) > max(self.app.config["ARENA_RESIDENT_VERSIONS"], 1):
+                self._resident.popitem(last=False)
+            return loaded
+
     def status(self) -> dict:
         """What this process serves and any load error, for the ops page."""
         return {
             "serving": self._loaded.version_id if self._loaded else None,
             "wanted": self._wanted,
             "error": self.last_error,
+            "resident": list(self._resident),
         }
 
 

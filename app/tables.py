@@ -12,6 +12,10 @@ from app.extensions import db
 from app.roles import ROLES
 
 VERDICTS = ("choice", "tie", "all_bad", "skip")
+# An arena vote: a candidate won ("choice"), or neither did. FastChat keeps ties and both-bad votes too.
+ARENA_VERDICTS = ("choice", "tie", "both_bad")
+# A gold item's expected answer: the index of the best candidate in its file, or a verdict.
+GOLD_VERDICTS = ("tie", "all_bad")
 # A run is open while queued or running; the worker ends it succeeded (its version passed the gate),
 # rejected (trained, but the gate kept it) or failed.
 RUN_OPEN = ("queued", "running")
@@ -109,9 +113,15 @@ class Comparison(db.Model):
     input_text: Mapped[str] = mapped_column(Text)
     # The exact text fed to the model (input plus the version's prompt template).
     model_prompt: Mapped[str] = mapped_column(Text)
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    # None only for a gold item's comparison: its candidates come from the gold file, not from a model.
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     seed: Mapped[int] = mapped_column()
+    # Overlap: a copy of another annotator's comparison (same candidates, its own order) names the original here;
+    # unique with user_id, so nobody answers one comparison twice. The original counts its copies.
+    root_id: Mapped[int | None] = mapped_column(ForeignKey("comparisons.id"), index=True)
+    copies: Mapped[int] = mapped_column(default=0, server_default="0")
+    gold_item_id: Mapped[int | None] = mapped_column(ForeignKey("gold_items.id"), index=True)
     # ready (prefetched, unclaimed) | assigned | stale (its version stopped serving before it was claimed)
     state: Mapped[str] = mapped_column(String(16), default="assigned", index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
@@ -121,6 +131,10 @@ class Comparison(db.Model):
         back_populates="comparison", order_by="Candidate.position", cascade="all, delete-orphan"
     )
     preference: Mapped[Preference | None] = relationship(back_populates="comparison", uselist=False)
+    __table_args__ = (
+        UniqueConstraint("root_id", "user_id", name="uq_comparisons_root_user"),
+        UniqueConstraint("gold_item_id", "user_id", name="uq_comparisons_gold_user"),
+    )
 
 
 class Candidate(db.Model):
@@ -170,3 +184,74 @@ class TrainingRun(db.Model):
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     __table_args__ = (CheckConstraint(one_of("status", RUN_STATUSES), name="ck_training_runs_status"),)
+
+
+class GoldItem(db.Model):
+    """A comparison with a known answer, imported by an admin and mixed into every annotator's queue."""
+
+    __tablename__ = "gold_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    input_text: Mapped[str] = mapped_column(Text)
+    candidates: Mapped[list] = mapped_column(JSON)  # the texts, in the file's order
+    # The index (as text) of the best candidate in `candidates`, or one of GOLD_VERDICTS.
+    expected: Mapped[str] = mapped_column(String(16))
+    # sha256 of input and candidates: importing the same file twice adds nothing.
+    item_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArenaBattle(db.Model):
+    """One input and two candidates from two versions, voted on blind; the vote is on the row, set once."""
+
+    __tablename__ = "arena_battles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"), index=True)
+    input_text: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed: Mapped[int] = mapped_column()
+    # ready (prefetched, unclaimed) | assigned | stale (its pair stopped being compared before it was claimed)
+    state: Mapped[str] = mapped_column(String(16), default="assigned", index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    # No foreign key: the two tables would reference each other; app.arena checks it is one of the battle's own.
+    winner_candidate_id: Mapped[int | None] = mapped_column()
+    latency_ms: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    assigned_at: Mapped[datetime | None] = mapped_column()
+    voted_at: Mapped[datetime | None] = mapped_column(index=True)
+    candidates: Mapped[list[ArenaCandidate]] = relationship(
+        back_populates="battle", order_by="ArenaCandidate.position", cascade="all, delete-orphan"
+    )
+    __table_args__ = (
+        CheckConstraint(one_of("verdict", ARENA_VERDICTS), name="ck_arena_battles_verdict"),
+        CheckConstraint("(verdict = 'choice') = (winner_candidate_id IS NOT NULL)",
+                        name="ck_arena_battles_choice_has_winner"),
+    )
+
+
+class ArenaCandidate(db.Model):
+    __tablename__ = "arena_candidates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    battle_id: Mapped[int] = mapped_column(ForeignKey("arena_battles.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column()  # 0: left, 1: right
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    model_prompt: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    battle: Mapped[ArenaBattle] = relationship(back_populates="candidates")
+    __table_args__ = (UniqueConstraint("battle_id", "position", name="uq_arena_candidates_position"),)
+
+
+class ArenaPair(db.Model):
+    """A pair of versions an operator chose to compare; with none chosen, the active version meets its parent."""
+
+    __tablename__ = "arena_pairs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    low_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))  # the smaller id of the two
+    high_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("low_version_id", "high_version_id", name="uq_arena_pairs_versions"),
+        CheckConstraint("low_version_id < high_version_id", name="ck_arena_pairs_order"),
+    )

@@ -86,6 +86,20 @@ def install_starter(app, path: Path) -> int:
     return 1
 
 
+def install_child(app, path: Path, *, number: int, parent: int, activate: bool = True) -> int:
+    """Copy a starter into the store as version `number`, a child of `parent` (the arena's default pair)."""
+    from app.lm.checkpoint import read_manifest
+    from app.registry import activate_version, register_version
+
+    dest = Path(app.config["MODEL_STORE"]) / str(number)
+    shutil.copytree(path, dest)
+    with app.app_context():
+        register_version(number=number, path=dest, manifest=read_manifest(dest) | {"parent_version": parent})
+        if activate:
+            activate_version(version_id=number, actor="test", reason="child")
+    return number
+
+
 def upgrade(app) -> None:
     """Run the real migrations."""
     from flask_migrate import upgrade as alembic_upgrade

@@ -23,12 +23,17 @@ API_ROUTES = [
     ("/api/prompts", "import", {"prompts": ["Close the door."]}),
     ("/api/training-runs", "retrain", {}),
     ("/api/model-versions/<id:version_id>/activate", "activate", {"reason": "matrix"}),
+    ("/api/arena/battles", "annotate", {"prompt": "Send it now."}),
+    ("/api/arena/battles/<id:battle_id>/vote", "annotate", {"verdict": "tie"}),
 ]
 FORM_ROUTES = [
     ("/admin/prompts", "import"),
     ("/admin/retrain", "retrain"),
     ("/ops/versions/<id:version_id>/activate", "activate"),
     ("/ops/rollback", "activate"),
+    ("/admin/gold", "import"),
+    ("/ops/arena/pairs", "activate"),
+    ("/ops/arena/pairs/<id:pair_id>/delete", "activate"),
 ]
 PUBLIC_POSTS = {"/auth/login", "/auth/logout"}
 
@@ -53,11 +58,20 @@ def own_comparison(client, user) -> int:
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("rule", "permission", "body"), API_ROUTES, ids=[r[0] for r in API_ROUTES])
-def test_api_roles(app, client, users, role, rule, permission, body):
+def test_api_roles(app, client, users, starter_dir, role, rule, permission, body):
     """401 without a token, 403 for a role without the permission, the real answer otherwise."""
+    from tests.conftest import install_child
+
     people = make_users(users)
-    comparison_id = own_comparison(client, people[role] if role != "anonymous" else people["annotator"])
-    path = rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
+    owner = people[role] if role != "anonymous" else people["annotator"]
+    comparison_id = own_comparison(client, owner)
+    battle_id = 0
+    if rule.startswith("/api/arena"):  # the arena needs two versions: version 2, a child of the starter
+        install_child(app, starter_dir["gpt2"], number=2, parent=1)
+        if rule.endswith("/vote"):
+            battle_id = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"]).json["id"]
+    path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
+            .replace("<id:battle_id>", str(battle_id)))
     if rule.endswith("/undo"):
         client.post(f"/api/comparisons/{comparison_id}/answer", json={"verdict": "skip"},
                     headers=(people.get(role) or people["annotator"])["headers"])
@@ -85,7 +99,7 @@ def csrf_token(client, path="/") -> str:
 def test_form_roles(app, client, users, role, rule, permission):
     """Forms: anonymous is sent to the login page, a role without the permission gets 403, others are served."""
     people = make_users(users)
-    path = rule.replace("<id:version_id>", "1")
+    path = rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1")
     data = {"reason": "matrix"}
     if role != "anonymous":
         users.login(client, people[role]["name"])
@@ -104,7 +118,7 @@ def test_forms_without_csrf_are_refused(app, client, users, rule, permission):
     """The right role is not enough: a form post without its CSRF token is a clear 400."""
     people = make_users(users)
     users.login(client, people["operator"]["name"])
-    res = client.post(rule.replace("<id:version_id>", "1"), data={"reason": "matrix"})
+    res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1"), data={"reason": "matrix"})
     assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
 
 

@@ -1,0 +1,268 @@
+"""The arena: blind battles between two versions on one input, votes, and the leaderboard they add up to."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
+
+from app.extensions import db
+from app.tables import ArenaBattle, ArenaCandidate, ArenaPair, ModelVersion, Prompt, utcnow
+from app.validation import BadInput, clean_text
+
+# The prefetcher keeps battles ready only while someone battled this recently: an idle arena costs nothing.
+IN_USE = timedelta(minutes=10)
+
+
+def battle_pairs() -> list[tuple[int, int]]:
+    """The pairs of versions battles are drawn from: the operators' choice, else the active version and its parent."""
+    from app.registry import active_version_id
+
+    chosen = db.session.execute(select(ArenaPair.low_version_id, ArenaPair.high_version_id)
+                                .order_by(ArenaPair.id)).all()
+    if chosen:
+        return [tuple(row) for row in chosen]
+    active = active_version_id()
+    parent = db.session.scalar(select(ModelVersion.parent_id).where(ModelVersion.id == active)) if active else None
+    return [tuple(sorted((active, parent)))] if parent else []
+
+
+def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
+    """Have the arena compare versions a and b from now on (instead of the default pair); audited."""
+    from app.registry import record_event
+
+    if a == b:
+        raise BadInput("choose two different versions")
+    for vid in (a, b):
+        if db.session.get(ModelVersion, vid) is None:
+            raise BadInput(f"version {vid} not found", status=404)
+    low, high = sorted((a, b))
+    existing = db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
+                                                          ArenaPair.high_version_id == high)).first()
+    if existing is not None:
+        return existing
+    pair = ArenaPair(low_version_id=low, high_version_id=high, created_by=actor)
+    db.session.add(pair)
+    db.session.flush()
+    record_event(actor=actor, action="arena_pair_added", detail={"versions": [low, high]})
+    return pair
+
+
+def remove_pair(*, pair_id: int, actor: str) -> None:
+    """Stop comparing a chosen pair; with none left, battles go back to the active version against its parent."""
+    from app.registry import record_event
+
+    pair = db.session.get(ArenaPair, pair_id)
+    if pair is None:
+        raise BadInput(f"arena pair {pair_id} not found", status=404)
+    versions = [pair.low_version_id, pair.high_version_id]
+    db.session.delete(pair)
+    db.session.flush()
+    record_event(actor=actor, action="arena_pair_removed", detail={"versions": versions})
+
+
+def list_pairs() -> list[ArenaPair]:
+    """The operators' chosen pairs, oldest first."""
+    return list(db.session.scalars(select(ArenaPair).order_by(ArenaPair.id)))
+
+
+def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, int | None]],
+                     user_id: int | None) -> list[ArenaBattle]:
+    """One candidate per version for each (input, pool prompt id), each version sampled in one batched call.
+
+    Left and right are drawn per battle from the call's seed, so they are random but reproducible."""
+    from app.comparisons import generation_settings
+    from app.lm.sampling import InputTooLong, sample_batch
+
+    settings = generation_settings() | {"n": 1}
+    seed = random.SystemRandom().randrange(2**31)
+    sampled = {}
+    for version_id in pair:
+        loaded = holder.resident(version_id)
+        prompts = [loaded.format_prompt(text) for text, _ in inputs]
+        try:
+            results = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings)
+        except InputTooLong as exc:
+            raise BadInput(str(exc), status=413) from exc
+        sampled[version_id] = [(prompt, texts[0]) for prompt, (texts, _) in zip(prompts, results, strict=True)]
+    battles = []
+    for index, (text, prompt_id) in enumerate(inputs):
+        order = list(pair)
+        random.Random(seed + index).shuffle(order)
+        battle = ArenaBattle(prompt_id=prompt_id, input_text=text, settings=settings | {"batch_index": index},
+                             seed=seed, state="assigned" if user_id else "ready", user_id=user_id,
+                             assigned_at=utcnow() if user_id else None)
+        battle.candidates = [ArenaCandidate(position=pos, version_id=vid, model_prompt=sampled[vid][index][0],
+                                            text=sampled[vid][index][1]) for pos, vid in enumerate(order)]
+        db.session.add(battle)
+        battles.append(battle)
+    return battles
+
+
+def pool_inputs(*, limit: int) -> list[tuple[str, int]]:
+    """Pool prompts with the fewest battles so far (oldest first among equals)."""
+    count = select(func.count(ArenaBattle.id)).where(ArenaBattle.prompt_id == Prompt.id).scalar_subquery()
+    rows = db.session.execute(select(Prompt.text, Prompt.id).order_by(count, Prompt.id).limit(limit)).all()
+    if not rows:
+        from app.comparisons import PoolEmpty
+
+        raise PoolEmpty("the prompt pool is empty; import prompts first, or type a prompt")
+    return [tuple(row) for row in rows]
+
+
+def battle_pair(battle: ArenaBattle) -> tuple[int, int]:
+    """The battle's two versions, smaller id first."""
+    return tuple(sorted(c.version_id for c in battle.candidates))
+
+
+def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | None:
+    """Atomically take one prefetched battle of a current pair, or None."""
+    ready = db.session.scalars(
+        select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+        .where(ArenaBattle.state == "ready").order_by(ArenaBattle.id).limit(20)
+    ).unique().all()
+    for battle in ready:
+        if battle_pair(battle) not in pairs:
+            continue
+        won = db.session.execute(
+            update(ArenaBattle).where(ArenaBattle.id == battle.id, ArenaBattle.state == "ready")
+            .values(state="assigned", user_id=user_id, assigned_at=utcnow())
+        ).rowcount
+        db.session.commit()
+        if won:
+            return load_battle(battle.id)
+    return None
+
+
+def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle:
+    """A battle on a typed input; else the user's unvoted one, a prefetched one, or a new one on a pool prompt."""
+    from app.serving import get_holder
+
+    if input_text is None and (pending := pending_battle(user_id=user_id)) is not None:
+        return pending
+    pairs = battle_pairs()
+    if not pairs:
+        raise BadInput("no versions to compare yet: the active version has no parent; an operator can choose a "
+                       "pair on the versions page", 409)
+    if input_text is not None:
+        inputs = [(clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"]), None)]
+    else:
+        if (battle := claim_ready(user_id=user_id, pairs=pairs)) is not None:
+            return battle
+        inputs = pool_inputs(limit=1)
+    holder = get_holder(current_app._get_current_object())
+    [battle] = generate_battles(holder=holder, pair=random.choice(pairs), inputs=inputs, user_id=user_id)
+    db.session.commit()
+    return load_battle(battle.id)
+
+
+def load_battle(battle_id: int) -> ArenaBattle | None:
+    """A battle with its two candidates."""
+    return db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+                              .where(ArenaBattle.id == battle_id)).unique().one_or_none()
+
+
+def pending_battle(*, user_id: int) -> ArenaBattle | None:
+    """The user's newest unvoted battle, so a reload resumes it."""
+    battle_id = db.session.scalar(
+        select(ArenaBattle.id).where(ArenaBattle.user_id == user_id, ArenaBattle.state == "assigned",
+                                     ArenaBattle.verdict.is_(None)).order_by(ArenaBattle.id.desc()).limit(1))
+    return load_battle(battle_id) if battle_id else None
+
+
+def get_battle(*, battle_id: int, user_id: int | None = None) -> ArenaBattle:
+    """A battle; with user_id, only one assigned to that user (anything else is a plain 404)."""
+    battle = load_battle(battle_id)
+    if battle is None or (user_id is not None and battle.user_id != user_id):
+        raise BadInput(f"battle {battle_id} not found", status=404)
+    return battle
+
+
+def record_vote(*, user_id: int, battle_id: int, candidate_id: int | None, verdict: str | None,
+                latency_ms: int | None = None) -> tuple[ArenaBattle, bool]:
+    """Store a vote once; (battle, created). The same vote again is a no-op, a different one a 409."""
+    battle = get_battle(battle_id=battle_id, user_id=user_id)
+    if candidate_id is not None and candidate_id not in {c.id for c in battle.candidates}:
+        raise BadInput(f"candidate {candidate_id} is not part of battle {battle_id}", status=422)
+    verdict = "choice" if candidate_id is not None else verdict
+    # Guarded: of two concurrent votes on one battle exactly one is stored.
+    won = db.session.execute(
+        update(ArenaBattle).where(ArenaBattle.id == battle_id, ArenaBattle.verdict.is_(None))
+        .values(verdict=verdict, winner_candidate_id=candidate_id, latency_ms=latency_ms, voted_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    battle = load_battle(battle_id)
+    if won:
+        return battle, True
+    if battle.verdict == verdict and battle.winner_candidate_id == candidate_id:
+        return battle, False
+    raise BadInput(f"battle {battle_id} already has a different vote", status=409)
+
+
+def votes_by(*, user_id: int) -> int:
+    """How many battles the user voted on."""
+    return db.session.scalar(select(func.count(ArenaBattle.id)).where(ArenaBattle.user_id == user_id,
+                                                                      ArenaBattle.verdict.is_not(None))) or 0
+
+
+def battle_json(battle: ArenaBattle, *, reveal: bool = False) -> dict:
+    """What the voter sees (no versions); with reveal, each candidate's version and the vote."""
+    out = {"id": battle.id, "prompt": battle.input_text,
+           "candidates": [{"id": c.id, "text": c.text} | ({"version_id": c.version_id} if reveal else {})
+                          for c in battle.candidates]}
+    if battle.verdict is not None:
+        out["vote"] = {"verdict": battle.verdict, "candidate_id": battle.winner_candidate_id}
+    return out
+
+
+def outcomes() -> list[tuple[int, int, str]]:
+    """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.ratings."""
+    left, right = ArenaCandidate.__table__.alias("left_c"), ArenaCandidate.__table__.alias("right_c")
+    rows = db.session.execute(
+        select(left.c.version_id, right.c.version_id, ArenaBattle.verdict, ArenaBattle.winner_candidate_id,
+               left.c.id)
+        .join(left, (left.c.battle_id == ArenaBattle.id) & (left.c.position == 0))
+        .join(right, (right.c.battle_id == ArenaBattle.id) & (right.c.position == 1))
+        .where(ArenaBattle.verdict.is_not(None))
+    ).all()
+    return [(a, b, ("a" if winner == left_id else "b") if verdict == "choice" else verdict)
+            for a, b, verdict, winner, left_id in rows]
+
+
+def standings() -> dict:
+    """The leaderboard (Bradley-Terry ratings with bootstrap intervals) and win/tie/loss per pair of versions."""
+    from app.ratings import leaderboard, pair_counts
+
+    battles = outcomes()
+    return {"versions": leaderboard(battles, rounds=current_app.config["ARENA_BOOTSTRAP_ROUNDS"]),
+            "pairs": pair_counts(battles), "votes": len(battles)}
+
+
+def in_use() -> bool:
+    """Whether anyone was handed a battle lately (the prefetcher fills the arena buffer only then)."""
+    latest = db.session.scalar(select(func.max(ArenaBattle.assigned_at)))
+    return latest is not None and utcnow() - latest < IN_USE
+
+
+def fill_arena(app, *, limit: int, batch: int) -> int:
+    """Top up each current pair's ready battles to `limit`, in batched calls, while the arena is in use."""
+    from app.serving import get_holder
+
+    made = 0
+    with app.app_context():
+        if limit > 0 and in_use():
+            ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+                                       .where(ArenaBattle.state == "ready")).unique().all()
+            for pair in battle_pairs():
+                have = sum(1 for b in ready if battle_pair(b) == pair)
+                if have > max(limit - batch, limit // 2):
+                    continue
+                battles = generate_battles(holder=get_holder(app), pair=pair,
+                                           inputs=pool_inputs(limit=min(limit - have, batch)), user_id=None)
+                db.session.commit()
+                made += len(battles)
+        db.session.remove()
+    return made

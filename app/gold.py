@@ -1,0 +1,114 @@
+"""Gold items: comparisons with a known answer, imported by admins, mixed into queues, scored per annotator."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User
+from app.validation import BadInput, clean_text
+
+FORMAT = ('each item: a prompt, its candidates, and `expected`: the number of the best candidate counting from 1, '
+          f'or one of {", ".join(GOLD_VERDICTS)}')
+
+
+def parse_gold_file(*, data: bytes, filename: str) -> list[dict]:
+    """Rows of {prompt, candidates, expected} from JSONL or CSV (columns prompt, candidate_1.., expected)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{filename} is not UTF-8 text (byte {exc.start})") from exc
+    name = filename.lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise BadInput(f"{filename} line {lineno}: expected an object; {FORMAT}")
+            rows.append({"prompt": row.get("prompt"), "candidates": row.get("candidates"),
+                         "expected": row.get("expected")})
+        return rows
+    if name.endswith(".csv"):
+        table = list(csv.reader(io.StringIO(text)))
+        if not table:
+            return []
+        header = [h.strip().lower() for h in table[0]]
+        columns = [i for i, h in enumerate(header) if h.startswith("candidate")]
+        if "prompt" not in header or "expected" not in header or not columns:
+            raise BadInput(f"{filename}: the header needs prompt, candidate_1, candidate_2, ... and expected")
+        p, e = header.index("prompt"), header.index("expected")
+        return [{"prompt": r[p] if p < len(r) else "", "expected": r[e] if e < len(r) else "",
+                 "candidates": [r[i] for i in columns if i < len(r) and r[i].strip()]}
+                for r in table[1:] if any(cell.strip() for cell in r)]
+    raise BadInput(f"{filename}: use a .csv or .jsonl file")
+
+
+def clean_item(row: dict, *, number: int, candidates: int, max_chars: int) -> tuple[str, list[str], str]:
+    """(prompt, candidates, expected as stored) of one row, or a BadInput naming the row."""
+    where = f"gold item #{number}"
+    prompt = clean_text(row.get("prompt"), field=f"{where}: prompt", max_chars=max_chars)
+    texts = row.get("candidates")
+    # As many candidates as a real comparison shows: a gold item must not stand out by its shape.
+    if not isinstance(texts, list) or len(texts) != candidates:
+        raise BadInput(f"{where}: needs exactly {candidates} candidates (NUM_CANDIDATES); {FORMAT}")
+    texts = [clean_text(t, field=f"{where}: candidate {i + 1}", max_chars=max_chars) for i, t in enumerate(texts)]
+    if len(set(texts)) != len(texts):
+        raise BadInput(f"{where}: two candidates are the same text")
+    expected = row.get("expected")
+    if isinstance(expected, str) and expected.strip().lower() in GOLD_VERDICTS:
+        return prompt, texts, expected.strip().lower()
+    if isinstance(expected, str) and expected.strip().isdigit():
+        expected = int(expected.strip())
+    if type(expected) is not int or not 1 <= expected <= candidates:
+        raise BadInput(f"{where}: expected must be 1..{candidates} or one of {', '.join(GOLD_VERDICTS)}")
+    return prompt, texts, str(expected - 1)
+
+
+def import_gold(*, rows: list[dict], source: str, candidates: int, max_chars: int) -> dict:
+    """Check every row first, then add the new items in one transaction; returns counts."""
+    if not rows:
+        raise BadInput(f"no gold items given; {FORMAT}")
+    cleaned: dict[str, tuple[str, list[str], str]] = {}
+    for number, row in enumerate(rows, 1):
+        prompt, texts, expected = clean_item(row, number=number, candidates=candidates, max_chars=max_chars)
+        digest = hashlib.sha256(json.dumps([prompt, texts]).encode()).hexdigest()
+        cleaned.setdefault(digest, (prompt, texts, expected))
+    existing = set(db.session.scalars(select(GoldItem.item_hash).where(GoldItem.item_hash.in_(list(cleaned)))))
+    new = [GoldItem(input_text=p, candidates=t, expected=e, item_hash=h, source=source[:128])
+           for h, (p, t, e) in cleaned.items() if h not in existing]
+    db.session.add_all(new)
+    db.session.commit()
+    return {"imported": len(new), "duplicates": len(rows) - len(new)}
+
+
+def gold_accuracy() -> dict:
+    """Each annotator's answers on gold items and how many matched the expected answer (skips do not count)."""
+    chosen = Candidate.__table__.alias("chosen")
+    rows = db.session.execute(
+        select(User.name, GoldItem.expected, Preference.verdict, chosen.c.sample_index)
+        .join(Comparison, Comparison.id == Preference.comparison_id)
+        .join(GoldItem, GoldItem.id == Comparison.gold_item_id)
+        .join(User, User.id == Preference.user_id)
+        .outerjoin(chosen, chosen.c.id == Preference.chosen_candidate_id)
+        .where(Preference.verdict != "skip")
+    ).all()
+    per: dict[str, list[int]] = {}
+    for name, expected, verdict, index in rows:
+        answer = str(index) if verdict == "choice" else verdict
+        counts = per.setdefault(name, [0, 0])
+        counts[0] += 1
+        counts[1] += answer == expected
+    items = db.session.scalar(select(func.count(GoldItem.id))) or 0
+    return {"items": items, "annotators": [
+        {"annotator": name, "answered": n, "correct": ok, "accuracy": ok / n} for name, (n, ok) in sorted(per.items())
+    ]}
