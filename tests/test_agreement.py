@@ -95,3 +95,40 @@ def test_agreement_report_empty() -> None:
         "answers": 0,
         "annotators": [],
     }
+
+
+def test_agreement_api_over_overlapping_answers(app, client, users, admin):
+    """Two annotators answer the same two comparisons (overlap 2): they agree on one, not on the other."""
+    from app.agreement import krippendorff_alpha
+
+    app.config["ANNOTATION_OVERLAP"] = 2
+    a, b = users.create("ann_a"), users.create("ann_b")
+    client.post("/api/prompts", json={"prompts": ["Fix the sink.", "Call the bank."]}, headers=admin["headers"])
+    def answer(user, comparison, body):
+        res = client.post(f"/api/comparisons/{comparison['id']}/answer", json=body, headers=user["headers"])
+        assert res.status_code == 201
+
+    # First comparison: both pick the same candidate (found by its text: each sees their own order).
+    mine = client.post("/api/comparisons", json={}, headers=a["headers"]).json
+    theirs = client.post("/api/comparisons", json={}, headers=b["headers"]).json
+    assert mine["prompt"] == theirs["prompt"]
+    answer(a, mine, {"candidate_id": mine["candidates"][0]["id"]})
+    same = next(c["id"] for c in theirs["candidates"] if c["text"] == mine["candidates"][0]["text"])
+    answer(b, theirs, {"candidate_id": same})
+    # Second: a candidate against a tie.
+    mine = client.post("/api/comparisons", json={}, headers=a["headers"]).json
+    theirs = client.post("/api/comparisons", json={}, headers=b["headers"]).json
+    assert mine["prompt"] == theirs["prompt"]
+    answer(a, mine, {"candidate_id": mine["candidates"][0]["id"]})
+    answer(b, theirs, {"verdict": "tie"})
+    assert client.get("/api/agreement", headers=a["headers"]).status_code == 403
+    report = client.get("/api/agreement", headers=admin["headers"]).json
+    assert (report["items"], report["answers"], report["pairs"], report["agreeing_pairs"]) == (2, 4, 2, 1)
+    assert report["pairwise"] == 0.5
+    assert report["alpha"] == pytest.approx(krippendorff_alpha({1: ["x", "x"], 2: ["y", "tie"]}))
+    assert [(r["annotator"], r["items"], r["pairwise"]) for r in report["annotators"]] == [
+        ("ann_a", 2, 0.5), ("ann_b", 2, 0.5)]
+    assert report["gold"] == {"items": 0, "annotators": []}
+    users.login(client, admin["name"])
+    page = client.get("/admin/").get_data(as_text=True)
+    assert 'id="alpha"' in page and "50% (1 of 2)" in page

@@ -62,3 +62,80 @@ def test_typed_prompts_are_limited_per_user_with_a_clear_429(app, users, annotat
         made = db.session.scalar(select(func.count()).select_from(Comparison)
                                  .where(Comparison.user_id == annotator["id"]))
     assert made == 3
+
+
+def candidate_samples(comparison: dict, app) -> dict[str, int]:
+    """{text: sample index} of a comparison's candidates, as stored."""
+    with app.app_context():
+        stored = db.session.get(Comparison, comparison["id"])
+        return {c.text: c.sample_index for c in stored.candidates}
+
+
+def test_overlap_serves_a_copy_before_a_fresh_comparison(app, client, users, admin):
+    """ANNOTATION_OVERLAP=2: B is handed a copy of A's comparison (same candidates, B's own order); C, with that
+    overlap complete, a fresh one; and A, once done, a copy of C's."""
+    app.config["ANNOTATION_OVERLAP"] = 2
+    a, b, c = (users.create(name) for name in ("ann_a", "ann_b", "ann_c"))
+    post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(5)]})
+    first = post(client, "/api/comparisons", a).json
+    copy = post(client, "/api/comparisons", b).json
+    assert copy["id"] != first["id"] and copy["prompt"] == first["prompt"]
+    assert candidate_samples(copy, app) == candidate_samples(first, app)
+    fresh = post(client, "/api/comparisons", c).json
+    with app.app_context():
+        assert db.session.get(Comparison, copy["id"]).root_id == first["id"]
+        assert db.session.get(Comparison, first["id"]).copies == 1
+        assert db.session.get(Comparison, fresh["id"]).root_id is None
+    post(client, f"/api/comparisons/{first['id']}/answer", a, {"candidate_id": first["candidates"][0]["id"]})
+    again = post(client, "/api/comparisons", a).json
+    with app.app_context():
+        assert db.session.get(Comparison, again["id"]).root_id == fresh["id"]
+
+
+def test_overlap_without_lost_or_duplicated_answers_under_concurrency(app, users, admin, client):
+    """Six annotators at once, four answers each, overlap 3: every acknowledged answer is stored once, no
+    comparison gets more than 3 answers or two from one annotator, and the copy counters match the copies."""
+    import threading
+
+    from app.comparisons import create_comparison
+    from app.preferences import record_answer
+    from app.tables import Preference
+
+    app.config["ANNOTATION_OVERLAP"] = 3
+    post(client, "/api/prompts", admin, {"prompts": [f"Water plant number {i}." for i in range(8)]})
+    people = [users.create(f"par{i}") for i in range(6)]
+    acknowledged, errors, barrier = [], [], threading.Barrier(len(people))
+
+    def annotate(user):
+        with app.app_context():
+            try:
+                barrier.wait()
+                for _ in range(4):
+                    comparison = create_comparison(user_id=user["id"])
+                    pref, _ = record_answer(user_id=user["id"], comparison_id=comparison.id, verdict="choice",
+                                            candidate_id=comparison.candidates[0].id)
+                    acknowledged.append(pref.id)
+            except Exception as exc:  # noqa: BLE001 - reported below, with the thread's error
+                errors.append(repr(exc))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=annotate, args=(u,)) for u in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(acknowledged) == 24
+    with app.app_context():
+        rows = db.session.execute(
+            select(func.coalesce(Comparison.root_id, Comparison.id), Preference.user_id, Preference.id)
+            .join(Preference, Preference.comparison_id == Comparison.id)).all()
+        assert sorted(r[2] for r in rows) == sorted(acknowledged)
+        per_item: dict[int, list[int]] = {}
+        for item, user_id, _ in rows:
+            per_item.setdefault(item, []).append(user_id)
+        assert all(len(u) <= 3 and len(set(u)) == len(u) for u in per_item.values()), per_item
+        assert any(len(u) > 1 for u in per_item.values())  # overlap really happened
+        for root in db.session.scalars(select(Comparison).where(Comparison.root_id.is_(None))):
+            copies = db.session.scalar(select(func.count()).where(Comparison.root_id == root.id))
+            assert root.copies == copies

@@ -69,7 +69,8 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
     if rule.startswith("/api/arena"):  # the arena needs two versions: version 2, a child of the starter
         install_child(app, starter_dir["gpt2"], number=2, parent=1)
         if rule.endswith("/vote"):
-            battle_id = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"]).json["id"]
+            res = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"])
+            battle_id = res.json["id"]
     path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
             .replace("<id:battle_id>", str(battle_id)))
     if rule.endswith("/undo"):
