@@ -73,18 +73,20 @@ def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, i
                      user_id: int | None) -> list[ArenaBattle]:
     """One candidate per version for each (input, pool prompt id), each version sampled in one batched call.
 
-    Left and right are drawn per battle from the call's seed, so they are random but reproducible."""
+    Each version samples with its own seed (the call's seed plus its place in the pair): with one shared seed two
+    similar versions would write the same text more often than chance. Left and right are drawn per battle from
+    the call's seed, so they are random but reproducible."""
     from app.comparisons import generation_settings
     from app.lm.sampling import InputTooLong, sample_batch
 
     settings = generation_settings() | {"n": 1}
     seed = random.SystemRandom().randrange(2**31)
     sampled = {}
-    for version_id in pair:
+    for place, version_id in enumerate(pair):
         loaded = holder.resident(version_id)
         prompts = [loaded.format_prompt(text) for text, _ in inputs]
         try:
-            results = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings)
+            results = sample_batch(loaded, model_prompts=prompts, seed=seed + place, **settings)
         except InputTooLong as exc:
             raise BadInput(str(exc), status=413) from exc
         sampled[version_id] = [(prompt, texts[0]) for prompt, (texts, _) in zip(prompts, results, strict=True)]

@@ -73,7 +73,7 @@ def request_training(*, requested_by: str, overrides: dict | None = None) -> tup
     # Outside the lock: this pass grows with the clicks; under the lock only bounded steps remain. Whether a run is
     # already open is judged under the lock only: outside it, a run just committed by another request may not have
     # its job enqueued yet, and reconciling it would close it as lost (two runs were made in CI).
-    snapshot, digest = take_snapshot()
+    snapshot, digest = take_snapshot(arena_votes=current_app.config["TRAIN_ARENA_VOTES"])
     with retrain_lock(conn):
         # End the read transaction the snapshot began: under SQLite's WAL it would keep showing the database as
         # it was before the lock, hiding a run another request created meanwhile (two runs were made in CI).

@@ -129,32 +129,45 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
                     tuple((row[6], row[7]) for row in rows))
 
 
-def take_snapshot() -> tuple[dict, str]:
-    """Fix a run's data: the clicks up to the newest preference id, counted and hashed in one streamed pass.
+def take_snapshot(*, arena_votes: bool = False) -> tuple[dict, str]:
+    """Fix a run's data: the clicks up to the newest preference id (and, with arena_votes, the votes up to the
+    newest battle id), counted and hashed in one streamed pass.
 
-    The run row keeps that bound, not every id, and this runs before the retrain lock is taken: its work grows
+    The run row keeps those bounds, not every id, and this runs before the retrain lock is taken: its work grows
     with the clicks, and the lock must only cover the check for an open run and the insert."""
-    upto = db.session.scalar(select(func.max(Preference.id))) or 0
-    counts = {"clicks": 0, "pairs": 0}
+    from app.tables import ArenaBattle
 
-    def counted(items, key):
+    upto = db.session.scalar(select(func.max(Preference.id))) or 0
+    snapshot = {"max_preference_id": upto}
+    if arena_votes:
+        snapshot["max_battle_id"] = db.session.scalar(select(func.max(ArenaBattle.id))) or 0
+    counts = {"clicks": 0, "votes": 0, "pairs": 0}
+
+    def counted(items, key=None):
         for item in items:
-            counts[key] += 1
+            counts[key or ("votes" if getattr(item, "battle_id", None) else "clicks")] += 1
             yield item
 
-    digest = snapshot_hash(counted(build_pairs(counted(choice_preferences(upto=upto), "clicks")), "pairs"))
-    return {"max_preference_id": upto, **counts}, digest
+    digest = snapshot_hash(counted(build_pairs(counted(snapshot_clicks(snapshot))), "pairs"))
+    if not arena_votes:
+        del counts["votes"]
+    return snapshot | counts, digest
 
 
 def snapshot_clicks(snapshot: dict) -> Iterator[Click]:
-    """The clicks a run's snapshot names: up to its bound (runs queued before bounds existed list their ids)."""
+    """The clicks a run's snapshot names: up to its bound (runs queued before bounds existed list their ids), then
+    the arena votes up to its battle bound, if it has one."""
     if "preference_ids" in snapshot:
-        return choice_preferences(ids=snapshot["preference_ids"])
-    return choice_preferences(upto=snapshot.get("max_preference_id") or 0)
+        yield from choice_preferences(ids=snapshot["preference_ids"])
+    else:
+        yield from choice_preferences(upto=snapshot.get("max_preference_id") or 0)
+    if "max_battle_id" in snapshot:
+        yield from arena_votes(upto=snapshot["max_battle_id"])
 
 
-def arena_votes() -> Iterator[Click]:
-    """Every arena vote for a winner, oldest first, as a click on the winner (its prompt as its version saw it)."""
+def arena_votes(*, upto: int | None = None) -> Iterator[Click]:
+    """Every arena vote for a winner (none newer than `upto`), oldest first, as a click on the winner with its
+    prompt as its version saw it."""
     from app.tables import ArenaBattle, ArenaCandidate
 
     stmt = (
@@ -165,6 +178,8 @@ def arena_votes() -> Iterator[Click]:
         .order_by(ArenaBattle.id, ArenaCandidate.position)
         .execution_options(yield_per=BATCH)
     )
+    if upto is not None:
+        stmt = stmt.where(ArenaBattle.id <= upto)
     for battle_id, rows in groupby(db.session.execute(stmt), key=lambda row: row[0]):
         rows = list(rows)
         winner = next(row for row in rows if row[3] == row[1])

@@ -304,3 +304,49 @@ def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
         trained = [{"input": f"Fix report {i} now."} for i in (0, 2, 3)]
         assert evaluation_texts(trained, limit=4) == ["Fix report 1 now.", "Fix report 4 now.",
                                                       "Fix report 5 now.", "Fix report 0 now."]
+
+
+def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
+    """TRAIN_ARENA_VOTES: off, the snapshot holds the clicks alone; on, each vote for a winner adds one pair
+    (winner over loser), and the run trains on both and records the battle bound for the next run."""
+    from app.arena import create_battle, record_vote
+    from app.extensions import db
+    from app.preferences import build_pairs, snapshot_clicks, take_snapshot
+    from app.tables import TrainingRun
+    from app.users import create_user
+    from tests.conftest import install_child
+    from worker.dpo import run_dpo
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1)  # the arena's default pair: 1 and 2
+    ids = collect_clicks(app, monkeypatch, n_prompts=8)
+    with app.app_context():
+        voter, _, _ = create_user(name="voter", role="annotator", password="pw")
+        voted = 0
+        for i in range(8):
+            b = create_battle(user_id=voter.id, input_text=f"Send the report number {i} today.")
+            a, c = b.candidates
+            if a.text != c.text:
+                record_vote(user_id=voter.id, battle_id=b.id, candidate_id=min((a, c), key=lambda x: len(x.text)).id,
+                            verdict=None)
+                voted += 1
+        record_vote(user_id=voter.id, battle_id=create_battle(user_id=voter.id, input_text="Tie me.").id,
+                    candidate_id=None, verdict="tie")  # a tie is no pair
+        clicks_only, _ = take_snapshot()
+        with_votes, digest = take_snapshot(arena_votes=True)
+        assert "max_battle_id" not in clicks_only and clicks_only["clicks"] == len(ids)
+        assert with_votes["votes"] == voted > 0 and with_votes["pairs"] == clicks_only["pairs"] + voted
+        vote_pairs = [p for p in build_pairs(snapshot_clicks(with_votes)) if "battle_id" in p]
+        assert len(vote_pairs) == voted and all(len(p["chosen"]) <= len(p["rejected"]) for p in vote_pairs)
+        assert {p["chosen_version_id"] for p in vote_pairs} | {p["rejected_version_id"] for p in vote_pairs} <= {1, 2}
+    run_id = create_run(app, ids, sft_weight=TINY_SFT_WEIGHT, gate={"eval_prompts": 4})
+    with app.app_context():
+        run = db.session.get(TrainingRun, run_id)
+        run.snapshot, run.parent_version_id = with_votes, 2
+        db.session.commit()
+        run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        assert run.status in ("succeeded", "rejected"), run.error
+        manifest = json.loads((Path(app.config["MODEL_STORE"]) / "3" / "manifest.json").read_text())
+        assert manifest["snapshot"]["pairs"] == with_votes["pairs"]
+        assert manifest["snapshot"]["max_battle_id"] == with_votes["max_battle_id"]
+        assert manifest["snapshot"]["clicks"] == len(ids) + voted and manifest["snapshot"]["missing_clicks"] == 0

@@ -22,7 +22,7 @@ from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
 from app.tables import ModelVersion, TrainingRun, utcnow
-from worker.plan import error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
+from worker.plan import click_of, error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,15 @@ def train_and_register(run_id: str, progress: Progress) -> None:
 def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict], heldout_pairs: list[dict],
                      data_hash: str) -> dict:
     """What the run trained on, for the manifest (clicks undone since the snapshot are missing from it)."""
-    clicks = len({p["preference_id"] for p in pairs})
+    clicks = len({click_of(p) for p in pairs})
     return {
         "hash": data_hash, "pairs": len(pairs), "train_pairs": len(train_pairs),
-        "train_clicks": len({p["preference_id"] for p in train_pairs}),
+        "train_clicks": len({click_of(p) for p in train_pairs}),
         "heldout_pairs": len(heldout_pairs), "max_preference_id": snapshot.get("max_preference_id"),
-        "clicks": clicks, "missing_clicks": max(0, (snapshot.get("clicks") or clicks) - clicks),
+        "max_battle_id": snapshot.get("max_battle_id"),
+        # Counted as answers: clicks plus, when TRAIN_ARENA_VOTES was on, the votes for a winner.
+        "clicks": clicks,
+        "missing_clicks": max(0, ((snapshot.get("clicks") or 0) + (snapshot.get("votes") or 0) or clicks) - clicks),
         "heldout_inputs": sorted({p["input"] for p in heldout_pairs}),
     }
 

@@ -58,36 +58,54 @@ def split_by_prompt(pairs: list[dict], *, holdout: float, seed: int) -> tuple[li
 def run_pairs(pairs: list[dict], *, spec: TrainingSpec, parent: ModelVersion, snapshot: dict):
     """(training pairs, held-out pairs): split by input, then each side bounded by spec.max_pairs."""
     train, heldout = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
-    # New clicks are those since the parent's own snapshot; the replay sample is seeded by this run's bound.
-    since = ((parent.manifest or {}).get("snapshot") or {}).get("max_preference_id") or 0
+    # New clicks (and votes) are those since the parent's own snapshot; the replay sample is seeded by this run's bound.
+    before = (parent.manifest or {}).get("snapshot") or {}
+    since = {"click": before.get("max_preference_id") or 0, "vote": before.get("max_battle_id") or 0}
     train = bound_pairs(train, max_pairs=spec.max_pairs, since=since,
                         seed=f"{spec.seed}:{snapshot.get('max_preference_id')}")
     return train, bound_heldout(heldout, max_pairs=spec.max_pairs // 4)
 
 
-def bound_pairs(pairs: list[dict], *, max_pairs: int, since: int, seed: str) -> list[dict]:
-    """At most max_pairs pairs: clicks newer than `since` (a preference id) newest first, then a replay sample of older.
+def bound_pairs(pairs: list[dict], *, max_pairs: int, since: dict, seed: str) -> list[dict]:
+    """At most max_pairs pairs: clicks newer than `since` ({"click": preference id, "vote": battle id}) newest first,
+    then a replay sample of older ones.
 
     With start "base" every retrain trains from the starter, so its cost grew with every click ever made (564 pairs:
     41 s, 1,882: 134 s on 2 cores). Bounded, it stays flat while the anchor stays the starter; the new clicks are
     what the served model was just shown, the replay keeps the older taste in. 0 keeps every pair.
     """
     clicks = by_click(pairs)
-    new = sorted((c for c in clicks if c[0]["preference_id"] > since), key=lambda c: -c[0]["preference_id"])
-    old = [c for c in clicks if c[0]["preference_id"] <= since]
+
+    def is_new(click: list[dict]) -> bool:
+        kind, number = click_of(click[0])
+        return number > since.get(kind, 0)
+
+    new = sorted((c for c in clicks if is_new(c)), key=lambda c: -click_of(c[0])[1])
+    old = [c for c in clicks if not is_new(c)]
     random.Random(seed).shuffle(old)
     return take_clicks(new + old, max_pairs=max_pairs)
 
 
 def bound_heldout(pairs: list[dict], *, max_pairs: int) -> list[dict]:
     """At most max_pairs held-out pairs, clicks picked by a stable hash, so the gate's cost stays flat too."""
-    clicks = sorted(by_click(pairs), key=lambda c: hashlib.sha256(str(c[0]["preference_id"]).encode()).hexdigest())
+    clicks = sorted(by_click(pairs), key=lambda c: hashlib.sha256(held_key(c[0]).encode()).hexdigest())
     return take_clicks(clicks, max_pairs=max_pairs)
 
 
+def click_of(pair: dict) -> tuple[str, int]:
+    """Which answer a pair came from: ("click", preference id) or, for an arena vote, ("vote", battle id)."""
+    return ("vote", pair["battle_id"]) if "battle_id" in pair else ("click", pair["preference_id"])
+
+
+def held_key(pair: dict) -> str:
+    """The text the held-out choice hashes: a click's preference id as before, so old splits stay put."""
+    kind, number = click_of(pair)
+    return str(number) if kind == "click" else f"vote:{number}"
+
+
 def by_click(pairs: list[dict]) -> list[list[dict]]:
-    """Pairs grouped by their click (build_pairs yields a click's pairs together)."""
-    return [list(group) for _, group in groupby(pairs, key=lambda p: p["preference_id"])]
+    """Pairs grouped by their click or vote (build_pairs yields an answer's pairs together)."""
+    return [list(group) for _, group in groupby(pairs, key=click_of)]
 
 
 def take_clicks(clicks: list[list[dict]], *, max_pairs: int) -> list[dict]:
@@ -97,7 +115,7 @@ def take_clicks(clicks: list[list[dict]], *, max_pairs: int) -> list[dict]:
         if not max_pairs or count + len(click) <= max_pairs:
             kept.append(click)
             count += len(click)
-    return [p for click in sorted(kept, key=lambda c: c[0]["preference_id"]) for p in click]
+    return [p for click in sorted(kept, key=lambda c: click_of(c[0])) for p in click]
 
 
 def evaluation_texts(train_pairs: list[dict], *, limit: int) -> list[str]:
