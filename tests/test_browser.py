@@ -157,3 +157,66 @@ def test_own_input_is_shown_as_text_not_html(page, server):
     expect(page.locator("#input")).to_have_text(PAYLOAD)
     assert_literal()
     assert page.js_errors == []
+
+
+def add_arena_version(server) -> None:
+    """Register the starter again as version 2 (not active) and have the arena compare versions 1 and 2."""
+    from app import create_app
+    from app.arena import add_pair
+    from app.extensions import db
+    from tests.conftest import install_child
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": server.db_url, "MODEL_STORE": str(server.model_store),
+                      "REDIS_URL": None, "PREFETCH_SIZE": 0, "SECRET_KEY": "live-test-secret"})
+    try:
+        install_child(app, server.model_store / "1", number=2, parent=1, activate=False)
+        with app.app_context():
+            add_pair(a=1, b=2, actor="test")
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_arena_votes_by_keyboard_and_the_leaderboard_plots_them(page, server):
+    """Two battles voted with the keys (left, then tie) are stored as such; an operator sees the ratings plot."""
+    import re
+
+    from playwright.sync_api import expect
+    from sqlalchemy import create_engine, text
+
+    add_arena_version(server)
+    log_in(page, server, "ann")
+    page.goto(server.url("/arena"))
+    page.keyboard.press("n")
+    sides = page.locator("#sides button.side")
+    expect(sides).to_have_count(2)
+    left = int(sides.nth(0).get_attribute("data-candidate-id"))
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#votes")).to_have_text("1")
+    page.wait_for_function("(old) => { const b = document.querySelector('#sides button.side'); "
+                           "return b && b.dataset.candidateId !== old; }", arg=str(left))
+    page.screenshot(path=str(SCREENSHOT.parent / "arena.png"), full_page=True)
+    second = int(sides.nth(0).get_attribute("data-candidate-id"))
+    page.keyboard.press("t")
+    expect(page.locator("#votes")).to_have_text("2")
+    assert page.js_errors == []
+
+    engine = create_engine(server.db_url)
+    try:
+        with engine.connect() as conn:
+            votes = conn.execute(text("select b.verdict, b.winner_candidate_id from arena_battles b join "
+                                      "arena_candidates c on c.battle_id = b.id and c.position = 0 "
+                                      "where c.id in (:a, :b) order by b.id"), {"a": left, "b": second}).all()
+    finally:
+        engine.dispose()
+    assert [tuple(v) for v in votes] == [("choice", left), ("tie", None)]
+
+    out = server.flask("users", "create", "opr", "--role", "operator")
+    server.users["opr"] = {"password": re.search(r"^password: (\S+)$", out, re.M).group(1)}
+    page.context.clear_cookies()
+    log_in(page, server, "opr")
+    page.goto(server.url("/ops/versions"))
+    expect(page.locator("#ratings-plot circle.point")).to_have_count(2)
+    expect(page.locator("#leaderboard tbody tr")).to_have_count(2)
+    page.locator("#arena").screenshot(path=str(SCREENSHOT.parent / "leaderboard.png"))
