@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from app.config import Config, resolve_secret_key
+from app.config import Config, check_nodes, resolve_secret_key
 
 
 class IdConverter(IntegerConverter):
@@ -24,6 +24,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
         app.config.update(config)
     elif config is not None:
         app.config.from_object(config)
+    check_nodes(app.config)
     app.config["SECRET_KEY"] = resolve_secret_key(app.config, app.logger)
 
     from app import database, errors, roles, security

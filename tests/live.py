@@ -106,6 +106,8 @@ def _build_env(*, db_url: str, model_store: Path, env_extra: dict | None) -> dic
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": db_url,
         "MODEL_STORE": str(model_store),
+        "MODEL_CACHE": str(Path(str(model_store) if not str(model_store).startswith("s3://") else db_url[10:]).parent
+                           / "model-cache"),
         "SECRET_KEY": "live-test-secret",
         "TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",

@@ -160,15 +160,18 @@ def main(argv: list[str]) -> int:
         preload(app.config["TORCH_THREADS"])
     else:
         os.environ.setdefault("OMP_NUM_THREADS", str(app.config["TORCH_THREADS"]))
+    from app.store import Bucket, is_remote
     from worker.checkpoints import sweep_temp_folders
     from worker.sweep import sweep_orphaned_runs
 
     swept = sweep_orphaned_runs()
     if swept:
         logging.info("marked %d orphaned run(s) failed", swept)
-    removed = sweep_temp_folders(app.config["MODEL_STORE"])
+    removed = sweep_temp_folders(app.config["MODEL_STORE"]) + sweep_temp_folders(app.config["MODEL_CACHE"])
+    if is_remote(app.config["MODEL_STORE"]):
+        removed += Bucket(app.config["MODEL_STORE"]).sweep()
     if removed:
-        logging.info("removed %d unfinished checkpoint folder(s): %s", len(removed), ", ".join(removed))
+        logging.info("removed %d unfinished checkpoint folder(s) or upload(s): %s", len(removed), ", ".join(removed))
 
     from app.extensions import db
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.processes import pid_alive
 from app.registry import file_sha256
+from app.store import is_remote
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
 TEMP = ".tmp-"  # where a version is written before its rename; hidden, so nothing takes it for a version
@@ -60,6 +61,8 @@ def temp_prefix() -> str:
 
 def sweep_temp_folders(store: str | Path) -> list[str]:
     """Remove the temp folders of writers that are gone (a crash or a stop mid-save); return their names."""
+    if is_remote(store):
+        return []  # a bucket's unfinished uploads: app.store.Bucket.sweep
     store = Path(store)
     if not store.is_dir():
         return []
@@ -80,6 +83,8 @@ def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None]
     is fsynced before the rename, and the store after it, so a power cut cannot leave a renamed folder of empty
     files (the rename reaches the disk before file data that is not flushed).
     """
+    if is_remote(store):
+        return publish_to_bucket(store=str(store), save=save, manifest=manifest)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), dir=store))
@@ -111,6 +116,32 @@ def publish_checkpoint(*, store: str | Path, save: Callable[[Path], dict | None]
             fsync_path(store)
             return number, store / str(number)
         raise RuntimeError(f"could not find a free version number in {store}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def publish_to_bucket(*, store: str, save: Callable[[Path], dict | None], manifest: dict) -> tuple[int, str]:
+    """publish_checkpoint for an object store: write in the node's cache, upload, commit the manifest last.
+
+    The finished folder then becomes this node's cached copy, so the gate loads it without a download."""
+    from flask import current_app
+
+    from app.store import publish_remote
+
+    cache = Path(current_app.config["MODEL_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), dir=cache))
+    try:
+        manifest = {**manifest, **(save(tmp) or {})}
+        manifest |= {"files": file_digests(tmp), "libraries": library_versions(),
+                     "created_at": datetime.now(UTC).isoformat()}
+        number, location = publish_remote(store=store, folder=tmp, manifest=manifest)
+        try:
+            os.rename(tmp, cache / str(number))
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a copy is already cached: keep that one
+        return number, location
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

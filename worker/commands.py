@@ -14,6 +14,7 @@ import sys
 import click
 
 from app.lm.checkpoint import read_manifest
+from app.store import local_copy
 
 
 def fail(message: str) -> None:
@@ -43,7 +44,7 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
         return
     cfg = StarterConfig.tiny(arch, seed) if size == "tiny" else StarterConfig(arch=arch, seed=seed)
     number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo, rebuild=rebuild)
-    register_version(number=number, path=path, manifest=read_manifest(path))
+    register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     if write_prebuilt:
         click.echo(f"wrote {copy_to_prebuilt(path, arch)}")
     click.echo(f"registered starter {arch} as version {number} at {path}")
@@ -107,7 +108,7 @@ def register_import(source: str) -> int:
         number, path = import_model(source=source, store=current_app.config["MODEL_STORE"])
     except (OSError, ValueError) as exc:
         fail(f"could not load {source}: {exc}")
-    register_version(number=number, path=path, manifest=read_manifest(path))
+    register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     return number
 
 

@@ -21,6 +21,7 @@ from app.extensions import db
 from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
 from app.spec import TrainingSpec
+from app.store import local_copy
 from app.tables import ModelVersion, TrainingRun, utcnow
 from worker.plan import click_of, error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
 from worker.progress import Progress
@@ -88,7 +89,8 @@ def train_and_register(run_id: str, progress: Progress) -> None:
 
     # Train.
     train = train_seq2seq if parent.arch == "seq2seq" else train_causal
-    model, tokenizer, trained = train(init_path=init.path, pairs=train_pairs, spec=spec, loss_type=loss_type,
+    model, tokenizer, trained = train(init_path=str(local_copy(init.path, keep={init.id})), pairs=train_pairs,
+                                      spec=spec, loss_type=loss_type,
                                       loss_weights=loss_weights, on_log=progress)
 
     # Publish: the one place that writes checkpoints (temp folder, manifest, atomic rename).
@@ -116,8 +118,8 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     metrics = {**{k: v for k, v in gate.items() if not k.startswith("examples")}, "train_pairs": len(train_pairs),
                "loss_first": trained["loss_first"], "loss_last": trained["loss_last"],
                "seconds_training": trained["seconds"]}
-    promote_or_reject(run_id=run_id, number=number, path=path, manifest=read_manifest(path), parent=parent,
-                      metrics=metrics, started=started)
+    promote_or_reject(run_id=run_id, number=number, path=path, manifest=read_manifest(local_copy(path)),
+                      parent=parent, metrics=metrics, started=started)
     progress.update(phase="done")
 
 

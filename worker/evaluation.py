@@ -233,9 +233,13 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
 def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
                     eval_prompts: list[str]) -> dict:
     """Gate the published checkpoint at `path` against the parent version, with the run's spec."""
-    candidate = load_checkpoint(path)
-    parent_loaded = load_checkpoint(parent.path, version_id=parent.id)
-    base_loaded = parent_loaded if base.id == parent.id else load_checkpoint(base.path, version_id=base.id)
+    from app.store import local_copy
+
+    keep = {parent.id, base.id}
+    candidate = load_checkpoint(local_copy(path, keep=keep))
+    parent_loaded = load_checkpoint(local_copy(parent.path, keep=keep), version_id=parent.id)
+    base_loaded = (parent_loaded if base.id == parent.id
+                   else load_checkpoint(local_copy(base.path, keep=keep), version_id=base.id))
     return evaluate_version(
         candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
         eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), num_candidates=spec.num_candidates, seed=spec.seed,
