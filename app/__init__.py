@@ -47,6 +47,13 @@ def create_app(config: Config | dict | None = None) -> Flask:
     cli.init_app(app)
     _mount_rq_dashboard(app)
     app.extensions["prefloop_on_swap"] = _on_swap(app)
+    if app.config["PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Behind a reverse proxy every request comes from the proxy's address: the per-address login limit and
+        # the logs need the client's, from X-Forwarded-For, trusted only for the hops configured.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

@@ -81,6 +81,8 @@ class Config:
         self.MODEL_CACHE_MB = env_int("MODEL_CACHE_MB", 20000)
         # How many machines run web or worker processes on this database: more than one needs Postgres.
         self.NODES = env_int("NODES", 1)
+        # Reverse proxies in front of the web that set X-Forwarded-For (0: none; trust no such header).
+        self.PROXY_HOPS = env_int("PROXY_HOPS", 0)
         # Empty BASE_MODEL means "the starter model in the store"; otherwise a local folder or hub id.
         self.BASE_MODEL = env_str("BASE_MODEL")
         self.TORCH_THREADS = env_int("TORCH_THREADS", 1)

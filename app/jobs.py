@@ -157,6 +157,14 @@ def reconcile(run: TrainingRun) -> TrainingRun:
     try:
         job = Job.fetch(run.id, connection=conn, serializer=SERIALIZER)
         status = job.get_status(refresh=True)
+        if status == "started":
+            # A worker host that died mid-run stops heartbeating; once its heartbeat expires (rq: at most the
+            # monitoring interval + 60 s), RQ's cleanup moves the job to failed as abandoned. Other workers only do
+            # that on their own schedule, so do it here, where a Retrain waits on the answer.
+            from rq.registry import StartedJobRegistry
+
+            StartedJobRegistry(QUEUE, connection=conn, serializer=SERIALIZER).cleanup()
+            status = job.get_status(refresh=True)
     except NoSuchJobError:
         fail_run(run, "the job was lost from the queue")
         return run

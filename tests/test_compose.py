@@ -56,13 +56,20 @@ def volume_mounts(service: dict) -> dict[str, str]:
             source, target = entry.split(":")[:2]
             if not source.startswith((".", "/", "~")):
                 mounts[source] = target
-        elif entry.get("type", "volume") == "volume":
+        elif entry.get("type", "volume") == "volume" and "source" in entry:  # no source: anonymous, per container
             mounts[entry["source"]] = entry["target"]
     return mounts
 
 
+def anonymous_volumes(service: dict) -> list[str]:
+    """Container paths of a service's anonymous volumes (long syntax without a source): one per container."""
+    return [e["target"] for e in service.get("volumes", [])
+            if isinstance(e, dict) and e.get("type", "volume") == "volume" and "source" not in e]
+
+
 # What a stack needs from the host: the secrets compose refuses to start without (`${VAR:?message}`).
-HOST = {"SECRET_KEY": "k" * 32, "POSTGRES_PASSWORD": "pgSecret1", "REDIS_PASSWORD": "redisSecret2"}
+HOST = {"SECRET_KEY": "k" * 32, "POSTGRES_PASSWORD": "pgSecret1", "REDIS_PASSWORD": "redisSecret2",
+        "MINIO_ROOT_USER": "prefloopStore", "MINIO_ROOT_PASSWORD": "minioSecret3"}
 
 
 class Refused(ValueError):
@@ -84,17 +91,17 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\$|\$\{(\w+)(?::([-?])([^}]*))?\}", expand, str(value))
 
 
-def web_env(services, host: dict[str, str] | None = None) -> dict[str, str]:
-    """The web container's environment once compose has interpolated it with the `host` environment."""
-    return {key: interpolate(value, HOST | (host or {})) for key, value in services["web"]["environment"].items()}
+def web_env(services, host: dict[str, str] | None = None, name: str = "web") -> dict[str, str]:
+    """A container's environment (the web's by default) once compose has interpolated it with `host`."""
+    return {key: interpolate(value, HOST | (host or {})) for key, value in services[name]["environment"].items()}
 
 
-def web_steps(services, host: dict[str, str] | None = None) -> list[list[str]]:
-    """The web's `sh -c` script split into its `&&` steps, expanded by compose then by the container's sh and
-    tokenized like the shell would."""
-    command = services["web"]["command"]
+def web_steps(services, host: dict[str, str] | None = None, name: str = "web") -> list[list[str]]:
+    """A service's `sh -c` script (the web's by default) split into its `&&` steps, expanded by compose then by the
+    container's sh and tokenized like the shell would."""
+    command = services[name]["command"]
     assert command[:2] == ["sh", "-c"], command
-    script = interpolate(interpolate(command[2], HOST | (host or {})), web_env(services, host))
+    script = interpolate(interpolate(command[2], HOST | (host or {})), web_env(services, host, name))
     return [shlex.split(step) for step in script.split("&&")]
 
 
@@ -131,27 +138,35 @@ def requirement_pin(name: str) -> str:
 
 
 def test_all_services_present(services):
-    """The stack has its four services: web, worker, redis, postgres."""
-    assert {"web", "worker", "redis", "postgres"} <= set(services)
+    """The stack: a one-shot migrate, web nodes behind a proxy, workers, redis, postgres, and MinIO with its init."""
+    assert {"migrate", "web", "proxy", "worker", "redis", "postgres", "minio", "minio-init"} == set(services)
+
+
+def test_web_and_worker_scale(services):
+    """`--scale web=3 --scale worker=2` works: neither has a container name or a published host port (the proxy
+    is the one door), and each replica gets its own model cache."""
+    for name in ("web", "worker"):
+        assert "container_name" not in services[name] and "ports" not in services[name], name
+        assert anonymous_volumes(services[name]) == ["/cache"], name
+    assert [n for n, svc in services.items() if "ports" in svc] == ["proxy"]
 
 
 def test_web_and_worker_share_one_image(services):
-    """Web and worker run the same image, built from the repo root where the Dockerfile is."""
+    """Migrate, web and worker run the same image, built from the repo root where the Dockerfile is."""
     web, worker = services["web"], services["worker"]
-    assert web["image"] == worker["image"] == "prefloop:latest"
-    assert web["build"] == worker["build"]
+    assert web["image"] == worker["image"] == services["migrate"]["image"] == "prefloop:latest"
+    assert web["build"] == worker["build"] == services["migrate"]["build"]
     context = ROOT / web["build"]["context"]
     assert context.resolve() == ROOT
     assert (context / web["build"].get("dockerfile", "Dockerfile")).is_file()
 
 
-def test_web_migrates_then_bootstraps_then_serves(services):
-    """The web runs `flask db upgrade`, then `flask models bootstrap`, then execs gunicorn (so it gets signals)."""
+def test_migrate_runs_once_then_the_web_serves(services):
+    """A one-shot service runs `flask db upgrade` then `flask models bootstrap`, so web replicas never race a
+    migration; the web only execs gunicorn (so it gets signals)."""
+    assert web_steps(services, name="migrate") == [["flask", "db", "upgrade"], ["flask", "models", "bootstrap"]]
     steps = web_steps(services)
-    assert steps[0] == ["flask", "db", "upgrade"]
-    assert steps[1] == ["flask", "models", "bootstrap"]
-    assert steps[-1][:2] == ["exec", "gunicorn"]
-    assert len(steps) == 3
+    assert len(steps) == 1 and steps[0][:2] == ["exec", "gunicorn"]
 
 
 @pytest.mark.parametrize("host_env", [{}, {"PORT": "8123"}], ids=["default", "PORT=8123"])
@@ -162,9 +177,32 @@ def test_web_binds_the_published_port(services, host_env):
     host, _, port = bind.rpartition(":")
     assert host == "0.0.0.0"
     assert port == host_env.get("PORT", "5000")
-    published = {interpolate(p, host_env).split(":")[-1] for p in services["web"]["ports"]}
+    assert [interpolate(p, HOST | host_env) for p in services["web"]["expose"]] == [port]
+    published = {interpolate(p, HOST | host_env).split(":")[-1] for p in services["proxy"]["ports"]}
     assert port in published
     assert web_env(services, host_env)["PORT"] == port
+    conf = interpolate(proxy_conf(services), HOST | host_env)
+    assert f"listen {port};" in conf and f"set $web http://web:{port};" in conf
+
+
+def proxy_conf(services) -> str:
+    """The nginx config the proxy mounts (an inline compose config)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    (mount,) = services["proxy"]["configs"]
+    assert mount["target"] == "/etc/nginx/conf.d/default.conf"
+    return compose["configs"][mount["source"]]["content"]
+
+
+def test_the_proxy_balances_over_every_replica_without_sticky_sessions(services):
+    """nginx re-resolves `web` through Docker's DNS (a variable in proxy_pass) so scaled replicas are all used;
+    it forwards the client's address (PROXY_HOPS=1 trusts one hop) and never buffers or cuts a streamed export."""
+    conf = interpolate(proxy_conf(services), HOST)
+    assert "resolver 127.0.0.11 valid=10s;" in conf
+    assert "proxy_pass $web;" in conf
+    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf
+    assert "proxy_buffering off;" in conf
+    assert "ip_hash" not in conf and "sticky" not in conf
+    assert web_env(services)["PROXY_HOPS"] == "1"
 
 
 def test_web_command_references_real_things(tmp_path, services):
@@ -183,7 +221,7 @@ def test_web_command_references_real_things(tmp_path, services):
     # FlaskGroup, not app.cli: `db` comes from Flask-Migrate's entry point, as on the `flask` command line.
     cli = FlaskGroup(create_app=lambda: app)
     runner = app.test_cli_runner()
-    for step in web_steps(services)[:2]:
+    for step in web_steps(services, name="migrate"):
         result = runner.invoke(cli, [*step[1:], "--help"])
         assert result.exit_code == 0, (step, result.output)
 
@@ -199,26 +237,39 @@ def test_worker_runs_the_worker_module(services):
 
 
 def test_worker_reserves_an_nvidia_gpu(services):
-    """The worker reserves one NVIDIA GPU; the web reserves none (it serves on CPU)."""
+    """Each worker replica reserves one NVIDIA GPU; nothing else reserves any (the web serves on CPU)."""
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and d.get("count") == 1
                for d in devices), devices
-    assert "deploy" not in services["web"]
+    assert [name for name, svc in services.items() if "deploy" in svc] == ["worker"]
 
 
-def test_models_volume_is_shared_at_model_store(services, dockerfile):
-    """Web and worker mount the one `models` volume at MODEL_STORE, the same path the Dockerfile sets."""
-    web_mounts, worker_mounts = volume_mounts(services["web"]), volume_mounts(services["worker"])
-    assert web_mounts["models"] == worker_mounts["models"]
-    for name in ("web", "worker"):
-        assert services[name]["environment"]["MODEL_STORE"] == volume_mounts(services[name])["models"]
-    assert env_defaults(dockerfile)["MODEL_STORE"] == web_mounts["models"]
+def test_versions_live_in_the_bucket_minio_init_creates(services, dockerfile):
+    """MODEL_STORE is a bucket on the minio service, which minio-init creates with the credentials every app
+    container uses; each container caches at MODEL_CACHE on its own volume. (The image's own default stays a
+    folder, for a single container.)"""
+    env = web_env(services)
+    store = urlsplit(env["MODEL_STORE"])
+    assert store.scheme == "s3" and store.path.strip("/")
+    endpoint = urlsplit(env["AWS_ENDPOINT_URL"])
+    assert endpoint.hostname == "minio" and endpoint.port == 9000 and services["minio"]["image"].startswith("minio/")
+    init = services["minio-init"]
+    script = interpolate(interpolate(init["entrypoint"][2], HOST), web_env(services, name="minio-init"))
+    assert f"mc mb --ignore-existing store/{store.hostname}" in script
+    assert "http://minio:9000" in script
+    minio = web_env(services, name="minio")
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (minio["MINIO_ROOT_USER"],
+                                                                        minio["MINIO_ROOT_PASSWORD"])
+    assert anonymous_volumes(services["web"]) == [env["MODEL_CACHE"]]
+    assert env_defaults(dockerfile)["MODEL_STORE"] == "/models"
 
 
 def test_shared_environment(services):
-    """Web and worker get the same settings (the worker adds only WORKER_MODE), and SECRET_KEY has no default."""
+    """Migrate, web and worker get the same settings (the worker adds only WORKER_MODE), with NODES above 1 (so
+    SQLite and a generated key are refused), and SECRET_KEY has no default."""
     web_env, worker_env = services["web"]["environment"], services["worker"]["environment"]
-    assert {k: v for k, v in worker_env.items() if k != "WORKER_MODE"} == web_env
+    assert {k: v for k, v in worker_env.items() if k != "WORKER_MODE"} == web_env == services["migrate"]["environment"]
+    assert int(web_env["NODES"]) > 1
     assert web_env["FLASK_APP"] == "app:create_app"
     # `${VAR:?msg}` makes compose refuse to start without it, rather than sign sessions with a public key.
     assert web_env["SECRET_KEY"].startswith("${SECRET_KEY:?")
@@ -262,12 +313,16 @@ def test_every_named_volume_is_declared(compose, services):
 
 
 def test_startup_order(services):
-    """web waits for healthy postgres and redis; worker waits for a healthy web (migrated schema) too."""
-    healthy = {"condition": "service_healthy"}
-    assert services["web"]["depends_on"] == {"postgres": healthy, "redis": healthy}
-    assert services["worker"]["depends_on"] == {"web": healthy, "postgres": healthy, "redis": healthy}
+    """minio-init waits for MinIO; migrate for the database, Redis and the bucket; web and workers for migrate;
+    the proxy for a healthy web."""
+    healthy, done = {"condition": "service_healthy"}, {"condition": "service_completed_successfully"}
+    assert services["minio-init"]["depends_on"] == {"minio": healthy}
+    assert services["migrate"]["depends_on"] == {"postgres": healthy, "redis": healthy, "minio-init": done}
+    assert services["web"]["depends_on"] == {"migrate": done, "postgres": healthy, "redis": healthy}
+    assert services["worker"]["depends_on"] == {"migrate": done, "postgres": healthy, "redis": healthy}
+    assert services["proxy"]["depends_on"] == {"web": healthy}
     # service_healthy on a service without a healthcheck would never be satisfied.
-    for name in ("web", "postgres", "redis"):
+    for name in ("web", "postgres", "redis", "minio"):
         assert "healthcheck" in services[name], name
 
 
@@ -283,9 +338,9 @@ def test_backing_service_healthchecks(services):
 
 
 def test_restart_policy(services):
-    """Every service restarts unless stopped."""
+    """Every long-running service restarts unless stopped; the one-shot ones run once."""
     for name, service in services.items():
-        assert service.get("restart") == "unless-stopped", name
+        assert service.get("restart") == ("no" if name in ("migrate", "minio-init") else "unless-stopped"), name
 
 
 def test_web_healthcheck_passes_against_the_app_and_fails_without_it(tmp_path, services):
@@ -359,6 +414,15 @@ def test_dockerignore_keeps_context_to_source():
         assert not any(fnmatch.fnmatch(kept, p) for p in patterns if not p.startswith("!")), kept
     # The committed starter is source: re-included after models/*, so an image seeds its empty store from it.
     assert patterns.index("!models/prebuilt") > patterns.index("models/*")
+
+
+@pytest.mark.parametrize("secret", ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"])
+def test_store_credentials_come_from_the_environment(services, secret):
+    """The object store's credentials are not in the file either: compose refuses to start without them."""
+    with pytest.raises(Refused, match=secret):
+        web_env(services, {secret: ""})
+    with pytest.raises(Refused, match=secret):
+        web_env(services, {secret: ""}, name="minio")
 
 
 @pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])

@@ -46,7 +46,7 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
     number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo, rebuild=rebuild)
     register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     if write_prebuilt:
-        click.echo(f"wrote {copy_to_prebuilt(path, arch)}")
+        click.echo(f"wrote {copy_to_prebuilt(local_copy(path), arch)}")
     click.echo(f"registered starter {arch} as version {number} at {path}")
     if active_version_id() is None:
         activate_version(version_id=number, actor="cli", reason="starter model")
