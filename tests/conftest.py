@@ -87,6 +87,27 @@ def install_starter(app, path: Path) -> int:
     return 1
 
 
+def publish_starter(app, path: Path) -> int:
+    """Publish a starter into the app's bucket store (s3://) as a new version, register and activate it."""
+    from app.lm.checkpoint import read_manifest
+    from app.registry import activate_version, register_version
+    from app.store import local_copy
+    from worker.checkpoints import publish_checkpoint
+
+    def save(tmp: Path) -> dict:
+        for f in Path(path).iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy(f, tmp / f.name)
+        return {k: v for k, v in read_manifest(Path(path)).items() if k in ("prompt_template", "arch", "base_model")}
+
+    with app.app_context():
+        number, location = publish_checkpoint(store=app.config["MODEL_STORE"], save=save,
+                                              manifest={"kind": "starter", "parent_version": None})
+        register_version(number=number, path=location, manifest=read_manifest(local_copy(location)))
+        activate_version(version_id=number, actor="test", reason="starter")
+    return number
+
+
 def install_child(app, path: Path, *, number: int, parent: int, activate: bool = True) -> int:
     """Copy a starter into the store as version `number`, a child of `parent` (the arena's default pair)."""
     from app.lm.checkpoint import read_manifest

@@ -98,7 +98,7 @@ def _flask(args: list[str], *, env: dict, timeout: float) -> str:
     return done.stdout
 
 
-def _build_env(*, db_url: str, model_store: Path, env_extra: dict | None) -> dict:
+def _build_env(*, db_url: str, model_store: Path | str, cache: Path, env_extra: dict | None) -> dict:
     """The server's and the CLI's environment: inherited, scrubbed, then ours, then the caller's (None unsets)."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
     env.update({
@@ -106,8 +106,7 @@ def _build_env(*, db_url: str, model_store: Path, env_extra: dict | None) -> dic
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": db_url,
         "MODEL_STORE": str(model_store),
-        "MODEL_CACHE": str(Path(str(model_store) if not str(model_store).startswith("s3://") else db_url[10:]).parent
-                           / "model-cache"),
+        "MODEL_CACHE": str(cache),
         "SECRET_KEY": "live-test-secret",
         "TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",
@@ -125,16 +124,20 @@ def _build_env(*, db_url: str, model_store: Path, env_extra: dict | None) -> dic
     return env
 
 
-def _install_starter(*, db_url: str, model_store: Path, starter_path: Path) -> None:
-    """Copy the starter into the store as version 1, register and activate it (in-process, then let go)."""
+def _install_starter(*, db_url: str, model_store: Path | str, cache: Path, starter_path: Path) -> None:
+    """Copy the starter into the store as version 1, register and activate it (in-process, then let go); into a
+    bucket (s3://), it is published there like any version (AWS_* from this process's environment)."""
     from app import create_app
     from app.extensions import db
-    from tests.conftest import install_starter
+    from tests.conftest import install_starter, publish_starter
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "MODEL_STORE": str(model_store), "REDIS_URL": None,
-                      "PREFETCH_SIZE": 0, "SECRET_KEY": "live-test-secret"})
+                      "PREFETCH_SIZE": 0, "SECRET_KEY": "live-test-secret", "MODEL_CACHE": str(cache)})
     try:
-        install_starter(app, Path(starter_path))
+        if str(model_store).startswith("s3://"):
+            publish_starter(app, Path(starter_path))
+        else:
+            install_starter(app, Path(starter_path))
     finally:
         with app.app_context():
             db.session.remove()
@@ -222,53 +225,77 @@ def live_server(
     prompts: how many starter-task prompts `flask prompts sample` puts in the pool (0: none).
     """
     tmp_path = Path(tmp_path)
-    model_store = tmp_path / "models"
+    model_store = (env_extra or {}).get("MODEL_STORE") or tmp_path / "models"
     db_url = (env_extra or {}).get("DATABASE_URL") or f"sqlite:///{tmp_path / 'live.db'}"
-    env = _build_env(db_url=db_url, model_store=model_store, env_extra=env_extra)
+    env = _build_env(db_url=db_url, model_store=model_store, cache=tmp_path / "model-cache", env_extra=env_extra)
     srv = LiveServer(base_url="", db_url=db_url, model_store=model_store, log_path=tmp_path / "gunicorn.log", env=env)
 
     _flask(["db", "upgrade"], env=env, timeout=120)
-    _install_starter(db_url=db_url, model_store=model_store, starter_path=Path(starter_path))
+    _install_starter(db_url=db_url, model_store=model_store, cache=tmp_path / "model-cache",
+                     starter_path=Path(starter_path))
     for name, role in (DEFAULT_USERS if users is None else users).items():
         srv.users[name] = _create_user(name, role, env=env)
     if prompts:
         _flask(["prompts", "sample", "--n", str(prompts)], env=env, timeout=120)
 
     try:
-        for attempt in range(3):
-            port = free_port()
-            srv.base_url = f"http://127.0.0.1:{port}"
-            cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                   "--config", "app/gunicorn_conf.py", "--access-logfile", "-", *gunicorn_args, "app:create_app()"]
-            with srv.log_path.open("a", encoding="utf-8") as log:
-                log.write(f"=== attempt {attempt + 1}: {' '.join(cmd)}\n")
-                log.flush()
-                srv.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                _wait_healthy(srv, timeout=start_timeout)
-                break
-            except LiveServerError:
-                in_use = "Address already in use" in srv.log_tail(200)
-                _stop(srv.proc)
-                if not in_use or attempt == 2:
-                    raise
-        if workers > 1:
-            _wait_workers(srv, workers=workers, timeout=start_timeout)
+        _start_gunicorn(srv, workers=workers, gunicorn_args=gunicorn_args, start_timeout=start_timeout)
         yield srv
     finally:
         if srv.proc is not None:
             _stop(srv.proc)
 
 
+def _start_gunicorn(srv: LiveServer, *, workers: int, gunicorn_args: tuple[str, ...], start_timeout: float) -> None:
+    """Start gunicorn for srv on a free port (retried when the port was taken meanwhile) and wait until healthy."""
+    for attempt in range(3):
+        port = free_port()
+        srv.base_url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+               "--config", "app/gunicorn_conf.py", "--access-logfile", "-", *gunicorn_args, "app:create_app()"]
+        with srv.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"=== attempt {attempt + 1}: {' '.join(cmd)}\n")
+            log.flush()
+            srv.proc = subprocess.Popen(cmd, cwd=ROOT, env=srv.env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            _wait_healthy(srv, timeout=start_timeout)
+            break
+        except LiveServerError:
+            in_use = "Address already in use" in srv.log_tail(200)
+            _stop(srv.proc)
+            if not in_use or attempt == 2:
+                raise
+    if workers > 1:
+        _wait_workers(srv, workers=workers, timeout=start_timeout)
+
+
 @contextlib.contextmanager
-def live_worker(srv: LiveServer, *, env_extra: dict | None = None, ready_timeout: float = 120.0) -> Iterator[
-        subprocess.Popen]:
-    """Run `python -m worker` against a live server's database, store and Redis until the block exits."""
+def live_node(srv: LiveServer, *, tmp_path: Path, workers: int = 1, start_timeout: float = 120.0) -> Iterator[
+        LiveServer]:
+    """Another web node of srv's deployment: its own gunicorn, port, log and MODEL_CACHE; the same database,
+    Redis, store, secret and users."""
+    tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    node = LiveServer(base_url="", db_url=srv.db_url, model_store=srv.model_store, log_path=tmp_path / "gunicorn.log",
+                      env={**srv.env, "MODEL_CACHE": str(tmp_path / "model-cache")}, users=srv.users)
+    try:
+        _start_gunicorn(node, workers=workers, gunicorn_args=(), start_timeout=start_timeout)
+        yield node
+    finally:
+        if node.proc is not None:
+            _stop(node.proc)
+
+
+@contextlib.contextmanager
+def live_worker(srv: LiveServer, *, env_extra: dict | None = None, ready_timeout: float = 120.0,
+                name: str = "worker") -> Iterator[subprocess.Popen]:
+    """Run `python -m worker` against a live server's database, store and Redis until the block exits (its log:
+    `<name>.log` beside the server's)."""
     env = {**srv.env, **(env_extra or {})}
     if not env.get("REDIS_URL"):
         raise LiveServerError("the worker needs REDIS_URL in the live server's env_extra")
-    log_path = srv.log_path.with_name("worker.log")
+    log_path = srv.log_path.with_name(f"{name}.log")
     offset = log_path.stat().st_size if log_path.exists() else 0  # an earlier worker's lines do not count
     with log_path.open("a", encoding="utf-8") as log:
         proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log,

@@ -6,20 +6,51 @@ from sqlalchemy import select
 
 
 def sweep_orphaned_runs() -> int:
-    """Fail every run marked running, and every queued run whose job failed or is gone; return how many.
+    """Fail every running run whose worker is gone, and every queued run whose job failed or is gone; return how many.
 
-    A fresh worker process means whoever ran a running run is gone: this assumes one training worker per queue
-    (training is single flight), which is how prefloop deploys it. A queued run whose job is still in Redis stays
-    queued; one whose job failed before the run started (a stop at that moment) is closed like the API would.
-    Failed runs are final: the job never trains them again (worker/dpo.py FINISHED).
+    A run's worker is gone when it was a process on this host that no longer runs (this fresh worker may be its
+    restart), or when RQ no longer knows it. A run on another live host's worker is left to that worker: if that
+    host dies, RQ moves the job to failed once its heartbeat expires, and app.jobs.reconcile closes the run. A
+    queued run whose job is still in Redis stays queued; one whose job failed before the run started (a stop at
+    that moment) is closed like the API would. Failed runs are final (worker/dpo.py FINISHED).
     """
     from app.extensions import db
     from app.jobs import fail_run, reconcile
     from app.tables import TrainingRun
 
-    runs = list(db.session.scalars(select(TrainingRun).where(TrainingRun.status == "running")))
+    runs = [run for run in db.session.scalars(select(TrainingRun).where(TrainingRun.status == "running"))
+            if not worked_elsewhere(run.id)]
     for run in runs:
         fail_run(run, "the worker stopped while this run was running (found by the startup sweep)")
     queued = list(db.session.scalars(select(TrainingRun).where(TrainingRun.status == "queued")))
     closed = [run for run in queued if reconcile(run).status == "failed"]
     return len(runs) + len(closed)
+
+
+def worked_elsewhere(run_id: str) -> bool:
+    """Whether a live worker other than this process still has the run's job: on another host, or a process of
+    this host that still runs."""
+    import os
+    import socket
+
+    from rq import Worker
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from app.jobs import SERIALIZER
+    from app.processes import pid_alive
+    from app.redis_conn import get_redis
+
+    conn = get_redis()
+    if conn is None:
+        return False
+    try:
+        name = Job.fetch(run_id, connection=conn, serializer=SERIALIZER).worker_name
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn) if name else None
+    except (NoSuchJobError, ValueError):
+        return False
+    if worker is None:
+        return False
+    if worker.hostname != socket.gethostname():
+        return True
+    return bool(worker.pid) and worker.pid != os.getpid() and pid_alive(worker.pid)
