@@ -207,6 +207,7 @@ def run_worker_command(*args: str) -> None:
 
     cfg = current_app.config
     env = {**os.environ, "DATABASE_URL": cfg["SQLALCHEMY_DATABASE_URI"], "MODEL_STORE": str(cfg["MODEL_STORE"]),
+           "MODEL_CACHE": str(cfg["MODEL_CACHE"]),
            "BASE_MODEL": cfg["BASE_MODEL"] or "", "TORCH_THREADS": str(cfg["TORCH_THREADS"]),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     # Lines are passed through as they come, so a long starter build shows its progress (and CliRunner sees them).

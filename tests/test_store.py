@@ -196,3 +196,30 @@ def test_several_nodes_refuse_sqlite_and_a_per_machine_secret(tmp_path):
         create_app(base | {"SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://u@h/db", "SECRET_KEY": None})
     with pytest.raises(ConfigError, match="set REDIS_URL"):
         create_app(base | {"SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://u@h/db", "REDIS_URL": None})
+
+
+def test_bootstrap_into_a_bucket_then_a_fresh_node_serves_it(tmp_path, s3_env, bucket_url):
+    """`flask models bootstrap` (what `make run` calls) with MODEL_STORE=s3://...: the committed starter is
+    published to the bucket and registered there; a node with an empty cache serves it with no other step."""
+    from app import create_app
+    from app.extensions import db
+    from app.registry import active_version_id
+    from app.serving import get_holder
+    from app.tables import ModelVersion
+    from tests.conftest import make_config, upgrade
+
+    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, MODEL_STORE=bucket_url,
+                                 MODEL_CACHE=str(tmp_path / "bootstrap-cache")))
+    upgrade(app)
+    res = app.test_cli_runner().invoke(args=["models", "bootstrap"])
+    assert res.exit_code == 0, res.output
+    with app.app_context():
+        version = db.session.get(ModelVersion, 1)
+        assert version.path == bucket_url + "/1" and active_version_id() == 1
+        assert version.manifest["prebuilt"] is True
+    app.config["MODEL_CACHE"] = str(tmp_path / "fresh-node")
+    loaded = get_holder(app).current()
+    assert loaded.version_id == 1 and (tmp_path / "fresh-node" / "1" / "manifest.json").is_file()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
