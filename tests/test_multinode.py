@@ -68,6 +68,44 @@ class Load:
             t.join(timeout=60)
 
 
+def browser_session_works_across_nodes(a, b) -> None:
+    """Log in on node a; node b honours the session cookie and the CSRF token a's page carries (no sticky
+    sessions), and failed logins count against one limit whichever node they hit."""
+    import http.cookiejar
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(a.url("/auth/login")).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"name": "ann", "password": a.users["ann"]["password"], "csrf_token": token})
+    assert opener.open(a.url("/auth/login"), data=form.encode()).status == 200
+    home = opener.open(b.url("/")).read().decode()  # node b: logged in by node a's cookie
+    assert "Log out" in home
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', home).group(1)
+    req = urllib.request.Request(a.url("/api/progress"))
+    assert opener.open(req).status == 200
+    # A write on node a with the CSRF token node b rendered.
+    req = urllib.request.Request(a.url("/api/comparisons"), data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json", "X-CSRFToken": csrf})
+    assert opener.open(req).status == 201
+    # LOGIN_LIMIT is 4 per minute per name in this deployment: two bad tries on each node, then a 429 on either.
+    statuses = []
+    for node in (a, b, a, b, a):
+        fresh = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        token = re.search(r'name="csrf_token" value="([^"]+)"',
+                          fresh.open(node.url("/auth/login")).read().decode()).group(1)
+        data = urllib.parse.urlencode({"name": "bob", "password": "wrong", "csrf_token": token}).encode()
+        try:
+            statuses.append(fresh.open(node.url("/auth/login"), data=data).status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    assert statuses[-1] == 429 and 429 not in statuses[:4], statuses
+
+
 def worker_of(run_id: str, url: str) -> int:
     """The pid of the worker process that took a run's job."""
     from rq import Worker
@@ -118,7 +156,8 @@ def corrupt_copy(node, s3, *, monkeypatch) -> int:
 
 
 def test_two_nodes_two_workers_one_database_one_redis_one_bucket(tmp_path, starter_dir, s3_server, monkeypatch):
-    """Clicks on both nodes; a Retrain on one worker, then both nodes serve it with no failed request; a rollback
+    """A session and its CSRF token valid on either node, one login limit; clicks on both nodes; a Retrain on one
+    worker, then both nodes serve it with no failed request; a rollback
     seen by both; a worker killed mid-run, then a Retrain on the other; a corrupt upload refused by every node."""
     pg = services.postgres_url()
     services.reset_postgres(pg)
@@ -129,10 +168,11 @@ def test_two_nodes_two_workers_one_database_one_redis_one_bucket(tmp_path, start
         monkeypatch.setenv(key, value)
     env = {"DATABASE_URL": pg, "REDIS_URL": redis_url, "MODEL_STORE": bucket, "NODES": "2", **s3_server.env,
            "GEN_MAX_NEW_TOKENS": "24", "TRAIN_MIN_PAIRS": "4", "TRAIN_SFT_WEIGHT": str(TINY_SFT_WEIGHT),
-           "PREFETCH_SIZE": "4", "GATE_EVAL_PROMPTS": "8"}
+           "PREFETCH_SIZE": "4", "GATE_EVAL_PROMPTS": "8", "LOGIN_LIMIT": "4 per minute"}
     with live_server(tmp_path=tmp_path / "node-a", starter_path=starter_dir["gpt2"], users=USERS, prompts=20,
                      env_extra=env) as a, live_node(a, tmp_path=tmp_path / "node-b") as b:
         nodes = (a, b)
+        browser_session_works_across_nodes(a, b)
         click_shortest(a, "ann", n=20)
         click_shortest(b, "bob", n=20)
         for node in nodes:
