@@ -108,3 +108,59 @@ def write_json(path: Path, data: dict) -> None:
     """Write pretty JSON, creating bench/out/ if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def scratch_database(server_url: str, name: str) -> str:
+    """Create (or recreate, empty) a database of our own on the server `server_url` names; return its URL.
+
+    A benchmark must not need a database made by hand, nor wipe one a test suite or a person is using."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sqlalchemy.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+class LoadSampler:
+    """The machine's load while a measurement runs: the 1-minute load average and the busy share of all CPUs
+    (from /proc/stat), sampled every second, so a figure can be told apart from a busy machine's."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self) -> None:
+
+        busy0, total0 = self._cpu()
+        while not self._stop.wait(1.0):
+            busy, total = self._cpu()
+            self.samples.append((os.getloadavg()[0], (busy - busy0) / max(total - total0, 1)))
+            busy0, total0 = busy, total
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self) -> dict:
+        """Mean and max of the load average and of the CPU busy share over the run."""
+        if not self.samples:
+            return {}
+        loads, busy = [s[0] for s in self.samples], [s[1] for s in self.samples]
+        return {"loadavg_mean": round(statistics.fmean(loads), 2), "loadavg_max": round(max(loads), 2),
+                "cpu_busy_mean": round(statistics.fmean(busy), 2), "cpu_busy_max": round(max(busy), 2)}

@@ -1,14 +1,18 @@
 """Load: N concurrent simulated annotators against gunicorn (2 workers); click -> next comparison shown.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
+        [--reps 3] [--backends sqlite,postgres]
 
 Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
 what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
 (served from the prefetch buffer when it has one); "click -> next shown" times both requests together.
-Runs on SQLite (WAL) and on the scratch Postgres database (its public schema is wiped). The training worker runs
-beside the web, idle, as in production. Afterwards the acknowledged answers (201s) are compared with the rows in
-the preferences table, which must be equal, and the peak RSS of every process is reported.
-Prints a table and writes bench/out/load.json.
+Runs on SQLite (WAL) and on Postgres, in a scratch database the script creates itself on the server that
+--postgres-server names (prefloop_bench_load, dropped and made again each run). The training worker runs beside
+the web, idle, as in production. Afterwards the acknowledged answers (201s) are compared with the rows in the
+preferences table, which must be equal, and the peak RSS of every process is reported.
+Each backend runs --reps times, each on a fresh server and database; the summary gives the median p95 with its
+range, and every run records the machine's load while it ran (load average, CPU busy share), so a run on a busy
+machine shows as one. Prints the tables and writes bench/out/load.json.
 """
 
 from __future__ import annotations
@@ -25,12 +29,21 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.common import OUT, cached_starter, machine, markdown_table, percentile, write_json
+from bench.common import (
+    OUT,
+    LoadSampler,
+    cached_starter,
+    machine,
+    markdown_table,
+    percentile,
+    scratch_database,
+    write_json,
+)
 from bench.retrain import redis_server
 from tests.live import call, live_server, live_worker
-from tests.services import reset_postgres
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
+PG_SERVER = os.environ.get("BENCH_POSTGRES_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SCRATCH = "prefloop_bench_load"
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +53,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
     p.add_argument("--backends", default="sqlite,postgres")
-    p.add_argument("--postgres-url", default=PG_URL, help="a SCRATCH database: its public schema is wiped")
+    p.add_argument("--postgres-server", default=PG_SERVER,
+                   help=f"any database on the server; the script creates its own {SCRATCH} there")
+    p.add_argument("--reps", type=int, default=3, help="runs per backend, each on a fresh server and database")
     p.add_argument("--prefetch", type=int, default=None, help="PREFETCH_SIZE (default: the app's)")
     p.add_argument("--size", choices=["default", "tiny"], default="default")
     p.add_argument("--out", type=Path, default=OUT / "load.json")
@@ -137,9 +152,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
     users = {f"a{i}": "annotator" for i in range(args.annotators)}
     env = {"REDIS_URL": redis_url} | ({"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {})
     if backend == "postgres":
-        reset_postgres(args.postgres_url)
-        env["DATABASE_URL"] = args.postgres_url
-    with live_server(tmp_path=tmp / backend, starter_path=starter, workers=2, users=users, prompts=500,
+        env["DATABASE_URL"] = scratch_database(args.postgres_server, SCRATCH)
+    with live_server(tmp_path=tmp, starter_path=starter, workers=2, users=users, prompts=500,
                      env_extra=env, start_timeout=300) as srv, live_worker(srv, ready_timeout=300) as worker:
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
@@ -152,10 +166,11 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         pids = {f"{role(pid)} {pid}": pid for pid in children(srv.proc.pid)} | {"training worker": worker.pid}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"load client": time.process_time()}
         started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with LoadSampler() as load:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         elapsed = time.monotonic() - started
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         cpu["load client"] = time.process_time() - cpu_before["load client"]
@@ -184,7 +199,27 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.peaks.items()) if v},
         # CPU seconds used per second of the run (2.0 = both cores of this machine), per process.
         "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in sorted(cpu.items())},
+        "machine_load": load.summary(),
     }
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per backend: the median of each run's percentiles, and the range of p95 over the runs."""
+    out = []
+    for backend in dict.fromkeys(r["backend"] for r in runs):
+        mine = [r for r in runs if r["backend"] == backend]
+        p95 = [r["click_to_next_ms"]["p95"] for r in mine]
+        out.append({
+            "backend": backend, "runs": len(mine),
+            "p50_median": round(statistics.median(r["click_to_next_ms"]["p50"] for r in mine), 1),
+            "p95_median": round(statistics.median(p95), 1), "p95_min": min(p95), "p95_max": max(p95),
+            "p99_median": round(statistics.median(r["click_to_next_ms"]["p99"] for r in mine), 1),
+            "answer_p95_median": round(statistics.median(r["answer_ms"]["p95"] for r in mine), 1),
+            "next_p95_median": round(statistics.median(r["next_ms"]["p95"] for r in mine), 1),
+            "errors": sum(r["errors"] for r in mine), "acked_equals_rows": all(r["acked_equals_rows"] for r in mine),
+            "cpu_busy_mean": [r["machine_load"].get("cpu_busy_mean") for r in mine],
+        })
+    return out
 
 
 def main() -> None:
@@ -192,14 +227,24 @@ def main() -> None:
     starter = cached_starter("gpt2", args.size)
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, redis_server(None, Path(tmp)) as url:
-        for backend in args.backends.split(","):
-            report["runs"].append(run_backend(backend, args, starter, url, Path(tmp)))
-            write_json(args.out, report)
+        for rep in range(args.reps):
+            for backend in args.backends.split(","):
+                report["runs"].append(run_backend(backend, args, starter, url, Path(tmp) / f"{backend}-{rep}"))
+                report["summary"] = summarize(report["runs"])
+                write_json(args.out, report)
     rows = [[r["backend"], r["annotators"], r["think_ms"], r["clicks"], r["clicks_per_s"], r["errors"],
              r["click_to_next_ms"]["p50"], r["click_to_next_ms"]["p95"], r["click_to_next_ms"]["p99"],
-             f"{r['acked']} / {r['rows']}"] for r in report["runs"]]
+             f"{r['acked']} / {r['rows']}", r["machine_load"].get("cpu_busy_mean"),
+             r["machine_load"].get("loadavg_max")] for r in report["runs"]]
     print(markdown_table(["backend", "annotators", "think ms", "clicks", "clicks/s", "errors", "p50 ms", "p95 ms",
-                          "p99 ms", "acked / rows"], rows))
+                          "p99 ms", "acked / rows", "CPU busy", "load avg max"], rows))
+    print()
+    print(markdown_table(["backend", "runs", "p50 median", "p95 median (range)", "p99 median", "answer p95",
+                          "next p95", "errors", "acked = rows"],
+                         [[s["backend"], s["runs"], s["p50_median"],
+                           f"{s['p95_median']} ({s['p95_min']}-{s['p95_max']})", s["p99_median"],
+                           s["answer_p95_median"], s["next_p95_median"], s["errors"], s["acked_equals_rows"]]
+                          for s in report["summary"]]))
     for r in report["runs"]:
         print(f"\n{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")

@@ -23,21 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import OUT, cached_starter, machine, stop_on_sigterm, write_json
+from bench.common import OUT, cached_starter, machine, scratch_database, stop_on_sigterm, write_json
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def scratch_database(server_url: str, name: str) -> str:
-    """Create (or empty) a database of our own on the server and return its URL."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return str(sqlalchemy.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False))
 
 
 def publish_copy(app, starter: Path) -> int:
