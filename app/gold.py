@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User
-from app.validation import BadInput, clean_text
+from app.validation import BadInput, clean_text, jsonl_values, upload_text
 
 FORMAT = ('each item: a prompt, its candidates, and `expected`: the number of the best candidate counting from 1, '
           f'or one of {", ".join(GOLD_VERDICTS)}')
@@ -19,20 +19,11 @@ FORMAT = ('each item: a prompt, its candidates, and `expected`: the number of th
 
 def parse_gold_file(*, data: bytes, filename: str) -> list[dict]:
     """Rows of {prompt, candidates, expected} from JSONL or CSV (columns prompt, candidate_1.., expected)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{filename} is not UTF-8 text (byte {exc.start})") from exc
+    text = upload_text(data, filename=filename)
     name = filename.lower()
     if name.endswith((".jsonl", ".ndjson")):
         rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, row in jsonl_values(text, filename=filename):
             if not isinstance(row, dict):
                 raise BadInput(f"{filename} line {lineno}: expected an object; {FORMAT}")
             rows.append({"prompt": row.get("prompt"), "candidates": row.get("candidates"),

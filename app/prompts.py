@@ -5,31 +5,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 
 from sqlalchemy import select
 
 from app.extensions import db
 from app.tables import Prompt
-from app.validation import BadInput, clean_text
+from app.validation import BadInput, clean_text, jsonl_values, upload_text
 
 
 def parse_prompt_file(*, data: bytes, filename: str) -> list[str]:
     """Read prompts from CSV (a `prompt` or `text` column, else the first) or JSONL (`prompt`/`text` or a string)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{filename} is not UTF-8 text (byte {exc.start})") from exc
+    text = upload_text(data, filename=filename)
     name = filename.lower()
     if name.endswith((".jsonl", ".ndjson", ".json")):
         out = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, row in jsonl_values(text, filename=filename):
             value = row if isinstance(row, str) else None
             if isinstance(row, dict):
                 value = row.get("prompt", row.get("text"))

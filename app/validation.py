@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 
 class BadInput(ValueError):
     """Input that gets a clear 4xx and stores nothing."""
@@ -31,3 +34,22 @@ def clean_text(value, *, field: str, max_chars: int) -> str:
         except UnicodeEncodeError:
             raise BadInput(f"{field} contains an unpaired surrogate, which is not text") from None
     return text
+
+
+def upload_text(data: bytes, *, filename: str) -> str:
+    """An uploaded file as text (UTF-8, a BOM allowed), or a BadInput naming the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{filename} is not UTF-8 text (byte {exc.start})") from exc
+
+
+def jsonl_values(text: str, *, filename: str) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of every non-blank line of a JSONL file, or a BadInput naming the line."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc

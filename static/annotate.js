@@ -1,7 +1,6 @@
 // The annotation page: no framework, so nothing to vendor; every action calls the JSON API.
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   let current = null;      // the comparison on screen
   let shownAt = 0;         // when it appeared, for latency_ms
@@ -9,23 +8,7 @@
   let lastAnswered = null; // comparison id that U would undo
   let mode = "pool";       // after an answer: fetch the next pool prompt, or wait for typed input
 
-  async function api(path, body) {
-    const res = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
-      body: JSON.stringify(body || {}),
-      credentials: "same-origin",
-    });
-    let data = {};
-    try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
-    if (!res.ok) throw new Error(data.error || ("request failed: " + res.status));
-    return data;
-  }
-
-  function say(text, kind) {
-    $("status").textContent = text || "";
-    $("status").className = "status " + (kind || "");
-  }
+  const { api, say } = window.prefloop;
 
   function showProgress(p) {
     if (!p) return;

@@ -1,29 +1,12 @@
 // The arena page: one battle at a time, voted with a click or a key; every action calls the JSON API.
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   let current = null;  // the battle on screen
   let shownAt = 0;     // when it appeared, for latency_ms
   let busy = false;    // one request at a time: a double click cannot vote twice
 
-  async function api(path, body) {
-    const res = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
-      body: JSON.stringify(body || {}),
-      credentials: "same-origin",
-    });
-    let data = {};
-    try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
-    if (!res.ok) throw new Error(data.error || ("request failed: " + res.status));
-    return data;
-  }
-
-  function say(text, kind) {
-    $("status").textContent = text || "";
-    $("status").className = "status " + (kind || "");
-  }
+  const { api, say } = window.prefloop;
 
   function show(b) {
     current = b; shownAt = performance.now();
