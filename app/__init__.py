@@ -51,9 +51,10 @@ def create_app(config: Config | dict | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         # Behind a reverse proxy every request comes from the proxy's address: the per-address login limit and
-        # the logs need the client's, from X-Forwarded-For, trusted only for the hops configured.
+        # the logs need the client's, from X-Forwarded-For, trusted only for the hops configured. The host is not
+        # taken from a header (a default nginx passes a client's X-Forwarded-Host through).
         hops = app.config["PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
     return app
 
 

@@ -108,10 +108,14 @@ def create_battle():
 @bp.get("/arena/battles/<id:battle_id>")
 @require("annotate")
 def get_battle(battle_id: int):
-    """A battle: any, with each candidate's version, for operators; your own, without versions, for anyone else."""
-    if can(acting_user(), "activate"):
-        return arena.battle_json(arena.get_battle(battle_id=battle_id), reveal=True)
-    return arena.battle_json(arena.get_battle(battle_id=battle_id, user_id=acting_user().id))
+    """A battle: any, with each candidate's version, for operators; your own, without versions, for anyone else.
+
+    An operator's own battle stays blind until they voted on it."""
+    user = acting_user()
+    if can(user, "activate"):
+        battle = arena.get_battle(battle_id=battle_id)
+        return arena.battle_json(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
+    return arena.battle_json(arena.get_battle(battle_id=battle_id, user_id=user.id))
 
 
 @bp.post("/arena/battles/<id:battle_id>/vote")

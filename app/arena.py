@@ -37,16 +37,24 @@ def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
     if a == b:
         raise BadInput("choose two different versions")
     for vid in (a, b):
-        if db.session.get(ModelVersion, vid) is None:
+        # Bounded first: an id past the integer column's range is an OverflowError in the driver, not a miss.
+        if not 1 <= vid <= 2**31 - 1 or db.session.get(ModelVersion, vid) is None:
             raise BadInput(f"version {vid} not found", status=404)
     low, high = sorted((a, b))
     existing = db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
                                                           ArenaPair.high_version_id == high)).first()
     if existing is not None:
         return existing
+    from sqlalchemy.exc import IntegrityError
+
     pair = ArenaPair(low_version_id=low, high_version_id=high, created_by=actor)
     db.session.add(pair)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same pair added by a concurrent request (a double submit)
+        db.session.rollback()
+        return db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
+                                                          ArenaPair.high_version_id == high)).one()
     record_event(actor=actor, action="arena_pair_added", detail={"versions": [low, high]})
     return pair
 
@@ -105,9 +113,9 @@ def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, i
 
 
 def pool_inputs(*, limit: int) -> list[tuple[str, int]]:
-    """Pool prompts with the fewest battles so far (oldest first among equals)."""
-    count = select(func.count(ArenaBattle.id)).where(ArenaBattle.prompt_id == Prompt.id).scalar_subquery()
-    rows = db.session.execute(select(Prompt.text, Prompt.id).order_by(count, Prompt.id).limit(limit)).all()
+    """Pool prompts drawn at random: a fixed order (fewest battles first) would offer the same prompt again and
+    again when it cannot be sampled (too long for a version's template), and the arena would be stuck on it."""
+    rows = db.session.execute(select(Prompt.text, Prompt.id).order_by(func.random()).limit(limit)).all()
     if not rows:
         from app.comparisons import PoolEmpty
 
@@ -120,8 +128,22 @@ def battle_pair(battle: ArenaBattle) -> tuple[int, int]:
     return tuple(sorted(c.version_id for c in battle.candidates))
 
 
+def retire_ready(*, pairs: list[tuple[int, int]]) -> int:
+    """Mark stale the prefetched battles of pairs no longer compared (the default pair moves with each promotion),
+    so the ready set holds only battles someone can be handed."""
+    ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+                               .where(ArenaBattle.state == "ready")).unique().all()
+    old = [b.id for b in ready if battle_pair(b) not in pairs]
+    if old:
+        db.session.execute(update(ArenaBattle).where(ArenaBattle.id.in_(old), ArenaBattle.state == "ready")
+                           .values(state="stale"))
+        db.session.commit()
+    return len(old)
+
+
 def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | None:
     """Atomically take one prefetched battle of a current pair, or None."""
+    retire_ready(pairs=pairs)
     ready = db.session.scalars(
         select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
         .where(ArenaBattle.state == "ready").order_by(ArenaBattle.id).limit(20)
@@ -234,13 +256,25 @@ def outcomes() -> list[tuple[int, int, str]]:
             for a, b, verdict, winner, left_id in rows]
 
 
+_STANDINGS: dict = {}  # this process's last leaderboard, by the votes it was computed from
+
+
 def standings() -> dict:
-    """The leaderboard (Bradley-Terry ratings with bootstrap intervals) and win/tie/loss per pair of versions."""
+    """The leaderboard (Bradley-Terry ratings with bootstrap intervals) and win/tie/loss per pair of versions.
+
+    Computed again only when the votes changed (their count and newest vote time): the bootstrap refits the model
+    ARENA_BOOTSTRAP_ROUNDS times, which a page view should not pay for each time."""
     from app.ratings import leaderboard, pair_counts
 
-    battles = outcomes()
-    return {"versions": leaderboard(battles, rounds=current_app.config["ARENA_BOOTSTRAP_ROUNDS"]),
-            "pairs": pair_counts(battles), "votes": len(battles)}
+    key = db.session.execute(select(func.count(ArenaBattle.id), func.max(ArenaBattle.voted_at))
+                             .where(ArenaBattle.verdict.is_not(None))).one()
+    key = (tuple(key), current_app.config["ARENA_BOOTSTRAP_ROUNDS"])
+    if _STANDINGS.get("key") != key:
+        battles = outcomes()
+        _STANDINGS.update(key=key, value={
+            "versions": leaderboard(battles, rounds=current_app.config["ARENA_BOOTSTRAP_ROUNDS"]),
+            "pairs": pair_counts(battles), "votes": len(battles)})
+    return _STANDINGS["value"]
 
 
 def in_use() -> bool:
@@ -251,19 +285,26 @@ def in_use() -> bool:
 
 def fill_arena(app, *, limit: int, batch: int) -> int:
     """Top up each current pair's ready battles to `limit`, in batched calls, while the arena is in use."""
+    from app.comparisons import PoolEmpty
     from app.serving import get_holder
 
     made = 0
     with app.app_context():
         if limit > 0 and in_use():
+            pairs = battle_pairs()
+            retire_ready(pairs=pairs)
             ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
                                        .where(ArenaBattle.state == "ready")).unique().all()
-            for pair in battle_pairs():
+            for pair in pairs:
                 have = sum(1 for b in ready if battle_pair(b) == pair)
                 if have > max(limit - batch, limit // 2):
                     continue
-                battles = generate_battles(holder=get_holder(app), pair=pair,
-                                           inputs=pool_inputs(limit=min(limit - have, batch)), user_id=None)
+                try:
+                    inputs = pool_inputs(limit=min(limit - have, batch))
+                    battles = generate_battles(holder=get_holder(app), pair=pair, inputs=inputs, user_id=None)
+                except (PoolEmpty, BadInput):
+                    db.session.rollback()  # no pool, or a prompt or version that cannot be sampled: inline then
+                    continue
                 db.session.commit()
                 made += len(battles)
         db.session.remove()

@@ -83,6 +83,8 @@ class Config:
         self.NODES = env_int("NODES", 1)
         # Reverse proxies in front of the web that set X-Forwarded-For (0: none; trust no such header).
         self.PROXY_HOPS = env_int("PROXY_HOPS", 0)
+        if self.PROXY_HOPS < 0:
+            raise ValueError(f"PROXY_HOPS must be 0 or more, got {self.PROXY_HOPS}")
         # Empty BASE_MODEL means "the starter model in the store"; otherwise a local folder or hub id.
         self.BASE_MODEL = env_str("BASE_MODEL")
         self.TORCH_THREADS = env_int("TORCH_THREADS", 1)

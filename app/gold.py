@@ -8,6 +8,7 @@ import io
 import json
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User
@@ -30,7 +31,10 @@ def parse_gold_file(*, data: bytes, filename: str) -> list[dict]:
                          "expected": row.get("expected")})
         return rows
     if name.endswith(".csv"):
-        table = list(csv.reader(io.StringIO(text)))
+        try:
+            table = list(csv.reader(io.StringIO(text)))
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            raise BadInput(f"{filename}: not a readable CSV file ({exc})") from exc
         if not table:
             return []
         header = [h.strip().lower() for h in table[0]]
@@ -58,7 +62,8 @@ def clean_item(row: dict, *, number: int, candidates: int, max_chars: int) -> tu
     expected = row.get("expected")
     if isinstance(expected, str) and expected.strip().lower() in GOLD_VERDICTS:
         return prompt, texts, expected.strip().lower()
-    if isinstance(expected, str) and expected.strip().isdigit():
+    # isdecimal, not isdigit ("²" is a digit int() refuses), and short: a long run of digits is no candidate number.
+    if isinstance(expected, str) and expected.strip().isdecimal() and len(expected.strip()) <= 3:
         expected = int(expected.strip())
     if type(expected) is not int or not 1 <= expected <= candidates:
         raise BadInput(f"{where}: expected must be 1..{candidates} or one of {', '.join(GOLD_VERDICTS)}")
@@ -78,7 +83,12 @@ def import_gold(*, rows: list[dict], source: str, candidates: int, max_chars: in
     new = [GoldItem(input_text=p, candidates=t, expected=e, item_hash=h, source=source[:128])
            for h, (p, t, e) in cleaned.items() if h not in existing]
     db.session.add_all(new)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError as exc:  # the same items imported by a concurrent request: nothing of this one is kept
+        db.session.rollback()
+        raise BadInput("some of these gold items were imported by another request at the same time; "
+                       "nothing was imported: upload the file again", 409) from exc
     return {"imported": len(new), "duplicates": len(rows) - len(new)}
 
 

@@ -82,6 +82,7 @@ class Click:
     candidates: tuple[tuple[int, str], ...]  # (candidate id, text)
     battle_id: int | None = None  # an arena vote: its candidates come from the versions below, one each
     versions: tuple[int, ...] = ()
+    voted_at: str = ""  # ISO time of the vote (what "new since the last run" means for votes)
 
 
 def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
@@ -100,7 +101,7 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
             else:
                 version_of = dict(zip((cid for cid, _ in click.candidates), click.versions, strict=True))
                 yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
-                              "rejected_version_id": version_of[cid]}
+                              "rejected_version_id": version_of[cid], "voted_at": click.voted_at}
 
 
 # Rows per round trip. The stream holds one batch, never the table: bench/export.py, docs/BENCHMARKS.md.
@@ -130,17 +131,19 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
 
 
 def take_snapshot(*, arena_votes: bool = False) -> tuple[dict, str]:
-    """Fix a run's data: the clicks up to the newest preference id (and, with arena_votes, the votes up to the
-    newest battle id), counted and hashed in one streamed pass.
+    """Fix a run's data: the clicks up to the newest preference id (and, with arena_votes, the votes cast until
+    now), counted and hashed in one streamed pass.
 
     The run row keeps those bounds, not every id, and this runs before the retrain lock is taken: its work grows
     with the clicks, and the lock must only cover the check for an open run and the insert."""
-    from app.tables import ArenaBattle
+    from app.tables import utcnow
 
     upto = db.session.scalar(select(func.max(Preference.id))) or 0
     snapshot = {"max_preference_id": upto}
     if arena_votes:
-        snapshot["max_battle_id"] = db.session.scalar(select(func.max(ArenaBattle.id))) or 0
+        # By vote time, not battle id: a battle's id is fixed when it is generated, and one handed out before the
+        # snapshot but voted on after it would otherwise join a run that was already fixed.
+        snapshot["votes_until"] = utcnow().isoformat()
     counts = {"clicks": 0, "votes": 0, "pairs": 0}
 
     def counted(items, key=None):
@@ -156,35 +159,37 @@ def take_snapshot(*, arena_votes: bool = False) -> tuple[dict, str]:
 
 def snapshot_clicks(snapshot: dict) -> Iterator[Click]:
     """The clicks a run's snapshot names: up to its bound (runs queued before bounds existed list their ids), then
-    the arena votes up to its battle bound, if it has one."""
+    the arena votes cast until its vote bound, if it has one."""
+    from datetime import datetime
+
     if "preference_ids" in snapshot:
         yield from choice_preferences(ids=snapshot["preference_ids"])
     else:
         yield from choice_preferences(upto=snapshot.get("max_preference_id") or 0)
-    if "max_battle_id" in snapshot:
-        yield from arena_votes(upto=snapshot["max_battle_id"])
+    if "votes_until" in snapshot:
+        yield from arena_votes(until=datetime.fromisoformat(snapshot["votes_until"]))
 
 
-def arena_votes(*, upto: int | None = None) -> Iterator[Click]:
-    """Every arena vote for a winner (none newer than `upto`), oldest first, as a click on the winner with its
-    prompt as its version saw it."""
+def arena_votes(*, until=None) -> Iterator[Click]:
+    """Every arena vote for a winner (none cast after `until`), oldest battle first, as a click on the winner with
+    its prompt as its version saw it."""
     from app.tables import ArenaBattle, ArenaCandidate
 
     stmt = (
         select(ArenaBattle.id, ArenaBattle.winner_candidate_id, ArenaBattle.input_text, ArenaCandidate.id,
-               ArenaCandidate.text, ArenaCandidate.version_id, ArenaCandidate.model_prompt)
+               ArenaCandidate.text, ArenaCandidate.version_id, ArenaCandidate.model_prompt, ArenaBattle.voted_at)
         .join(ArenaCandidate, ArenaCandidate.battle_id == ArenaBattle.id)
         .where(ArenaBattle.verdict == "choice")
         .order_by(ArenaBattle.id, ArenaCandidate.position)
         .execution_options(yield_per=BATCH)
     )
-    if upto is not None:
-        stmt = stmt.where(ArenaBattle.id <= upto)
+    if until is not None:
+        stmt = stmt.where(ArenaBattle.voted_at <= until)
     for battle_id, rows in groupby(db.session.execute(stmt), key=lambda row: row[0]):
         rows = list(rows)
         winner = next(row for row in rows if row[3] == row[1])
         yield Click(None, None, winner[6], rows[0][2], winner[5], winner[1], tuple((r[3], r[4]) for r in rows),
-                    battle_id=battle_id, versions=tuple(r[5] for r in rows))
+                    battle_id=battle_id, versions=tuple(r[5] for r in rows), voted_at=rows[0][7].isoformat())
 
 
 def export_lines(*, arena: bool = False) -> Iterator[str]:

@@ -28,7 +28,10 @@ def parse_prompt_file(*, data: bytes, filename: str) -> list[str]:
             out.append(value)
         return out
     if name.endswith((".csv", ".txt", ".tsv")):
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t" if name.endswith(".tsv") else ","))
+        try:
+            rows = list(csv.reader(io.StringIO(text), delimiter="\t" if name.endswith(".tsv") else ","))
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            raise BadInput(f"{filename}: not a readable CSV file ({exc})") from exc
         if not rows:
             return []
         header = [h.strip().lower() for h in rows[0]]

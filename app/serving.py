@@ -33,6 +33,7 @@ class ModelHolder:
         self._retry_at = 0.0
         self._resident: OrderedDict[int, object] = OrderedDict()  # arena versions besides the served one, LRU
         self._resident_lock = threading.Lock()
+        self._resident_loading = threading.Lock()
 
     def current(self):
         """Return the loaded model, loading the active version first if none is loaded yet."""
@@ -121,8 +122,9 @@ class ModelHolder:
         """A loaded version for the arena: the served one, else one of at most ARENA_RESIDENT_VERSIONS others.
 
         Each resident version is one more copy of a model in this process: memory grows by one checkpoint per
-        version up to the cap, and the least recently used one is dropped beyond it. Loads are serialized by the
-        lock: two battles asking for the same cold version load it once."""
+        version up to the cap, and the least recently used one is dropped beyond it. Loads are serialized: two
+        battles asking for the same cold version load it once. The load runs in the request that first needs the
+        version (or in the prefetcher, which fills the arena ahead of requests)."""
         from app.extensions import db
         from app.lm.checkpoint import load_checkpoint
         from app.registry import check_checkpoint
@@ -133,10 +135,11 @@ class ModelHolder:
         served = self.current()
         if served.version_id == version_id:
             return served
-        with self._resident_lock:
-            if version_id in self._resident:
-                self._resident.move_to_end(version_id)
-                return self._resident[version_id]
+        with self._resident_loading:  # one load at a time; the dict's own lock is held only to read or change it
+            with self._resident_lock:
+                if version_id in self._resident:
+                    self._resident.move_to_end(version_id)
+                    return self._resident[version_id]
             version = db.session.get(ModelVersion, version_id)
             try:
                 if version is None:
@@ -146,22 +149,27 @@ class ModelHolder:
                 loaded = load_checkpoint(folder, version_id=version_id)
             except Exception as exc:  # noqa: BLE001 - any load failure is the caller's clear error, not a 500
                 raise BadInput(f"version {version_id} cannot be loaded for the arena: {exc}", 409) from exc
-            self._resident[version_id] = loaded
-            while len(self._resident) > max(self.app.config["ARENA_RESIDENT_VERSIONS"], 1):
-                self._resident.popitem(last=False)
+            with self._resident_lock:
+                self._resident[version_id] = loaded
+                while len(self._resident) > max(self.app.config["ARENA_RESIDENT_VERSIONS"], 1):
+                    self._resident.popitem(last=False)
             return loaded
 
     def pinned(self) -> set[int]:
         """The versions this process holds: the node's cache must not evict them."""
-        return {v for v in (self._loaded.version_id if self._loaded else None, *self._resident) if v is not None}
+        with self._resident_lock:
+            resident = list(self._resident)
+        return {v for v in (self._loaded.version_id if self._loaded else None, *resident) if v is not None}
 
     def status(self) -> dict:
         """What this process serves and any load error, for the ops page."""
+        with self._resident_lock:
+            resident = list(self._resident)
         return {
             "serving": self._loaded.version_id if self._loaded else None,
             "wanted": self._wanted,
             "error": self.last_error,
-            "resident": list(self._resident),
+            "resident": resident,
         }
 
 

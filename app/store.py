@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -185,6 +186,9 @@ def local_copy(location: str | Path, *, files: dict | None = None, keep: set[int
     cache = Path(current_app.config["MODEL_CACHE"])
     dest = cache / str(number)
     with cache_lock(cache, number):
+        if (dest / "manifest.json").is_file() and not cached_matches(dest, files):
+            # Another bucket's (or an earlier) version under the same number: fetch this one instead.
+            shutil.rmtree(dest, ignore_errors=True)
         if not (dest / "manifest.json").is_file():
             tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
             try:
@@ -198,27 +202,50 @@ def local_copy(location: str | Path, *, files: dict | None = None, keep: set[int
     return dest
 
 
+def cached_matches(folder: Path, files: dict | None) -> bool:
+    """Whether a cached copy's manifest lists exactly these files (the registry's); without them, any copy does."""
+    if files is None:
+        return True
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("files") == files
+    except (OSError, ValueError):
+        return False
+
+
 def folder_bytes(folder: Path) -> int:
     """Bytes of the files in a folder."""
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
+# A copy used this recently may be loading in another process of the node (the other web workers, the prefetcher,
+# the worker), which `keep` cannot name: it is not evicted, whatever the limit.
+RECENT_SECONDS = 600
+
+
 def evict(cache: Path, *, limit_mb: int, keep: set[int]) -> list[int]:
-    """Remove least recently used cached versions while the cache is over its limit; never `keep` or the active."""
+    """Remove least recently used cached versions while the cache is over its limit; never `keep`, the active one,
+    or one used in the last RECENT_SECONDS."""
     from app.registry import active_version_id
 
     keep = set(keep) | {active_version_id()}
-    versions = sorted((p for p in cache.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: p.stat().st_mtime)
-    total = sum(folder_bytes(p) for p in versions)
+    now = time.time()
+    stamped = []
+    for folder in cache.iterdir():
+        try:
+            if folder.is_dir() and folder.name.isdigit():
+                stamped.append((folder.stat().st_mtime, folder, folder_bytes(folder)))
+        except FileNotFoundError:
+            continue  # another process of the node evicted it meanwhile
+    total = sum(size for _, _, size in stamped)
     removed = []
-    for folder in versions:
+    for used, folder, size in sorted(stamped):
         if total <= limit_mb * 1024 * 1024:
             break
-        if int(folder.name) in keep:
+        if int(folder.name) in keep or now - used < RECENT_SECONDS:
             continue
         with cache_lock(cache, int(folder.name)):
-            total -= folder_bytes(folder)
             shutil.rmtree(folder, ignore_errors=True)
+        total -= size
         removed.append(int(folder.name))
     return removed
 

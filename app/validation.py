@@ -50,6 +50,9 @@ def jsonl_values(text: str, *, filename: str) -> Iterator[tuple[int, object]]:
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # a number past Python's digit limit, or nesting too deep
+            raise BadInput(f"{filename} line {lineno}: not usable JSON ({exc.__class__.__name__})") from exc
+        yield lineno, value

@@ -308,7 +308,8 @@ def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
 
 def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
     """TRAIN_ARENA_VOTES: off, the snapshot holds the clicks alone; on, each vote for a winner adds one pair
-    (winner over loser), and the run trains on both and records the battle bound for the next run."""
+    (winner over loser), and the run trains on both and records the vote bound for the next run. A vote cast after
+    the snapshot, on a battle generated before it, is not in it."""
     from app.arena import create_battle, record_vote
     from app.extensions import db
     from app.preferences import build_pairs, snapshot_clicks, take_snapshot
@@ -333,8 +334,12 @@ def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
                     candidate_id=None, verdict="tie")  # a tie is no pair
         clicks_only, _ = take_snapshot()
         with_votes, digest = take_snapshot(arena_votes=True)
-        assert "max_battle_id" not in clicks_only and clicks_only["clicks"] == len(ids)
+        assert "votes_until" not in clicks_only and clicks_only["clicks"] == len(ids)
         assert with_votes["votes"] == voted > 0 and with_votes["pairs"] == clicks_only["pairs"] + voted
+        late = create_battle(user_id=voter.id, input_text="Handed out before, voted after.")
+        later, _ = take_snapshot(arena_votes=True)
+        record_vote(user_id=voter.id, battle_id=late.id, candidate_id=late.candidates[0].id, verdict=None)
+        assert sum("battle_id" in p for p in build_pairs(snapshot_clicks(later))) == voted
         vote_pairs = [p for p in build_pairs(snapshot_clicks(with_votes)) if "battle_id" in p]
         assert len(vote_pairs) == voted and all(len(p["chosen"]) <= len(p["rejected"]) for p in vote_pairs)
         assert {p["chosen_version_id"] for p in vote_pairs} | {p["rejected_version_id"] for p in vote_pairs} <= {1, 2}
@@ -348,5 +353,5 @@ def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
         assert run.status in ("succeeded", "rejected"), run.error
         manifest = json.loads((Path(app.config["MODEL_STORE"]) / "3" / "manifest.json").read_text())
         assert manifest["snapshot"]["pairs"] == with_votes["pairs"]
-        assert manifest["snapshot"]["max_battle_id"] == with_votes["max_battle_id"]
+        assert manifest["snapshot"]["votes_until"] == with_votes["votes_until"]
         assert manifest["snapshot"]["clicks"] == len(ids) + voted and manifest["snapshot"]["missing_clicks"] == 0

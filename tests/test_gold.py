@@ -51,6 +51,8 @@ def test_jsonl_and_csv_import_without_duplicates(app, client, users, admin):
     ({"prompt": "", "candidates": ["a", "b", "c"], "expected": 1}, "prompt is empty"),
     ({"prompt": "Hi.", "candidates": ["a", "a", "c"], "expected": 1}, "two candidates are the same"),
     ({"prompt": "Hi.", "candidates": ["a", 5, "c"], "expected": 1}, "must be a string"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "²"}, "expected must be 1..3"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "1" * 5000}, "expected must be 1..3"),
 ])
 def test_a_bad_row_imports_nothing_and_says_which(app, client, users, admin, row, message):
     data = (json.dumps(GOLD[0]) + "\n" + json.dumps(row)).encode()
@@ -89,3 +91,16 @@ def test_gold_is_mixed_in_scored_and_never_exported(app, client, users, admin, a
     assert inputs <= {"Water the plants."}
     report = client.get("/api/agreement", headers=admin["headers"]).json
     assert report["gold"]["annotators"][0]["correct"] == 1
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("gold.jsonl", b'{"expected": ' + b"1" * 5000 + b"}", "line 1: not usable JSON"),
+    ("gold.jsonl", b"[" * 100_000, "line 1: not"),
+    ("gold.csv", b"prompt,candidate_1,candidate_2,candidate_3,expected\n" + b"x" * 200_000 + b",a,b,c,1\n",
+     "not a readable CSV file"),
+    ("gold.jsonl", b"\xff\xfe", "is not UTF-8 text"),
+])
+def test_unreadable_files_are_clear_errors(app, client, users, admin, name, data, message):
+    page = upload(client, users, admin, name, data)
+    assert "No gold items imported" in page and message in page
+    assert gold_count(app) == 0

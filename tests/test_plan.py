@@ -53,10 +53,11 @@ def test_held_out_bound_is_stable_across_runs():
 
 
 def test_votes_and_clicks_are_bounded_as_separate_answers():
-    """Arena votes (one pair each, keyed by battle id) sit beside clicks: new ones of each kind come first."""
+    """Arena votes (one pair each, new by vote time) sit beside clicks: new ones of each kind come first."""
     clicks = pairs_of(range(1, 11))  # two pairs per click
-    votes = [{"battle_id": b, "input": f"v{b}", "prompt": "p", "chosen": "c", "rejected": "r"} for b in range(1, 11)]
-    kept = bound_pairs(clicks + votes, max_pairs=10, since={"click": 8, "vote": 7}, seed="s")
+    votes = [{"battle_id": b, "input": f"v{b}", "prompt": "p", "chosen": "c", "rejected": "r",
+              "voted_at": f"2026-12-02T10:{b:02d}:00"} for b in range(1, 11)]
+    kept = bound_pairs(clicks + votes, max_pairs=10, since={"click": 8, "vote": "2026-12-02T10:07:00"}, seed="s")
     keys = [click_of(p) for p in kept]
     assert len(kept) == 10
     assert {("click", 9), ("click", 10), ("vote", 8), ("vote", 9), ("vote", 10)} <= set(keys)

@@ -137,13 +137,14 @@ def test_the_sweep_removes_uploads_that_never_got_a_manifest(app, s3_env, bucket
 
 
 def test_lru_eviction_keeps_the_active_and_the_pinned(app, tmp_path):
-    """Over the limit, the least recently used go first; the active version and what a process serves stay."""
+    """Over the limit, the least recently used go first; the active version, what a process serves, and a copy used
+    in the last 10 minutes (another process of the node may be loading it) stay."""
     import os
 
     from app.store import evict
 
     cache = tmp_path / "cache"
-    for number, age in ((1, 400), (2, 300), (3, 200), (4, 100)):
+    for number, age in ((1, 4000), (2, 3000), (3, 2000), (4, 100)):  # 4: used 100 s ago, maybe loading now
         folder = cache / str(number)
         folder.mkdir(parents=True)
         (folder / "model.bin").write_bytes(b"x" * 300_000)  # 1.2 MB in all: one must go

@@ -169,7 +169,10 @@ def main(argv: list[str]) -> int:
         logging.info("marked %d orphaned run(s) failed", swept)
     removed = sweep_temp_folders(app.config["MODEL_STORE"]) + sweep_temp_folders(app.config["MODEL_CACHE"])
     if is_remote(app.config["MODEL_STORE"]):
-        removed += Bucket(app.config["MODEL_STORE"]).sweep()
+        try:
+            removed += Bucket(app.config["MODEL_STORE"]).sweep()
+        except Exception as exc:  # noqa: BLE001 - a store away now must not stop the worker; the next start sweeps
+            logging.warning("could not sweep uncommitted uploads in %s: %s", app.config["MODEL_STORE"], exc)
     if removed:
         logging.info("removed %d unfinished checkpoint folder(s) or upload(s): %s", len(removed), ", ".join(removed))
 

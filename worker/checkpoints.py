@@ -137,10 +137,12 @@ def publish_to_bucket(*, store: str, save: Callable[[Path], dict | None], manife
         manifest |= {"files": file_digests(tmp), "libraries": library_versions(),
                      "created_at": datetime.now(UTC).isoformat()}
         number, location = publish_remote(store=store, folder=tmp, manifest=manifest)
-        try:
+        from app.store import cache_lock
+
+        with cache_lock(cache, number):
+            # A folder already under this number is another bucket's or a dead upload's: this one replaces it.
+            shutil.rmtree(cache / str(number), ignore_errors=True)
             os.rename(tmp, cache / str(number))
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # a copy is already cached: keep that one
         return number, location
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

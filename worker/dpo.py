@@ -131,7 +131,7 @@ def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict],
         "hash": data_hash, "pairs": len(pairs), "train_pairs": len(train_pairs),
         "train_clicks": len({click_of(p) for p in train_pairs}),
         "heldout_pairs": len(heldout_pairs), "max_preference_id": snapshot.get("max_preference_id"),
-        "max_battle_id": snapshot.get("max_battle_id"),
+        "votes_until": snapshot.get("votes_until"),
         # Counted as answers: clicks plus, when TRAIN_ARENA_VOTES was on, the votes for a winner.
         "clicks": clicks,
         "missing_clicks": max(0, ((snapshot.get("clicks") or 0) + (snapshot.get("votes") or 0) or clicks) - clicks),

@@ -60,15 +60,15 @@ def run_pairs(pairs: list[dict], *, spec: TrainingSpec, parent: ModelVersion, sn
     train, heldout = split_by_prompt(pairs, holdout=spec.holdout, seed=spec.seed)
     # New clicks (and votes) are those since the parent's own snapshot; the replay sample is seeded by this run's bound.
     before = (parent.manifest or {}).get("snapshot") or {}
-    since = {"click": before.get("max_preference_id") or 0, "vote": before.get("max_battle_id") or 0}
+    since = {"click": before.get("max_preference_id") or 0, "vote": before.get("votes_until") or ""}
     train = bound_pairs(train, max_pairs=spec.max_pairs, since=since,
                         seed=f"{spec.seed}:{snapshot.get('max_preference_id')}")
     return train, bound_heldout(heldout, max_pairs=spec.max_pairs // 4)
 
 
 def bound_pairs(pairs: list[dict], *, max_pairs: int, since: dict, seed: str) -> list[dict]:
-    """At most max_pairs pairs: clicks newer than `since` ({"click": preference id, "vote": battle id}) newest first,
-    then a replay sample of older ones.
+    """At most max_pairs pairs: answers newer than `since` ({"click": preference id, "vote": ISO vote time}) first,
+    newest first (new clicks, then new votes: ids and times do not sort together), then a replay sample of older.
 
     With start "base" every retrain trains from the starter, so its cost grew with every click ever made (564 pairs:
     41 s, 1,882: 134 s on 2 cores). Bounded, it stays flat while the anchor stays the starter; the new clicks are
@@ -77,10 +77,15 @@ def bound_pairs(pairs: list[dict], *, max_pairs: int, since: dict, seed: str) ->
     clicks = by_click(pairs)
 
     def is_new(click: list[dict]) -> bool:
-        kind, number = click_of(click[0])
-        return number > since.get(kind, 0)
+        if "battle_id" in click[0]:
+            return click[0].get("voted_at", "") > since.get("vote", "")
+        return click[0]["preference_id"] > since.get("click", 0)
 
-    new = sorted((c for c in clicks if is_new(c)), key=lambda c: -click_of(c[0])[1])
+    new_clicks = sorted((c for c in clicks if is_new(c) and "battle_id" not in c[0]),
+                        key=lambda c: -c[0]["preference_id"])
+    new_votes = sorted((c for c in clicks if is_new(c) and "battle_id" in c[0]),
+                       key=lambda c: c[0].get("voted_at", ""), reverse=True)
+    new = new_clicks + new_votes
     old = [c for c in clicks if not is_new(c)]
     random.Random(seed).shuffle(old)
     return take_clicks(new + old, max_pairs=max_pairs)

@@ -133,6 +133,11 @@ def downgrade():
     for column in ('prompt_id', 'state', 'user_id', 'voted_at'):
         op.drop_index(op.f(f'ix_arena_battles_{column}'), table_name='arena_battles')
     op.drop_table('arena_battles')
+    # Gold comparisons have no model version and go with their items: the column becomes NOT NULL again.
+    gold = "SELECT id FROM comparisons WHERE gold_item_id IS NOT NULL"
+    op.execute(f"DELETE FROM preferences WHERE comparison_id IN ({gold})")
+    op.execute(f"DELETE FROM candidates WHERE comparison_id IN ({gold})")
+    op.execute("DELETE FROM comparisons WHERE gold_item_id IS NOT NULL")
     with sqlite_foreign_keys_off():
         with op.batch_alter_table('comparisons', schema=None) as batch_op:
             batch_op.drop_constraint('uq_comparisons_gold_user', type_='unique')
