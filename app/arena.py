@@ -10,71 +10,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
-from app.tables import ArenaBattle, ArenaCandidate, ArenaPair, ModelVersion, Prompt, utcnow
+from app.pairs import battle_pairs
+from app.tables import ArenaBattle, ArenaCandidate, Prompt, utcnow
 from app.validation import BadInput, clean_text
 
 # The prefetcher keeps battles ready only while someone battled this recently: an idle arena costs nothing.
 IN_USE = timedelta(minutes=10)
-
-
-def battle_pairs() -> list[tuple[int, int]]:
-    """The pairs of versions battles are drawn from: the operators' choice, else the active version and its parent."""
-    from app.registry import active_version_id
-
-    chosen = db.session.execute(select(ArenaPair.low_version_id, ArenaPair.high_version_id)
-                                .order_by(ArenaPair.id)).all()
-    if chosen:
-        return [tuple(row) for row in chosen]
-    active = active_version_id()
-    parent = db.session.scalar(select(ModelVersion.parent_id).where(ModelVersion.id == active)) if active else None
-    return [tuple(sorted((active, parent)))] if parent else []
-
-
-def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
-    """Have the arena compare versions a and b from now on (instead of the default pair); audited."""
-    from app.registry import record_event
-
-    if a == b:
-        raise BadInput("choose two different versions")
-    for vid in (a, b):
-        # Bounded first: an id past the integer column's range is an OverflowError in the driver, not a miss.
-        if not 1 <= vid <= 2**31 - 1 or db.session.get(ModelVersion, vid) is None:
-            raise BadInput(f"version {vid} not found", status=404)
-    low, high = sorted((a, b))
-    existing = db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
-                                                          ArenaPair.high_version_id == high)).first()
-    if existing is not None:
-        return existing
-    from sqlalchemy.exc import IntegrityError
-
-    pair = ArenaPair(low_version_id=low, high_version_id=high, created_by=actor)
-    db.session.add(pair)
-    try:
-        db.session.flush()
-    except IntegrityError:  # the same pair added by a concurrent request (a double submit)
-        db.session.rollback()
-        return db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
-                                                          ArenaPair.high_version_id == high)).one()
-    record_event(actor=actor, action="arena_pair_added", detail={"versions": [low, high]})
-    return pair
-
-
-def remove_pair(*, pair_id: int, actor: str) -> None:
-    """Stop comparing a chosen pair; with none left, battles go back to the active version against its parent."""
-    from app.registry import record_event
-
-    pair = db.session.get(ArenaPair, pair_id)
-    if pair is None:
-        raise BadInput(f"arena pair {pair_id} not found", status=404)
-    versions = [pair.low_version_id, pair.high_version_id]
-    db.session.delete(pair)
-    db.session.flush()
-    record_event(actor=actor, action="arena_pair_removed", detail={"versions": versions})
-
-
-def list_pairs() -> list[ArenaPair]:
-    """The operators' chosen pairs, oldest first."""
-    return list(db.session.scalars(select(ArenaPair).order_by(ArenaPair.id)))
 
 
 def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, int | None]],

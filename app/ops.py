@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app import arena
+from app import arena, pairs
 from app.extensions import db
 from app.registry import activate_version, active_version_id, audit_log, list_versions, rollback
 from app.serving import get_holder
@@ -27,8 +27,8 @@ def versions():
         events=audit_log(),
         serving=get_holder(current_app._get_current_object()).status(),
         standings=arena.standings(),
-        chosen_pairs=arena.list_pairs(),
-        battle_pairs=arena.battle_pairs(),
+        chosen_pairs=pairs.list_pairs(),
+        battle_pairs=pairs.battle_pairs(),
     )
 
 
@@ -43,7 +43,7 @@ def add_arena_pair():
         flash("Not added: choose two versions.", "error")
         return redirect(url_for("ops.versions"))
     try:
-        arena.add_pair(a=a, b=b, actor=current_user.name)
+        pairs.add_pair(a=a, b=b, actor=current_user.name)
         flash(f"The arena now compares versions {min(a, b)} and {max(a, b)}.", "ok")
     except BadInput as exc:
         db.session.rollback()
@@ -57,7 +57,7 @@ def add_arena_pair():
 def remove_arena_pair(pair_id: int):
     """Stop comparing a chosen pair."""
     try:
-        arena.remove_pair(pair_id=pair_id, actor=current_user.name)
+        pairs.remove_pair(pair_id=pair_id, actor=current_user.name)
         flash("Pair removed.", "ok")
     except BadInput as exc:
         flash(f"Not removed: {exc}", "error")

@@ -127,8 +127,8 @@ def test_leaderboard_counts_and_ratings(app, client, annotator, admin, two_versi
 
 
 def test_operators_choose_the_pairs_on_the_versions_page(app, client, users, operator, starter_dir, two_versions):
-    from app.arena import battle_pairs
     from app.extensions import db
+    from app.pairs import battle_pairs
     from app.tables import AuditEvent
 
     install_child(app, starter_dir["gpt2"], number=3, parent=2)  # active: 3, so the default pair is (2, 3)
@@ -149,7 +149,7 @@ def test_operators_choose_the_pairs_on_the_versions_page(app, client, users, ope
     assert "choose two different versions" in page and "version 99 not found" in page
     with app.app_context():
         assert battle_pairs() == [(1, 3)]
-        from app.arena import list_pairs
+        from app.pairs import list_pairs
 
         pair_id = list_pairs()[0].id
     client.post(f"/ops/arena/pairs/{pair_id}/delete", data={"csrf_token": token})
@@ -171,7 +171,8 @@ def test_versions_page_shows_the_leaderboard_and_its_plot(app, client, users, an
 
 def test_resident_versions_are_capped(app, client, annotator, starter_dir, two_versions):
     """With a cap of 1 and battles against two other versions, one other version is resident at a time."""
-    from app.arena import add_pair, create_battle
+    from app.arena import create_battle
+    from app.pairs import add_pair
     from app.serving import get_holder
 
     install_child(app, starter_dir["gpt2"], number=3, parent=2)  # active: 3
@@ -180,7 +181,7 @@ def test_resident_versions_are_capped(app, client, annotator, starter_dir, two_v
         add_pair(a=3, b=1, actor="test")
         create_battle(user_id=annotator["id"], input_text="One.")
         assert get_holder(app).status()["resident"] == [1]
-        from app.arena import remove_pair
+        from app.pairs import remove_pair
 
         remove_pair(pair_id=1, actor="test")
         add_pair(a=3, b=2, actor="test")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def launcher_env(tmp_path, **extra) -> tuple[dict, str]:
     """A migrated database with the tiny starter active, and the launcher's environment for it."""
     db_url = f"sqlite:///{tmp_path / 'run.db'}"
-    env = _build_env(db_url=db_url, model_store=tmp_path / "models", env_extra={
+    env = _build_env(db_url=db_url, model_store=tmp_path / "models", cache=tmp_path / "model-cache", env_extra={
         "PORT": str(free_port()), "REDIS_EMBEDDED_PATH": str(tmp_path / "redis.db"), "REDIS_URL": None,
         "XDG_RUNTIME_DIR": str(tmp_path / "xdg"), **extra})
     (tmp_path / "xdg").mkdir(exist_ok=True)
@@ -108,7 +108,8 @@ def kill_all(proc: subprocess.Popen, pids) -> None:
 def test_launcher_starts_web_worker_and_embedded_redis_then_stops_them(tmp_path, starter_dir):
     env, db_url = launcher_env(tmp_path)
     _flask(["db", "upgrade"], env=env, timeout=120)
-    _install_starter(db_url=db_url, model_store=tmp_path / "models", starter_path=starter_dir["gpt2"])
+    _install_starter(db_url=db_url, model_store=tmp_path / "models", cache=tmp_path / "model-cache",
+                     starter_path=starter_dir["gpt2"])
     log = tmp_path / "run.log"
     proc = start_launcher(env, log)
     pids: dict = {}
@@ -144,7 +145,7 @@ def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starte
                                TRAIN_SFT_WEIGHT=str(TINY_SFT_WEIGHT))
     _flask(["db", "upgrade"], env=env, timeout=120)
     store = tmp_path / "models"
-    _install_starter(db_url=db_url, model_store=store, starter_path=starter_dir["gpt2"])
+    _install_starter(db_url=db_url, model_store=store, cache=tmp_path / "model-cache", starter_path=starter_dir["gpt2"])
     srv = LiveServer(base_url=f"http://127.0.0.1:{env['PORT']}", db_url=db_url, model_store=store,
                      log_path=tmp_path / "run.log", env=env)
     for name, role in (("ann", "annotator"), ("adm", "admin")):
