@@ -87,6 +87,20 @@ def install_starter(app, path: Path) -> int:
     return 1
 
 
+def checkpoint_copier(source: Path):
+    """A save() for publish_checkpoint that copies a checkpoint folder's files (its manifest is written anew) and
+    carries over what serving needs from the old manifest."""
+    from app.lm.checkpoint import read_manifest
+
+    def save(tmp: Path) -> dict:
+        for f in Path(source).iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy(f, tmp / f.name)
+        return {k: v for k, v in read_manifest(Path(source)).items() if k in ("prompt_template", "arch", "base_model")}
+
+    return save
+
+
 def publish_starter(app, path: Path) -> int:
     """Publish a starter into the app's bucket store (s3://) as a new version, register and activate it."""
     from app.lm.checkpoint import read_manifest
@@ -94,14 +108,8 @@ def publish_starter(app, path: Path) -> int:
     from app.store import local_copy
     from worker.checkpoints import publish_checkpoint
 
-    def save(tmp: Path) -> dict:
-        for f in Path(path).iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy(f, tmp / f.name)
-        return {k: v for k, v in read_manifest(Path(path)).items() if k in ("prompt_template", "arch", "base_model")}
-
     with app.app_context():
-        number, location = publish_checkpoint(store=app.config["MODEL_STORE"], save=save,
+        number, location = publish_checkpoint(store=app.config["MODEL_STORE"], save=checkpoint_copier(path),
                                               manifest={"kind": "starter", "parent_version": None})
         register_version(number=number, path=location, manifest=read_manifest(local_copy(location)))
         activate_version(version_id=number, actor="test", reason="starter")

@@ -3,7 +3,6 @@ on one Postgres, one Redis and one S3-compatible bucket (moto's standalone serve
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -124,6 +123,7 @@ def corrupt_copy(node, s3, *, monkeypatch) -> int:
     from app.extensions import db
     from app.registry import register_version
     from app.store import Bucket, local_copy
+    from tests.conftest import checkpoint_copier
     from worker.checkpoints import publish_checkpoint
 
     for key, value in s3.env.items():
@@ -132,15 +132,8 @@ def corrupt_copy(node, s3, *, monkeypatch) -> int:
                       "REDIS_URL": None, "SECRET_KEY": "x", "MODEL_CACHE": str(Path(node.log_path).parent / "tamper")})
     try:
         with app.app_context():
-            source = local_copy(f"{node.model_store}/1")
-
-            def save(tmp):
-                for f in source.iterdir():
-                    if f.is_file() and f.name != "manifest.json":
-                        (tmp / f.name).write_bytes(f.read_bytes())
-                return {"prompt_template": json.loads((source / "manifest.json").read_text())["prompt_template"]}
-
-            number, location = publish_checkpoint(store=str(node.model_store), save=save,
+            number, location = publish_checkpoint(store=str(node.model_store),
+                                                  save=checkpoint_copier(local_copy(f"{node.model_store}/1")),
                                                   manifest={"kind": "test", "parent_version": 1, "arch": "causal"})
             bucket = Bucket(str(node.model_store))
             manifest = bucket.manifest(number)

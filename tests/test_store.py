@@ -12,27 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import checkpoint_copier
+
 
 @pytest.fixture
 def bucket_url(s3_env):
     return s3_env.bucket(f"models-{uuid.uuid4().hex[:12]}") + "/team/prefloop"
 
 
-def starter_copy(starter: Path):
-    """A save() for publish_checkpoint that copies a built starter's files (not its manifest)."""
-    def save(tmp: Path) -> dict:
-        for f in starter.iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy(f, tmp / f.name)
-        return {"prompt_template": json.loads((starter / "manifest.json").read_text())["prompt_template"]}
-    return save
-
-
 def publish(app, starter: Path, store: str) -> tuple[int, str]:
     from worker.checkpoints import publish_checkpoint
 
     with app.app_context():
-        return publish_checkpoint(store=store, save=starter_copy(starter),
+        return publish_checkpoint(store=store, save=checkpoint_copier(starter),
                                   manifest={"kind": "test", "arch": "causal", "parent_version": None})
 
 
