@@ -30,10 +30,11 @@ def ready_count(version_id: int) -> int:
     ) or 0
 
 
-# Prompts sampled per generate call. On the starter, 8 prompts in one call cost 19 ms per comparison against 54 ms
-# for one (bench/generation.py): the per-step overhead dominates. Larger batches gain little, because a batch runs
-# until its longest sample ends, and they leave the buffer low for longer.
-MAX_BATCH = 8
+# Prompts sampled per call. The per-step overhead dominates a small model, and the sampling loop drops a sample
+# from the batch when it ends, so larger batches are cheaper per comparison: on the default starter at 16 new
+# tokens, 36 ms per comparison in batches of 8, 31 in 16, 26 in 32 (docs/BENCHMARKS.md). 16, not 32: a batch
+# takes about half a second, and the buffer must not run dry while it does.
+MAX_BATCH = 16
 
 
 def fill_buffer(app: Flask, *, limit: int) -> int:

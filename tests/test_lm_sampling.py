@@ -39,20 +39,46 @@ def test_min_p_reaches_generation(starter_dir, arch):
     assert len(set(greedy)) == 1 and len(set(free)) > 1
 
 
-def test_one_generate_call_per_request(starter_dir, monkeypatch):
-    """Three candidates come from one batched generate call (num_return_sequences=3) unless duplicates resample."""
+def spy_sample_rows(monkeypatch) -> list[tuple[int, int]]:
+    """Record (prompts, samples per prompt) of every call of the sampling loop."""
+    from app.lm import sampling
+
+    calls, original = [], sampling._sample_rows
+    monkeypatch.setattr(sampling, "_sample_rows",
+                        lambda loaded, enc, n, **k: calls.append((enc["input_ids"].shape[0], n))
+                        or original(loaded, enc, n, **k))
+    return calls
+
+
+def test_one_sampling_call_per_request(starter_dir, monkeypatch):
+    """Three candidates come from one batched call of the sampling loop unless duplicates resample."""
     loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
-    calls = []
-    original = loaded.model.generate
+    calls = spy_sample_rows(monkeypatch)
+    sample_candidates(loaded, model_prompt=loaded.format_prompt("Check the invoice."), n=3,
+                      max_new_tokens=12, seed=1, dedup_tries=0)
+    assert calls == [(1, 3)]
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["num_return_sequences"])
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(loaded.model, "generate", spy)
-    texts, raw = sample_candidates(loaded, model_prompt=loaded.format_prompt("Check the invoice."), n=3,
-                                   max_new_tokens=12, seed=1, dedup_tries=0)
-    assert calls == [3]
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_the_sampling_loop_matches_generate(starter_dir, arch):
+    """Greedy (min_p = 1), the hand-written loop gives generate()'s own continuations, padded rows included."""
+    import torch
+
+    from app.lm.sampling import _encode, _sample_rows
+
+    loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
+    prompts = [loaded.format_prompt(t) for t in ("Fix it.", "Why haven't you reviewed the meeting room yet?",
+                                                 "Sign the contract by friday, seriously.")]
+    enc = _encode(loaded, prompts, max_new_tokens=20, max_input_tokens=256)
+    with torch.inference_mode():
+        out = loaded.model.generate(**enc, do_sample=False, max_new_tokens=20,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)
+    if not loaded.is_seq2seq:
+        out = out[:, enc["input_ids"].shape[1]:]
+    expected = [loaded.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+    ours = _sample_rows(loaded, enc, 2, temperature=1.0, top_p=1.0, min_p=1.0, max_new_tokens=20)
+    assert ours == [[text, text] for text in expected]
+    assert any(text for text in expected), "the starter says something"
 
 
 def test_dedup_is_bounded_and_reports_raw_samples(starter_dir):
@@ -74,7 +100,7 @@ def test_input_over_the_token_limit_is_refused(starter_dir):
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_a_batch_of_prompts_samples_as_each_prompt_alone(starter_dir, arch, monkeypatch):
-    """One generate call for several prompts of different lengths; padding changes no prompt's continuation."""
+    """One sampling call for several prompts of different lengths; padding changes no prompt's continuation."""
     from app.lm.sampling import sample_batch
 
     loaded = load_checkpoint(str(starter_dir[arch]), device="cpu")
@@ -83,10 +109,7 @@ def test_a_batch_of_prompts_samples_as_each_prompt_alone(starter_dir, arch, monk
     # Near-zero temperature: each row is its greedy continuation, so a row misaligned by padding would differ.
     greedy = dict(n=3, temperature=1e-4, max_new_tokens=12, dedup_tries=0, seed=0)
     alone = [sample_candidates(loaded, model_prompt=p, **greedy)[1] for p in prompts]
-    calls = []
-    original = loaded.model.generate
-    monkeypatch.setattr(loaded.model, "generate",
-                        lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k))
+    calls = spy_sample_rows(monkeypatch)
     together = [raw for _, raw in sample_batch(loaded, model_prompts=prompts, **greedy)]
-    assert len(calls) == 1 and calls[0][0] == 3
+    assert calls == [(3, 3)]
     assert together == alone

@@ -14,18 +14,19 @@ from app.comparisons import claim_prefetched
 from app.extensions import db
 from app.prefetch import fill_buffer, ready_count
 from app.prompts import import_prompts
-from app.serving import get_holder
 from app.tables import Comparison
 from app.users import create_user
 from tests.live import call, live_server, wait_for_buffer
 
 
 def spy_generate(app, monkeypatch) -> list[int]:
-    """Record the number of prompts in each generate call of the serving model."""
-    loaded = get_holder(app).current()
-    calls, original = [], loaded.model.generate
-    monkeypatch.setattr(loaded.model, "generate",
-                        lambda *a, **k: calls.append(k["input_ids"].shape[0]) or original(*a, **k))
+    """Record the number of prompts in each call of the sampling loop."""
+    from app.lm import sampling
+
+    calls, original = [], sampling._sample_rows
+    monkeypatch.setattr(sampling, "_sample_rows",
+                        lambda loaded, enc, n, **k: calls.append(enc["input_ids"].shape[0])
+                        or original(loaded, enc, n, **k))
     return calls
 
 

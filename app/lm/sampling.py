@@ -1,4 +1,4 @@
-"""Sample candidates: one batched generate call for many prompts, duplicates resampled a bounded number of times."""
+"""Sample candidates: one batched call of the sampling loop for many prompts, duplicates resampled (bounded)."""
 
 from __future__ import annotations
 
@@ -15,27 +15,88 @@ class InputTooLong(ValueError):
     """The formatted prompt does not fit the model's input limit."""
 
 
-def _generate(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top_p: float, max_new_tokens: int,
-              min_p: float = 0.0):
-    """n samples per row of enc, as one list of n-long lists."""
+def _warpers(loaded: LoadedModel, *, temperature: float, top_p: float, min_p: float):
+    """The library's own logits warpers, in the order generate() applies them."""
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if loaded.model.generation_config.top_k:  # a checkpoint's own top_k, as generate() would apply it
+        warpers.append(TopKLogitsWarper(loaded.model.generation_config.top_k))
+    warpers.append(TopPLogitsWarper(top_p))
+    if min_p:  # 0 is off
+        warpers.append(MinPLogitsWarper(min_p))
+    return warpers
+
+
+def _start(loaded: LoadedModel, enc: dict, rows):
+    """Run each prompt once, then give every sample row its prompt's state: (last logits, step inputs, cache)."""
     import torch
 
-    tok = loaded.tokenizer
+    model, mask = loaded.model, enc["attention_mask"]
+    if loaded.is_seq2seq:
+        # The encoder runs once per prompt; the decoder starts from its start token in every sample row.
+        hidden = model.get_encoder()(input_ids=enc["input_ids"], attention_mask=mask).last_hidden_state
+        step = {"encoder_outputs": (hidden[rows],), "attention_mask": mask[rows]}
+        start = torch.full((len(rows), 1), model.config.decoder_start_token_id, device=model.device)
+        out = model(**step, decoder_input_ids=start, use_cache=True)
+    else:
+        # Left padding: positions count real tokens only, so each row continues its own prompt.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
+        out.past_key_values.batch_select_indices(rows)
+        step = {"attention_mask": mask[rows], "position_ids": positions[rows, -1:]}
+    logits = out.logits[:, -1] if loaded.is_seq2seq else out.logits[rows, -1]
+    return logits, step, out.past_key_values
+
+
+def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, top_p: float,
+                 max_new_tokens: int, min_p: float = 0.0) -> list[list[str]]:
+    """n samples per row of enc, as one n-long list per row.
+
+    Written by hand because generate() cannot do the two things that cost most here (measured in
+    docs/BENCHMARKS.md): it runs a prompt once per sample rather than once, and it keeps computing every sample
+    until the longest one ends. This loop shares each prompt's cache between its samples and drops a sample from
+    the batch when it ends. Sampling itself is the library's (its logits warpers, torch.multinomial).
+    """
+    import torch
+
+    model, tok = loaded.model, loaded.tokenizer
+    eos = model.generation_config.eos_token_id
+    eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=model.device)
+    warpers = _warpers(loaded, temperature=temperature, top_p=top_p, min_p=min_p)
+    rows = torch.arange(enc["input_ids"].shape[0], device=model.device).repeat_interleave(n)
+    tokens: list[list[int]] = [[] for _ in range(len(rows))]
     with torch.inference_mode():
-        out = loaded.model.generate(
-            **enc,
-            do_sample=True,
-            num_return_sequences=n,
-            temperature=temperature,
-            top_p=top_p,
-            min_p=min_p or None,  # 0 is off: transformers then adds no min-p filter
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-        )
-    if not loaded.is_seq2seq:
-        # A decoder-only model echoes the (left-padded) prompt; keep only what it added.
-        out = out[:, enc["input_ids"].shape[1] :]
-    texts = [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+        logits, step, cache = _start(loaded, enc, rows)
+        alive = torch.arange(len(rows), device=model.device)  # which sample each batch row still is
+        for left in range(max_new_tokens, 0, -1):
+            chosen = torch.multinomial(warpers(None, logits.float()).softmax(-1), 1)
+            ended = torch.isin(chosen[:, 0], eos)
+            for sample, token, end in zip(alive.tolist(), chosen[:, 0].tolist(), ended.tolist(), strict=True):
+                if not end:
+                    tokens[sample].append(token)
+            if left == 1 or bool(ended.all()):
+                break
+            if bool(ended.any()):
+                keep = (~ended).nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                alive, chosen = alive[keep], chosen[keep]
+                step = {k: (v[0][keep],) if k == "encoder_outputs" else v[keep] for k, v in step.items()}
+            if loaded.is_seq2seq:
+                out = model(**step, decoder_input_ids=chosen, past_key_values=cache, use_cache=True)
+            else:
+                step["attention_mask"] = torch.cat([step["attention_mask"], torch.ones_like(chosen)], dim=1)
+                step["position_ids"] = step["position_ids"] + 1
+                out = model(input_ids=chosen, **step, past_key_values=cache, use_cache=True)
+            logits, cache = out.logits[:, -1], out.past_key_values
+    texts = [tok.decode(t, skip_special_tokens=True).strip() for t in tokens]
     return [texts[i : i + n] for i in range(0, len(texts), n)]
 
 
@@ -66,7 +127,7 @@ def sample_batch(
     seed: int = 0,
     dedup_tries: int = 3,
 ) -> list[tuple[list[str], list[str]]]:
-    """Sample n candidates for every prompt in one generate call; resample duplicates a bounded number of times.
+    """Sample n candidates for every prompt in one call of the sampling loop; resample duplicates (bounded tries).
 
     Returns one (candidates, raw) per prompt, where raw is the first call's samples before any resampling,
     so diversity can be measured honestly.
@@ -77,14 +138,14 @@ def sample_batch(
     enc = _encode(loaded, model_prompts, max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens)
     with _GENERATE_LOCK:
         torch.manual_seed(seed)
-        raws = _generate(loaded, enc, n, **kwargs)
+        raws = _sample_rows(loaded, enc, n, **kwargs)
         uniques = [list(dict.fromkeys(raw)) for raw in raws]
         for _ in range(dedup_tries):
             short = [i for i, unique in enumerate(uniques) if len(unique) < n]
             if not short:
                 break
             # Only the prompts that still lack distinct candidates go round again, together.
-            again = _generate(loaded, {k: v[short] for k, v in enc.items()}, n, **kwargs)
+            again = _sample_rows(loaded, {k: v[short] for k, v in enc.items()}, n, **kwargs)
             for i, texts in zip(short, again, strict=True):
                 for text in texts:
                     if text not in uniques[i] and len(uniques[i]) < n:
