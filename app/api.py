@@ -54,8 +54,10 @@ def create_comparison():
     body = s.parse(s.NewComparison, json_body())
     if body.prompt is not None:
         comparisons.limit_typed_prompts()
-    comparison = comparisons.create_comparison(user_id=acting_user().id, input_text=body.prompt)
-    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}, 201
+    # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
+    user_id = acting_user().id
+    comparison = comparisons.create_comparison(user_id=user_id, input_text=body.prompt)
+    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=user_id)}, 201
 
 
 @bp.get("/comparisons/<id:comparison_id>")
@@ -71,12 +73,13 @@ def get_comparison(comparison_id: int):
 def answer(comparison_id: int):
     """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
     body = s.parse(s.AnswerBody, json_body())
+    user_id = acting_user().id  # once, as in create_comparison
     pref, created = preferences.record_answer(
-        user_id=acting_user().id, comparison_id=comparison_id, candidate_id=body.candidate_id,
+        user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
         verdict=body.verdict or "choice", latency_ms=body.latency_ms,
     )
     out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
-           "candidate_id": pref.chosen_candidate_id, "progress": preferences.progress(user_id=acting_user().id)}
+           "candidate_id": pref.chosen_candidate_id, "progress": preferences.progress(user_id=user_id)}
     return out, 201 if created else 200
 
 

@@ -11,7 +11,8 @@ with the real vocabulary size, so the embedding and the output layer have their 
     generate() call it replaced, alternating, reps times;
   - peak RSS of a fresh process that loads the model and samples one prefetch batch (a web worker's or the
     prefetcher's model share; Flask and the imports add about the same to each);
-  - load time from disk, which is what a hot swap costs a process (median of reps);
+  - load time from disk in a process that has loaded it once (so the imports are paid), which is what a hot swap
+    costs a running process (median of reps);
   - DPO training seconds per 1,000 pairs, from --train-pairs generated pairs trained as the worker trains them
     (worker/training.py, the default spec), scaled linearly.
 Writes bench/out/real_size.json.
@@ -112,21 +113,25 @@ def time_generation(path: Path, *, new_tokens: int, reps: int) -> dict:
 
 
 def measure_process(path: Path, *, new_tokens: int) -> dict:
-    """Peak RSS and load time of a fresh process that loads the model and samples one prefetch batch."""
+    """Peak RSS and warm load time of a fresh process that loads the model and samples one prefetch batch.
+
+    The peak includes a second copy while the second load runs, as a hot swap holds old and new at once."""
     code = f"""
-import json, resource, time, torch
+import json, time, torch
 torch.set_num_threads(1)
 from app.lm.checkpoint import load_checkpoint
 from app.lm.sampling import sample_batch
 from app.prefetch import MAX_BATCH
+load_checkpoint({str(path)!r}, device="cpu")  # first: the imports a running process has already paid for
 started = time.perf_counter()
 loaded = load_checkpoint({str(path)!r}, device="cpu")
 load_s = time.perf_counter() - started
 sample_batch(loaded, model_prompts=[loaded.format_prompt("Call the plumber, the sink leaks again.")] * MAX_BATCH,
              n=3, max_new_tokens={new_tokens}, dedup_tries=0)
 params = sum(p.numel() for p in loaded.model.parameters())
-print(json.dumps({{"load_s": load_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "params_m": params / 1e6}}))
+# VmHWM, not getrusage's ru_maxrss: that one survives exec, so it would report the parent's peak at fork time.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"load_s": load_s, "peak_rss_mb": int(hwm.split()[1]) / 1024, "params_m": params / 1e6}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800)
     return json.loads(out.stdout.strip().splitlines()[-1])

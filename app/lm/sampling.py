@@ -25,10 +25,11 @@ def _warpers(loaded: LoadedModel, *, temperature: float, top_p: float, min_p: fl
         TopPLogitsWarper,
     )
 
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-    if loaded.model.generation_config.top_k:  # a checkpoint's own top_k, as generate() would apply it
-        warpers.append(TopKLogitsWarper(loaded.model.generation_config.top_k))
-    warpers.append(TopPLogitsWarper(top_p))
+    # A checkpoint's own top_k, else generate()'s default of 50 (GenerationConfig's defaults), so the loop samples
+    # what generate() sampled. It also makes top-p cheap on a large vocabulary: sorting mostly -inf is fast.
+    top_k = loaded.model.generation_config.top_k or 50
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k),
+                                   TopPLogitsWarper(top_p)])
     if min_p:  # 0 is off
         warpers.append(MinPLogitsWarper(min_p))
     return warpers
