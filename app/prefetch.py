@@ -38,7 +38,7 @@ MAX_BATCH = 16
 
 
 def fill_buffer(app: Flask, *, limit: int) -> int:
-    """Top the buffer up once a batch is missing (or half of `limit`, if less), in batched calls; returns how many."""
+    """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many."""
     from app.comparisons import PoolEmpty, generate_comparisons, next_pool_prompts
     from app.extensions import db
     from app.serving import get_holder
@@ -50,7 +50,11 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
         # Refilling at a low-water mark rather than after every claim lets each call generate a full batch:
         # two prompts in one call cost about as much as eight.
         low_water = max(limit - MAX_BATCH, limit // 2)
-        while (ready := ready_count(loaded.version_id)) <= low_water and holder.serving() is loaded:
+        ready = ready_count(loaded.version_id)
+        # Once below the mark, fill to the limit (the last call may be a partial batch).
+        while ready <= low_water or (made and ready < limit):
+            if holder.serving() is not loaded:
+                break
             try:
                 prompts = next_pool_prompts(limit=min(limit - ready, MAX_BATCH))
             except PoolEmpty:
@@ -64,6 +68,7 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
                 for comparison in batch:
                     comparison.state = "stale"
                 db.session.commit()
+            ready = ready_count(loaded.version_id)
         db.session.remove()
     return made
 

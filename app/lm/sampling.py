@@ -70,6 +70,7 @@ def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, 
 
     model, tok = loaded.model, loaded.tokenizer
     eos = model.generation_config.eos_token_id
+    eos = tok.eos_token_id if eos is None else eos  # a checkpoint whose generation config names no end token
     eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=model.device)
     warpers = _warpers(loaded, temperature=temperature, top_p=top_p, min_p=min_p)
     rows = torch.arange(enc["input_ids"].shape[0], device=model.device).repeat_interleave(n)
