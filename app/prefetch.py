@@ -31,9 +31,9 @@ def ready_count(version_id: int) -> int:
 
 
 # Prompts sampled per call. The per-step overhead dominates a small model, and the sampling loop drops a sample
-# from the batch when it ends, so larger batches are cheaper per comparison: on the default starter at 16 new
-# tokens, 36 ms per comparison in batches of 8, 31 in 16, 26 in 32 (docs/BENCHMARKS.md). 16, not 32: a batch
-# takes about half a second, and the buffer must not run dry while it does.
+# from the batch when it ends, so larger batches are cheaper per comparison: on the default starter at the app's
+# 80 new tokens, 35.6 ms per comparison in batches of 8, 29.9 in 16, 29.6 in 32 (bench/batch_size.py). 16, not 32:
+# 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
 
 

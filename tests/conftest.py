@@ -87,6 +87,17 @@ def install_starter(app, path: Path) -> int:
     return 1
 
 
+def spy_sample_rows(monkeypatch) -> list[tuple[int, int]]:
+    """Record (prompts, samples per prompt) of every call of the sampling loop (app.lm.sampling._sample_rows)."""
+    from app.lm import sampling
+
+    calls, original = [], sampling._sample_rows
+    monkeypatch.setattr(sampling, "_sample_rows",
+                        lambda loaded, enc, n, **k: calls.append((enc["input_ids"].shape[0], n))
+                        or original(loaded, enc, n, **k))
+    return calls
+
+
 def checkpoint_copier(source: Path):
     """A save() for publish_checkpoint that copies a checkpoint folder's files (its manifest is written anew) and
     carries over what serving needs from the old manifest."""

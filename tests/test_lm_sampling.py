@@ -4,6 +4,7 @@ import pytest
 
 from app.lm.checkpoint import load_checkpoint
 from app.lm.sampling import InputTooLong, sample_candidates
+from tests.conftest import spy_sample_rows
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
@@ -37,17 +38,6 @@ def test_min_p_reaches_generation(starter_dir, arch):
     _, free = sample_candidates(loaded, model_prompt=prompt, n=6, temperature=1.5, min_p=0.0, max_new_tokens=12,
                                 seed=1, dedup_tries=0)
     assert len(set(greedy)) == 1 and len(set(free)) > 1
-
-
-def spy_sample_rows(monkeypatch) -> list[tuple[int, int]]:
-    """Record (prompts, samples per prompt) of every call of the sampling loop."""
-    from app.lm import sampling
-
-    calls, original = [], sampling._sample_rows
-    monkeypatch.setattr(sampling, "_sample_rows",
-                        lambda loaded, enc, n, **k: calls.append((enc["input_ids"].shape[0], n))
-                        or original(loaded, enc, n, **k))
-    return calls
 
 
 def test_one_sampling_call_per_request(starter_dir, monkeypatch):

@@ -16,24 +16,14 @@ from app.prefetch import fill_buffer, ready_count
 from app.prompts import import_prompts
 from app.tables import Comparison
 from app.users import create_user
+from tests.conftest import spy_sample_rows
 from tests.live import call, live_server, wait_for_buffer
-
-
-def spy_generate(app, monkeypatch) -> list[int]:
-    """Record the number of prompts in each call of the sampling loop."""
-    from app.lm import sampling
-
-    calls, original = [], sampling._sample_rows
-    monkeypatch.setattr(sampling, "_sample_rows",
-                        lambda loaded, enc, n, **k: calls.append(enc["input_ids"].shape[0])
-                        or original(loaded, enc, n, **k))
-    return calls
 
 
 def test_fills_to_the_limit_in_one_batched_call(app, monkeypatch):
     with app.app_context():
         import_prompts(texts=[f"Fix report {i} now." for i in range(20)], source="t", max_chars=500)
-    calls = spy_generate(app, monkeypatch)
+    calls = spy_sample_rows(monkeypatch)
     assert fill_buffer(app, limit=8) == 8
     with app.app_context():
         ready = db.session.scalars(select(Comparison).where(Comparison.state == "ready")).all()
@@ -41,7 +31,7 @@ def test_fills_to_the_limit_in_one_batched_call(app, monkeypatch):
         assert len({c.prompt_id for c in ready}) == 8, "one batch takes 8 different pool prompts"
         assert sorted(c.settings["batch_index"] for c in ready) == list(range(8))
         assert len({c.seed for c in ready}) == 1 and all(len(c.candidates) == 3 for c in ready)
-    assert calls[0] == 8, "the first call samples all 8 prompts together (later ones only resample duplicates)"
+    assert calls[0][0] == 8, "the first call samples all 8 prompts together (later ones only resample duplicates)"
 
 
 def test_refills_only_at_the_low_water_mark(app, monkeypatch):
@@ -56,9 +46,9 @@ def test_refills_only_at_the_low_water_mark(app, monkeypatch):
     assert fill_buffer(app, limit=8) == 0, "5 of 8 left: above half, no refill yet"
     with app.app_context():
         assert claim_prefetched(user_id=user_id, version_id=1) is not None
-    calls = spy_generate(app, monkeypatch)
+    calls = spy_sample_rows(monkeypatch)
     assert fill_buffer(app, limit=8) == 4
-    assert calls[0] == 4
+    assert calls[0][0] == 4
     with app.app_context():
         assert ready_count(1) == 8
 
