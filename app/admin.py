@@ -25,7 +25,7 @@ def index():
     agreement, gold = annotation_agreement(), gold_accuracy()
     agreement_by = {row["annotator"]: row for row in agreement["annotators"]}
     gold_by = {row["annotator"]: row for row in gold["annotators"]}
-    return render_template("admin/index.html", progress=progress(user_id=current_user.id),
+    return render_template("admin/index.html", progress=progress(user_id=current_user.id, fresh=True),
                            runs=[run_json(r) for r in list_runs(limit=20)], defaults=training_config(),
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()))

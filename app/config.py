@@ -107,6 +107,7 @@ class Config:
         # Typed prompts per annotator: each samples inline in the request (pool prompts come prefetched).
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
+        self.PROGRESS_CACHE_SECONDS = env_float("PROGRESS_CACHE_SECONDS", 5.0)
 
         self.annotation_settings()
         self.training_settings()

@@ -96,6 +96,17 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
             time.sleep(2)  # no model yet or the database away: do not log ten times a second
 
 
+def lower_priority() -> None:
+    """Run this process only on CPU that requests leave idle (SCHED_IDLE; nice 10 where the OS has no such policy)."""
+    # A request is a dozen round trips between a web worker and a database process, each woken in turn. At nice 10
+    # a woken process still waits for the refill's time slice to run out, a few ms a round trip; any SCHED_IDLE
+    # task is preempted at once (bench/load.py: Postgres p95 76 ms with nice 10; see docs/BENCHMARKS.md).
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(10)
+
+
 def main() -> None:
     """Entry point of the prefetcher process (configured from the environment, like the web)."""
     from app import create_app
@@ -105,9 +116,8 @@ def main() -> None:
     app = create_app()
     if app.config["PREFETCH_SIZE"] <= 0:
         return
+    lower_priority()
     set_threads(app.config["TORCH_THREADS"])
-    # Lower priority than the web workers: a request waiting for a core matters more than a refill that runs ahead.
-    os.nice(10)
     run_prefetcher(app)
 
 

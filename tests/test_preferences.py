@@ -126,3 +126,24 @@ def test_a_long_export_is_not_cut_off_by_gunicorns_timeout(tmp_path, starter_dir
         assert lines == 2 * clicks, srv.log_tail()
         assert took > 3, f"the export took {took:.1f} s: too quick to prove anything about a 1 s timeout"
         assert not re.search(r"WORKER TIMEOUT|Worker .* was sent", srv.log_tail(200)), srv.log_tail()
+
+
+def test_progress_is_exact_for_the_user_and_caches_the_shared_counts(app, answered):
+    """Another process's clicks show in the shared totals after PROGRESS_CACHE_SECONDS (or at once when fresh);
+    the user's own count is always exact."""
+    from app.preferences import progress
+    from bench.export import insert_clicks
+
+    with app.app_context():
+        user_id = db.session.scalar(db.select(Preference.user_id).limit(1))
+        other, _, _ = create_user(name="other", role="annotator")
+        other_id = other.id
+        assert progress(user_id=user_id) == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0}
+    insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 2, user_id=other_id)  # as another web process would
+    with app.app_context():
+        assert progress(user_id=user_id) == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0}  # cached
+        assert progress(user_id=other_id)["mine"] == 2  # exact, while the total is still cached
+        assert progress(user_id=user_id, fresh=True)["total"] == 5
+        app.config["PROGRESS_CACHE_SECONDS"] = 0
+        insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 1, user_id=other_id)
+        assert progress(user_id=other_id) == {"mine": 3, "total": 6, "pool": 0, "pool_answered": 0}

@@ -73,12 +73,17 @@ def _wait(predicate, *, timeout: float, what: str, srv) -> None:
 @pytest.mark.slow
 def test_gunicorn_runs_one_prefetcher_that_refills_and_dies_with_the_master(tmp_path, starter_dir):
     """Real gunicorn (2 workers): the master starts one prefetcher process, the workers hand out what it made,
-    it tops the shared buffer up after claims, and it exits by itself when the master is killed with -9."""
+    it tops the shared buffer up after claims, it runs only on CPU the requests leave idle (SCHED_IDLE, every
+    thread), and it exits by itself when the master is killed with -9."""
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], workers=2, prompts=40,
                      env_extra={"PREFETCH_SIZE": "8"}) as srv:
         pid = int(re.search(r"Started prefetcher with pid: (\d+)", srv.log_path.read_text()).group(1))
         assert "app.prefetch" in Path(f"/proc/{pid}/cmdline").read_text()
         assert wait_for_buffer(srv.db_url, 8, timeout=60) == 8, srv.log_tail()
+        # Field 41 of /proc/<tid>/stat is the scheduling policy: 5 is SCHED_IDLE.
+        policies = {t.name: t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[38]
+                    for t in Path(f"/proc/{pid}/task").iterdir()}
+        assert set(policies.values()) == {str(os.SCHED_IDLE)}, policies
         for _ in range(5):
             status, body = call(srv, "POST", "/api/comparisons", "ann", {})
             assert status == 201, body
