@@ -113,6 +113,7 @@ def test_agreement_api_over_overlapping_answers(app, client, users, admin):
     theirs = client.post("/api/comparisons", json={}, headers=b["headers"]).json
     assert mine["prompt"] == theirs["prompt"]
     answer(a, mine, {"candidate_id": mine["candidates"][0]["id"]})
+    picked = [mine["candidates"][0]["id"]]
     same = next(c["id"] for c in theirs["candidates"] if c["text"] == mine["candidates"][0]["text"])
     answer(b, theirs, {"candidate_id": same})
     # Second: a candidate against a tie.
@@ -120,12 +121,19 @@ def test_agreement_api_over_overlapping_answers(app, client, users, admin):
     theirs = client.post("/api/comparisons", json={}, headers=b["headers"]).json
     assert mine["prompt"] == theirs["prompt"]
     answer(a, mine, {"candidate_id": mine["candidates"][0]["id"]})
+    picked.append(mine["candidates"][0]["id"])
     answer(b, theirs, {"verdict": "tie"})
     assert client.get("/api/agreement", headers=a["headers"]).status_code == 403
     report = client.get("/api/agreement", headers=admin["headers"]).json
     assert (report["items"], report["answers"], report["pairs"], report["agreeing_pairs"]) == (2, 4, 2, 1)
     assert report["pairwise"] == 0.5
-    assert report["alpha"] == pytest.approx(krippendorff_alpha({1: ["x", "x"], 2: ["y", "tie"]}))
+    # A label is the chosen sample's index; the two items' picks can share one (alpha is then 0), so read them.
+    from app.extensions import db
+    from app.tables import Candidate
+
+    with app.app_context():
+        first, second = (db.session.get(Candidate, cid).sample_index for cid in picked)
+    assert report["alpha"] == pytest.approx(krippendorff_alpha({1: [first, first], 2: [second, "tie"]}))
     assert [(r["annotator"], r["items"], r["pairwise"]) for r in report["annotators"]] == [
         ("ann_a", 2, 0.5), ("ann_b", 2, 0.5)]
     assert report["gold"] == {"items": 0, "annotators": []}
