@@ -1,0 +1,102 @@
+"""Why samples are not good: the share of samples meeting each requirement of the judges, per model.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/failures.py [--models PATH,...] [--prompts out|in]
+        [--heldout 80] [--seed 0]
+
+Samples each checkpoint (default: the default GPT-2 starter) 3 times on bench/loop.py's held-out prompts with the
+server's settings, as the loop measures it, and reports how many samples meet each requirement the judges share
+(well-formed, not repetitive, on topic, no insult, content kept) and each judge's own (two polite markers;
+shortness; nothing made up), beside each judge's good rate. The requirement met least often bounds
+that judge's good rate from above: no amount of clicks gets past it without the model learning it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.common import cached_starter, markdown_table
+from bench.judges import (
+    BREVITY_EXTRA,
+    BREVITY_LONGEST,
+    JUDGES,
+    content_kept,
+    content_words,
+    has_insult,
+    invented,
+    off_topic,
+    polite_markers,
+    repetitive,
+    well_formed,
+    words,
+)
+from bench.loop import generation_settings, prompt_sets, sample_model
+
+
+def brevity_balance(prompt_input: str, text: str) -> float:
+    """The brevity judge's score before its floors: half content kept, half shortness."""
+    extra = len(words(text)) - len(content_words(text))
+    short = min(1.0, max(0.0, (BREVITY_LONGEST - extra) / (BREVITY_LONGEST - BREVITY_EXTRA)))
+    return 0.5 * content_kept(prompt_input, text) + 0.5 * short
+
+
+CHECKS = {
+    "well-formed": lambda i, t, cut: well_formed(t),  # as the judges read it (the loop also counts cut-off text)
+    "not repetitive": lambda i, t, cut: not repetitive(t),
+    "on topic": lambda i, t, cut: not off_topic(i, t),
+    "no insult": lambda i, t, cut: not has_insult(t),
+    "3/4 of content kept": lambda i, t, cut: content_kept(i, t) >= 0.75,
+    "all content kept": lambda i, t, cut: content_kept(i, t) == 1.0,
+    "2+ polite markers": lambda i, t, cut: polite_markers(t) >= 2,
+    "short (<= 5 other words)": lambda i, t, cut: len(words(t)) - len(content_words(t)) <= 5,
+    # brevity's 0.5 x content kept + 0.5 x shortness >= 0.8: all content and <= 5 other words, or 3/4 and <= 2, ...
+    "short enough for the content kept": lambda i, t, cut: brevity_balance(i, t) >= 0.8,
+    "nothing made up": lambda i, t, cut: not invented(i, t),
+}
+
+
+# What each judge's "good" takes (bench/judges.py: at its acceptance line every one of these must hold).
+NEEDS = {
+    "politeness": ["well-formed", "not repetitive", "on topic", "no insult", "3/4 of content kept",
+                   "2+ polite markers"],
+    "brevity": ["well-formed", "not repetitive", "on topic", "no insult", "short enough for the content kept"],
+    "fidelity": ["well-formed", "not repetitive", "on topic", "no insult", "all content kept", "nothing made up"],
+}
+
+
+def shares(rows: list[dict]) -> dict[str, float]:
+    """Share of samples meeting each check; each judge's good rate; and, per judge, each requirement's share among
+    the samples meeting all its other requirements (the lowest is what stops that judge's good rate)."""
+    samples = [(r["input"], t, cut) for r in rows for t, cut in zip(r["samples"], r["truncated"], strict=True)]
+    met = [{name: check(*s) for name, check in CHECKS.items()} for s in samples]
+    out = {name: sum(m[name] for m in met) / len(met) for name in CHECKS}
+    for judge in JUDGES.values():
+        out[f"good: {judge.name}"] = sum(judge.good(i, t) for i, t, _ in samples) / len(samples)
+    for judge, needs in NEEDS.items():
+        for need in needs:
+            rest = [m for m in met if all(m[n] for n in needs if n != need)]
+            out[f"{judge}: {need}, given the rest"] = sum(m[need] for m in rest) / max(len(rest), 1)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="", help="checkpoint folders, comma-separated (default: the GPT-2 starter)")
+    p.add_argument("--prompts", choices=["in", "out"], default="out")
+    p.add_argument("--heldout", type=int, default=80)
+    p.add_argument("--pool", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="bench/loop.py's seed: picks its out-of-corpus prompts")
+    args = p.parse_args(argv)
+    models = [Path(m) for m in args.models.split(",") if m] or [cached_starter("gpt2", "default")]
+    _, heldout = prompt_sets(args.prompts, pool=args.pool, heldout=args.heldout, seed=args.seed)
+    gen = generation_settings({})
+    columns = {}
+    for path in models:
+        columns[str(path)] = shares(sample_model(path, heldout, gen, seed=10_000))
+    names = list(next(iter(columns.values())))
+    print(markdown_table(["requirement", *columns], [[n, *(f"{100 * c[n]:.1f}%" for c in columns.values())]
+                                                     for n in names]))
+
+
+if __name__ == "__main__":
+    main()
