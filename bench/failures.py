@@ -17,9 +17,8 @@ from pathlib import Path
 
 from bench.common import cached_starter, markdown_table
 from bench.judges import (
-    BREVITY_EXTRA,
-    BREVITY_LONGEST,
     JUDGES,
+    brevity_balance,
     content_kept,
     content_words,
     has_insult,
@@ -31,14 +30,6 @@ from bench.judges import (
     words,
 )
 from bench.loop import generation_settings, prompt_sets, sample_model
-
-
-def brevity_balance(prompt_input: str, text: str) -> float:
-    """The brevity judge's score before its floors: half content kept, half shortness."""
-    extra = len(words(text)) - len(content_words(text))
-    short = min(1.0, max(0.0, (BREVITY_LONGEST - extra) / (BREVITY_LONGEST - BREVITY_EXTRA)))
-    return 0.5 * content_kept(prompt_input, text) + 0.5 * short
-
 
 CHECKS = {
     "well-formed": lambda i, t, cut: well_formed(t),  # as the judges read it (the loop also counts cut-off text)

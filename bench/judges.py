@@ -154,9 +154,14 @@ def brevity(prompt_input: str, candidate: str) -> float:
         return 0.0
     if has_insult(text) or off_topic(prompt_input, text):
         return 0.1
+    return round(brevity_balance(prompt_input, text), 4)
+
+
+def brevity_balance(prompt_input: str, text: str) -> float:
+    """Brevity's score before its floors: half the content kept, half shortness."""
     extra = len(words(text)) - len(content_words(text))
     short = min(1.0, max(0.0, (BREVITY_LONGEST - extra) / (BREVITY_LONGEST - BREVITY_EXTRA)))
-    return round(0.5 * content_kept(prompt_input, text) + 0.5 * short, 4)
+    return 0.5 * content_kept(prompt_input, text) + 0.5 * short
 
 
 def fidelity(prompt_input: str, candidate: str) -> float:
