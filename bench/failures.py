@@ -40,8 +40,8 @@ CHECKS = {
     "all content kept": lambda i, t, cut: content_kept(i, t) == 1.0,
     "2+ polite markers": lambda i, t, cut: polite_markers(t) >= 2,
     "short (<= 5 other words)": lambda i, t, cut: len(words(t)) - len(content_words(t)) <= 5,
-    # brevity's 0.5 x content kept + 0.5 x shortness >= 0.8: all content and <= 5 other words, or 3/4 and <= 2, ...
-    "short enough for the content kept": lambda i, t, cut: brevity_balance(i, t) >= 0.8,
+    # brevity: 0.5 x content kept + 0.5 x shortness >= 0.8 (rounded as the judge): all content and <= 5 other words, ...
+    "short enough for the content kept": lambda i, t, cut: round(brevity_balance(i, t), 4) >= 0.8,
     "nothing made up": lambda i, t, cut: not invented(i, t),
 }
 
