@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import re
 import threading
@@ -239,6 +240,19 @@ def attempts_by_pid(srv, *, name: str, tries: int, threads: int = 4) -> Counter:
 PID_LOG = ("--access-logformat", "%(p)s %(m)s %(U)s %(s)s")  # %(p)s is "<pid>"
 
 
+def wait_for_workers(srv, n: int = 2, timeout: float = 90) -> None:
+    """GET /healthz until n gunicorn workers have answered: on a loaded machine the second can still be loading its
+    model when the first is ready, and it then takes no connection at all (a fresh clone's CI saw 24 of 24 logins go
+    to one worker)."""
+    served = re.compile(r"^<(\d+)> GET /healthz \d+$", re.M)
+    deadline = time.monotonic() + timeout
+    while len(set(served.findall(srv.log_path.read_text()))) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} workers answered within {timeout}s"
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(srv.url("/healthz"), timeout=10).close()
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_live_limit_holds_across_two_workers_with_redis(tmp_path, starter_dir):
     import redis
@@ -250,6 +264,7 @@ def test_live_limit_holds_across_two_workers_with_redis(tmp_path, starter_dir):
     env = {"REDIS_URL": url, "LOGIN_LIMIT": "6 per minute", "PREFETCH_SIZE": "0"}
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, workers=2, prompts=0,
                      gunicorn_args=PID_LOG) as srv:
+        wait_for_workers(srv)
         seen = attempts_by_pid(srv, name="ann", tries=24)
     assert len({pid for pid, _ in seen}) == 2, seen  # both workers answered
     assert sum(n for (_, status), n in seen.items() if status == 401) == 6, seen  # 6 in all, not 6 each
