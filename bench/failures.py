@@ -20,29 +20,28 @@ from bench.judges import (
     JUDGES,
     brevity_balance,
     content_kept,
-    content_words,
+    extra_words,
     has_insult,
     invented,
     off_topic,
     polite_markers,
     repetitive,
     well_formed,
-    words,
 )
 from bench.loop import generation_settings, prompt_sets, sample_model
 
 CHECKS = {
-    "well-formed": lambda i, t, cut: well_formed(t),  # as the judges read it (the loop also counts cut-off text)
-    "not repetitive": lambda i, t, cut: not repetitive(t),
-    "on topic": lambda i, t, cut: not off_topic(i, t),
-    "no insult": lambda i, t, cut: not has_insult(t),
-    "3/4 of content kept": lambda i, t, cut: content_kept(i, t) >= 0.75,
-    "all content kept": lambda i, t, cut: content_kept(i, t) == 1.0,
-    "2+ polite markers": lambda i, t, cut: polite_markers(t) >= 2,
-    "short (<= 5 other words)": lambda i, t, cut: len(words(t)) - len(content_words(t)) <= 5,
+    "well-formed": lambda i, t: well_formed(t),  # as the judges read it (the loop also counts cut-off text)
+    "not repetitive": lambda i, t: not repetitive(t),
+    "on topic": lambda i, t: not off_topic(i, t),
+    "no insult": lambda i, t: not has_insult(t),
+    "3/4 of content kept": lambda i, t: content_kept(i, t) >= 0.75,
+    "all content kept": lambda i, t: content_kept(i, t) == 1.0,
+    "2+ polite markers": lambda i, t: polite_markers(t) >= 2,
+    "short (<= 5 other words)": lambda i, t: extra_words(t) <= 5,
     # brevity: 0.5 x content kept + 0.5 x shortness >= 0.8 (rounded as the judge): all content and <= 5 other words, ...
-    "short enough for the content kept": lambda i, t, cut: round(brevity_balance(i, t), 4) >= 0.8,
-    "nothing made up": lambda i, t, cut: not invented(i, t),
+    "short enough for the content kept": lambda i, t: round(brevity_balance(i, t), 4) >= 0.8,
+    "nothing made up": lambda i, t: not invented(i, t),
 }
 
 
@@ -58,11 +57,11 @@ NEEDS = {
 def shares(rows: list[dict]) -> dict[str, float]:
     """Share of samples meeting each check; each judge's good rate; and, per judge, each requirement's share among
     the samples meeting all its other requirements (the lowest is what stops that judge's good rate)."""
-    samples = [(r["input"], t, cut) for r in rows for t, cut in zip(r["samples"], r["truncated"], strict=True)]
+    samples = [(r["input"], t) for r in rows for t in r["samples"]]
     met = [{name: check(*s) for name, check in CHECKS.items()} for s in samples]
     out = {name: sum(m[name] for m in met) / len(met) for name in CHECKS}
     for judge in JUDGES.values():
-        out[f"good: {judge.name}"] = sum(judge.good(i, t) for i, t, _ in samples) / len(samples)
+        out[f"good: {judge.name}"] = sum(judge.good(i, t) for i, t in samples) / len(samples)
     for judge, needs in NEEDS.items():
         for need in needs:
             rest = [m for m in met if all(m[n] for n in needs if n != need)]

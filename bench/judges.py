@@ -159,9 +159,13 @@ def brevity(prompt_input: str, candidate: str) -> float:
 
 def brevity_balance(prompt_input: str, text: str) -> float:
     """Brevity's score before its floors: half the content kept, half shortness."""
-    extra = len(words(text)) - len(content_words(text))
-    short = min(1.0, max(0.0, (BREVITY_LONGEST - extra) / (BREVITY_LONGEST - BREVITY_EXTRA)))
+    short = min(1.0, max(0.0, (BREVITY_LONGEST - extra_words(text)) / (BREVITY_LONGEST - BREVITY_EXTRA)))
     return 0.5 * content_kept(prompt_input, text) + 0.5 * short
+
+
+def extra_words(text: str) -> int:
+    """Words beyond the content words: what brevity counts against a text."""
+    return len(words(text)) - len(content_words(text))
 
 
 def fidelity(prompt_input: str, candidate: str) -> float:

@@ -28,12 +28,12 @@ def test_a_sample_is_good_exactly_when_it_meets_every_requirement(judge):
     goods = [JUDGES[judge].good(i, t) for i, t in pairs]
     assert 0 < sum(goods) < len(goods), "the examples must hold both good and not good samples"
     for (i, t), good in zip(pairs, goods, strict=True):
-        assert good == all(CHECKS[need](i, t, False) for need in NEEDS[judge]), (judge, i, t)
+        assert good == all(CHECKS[need](i, t) for need in NEEDS[judge]), (judge, i, t)
 
 
 def test_shares_count_samples_and_conditional_shares():
     rows = [{"input": "call the plumber", "samples": ["Please call the plumber, thank you.", "Call the plumber.",
-                                                     "Please please please please."], "truncated": [False] * 3}]
+                                                     "Please please please please."]}]
     out = shares(rows)
     assert out["good: politeness"] == pytest.approx(1 / 3)
     assert out["2+ polite markers"] == pytest.approx(1 / 3)
