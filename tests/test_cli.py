@@ -1,6 +1,7 @@
 """CLI: users, the starter model, bootstrap, and models list/activate/rollback."""
 
 import shutil
+from pathlib import Path
 
 from app.extensions import db
 from app.registry import active_version_id
@@ -31,6 +32,18 @@ def test_starter_model_builds_and_registers(app, runner):
         v = db.session.get(ModelVersion, 2)
         assert v.arch == "seq2seq" and v.manifest["kind"] == "starter"
         assert active_version_id() == 1  # an active version already existed; the new one waits
+
+
+def test_starter_model_on_an_unmigrated_database_fails_before_training(tmp_path):
+    """The schema is asked first: a default build takes minutes, and used to fail only at registration."""
+    from app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(backend="sqlite", tmp_path=tmp_path))
+    res = app.test_cli_runner().invoke(args=["starter-model", "--size", "tiny"])
+    assert res.exit_code == 2 and "flask db upgrade" in res.output
+    store = Path(app.config["MODEL_STORE"])
+    assert not store.exists() or not any(p.name.isdigit() for p in store.iterdir())
 
 
 def test_bootstrap_is_idempotent(app, runner):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.lm.checkpoint import read_manifest
 from app.store import local_copy
@@ -39,14 +40,19 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
     from worker.starter import StarterConfig, build_starter
     from worker.starter import write_prebuilt as copy_to_prebuilt
 
-    if if_missing and list_versions():
+    # Asked before training, not after: on a database without its tables a 26-minute build used to end in an error.
+    try:
+        registered = list_versions()
+    except SQLAlchemyError as exc:
+        fail(f"the database is not ready ({type(exc).__name__}); run `flask db upgrade` first")
+    if if_missing and registered:
         click.echo("a model version is already registered; skipping the starter build")
         return
     cfg = StarterConfig.tiny(arch, seed) if size == "tiny" else StarterConfig(arch=arch, seed=seed)
     number, path = build_starter(cfg, store=current_app.config["MODEL_STORE"], log=click.echo, rebuild=rebuild)
-    register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     if write_prebuilt:
         click.echo(f"wrote {copy_to_prebuilt(local_copy(path), arch)}")
+    register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     click.echo(f"registered starter {arch} as version {number} at {path}")
     if active_version_id() is None:
         activate_version(version_id=number, actor="cli", reason="starter model")
