@@ -76,10 +76,11 @@ def answer(comparison_id: int):
     user_id = acting_user().id  # once, as in create_comparison
     pref, created = preferences.record_answer(
         user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
-        verdict=body.verdict or "choice", latency_ms=body.latency_ms,
+        verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
     )
     out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
-           "candidate_id": pref.chosen_candidate_id, "progress": preferences.progress(user_id=user_id)}
+           "candidate_id": pref.chosen_candidate_id, "also_good": pref.also_good or [],
+           "progress": preferences.progress(user_id=user_id)}
     return out, 201 if created else 200
 
 

@@ -21,19 +21,26 @@ from app.validation import BadInput
 
 
 def record_answer(
-    *, user_id: int, comparison_id: int, candidate_id: int | None, verdict: str, latency_ms: int | None = None
+    *, user_id: int, comparison_id: int, candidate_id: int | None, verdict: str, latency_ms: int | None = None,
+    also_good: Iterable[int] = (),
 ) -> tuple[Preference, bool]:
     """Store an answer in one transaction; return (row, created). A repeat of the same answer is a no-op.
 
-    The API checks its body with app.schemas.AnswerBody first (verdicts: app.tables.VERDICTS)."""
+    also_good: with a choice, the other candidates the annotator finds acceptable too. The API checks its body
+    with app.schemas.AnswerBody first (verdicts: app.tables.VERDICTS)."""
     comparison = get_comparison(comparison_id=comparison_id, user_id=user_id)
-    if candidate_id is not None and candidate_id not in {c.id for c in comparison.candidates}:
-        raise BadInput(f"candidate {candidate_id} is not part of comparison {comparison_id}", status=422)
+    ids = {c.id for c in comparison.candidates}
+    marked = sorted(set(also_good)) or None
+    for cid in [candidate_id, *(marked or [])]:
+        if cid is not None and cid not in ids:
+            raise BadInput(f"candidate {cid} is not part of comparison {comparison_id}", status=422)
+    if marked and (candidate_id is None or candidate_id in marked):
+        raise BadInput("also_good lists other acceptable candidates beside the chosen one", status=422)
     existing = comparison.preference
     if existing is None:
         pref = Preference(
             comparison_id=comparison_id, user_id=user_id, verdict=verdict,
-            chosen_candidate_id=candidate_id, latency_ms=latency_ms,
+            chosen_candidate_id=candidate_id, also_good=marked, latency_ms=latency_ms,
         )
         db.session.add(pref)
         try:
@@ -43,7 +50,7 @@ def record_answer(
             # A concurrent submit won the unique constraint; fall through and compare with it.
             db.session.rollback()
             existing = db.session.scalars(select(Preference).where(Preference.comparison_id == comparison_id)).one()
-    if existing.verdict == verdict and existing.chosen_candidate_id == candidate_id:
+    if existing.verdict == verdict and existing.chosen_candidate_id == candidate_id and existing.also_good == marked:
         return existing, False
     raise BadInput(f"comparison {comparison_id} already has a different answer; undo it first", status=409)
 
@@ -61,7 +68,7 @@ def undo_last_answer(*, user_id: int, comparison_id: int | None = None) -> Compa
         raise BadInput("only your latest answer can be undone", status=409)
     comparison = latest.comparison
     detail = {"comparison_id": latest.comparison_id, "verdict": latest.verdict,
-              "chosen_candidate_id": latest.chosen_candidate_id}
+              "chosen_candidate_id": latest.chosen_candidate_id, "also_good": latest.also_good}
     db.session.delete(latest)
     db.session.flush()
     user = db.session.get(User, user_id)
@@ -81,28 +88,36 @@ class Click:
     model_version_id: int
     chosen_candidate_id: int
     candidates: tuple[tuple[int, str], ...]  # (candidate id, text)
+    also_good: tuple[int, ...] = ()  # other candidates marked acceptable: never trained as worse than the chosen
     battle_id: int | None = None  # an arena vote: its candidates come from the versions below, one each
     versions: tuple[int, ...] = ()
     voted_at: str = ""  # ISO time of the vote (what "new since the last run" means for votes)
 
 
 def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
-    """The one place clicks become DPO pairs: best vs each other candidate (ties, all-bad and skips are no clicks)."""
+    """The one place clicks become DPO pairs: best vs each other candidate (ties, all-bad and skips are no clicks).
+
+    Candidates marked also good are not rejected against the best: each good one (the best first) is chosen against
+    each of the rest, so an acceptable answer is never pushed down; all marked good gives no pair, as a tie."""
     for click in clicks:
-        chosen = next(text for cid, text in click.candidates if cid == click.chosen_candidate_id)
-        for cid, text in click.candidates:
-            if cid == click.chosen_candidate_id or text == chosen:
-                continue
-            # Leading space on completions, not the prompt: TRL wants the prompt to be a token prefix.
-            pair = {"prompt": click.model_prompt, "chosen": " " + chosen, "rejected": " " + text,
-                    "input": click.input_text}
-            if click.battle_id is None:
-                yield pair | {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
-                              "model_version_id": click.model_version_id}
-            else:
-                version_of = dict(zip((cid for cid, _ in click.candidates), click.versions, strict=True))
-                yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
-                              "rejected_version_id": version_of[cid], "voted_at": click.voted_at}
+        text_of = dict(click.candidates)
+        good = [click.chosen_candidate_id, *(c for c in click.also_good if c != click.chosen_candidate_id)]
+        good_texts = {text_of[cid] for cid in good}
+        for chosen_id in good:
+            for cid, text in click.candidates:
+                # A candidate with the text of a good one is that text again, not a worse answer.
+                if text in good_texts:
+                    continue
+                # Leading space on completions, not the prompt: TRL wants the prompt to be a token prefix.
+                pair = {"prompt": click.model_prompt, "chosen": " " + text_of[chosen_id], "rejected": " " + text,
+                        "input": click.input_text}
+                if click.battle_id is None:
+                    yield pair | {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
+                                  "model_version_id": click.model_version_id}
+                else:
+                    version_of = dict(zip((c for c, _ in click.candidates), click.versions, strict=True))
+                    yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
+                                  "rejected_version_id": version_of[cid], "voted_at": click.voted_at}
 
 
 # Rows per round trip. The stream holds one batch, never the table: bench/export.py, docs/BENCHMARKS.md.
@@ -113,7 +128,7 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
     """Every 'choice' answer (only these ids, or none newer than `upto`), oldest first, streamed by one query."""
     stmt = (
         select(Preference.id, Preference.chosen_candidate_id, Comparison.id, Comparison.model_prompt,
-               Comparison.input_text, Comparison.model_version_id, Candidate.id, Candidate.text)
+               Comparison.input_text, Comparison.model_version_id, Candidate.id, Candidate.text, Preference.also_good)
         .join(Comparison, Comparison.id == Preference.comparison_id)
         .join(Candidate, Candidate.comparison_id == Comparison.id)
         .where(Preference.verdict == "choice", Comparison.gold_item_id.is_(None))  # gold answers never train
@@ -128,7 +143,7 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
         rows = list(rows)
         pref_id, chosen_id, comparison_id, model_prompt, input_text, version_id = rows[0][:6]
         yield Click(pref_id, comparison_id, model_prompt, input_text, version_id, chosen_id,
-                    tuple((row[6], row[7]) for row in rows))
+                    tuple((row[6], row[7]) for row in rows), also_good=tuple(rows[0][8] or ()))
 
 
 def take_snapshot(*, arena_votes: bool = False) -> tuple[dict, str]:
@@ -194,7 +209,7 @@ def arena_votes(*, until=None) -> Iterator[Click]:
 
 
 def export_lines(*, arena: bool = False) -> Iterator[str]:
-    """JSON lines in TRL's standard preference format (two pairs per click, one per vote), in constant memory."""
+    """JSON lines in TRL's standard preference format (the pairs of build_pairs), in constant memory."""
     beat = _heartbeat()
     for n, pair in enumerate(build_pairs(arena_votes() if arena else choice_preferences())):
         if n % BATCH == 0:

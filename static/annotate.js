@@ -27,10 +27,30 @@
       const key = document.createElement("kbd"); key.textContent = String(i + 1);
       const text = document.createElement("span"); text.className = "text"; text.textContent = cand.text;
       btn.append(key, text);
-      btn.addEventListener("click", () => answer({ candidate_id: cand.id }, btn));
-      li.append(btn); cards.append(li);
+      btn.addEventListener("click", () => pick(btn));
+      // "Also fine": an acceptable candidate that is not the best is not trained as worse than the best.
+      const fine = document.createElement("button");
+      fine.type = "button"; fine.className = "also-good"; fine.setAttribute("aria-pressed", "false");
+      fine.title = "Also acceptable: not trained as worse than the best (Shift+" + (i + 1) + ")";
+      fine.textContent = "✓ also fine";
+      fine.addEventListener("click", () => toggleFine(i));
+      li.append(btn, fine); cards.append(li);
     });
     showProgress(c.progress);
+  }
+
+  function toggleFine(i) {
+    const fine = $("cards").querySelectorAll("button.also-good")[i];
+    if (fine) fine.setAttribute("aria-pressed", fine.getAttribute("aria-pressed") === "true" ? "false" : "true");
+  }
+
+  function pick(btn) {
+    const chosen = Number(btn.dataset.candidateId);
+    const alsoGood = [...$("cards").querySelectorAll("li")]
+      .filter((li) => li.querySelector("button.also-good[aria-pressed=true]"))
+      .map((li) => Number(li.querySelector("button.card").dataset.candidateId))
+      .filter((id) => id !== chosen);
+    answer({ candidate_id: chosen, also_good: alsoGood }, btn);
   }
 
   function clear() {
@@ -88,9 +108,11 @@
   document.addEventListener("keydown", (ev) => {
     if (ev.target.closest("input, textarea, select") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const k = ev.key.toLowerCase();
-    if (["1", "2", "3"].includes(k) && current) {
+    const digit = /^Digit([1-9])$/.exec(ev.code || "");  // by code: Shift+1 is "!" as a key
+    if (digit && ev.shiftKey && current) toggleFine(Number(digit[1]) - 1);
+    else if (["1", "2", "3"].includes(k) && current) {
       const btn = $("cards").querySelectorAll("button.card")[Number(k) - 1];
-      if (btn) answer({ candidate_id: Number(btn.dataset.candidateId) }, btn);
+      if (btn) pick(btn);
     } else if (k === "t" && current) answer({ verdict: "tie" });
     else if (k === "b" && current) answer({ verdict: "all_bad" });
     else if (k === "s" && current) answer({ verdict: "skip" });

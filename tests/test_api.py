@@ -89,6 +89,11 @@ def test_verdicts(client, annotator, verdict):
     ({"candidate_id": True}, 400),
     ({"candidate_id": 1, "verdict": "tie"}, 400),
     ({"candidate_id": 999999}, 422),
+    ({"verdict": "tie", "also_good": [1]}, 400),
+    ({"candidate_id": 1, "also_good": [1]}, 400),
+    ({"candidate_id": 1, "also_good": [2, 2]}, 400),
+    ({"candidate_id": 1, "also_good": "2"}, 400),
+    ({"candidate_id": 1, "also_good": list(range(2, 40))}, 400),
 ])
 def test_bad_answers_store_nothing(app, client, annotator, body, status):
     c = post(client, "/api/comparisons", annotator, {"prompt": "Clean the kitchen."}).json
@@ -96,6 +101,18 @@ def test_bad_answers_store_nothing(app, client, annotator, body, status):
     assert res.status_code == status and res.json["error"]
     with app.app_context():
         assert db.session.scalar(select(func.count(Preference.id))) == 0
+
+
+def test_other_acceptable_candidates_can_be_marked_beside_the_best(app, client, annotator):
+    c = post(client, "/api/comparisons", annotator, {"prompt": "Water the plants."}).json
+    best, fine, _ = (x["id"] for x in c["candidates"])
+    path = f"/api/comparisons/{c['id']}/answer"
+    unknown = post(client, path, annotator, {"candidate_id": best, "also_good": [10**9]})
+    assert unknown.status_code == 422 and "not part of comparison" in unknown.json["error"]
+    res = post(client, path, annotator, {"candidate_id": best, "also_good": [fine]})
+    assert res.status_code == 201 and res.json["also_good"] == [fine] and res.json["candidate_id"] == best
+    with app.app_context():
+        assert db.session.scalars(select(Preference)).one().also_good == [fine]
 
 
 def test_unknown_and_foreign_comparisons_are_404(client, users, annotator):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,16 @@ def test_mouse_keyboard_undo_are_stored_exactly(page, server):
     expect(page.locator("#status")).to_have_text("Undone: answer it again.")
     expect(page.locator("#mine")).to_have_text("1")
     assert card_ids(page) == second
+
+    # Shift+3 and a click on the first card's toggle mark both "also fine"; "2" then picks the best.
+    page.keyboard.press("Shift+3")
+    toggles = page.locator("#cards button.also-good")
+    expect(toggles.nth(2)).to_have_attribute("aria-pressed", "true")
+    toggles.nth(0).click()
+    expect(toggles.nth(0)).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("2")
+    wait_for_new_comparison(page, second)
+    expect(page.locator("#mine")).to_have_text("2")
     assert page.js_errors == []
 
     engine = create_engine(server.db_url)
@@ -118,7 +129,9 @@ def test_mouse_keyboard_undo_are_stored_exactly(page, server):
         with engine.connect() as conn:
             user_id = conn.execute(text("select id from users where name = 'ann'")).scalar_one()
             prefs = conn.execute(text("select comparison_id, verdict, chosen_candidate_id from preferences "
-                                      "where user_id = :u"), {"u": user_id}).all()
+                                      "where user_id = :u and also_good is null"), {"u": user_id}).all()
+            marked = conn.execute(text("select chosen_candidate_id, also_good from preferences "
+                                       "where user_id = :u and also_good is not null"), {"u": user_id}).one()
             undone = conn.execute(text("select comparison_id from candidates where id = :c"),
                                   {"c": second[1]}).scalar_one()
             undone_prefs = conn.execute(text("select count(*) from preferences where comparison_id = :c"),
@@ -130,8 +143,10 @@ def test_mouse_keyboard_undo_are_stored_exactly(page, server):
     assert len(prefs) == 1, prefs
     _, verdict, chosen = prefs[0]
     assert (verdict, chosen) == ("choice", clicked)
-    assert undone_prefs == 0
+    assert undone_prefs == 1  # undone, then answered again with the marks
     assert undo_events == 1
+    also_good = json.loads(marked[1]) if isinstance(marked[1], str) else marked[1]
+    assert (marked[0], also_good) == (second[1], sorted([second[0], second[2]]))
 
 
 def test_own_input_is_shown_as_text_not_html(page, server):

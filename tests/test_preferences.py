@@ -147,3 +147,52 @@ def test_progress_is_exact_for_the_user_and_caches_the_shared_counts(app, answer
         app.config["PROGRESS_CACHE_SECONDS"] = 0
         insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 1, user_id=other_id)
         assert progress(user_id=other_id) == {"mine": 3, "total": 6, "pool": 0, "pool_answered": 0}
+
+
+def click(chosen: int, also_good: tuple[int, ...] = (), texts=("a", "b", "c")):
+    from app.preferences import Click
+
+    return Click(7, 7, "Rewrite politely: x", "x", 1, chosen, tuple(enumerate(texts, start=1)), also_good=also_good)
+
+
+def test_candidates_marked_also_good_are_never_rejected():
+    """The best and each also-good candidate beat the rest; nothing beats an acceptable one."""
+    def pairs_of(c):
+        return [(p["chosen"].strip(), p["rejected"].strip()) for p in build_pairs([c])]
+
+    assert pairs_of(click(1)) == [("a", "b"), ("a", "c")]
+    assert pairs_of(click(1, (2,))) == [("a", "c"), ("b", "c")]
+    assert pairs_of(click(2, (1, 3))) == []  # every candidate acceptable: as a tie, no pair
+    assert pairs_of(click(1, texts=("a", "a", "c"))) == [("a", "c")]  # a duplicate of the best is no worse
+    assert pairs_of(click(1, (3,), texts=("a", "c", "c"))) == []
+
+
+def test_also_good_is_stored_checked_and_part_of_the_answer(app, answered):
+    from app.validation import BadInput
+
+    with app.app_context():
+        user_id = db.session.scalars(db.select(Preference.user_id)).first()
+        loaded = get_holder(app).current()
+        [c] = generate_comparisons(loaded=loaded, inputs=[("Wash the car.", None)], user_id=user_id)
+        db.session.commit()
+        ids = [x.id for x in c.candidates]
+        for bad in ([ids[0]], [10**12], [-1]):  # the chosen one itself, unknown ids
+            with pytest.raises(BadInput):
+                record_answer(user_id=user_id, comparison_id=c.id, candidate_id=ids[0], verdict="choice",
+                              also_good=bad)
+        with pytest.raises(BadInput):
+            record_answer(user_id=user_id, comparison_id=c.id, candidate_id=None, verdict="tie", also_good=[ids[1]])
+        assert db.session.scalars(db.select(Preference).where(Preference.comparison_id == c.id)).first() is None
+        pref, created = record_answer(user_id=user_id, comparison_id=c.id, candidate_id=ids[0], verdict="choice",
+                                      also_good=[ids[2], ids[2]])
+        assert created and pref.also_good == [ids[2]]
+        assert record_answer(user_id=user_id, comparison_id=c.id, candidate_id=ids[0], verdict="choice",
+                             also_good=[ids[2]]) == (pref, False)
+        with pytest.raises(BadInput) as err:
+            record_answer(user_id=user_id, comparison_id=c.id, candidate_id=ids[0], verdict="choice")
+        assert err.value.status == 409
+        mine = [p for p in build_pairs(choice_preferences()) if p["comparison_id"] == c.id]
+        texts = [x.text for x in c.candidates]
+    good = {" " + texts[0], " " + texts[2]}
+    assert all(p["chosen"] in good and p["rejected"] not in good for p in mine)
+    assert len(mine) == (2 if texts[1] not in (texts[0], texts[2]) else 0)
