@@ -9,13 +9,14 @@ from worker.checkpoints import file_digests
 from worker.starter import StarterConfig, build_starter, prebuilt, write_prebuilt
 
 
-def test_the_committed_gpt2_starter_matches_the_current_recipe():
+@pytest.mark.parametrize("arch, kind", [("gpt2", "causal"), ("t5", "seq2seq")])
+def test_the_committed_starters_match_the_current_recipe(arch, kind):
     """Change the corpus or the config, and this fails until the starter is rebuilt (README, "The starter model")."""
-    folder = prebuilt(StarterConfig(arch="gpt2"))
-    assert folder is not None, "models/prebuilt/gpt2 is missing, stale or corrupt: " \
-        "python -m worker starter-model --rebuild --write-prebuilt"
+    folder = prebuilt(StarterConfig(arch=arch))
+    assert folder is not None, f"models/prebuilt/{arch} is missing, stale or corrupt: " \
+        f"python -m worker starter-model --arch {arch} --rebuild --write-prebuilt"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["kind"] == "starter" and manifest["arch"] == "causal" and manifest["params"] > 1e6
+    assert manifest["kind"] == "starter" and manifest["arch"] == kind and manifest["params"] > 1e6
 
 
 @pytest.fixture
