@@ -103,6 +103,9 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
         text_of = dict(click.candidates)
         good = [click.chosen_candidate_id, *(c for c in click.also_good if c != click.chosen_candidate_id)]
         good_texts = {text_of[cid] for cid in good}
+        # An arena vote's candidates each come from a version: which one, for the rejected side's record.
+        version_of = ({} if click.battle_id is None
+                      else dict(zip((c for c, _ in click.candidates), click.versions, strict=True)))
         for chosen_id in good:
             for cid, text in click.candidates:
                 # A candidate with the text of a good one is that text again, not a worse answer.
@@ -115,7 +118,6 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
                     yield pair | {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
                                   "model_version_id": click.model_version_id}
                 else:
-                    version_of = dict(zip((c for c, _ in click.candidates), click.versions, strict=True))
                     yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
                                   "rejected_version_id": version_of[cid], "voted_at": click.voted_at}
 
