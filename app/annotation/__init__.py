@@ -1,0 +1,1 @@
+"""Annotation: comparisons and their candidates, answers, gold items, the prompt pool, agreement."""

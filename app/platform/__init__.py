@@ -1,0 +1,1 @@
+"""Shared ground: config, extensions, database, Redis, processes, the launcher, exceptions, input checks."""

@@ -1,0 +1,1 @@
+"""The web layer: blueprints, the JSON API's shapes and OpenAPI, error pages, and the CLI."""
