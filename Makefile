@@ -27,7 +27,7 @@ setup: $(VENV)/.installed
 	$(BIN)/flask models bootstrap
 
 run: setup
-	$(BIN)/python -m app.launcher
+	$(BIN)/python -m app.platform.launcher
 
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from app.config import Config, check_nodes, resolve_secret_key
+from app.platform.config import Config, check_nodes, resolve_secret_key
 
 
 class IdConverter(IntegerConverter):
@@ -27,8 +27,10 @@ def create_app(config: Config | dict | None = None) -> Flask:
     check_nodes(app.config)
     app.config["SECRET_KEY"] = resolve_secret_key(app.config, app.logger)
 
-    from app import database, errors, roles, security
-    from app.extensions import csrf, db, login_manager, migrate
+    from app.accounts import security, users
+    from app.platform import database
+    from app.platform.extensions import csrf, db, login_manager, migrate
+    from app.web import errors
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
@@ -36,17 +38,16 @@ def create_app(config: Config | dict | None = None) -> Flask:
     login_manager.init_app(app)
     database.init_app(app)
     errors.init_app(app)
-    roles.init_app(app)
+    users.init_app(app)
     security.init_app(app)
 
-    from app import admin, annotate, api, auth, cli, ops
+    from app.web import admin, annotate, api, auth, cli, ops
 
     for module in (auth, annotate, admin, ops, api):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # the API checks CSRF itself when a browser session (not a token) calls it
     cli.init_app(app)
     _mount_rq_dashboard(app)
-    app.extensions["prefloop_on_swap"] = _on_swap(app)
     if app.config["PROXY_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -74,12 +75,12 @@ def _mount_rq_dashboard(app: Flask) -> None:
     from flask import abort, redirect, request, url_for
     from flask_login import current_user
 
-    from app.jobs import SERIALIZER
-    from app.roles import can
+    from app.accounts.roles import can
+    from app.training.jobs import SERIALIZER
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.setup_rq_connection(app)
-    rq_dashboard.web.config.serializer = SERIALIZER  # the training queue's jobs are JSON (app/jobs.py)
+    rq_dashboard.web.config.serializer = SERIALIZER  # the training queue's jobs are JSON (app/training/jobs.py)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
 
     @app.before_request
@@ -98,16 +99,7 @@ def _mount_rq_dashboard(app: Flask) -> None:
 
 
 def _migrations_dir() -> str:
-    from app.config import ROOT
+    from app.platform.config import ROOT
 
     return str(ROOT / "migrations")
 
-
-def _on_swap(app: Flask):
-    def on_swap(version_id: int) -> None:
-        from app.comparisons import mark_stale
-
-        with app.app_context():
-            mark_stale(keep_version_id=version_id)
-
-    return on_swap

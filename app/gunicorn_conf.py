@@ -12,11 +12,11 @@ control_socket_disable = True
 
 
 def when_ready(server):
-    """Start the prefetcher process (app/prefetch.py) beside the workers, unless PREFETCH_SIZE is 0."""
-    from app.config import Config
+    """Start the prefetcher process (app/versions/prefetch.py) beside the workers, unless PREFETCH_SIZE is 0."""
+    from app.platform.config import Config
 
     if Config().PREFETCH_SIZE > 0:
-        server.prefetcher = subprocess.Popen([sys.executable, "-m", "app.prefetch"])
+        server.prefetcher = subprocess.Popen([sys.executable, "-m", "app.versions.prefetch"])
         server.log.info("Started prefetcher with pid: %s", server.prefetcher.pid)
 
 
@@ -34,7 +34,7 @@ def on_exit(server):
 def post_worker_init(worker):
     """Hand the app the worker's heartbeat, set torch threads, then start this process's model listener."""
     from app.lm.device import set_threads
-    from app.serving import get_holder, listen_for_changes
+    from app.versions.serving import get_holder, listen_for_changes
 
     app = worker.wsgi
     # A long streamed answer (the export) calls this while it makes progress: a sync worker otherwise tells the

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
-from app.roles import ROLES
+from app.accounts.roles import ROLES
+from app.platform.extensions import db
 
 VERDICTS = ("choice", "tie", "all_bad", "skip")
 # An arena vote: a candidate won ("choice"), or neither did. FastChat keeps ties and both-bad votes too.
@@ -92,6 +92,11 @@ class ServingState(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @classmethod
+    def active_id(cls) -> int | None:
+        """The version the pointer names, read from the database (never the session's cache); None before any."""
+        return db.session.scalar(select(cls.version_id).where(cls.id == 1))
 
 
 class AuditEvent(db.Model):
@@ -217,7 +222,7 @@ class ArenaBattle(db.Model):
     state: Mapped[str] = mapped_column(String(16), default="assigned", index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     verdict: Mapped[str | None] = mapped_column(String(16))
-    # No foreign key: the two tables would reference each other; app.arena checks it is one of the battle's own.
+    # No foreign key: the two tables would reference each other; app.arena.battles checks it is one of the battle's own.
     winner_candidate_id: Mapped[int | None] = mapped_column()
     latency_ms: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

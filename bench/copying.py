@@ -81,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from app.config import Config
+    from app.platform.config import Config
 
     torch.set_num_threads(1)
     cfg = Config()

@@ -61,9 +61,9 @@ def prepare(db_url: str, clicks: int, tmp: Path) -> None:
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.extensions import db
-    from app.registry import register_version
-    from app.users import create_user
+    from app.accounts.users import create_user
+    from app.platform.extensions import db
+    from app.versions.registry import register_version
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "MODEL_STORE": str(tmp / "models"), "REDIS_URL": None,
                       "SECRET_KEY": "bench", "RATELIMIT_STORAGE_URI": "memory://"})
@@ -80,7 +80,7 @@ def prepare(db_url: str, clicks: int, tmp: Path) -> None:
 EXPORT = """
 import json, resource, sys, time, tracemalloc
 from app import create_app
-from app.preferences import export_lines
+from app.dataset.export import export_lines
 url, mode = sys.argv[1], sys.argv[2]
 app = create_app({"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": None, "SECRET_KEY": "bench",
                   "RATELIMIT_STORAGE_URI": "memory://"})
@@ -90,7 +90,7 @@ def before():
     # The export as it was (commit fcc77eb): every answer loaded first, then its comparison and its candidates
     # lazily, two more queries per click.
     from sqlalchemy import select
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import Preference
     prefs = list(db.session.scalars(select(Preference).where(Preference.verdict == "choice").order_by(Preference.id)))
     for pref in prefs:
@@ -105,7 +105,7 @@ def before():
 
 
 with app.app_context(), open("/dev/null", "w") as out:
-    from app.extensions import db
+    from app.platform.extensions import db
     db.session.execute(db.text("select 1"))  # connect first: the pool is not the export's memory
     json.dumps({"warm": "up"})
     rss_before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()

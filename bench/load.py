@@ -96,7 +96,7 @@ def role(pid: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "gone"
-    return "prefetcher" if b"app.prefetch" in cmdline else "web worker"
+    return "prefetcher" if b"app.versions.prefetch" in cmdline else "web worker"
 
 
 def children(pid: int) -> list[int]:

@@ -31,8 +31,8 @@ PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 def publish_copy(app, starter: Path) -> int:
     """A new version in the bucket with the starter's files, registered (not activated)."""
     from app.lm.checkpoint import read_manifest
-    from app.registry import register_version
-    from app.store import local_copy
+    from app.versions.registry import register_version
+    from app.versions.store import local_copy
     from worker.checkpoints import publish_checkpoint
 
     def save(tmp: Path) -> dict:
@@ -78,8 +78,8 @@ def main() -> None:
     import redis
 
     from app import create_app
-    from app.extensions import db
-    from app.store import local_copy
+    from app.platform.extensions import db
+    from app.versions.store import local_copy
     from tests.live import live_node, live_server
     from tests.services import S3Server
 

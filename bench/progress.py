@@ -2,7 +2,7 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/progress.py [--sizes 1000,10000,100000] [--calls 50]
 
-Both click responses (the answer and the next comparison) carry app.preferences.progress(). It counts the user's
+Both click responses (the answer and the next comparison) carry app.annotation.answers.progress(). It counts the user's
 own answers exactly and takes the shared totals (all answers, pool size, answered pool prompts) from a per-process
 cache refreshed every PROGRESS_CACHE_SECONDS. For each backend and table size (the other annotators' clicks,
 inserted in bulk by bench/export.py; the timed annotator has --mine of their own), this times the call with the
@@ -27,8 +27,8 @@ PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 def time_calls(app, *, user_id: int, calls: int) -> float:
     """Median ms of progress() for one user, each call in its own transaction as a request has."""
-    from app.extensions import db
-    from app.preferences import progress
+    from app.annotation.answers import progress
+    from app.platform.extensions import db
 
     ms = []
     with app.app_context():
@@ -70,8 +70,8 @@ def main() -> None:
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "MODEL_STORE": str(tmp / "models"), "REDIS_URL": None,
                           "SECRET_KEY": "bench", "RATELIMIT_STORAGE_URI": "memory://"})
         with app.app_context():
-            from app.extensions import db
-            from app.users import create_user
+            from app.accounts.users import create_user
+            from app.platform.extensions import db
 
             user_id = create_user(name="timed", role="annotator")[0].id
             db.session.remove()

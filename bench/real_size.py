@@ -7,7 +7,7 @@ Random weights are fine for timing, not for quality: such a model never ends a s
 to --new-tokens (a real rewrite of a short message is 15-30 GPT-2 tokens). The models use the starter's tokenizer
 with the real vocabulary size, so the embedding and the output layer have their real cost. For each shape:
   - generation per comparison (3 candidates), inline (1 prompt per call, as a web worker does when the buffer is
-    empty) and in prefetch batches (app.prefetch.MAX_BATCH prompts), with the app's sampling loop and with the
+    empty) and in prefetch batches (app.versions.prefetch.MAX_BATCH prompts), with the app's sampling loop and with the
     generate() call it replaced, alternating, reps times;
   - peak RSS of a fresh process that loads the model and samples one prefetch batch (a web worker's or the
     prefetcher's model share; Flask and the imports add about the same to each);
@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from app.versions.files import file_digests
 from bench.common import OUT, cached_starter, machine, markdown_table, write_json
-from worker.checkpoints import file_digests
 
 SHAPES = {
     "gpt2-small": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)),
@@ -90,7 +90,7 @@ def time_generation(path: Path, *, new_tokens: int, reps: int) -> dict:
     """ms per comparison for the loop and for generate(), inline and in prefetch batches."""
     from app.lm.checkpoint import load_checkpoint
     from app.lm.sampling import sample_batch
-    from app.prefetch import MAX_BATCH
+    from app.versions.prefetch import MAX_BATCH
     from worker.corpus import make_prompts
 
     loaded = load_checkpoint(str(path), device="cpu")
@@ -125,7 +125,7 @@ import json, time, torch
 torch.set_num_threads(1)
 from app.lm.checkpoint import load_checkpoint
 from app.lm.sampling import sample_batch
-from app.prefetch import MAX_BATCH
+from app.versions.prefetch import MAX_BATCH
 load_checkpoint({str(path)!r}, device="cpu")  # first: the imports a running process has already paid for
 started = time.perf_counter()
 loaded = load_checkpoint({str(path)!r}, device="cpu")

@@ -75,7 +75,7 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
 def install_starter(app, path: Path) -> int:
     """Copy a starter into the app's store as version 1 and activate it."""
     from app.lm.checkpoint import read_manifest
-    from app.registry import activate_version, register_version
+    from app.versions.registry import activate_version, register_version
 
     store = Path(app.config["MODEL_STORE"])
     store.mkdir(parents=True, exist_ok=True)
@@ -115,8 +115,8 @@ def checkpoint_copier(source: Path):
 def publish_starter(app, path: Path) -> int:
     """Publish a starter into the app's bucket store (s3://) as a new version, register and activate it."""
     from app.lm.checkpoint import read_manifest
-    from app.registry import activate_version, register_version
-    from app.store import local_copy
+    from app.versions.registry import activate_version, register_version
+    from app.versions.store import local_copy
     from worker.checkpoints import publish_checkpoint
 
     with app.app_context():
@@ -130,7 +130,7 @@ def publish_starter(app, path: Path) -> int:
 def install_child(app, path: Path, *, number: int, parent: int, activate: bool = True) -> int:
     """Copy a starter into the store as version `number`, a child of `parent` (the arena's default pair)."""
     from app.lm.checkpoint import read_manifest
-    from app.registry import activate_version, register_version
+    from app.versions.registry import activate_version, register_version
 
     dest = Path(app.config["MODEL_STORE"]) / str(number)
     shutil.copytree(path, dest)
@@ -153,7 +153,7 @@ def upgrade(app) -> None:
 def app(backend, arch, tmp_path, starter_dir):
     """An app on a fresh, migrated database with the tiny starter active."""
     from app import create_app
-    from app.extensions import db
+    from app.platform.extensions import db
 
     app = create_app(make_config(backend=backend, tmp_path=tmp_path))
     upgrade(app)
@@ -181,7 +181,7 @@ class Users:
         self.app = app
 
     def create(self, name: str, role: str = "annotator", password: str = "pw") -> dict:
-        from app.users import create_user
+        from app.accounts.users import create_user
 
         with self.app.app_context():
             user, password, token = create_user(name=name, role=role, password=password)
@@ -246,7 +246,7 @@ class SpecCheckedClient(FlaskClient):
     """A test client that fails the test whose request got an answer the OpenAPI spec does not describe."""
 
     def open(self, *args, **kwargs):
-        from app.openapi import openapi_spec
+        from app.web.openapi import openapi_spec
 
         response = super().open(*args, **kwargs)
         extensions = self.application.extensions

@@ -128,7 +128,7 @@ def _install_starter(*, db_url: str, model_store: Path | str, cache: Path, start
     """Copy the starter into the store as version 1, register and activate it (in-process, then let go); into a
     bucket (s3://), it is published there like any version (AWS_* from this process's environment)."""
     from app import create_app
-    from app.extensions import db
+    from app.platform.extensions import db
     from tests.conftest import install_starter, publish_starter
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "MODEL_STORE": str(model_store), "REDIS_URL": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.agreement import agreement_report, krippendorff_alpha, pairwise_agreement
+from app.annotation.agreement import agreement_report, krippendorff_alpha, pairwise_agreement
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability": observers A-D by units 1-12, "." = missing
 KRIPPENDORFF_2011 = """
@@ -99,7 +99,7 @@ def test_agreement_report_empty() -> None:
 
 def test_agreement_api_over_overlapping_answers(app, client, users, admin):
     """Two annotators answer the same two comparisons (overlap 2): they agree on one, not on the other."""
-    from app.agreement import krippendorff_alpha
+    from app.annotation.agreement import krippendorff_alpha
 
     app.config["ANNOTATION_OVERLAP"] = 2
     a, b = users.create("ann_a"), users.create("ann_b")
@@ -128,7 +128,7 @@ def test_agreement_api_over_overlapping_answers(app, client, users, admin):
     assert (report["items"], report["answers"], report["pairs"], report["agreeing_pairs"]) == (2, 4, 2, 1)
     assert report["pairwise"] == 0.5
     # A label is the chosen sample's index; the two items' picks can share one (alpha is then 0), so read them.
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import Candidate
 
     with app.app_context():

@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.platform.extensions import db
 from app.tables import Comparison, Preference
 from tests.services import BOTH_BACKENDS
 

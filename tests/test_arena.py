@@ -25,7 +25,7 @@ def battle(client, user, prompt="Fix the build now."):
 
 
 def test_a_battle_is_blind_and_pits_the_two_versions(app, client, annotator, operator, two_versions):
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import ArenaBattle
 
     b = battle(client, annotator)
@@ -44,7 +44,7 @@ def test_a_battle_is_blind_and_pits_the_two_versions(app, client, annotator, ope
 
 def test_left_and_right_are_randomized(app, client, annotator, two_versions):
     """Twelve battles: the starter is on each side at least once (all on one side: p = 2 * 2**-12)."""
-    from app.arena import create_battle, record_vote
+    from app.arena.battles import create_battle, record_vote
 
     lefts = set()
     with app.app_context():
@@ -83,8 +83,8 @@ def test_bad_votes_are_clear_400s(client, annotator, two_versions, body):
 
 
 def test_an_unvoted_battle_is_handed_back_and_ties_and_both_bad_are_kept(app, client, annotator, two_versions):
-    from app.extensions import db
-    from app.prompts import import_prompts
+    from app.annotation.prompts import import_prompts
+    from app.platform.extensions import db
     from app.tables import ArenaBattle
 
     with app.app_context():
@@ -105,7 +105,7 @@ def test_no_pair_is_a_clear_409(client, annotator):
 
 
 def test_leaderboard_counts_and_ratings(app, client, annotator, admin, two_versions):
-    from app.arena import create_battle, record_vote
+    from app.arena.battles import create_battle, record_vote
 
     with app.app_context():
         for i in range(10):  # version 2 wins 6, loses 2, ties 1, both bad 1
@@ -127,8 +127,8 @@ def test_leaderboard_counts_and_ratings(app, client, annotator, admin, two_versi
 
 
 def test_operators_choose_the_pairs_on_the_versions_page(app, client, users, operator, starter_dir, two_versions):
-    from app.extensions import db
-    from app.pairs import battle_pairs
+    from app.arena.matchups import battle_pairs
+    from app.platform.extensions import db
     from app.tables import AuditEvent
 
     install_child(app, starter_dir["gpt2"], number=3, parent=2)  # active: 3, so the default pair is (2, 3)
@@ -149,7 +149,7 @@ def test_operators_choose_the_pairs_on_the_versions_page(app, client, users, ope
     assert "choose two different versions" in page and "version 99 not found" in page
     with app.app_context():
         assert battle_pairs() == [(1, 3)]
-        from app.pairs import list_pairs
+        from app.arena.matchups import list_pairs
 
         pair_id = list_pairs()[0].id
     client.post(f"/ops/arena/pairs/{pair_id}/delete", data={"csrf_token": token})
@@ -158,7 +158,7 @@ def test_operators_choose_the_pairs_on_the_versions_page(app, client, users, ope
 
 
 def test_versions_page_shows_the_leaderboard_and_its_plot(app, client, users, annotator, operator, two_versions):
-    from app.arena import create_battle, record_vote
+    from app.arena.battles import create_battle, record_vote
 
     with app.app_context():
         b = create_battle(user_id=annotator["id"], input_text="Fix it.")
@@ -171,9 +171,9 @@ def test_versions_page_shows_the_leaderboard_and_its_plot(app, client, users, an
 
 def test_resident_versions_are_capped(app, client, annotator, starter_dir, two_versions):
     """With a cap of 1 and battles against two other versions, one other version is resident at a time."""
-    from app.arena import create_battle
-    from app.pairs import add_pair
-    from app.serving import get_holder
+    from app.arena.battles import create_battle
+    from app.arena.matchups import add_pair
+    from app.versions.serving import get_holder
 
     install_child(app, starter_dir["gpt2"], number=3, parent=2)  # active: 3
     app.config["ARENA_RESIDENT_VERSIONS"] = 1
@@ -181,7 +181,7 @@ def test_resident_versions_are_capped(app, client, annotator, starter_dir, two_v
         add_pair(a=3, b=1, actor="test")
         create_battle(user_id=annotator["id"], input_text="One.")
         assert get_holder(app).status()["resident"] == [1]
-        from app.pairs import remove_pair
+        from app.arena.matchups import remove_pair
 
         remove_pair(pair_id=1, actor="test")
         add_pair(a=3, b=2, actor="test")
@@ -191,10 +191,11 @@ def test_resident_versions_are_capped(app, client, annotator, starter_dir, two_v
 
 
 def test_the_prefetcher_fills_the_arena_while_it_is_in_use(app, annotator, users, two_versions):
-    from app.arena import claim_ready, create_battle, fill_arena
-    from app.extensions import db
-    from app.prompts import import_prompts
+    from app.annotation.prompts import import_prompts
+    from app.arena.battles import claim_ready, create_battle
+    from app.platform.extensions import db
     from app.tables import ArenaBattle
+    from app.versions.prefetch import fill_arena
 
     with app.app_context():
         import_prompts(texts=[f"Clean room {i}." for i in range(6)], source="test", max_chars=200)
@@ -212,7 +213,7 @@ def test_the_prefetcher_fills_the_arena_while_it_is_in_use(app, annotator, users
 
 
 def test_votes_export_as_trl_pairs_with_both_versions(app, client, annotator, admin, two_versions):
-    from app.arena import create_battle, record_vote
+    from app.arena.battles import create_battle, record_vote
 
     with app.app_context():
         b = create_battle(user_id=annotator["id"], input_text="Pay the rent.")
@@ -236,10 +237,10 @@ def test_votes_export_as_trl_pairs_with_both_versions(app, client, annotator, ad
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 def test_concurrent_votes_store_exactly_one(app, annotator, two_versions):
     """Eight threads vote on one battle, half for each side: one vote is stored, the rest get 200 or 409."""
-    from app.arena import create_battle, record_vote
-    from app.extensions import db
+    from app.arena.battles import create_battle, record_vote
+    from app.platform.exceptions import BadInput
+    from app.platform.extensions import db
     from app.tables import ArenaBattle
-    from app.validation import BadInput
 
     with app.app_context():
         b = create_battle(user_id=annotator["id"], input_text="Ship it.")
@@ -291,10 +292,11 @@ def test_a_huge_version_id_in_the_pair_form_is_a_message_not_a_500(app, client, 
 def test_ready_battles_of_a_pair_no_longer_compared_are_retired(app, annotator, users, starter_dir, two_versions):
     """After a promotion the default pair moves on: the old pair's prefetched battles are marked stale, never handed
     out, and the buffer is refilled for the new pair."""
-    from app.arena import create_battle, fill_arena
-    from app.extensions import db
-    from app.prompts import import_prompts
+    from app.annotation.prompts import import_prompts
+    from app.arena.battles import create_battle
+    from app.platform.extensions import db
     from app.tables import ArenaBattle
+    from app.versions.prefetch import fill_arena
 
     with app.app_context():
         import_prompts(texts=[f"Clean room {i}." for i in range(6)], source="test", max_chars=200)
@@ -309,12 +311,12 @@ def test_ready_battles_of_a_pair_no_longer_compared_are_retired(app, annotator, 
 
 
 def test_the_leaderboard_is_computed_again_only_when_votes_change(app, annotator, two_versions, monkeypatch):
-    import app.ratings as ratings
-    from app.arena import create_battle, record_vote, standings
+    import app.arena.battles as battles
+    from app.arena.battles import create_battle, record_vote, standings
 
     calls = []
-    real = ratings.leaderboard
-    monkeypatch.setattr(ratings, "leaderboard", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = battles.leaderboard
+    monkeypatch.setattr(battles, "leaderboard", lambda *a, **k: calls.append(1) or real(*a, **k))
     with app.app_context():
         b = create_battle(user_id=annotator["id"], input_text="One.")
         record_vote(user_id=annotator["id"], battle_id=b.id, candidate_id=None, verdict="tie")

@@ -62,7 +62,7 @@ class LiveClient:
 
 
 def test_local_target():
-    from app.auth import local_target
+    from app.web.auth import local_target
 
     for target in ("/\t/evil.example", "//evil", "/\\evil", "https://evil/", "/\r\n", "/\u200b/x", "x", "", None):
         assert local_target(target) is None, target
@@ -126,7 +126,7 @@ def test_logout_ends_the_session_and_the_remember_cookie(client, users, annotato
 
 
 def test_an_unknown_name_costs_a_password_check(app, client, users, annotator, monkeypatch):
-    import app.users as users_module
+    import app.accounts.users as users_module
 
     checked = []
     real = users_module.check_password_hash

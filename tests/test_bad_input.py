@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.platform.extensions import db
 from app.tables import Comparison, Prompt
 from tests.services import BOTH_BACKENDS
 

@@ -177,8 +177,8 @@ def test_own_input_is_shown_as_text_not_html(page, server):
 def add_arena_version(server) -> None:
     """Register the starter again as version 2 (not active) and have the arena compare versions 1 and 2."""
     from app import create_app
-    from app.extensions import db
-    from app.pairs import add_pair
+    from app.arena.matchups import add_pair
+    from app.platform.extensions import db
     from tests.conftest import install_child
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": server.db_url, "MODEL_STORE": str(server.model_store),

@@ -3,9 +3,9 @@
 import shutil
 from pathlib import Path
 
-from app.extensions import db
-from app.registry import active_version_id
+from app.platform.extensions import db
 from app.tables import ModelVersion, User
+from app.versions.registry import active_version_id
 
 
 def test_users_create_prints_password_and_token(app, runner):
@@ -71,7 +71,7 @@ def test_bootstrap_imports_a_local_base_model(tmp_path, starter_dir):
 
 def test_models_list_activate_rollback(app, runner, starter_dir):
     from app.lm.checkpoint import read_manifest
-    from app.registry import register_version
+    from app.versions.registry import register_version
 
     dest = shutil.copytree(starter_dir["gpt2"], f"{app.config['MODEL_STORE']}/2")
     with app.app_context():

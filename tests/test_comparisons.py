@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.platform.extensions import db
 from app.tables import Comparison
 from tests.services import BOTH_BACKENDS
 
@@ -97,8 +97,8 @@ def test_overlap_without_lost_or_duplicated_answers_under_concurrency(app, users
     comparison gets more than 3 answers or two from one annotator, and the copy counters match the copies."""
     import threading
 
-    from app.comparisons import create_comparison
-    from app.preferences import record_answer
+    from app.annotation.answers import record_answer
+    from app.annotation.queue import create_comparison
     from app.tables import Preference
 
     app.config["ANNOTATION_OVERLAP"] = 3

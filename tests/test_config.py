@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.config import Config
+from app.platform.config import Config
 
 
 def test_defaults(monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import app.comparisons as comparisons
+import app.annotation.comparisons as comparisons
 from tests.services import BOTH_BACKENDS
 
 pytestmark = pytest.mark.slow
@@ -21,10 +21,10 @@ TINY_SFT_WEIGHT = 0.0
 
 def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2, seed: int = 0) -> list[int]:
     """Sample comparisons with the serving model and let a judge pick the shortest candidate; return preference ids."""
-    from app.extensions import db
-    from app.preferences import record_answer
-    from app.serving import get_holder
-    from app.users import create_user
+    from app.accounts.users import create_user
+    from app.annotation.answers import record_answer
+    from app.platform.extensions import db
+    from app.versions.serving import get_holder
     from worker.corpus import make_prompts
 
     # Comparisons draw their sampling seed from SystemRandom; a seeded one makes the data, and so the run, repeatable.
@@ -48,15 +48,15 @@ def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2
 
 def create_run(app, ids: list[int], **overrides) -> str:
     """A queued TrainingRun row as the web would write it: config from the defaults plus overrides."""
-    from app.extensions import db
-    from app.jobs import training_config
+    from app.platform.extensions import db
     from app.tables import TrainingRun
+    from app.training.jobs import training_config
 
     with app.app_context():
         config = training_config()
         gate = config["gate"] | overrides.pop("gate", {})
         run = TrainingRun(id=str(uuid.uuid4()), requested_by="adm", config=config | overrides | {"gate": gate},
-                          snapshot={"preference_ids": ids}, parent_version_id=1)
+                          snapshot={"max_preference_id": max(ids)}, parent_version_id=1)
         db.session.add(run)
         db.session.commit()
         return run.id
@@ -70,10 +70,12 @@ def weights(folder: Path) -> dict:
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_run_trains_saves_evaluates_and_registers(app, arch, monkeypatch):
-    from app.extensions import db
-    from app.preferences import build_pairs, choice_preferences, snapshot_hash
-    from app.registry import active_version_id
+    from app.dataset.clicks import choice_preferences
+    from app.dataset.pairs import build_pairs
+    from app.dataset.snapshot import snapshot_hash
+    from app.platform.extensions import db
     from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from app.versions.registry import active_version_id
     from worker.dpo import run_dpo
 
     app.config["MAX_NEW_TOKENS"] = 40  # room to end a sentence, so "shorter" is a real, learnable signal
@@ -127,7 +129,7 @@ def test_run_trains_saves_evaluates_and_registers(app, arch, monkeypatch):
 
 def test_a_bounded_run_trains_on_at_most_max_pairs(app, monkeypatch):
     """TRAIN_MAX_PAIRS: the run trains on a bounded share of the clicks and its manifest says which share."""
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import TrainingRun
     from worker.dpo import run_dpo
 
@@ -147,9 +149,9 @@ def test_a_bounded_run_trains_on_at_most_max_pairs(app, monkeypatch):
 
 def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
     """Likelihood displacement: held-out accuracy stays high while the samples turn to gibberish."""
-    from app.extensions import db
-    from app.registry import active_version_id
+    from app.platform.extensions import db
     from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from app.versions.registry import active_version_id
     from worker.dpo import run_dpo
 
     app.config["MAX_NEW_TOKENS"] = 40
@@ -172,10 +174,10 @@ def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)  # the compare-and-set is the database's job
 def test_rollback_during_training_is_not_overridden(app, monkeypatch):
     """The operator moved the active pointer while the run trained: the finished run must not move it back."""
-    from app.extensions import db
     from app.lm.checkpoint import read_manifest
-    from app.registry import activate_version, active_version_id, register_version
+    from app.platform.extensions import db
     from app.tables import AuditEvent, ModelVersion, TrainingRun
+    from app.versions.registry import activate_version, active_version_id, register_version
     from worker.checkpoints import import_model
     from worker.dpo import run_dpo
 
@@ -210,9 +212,9 @@ def test_rollback_during_training_is_not_overridden(app, monkeypatch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_lora_run_saves_a_merged_plain_checkpoint(app, arch, monkeypatch):
-    from app.extensions import db
     from app.lm.checkpoint import load_checkpoint
     from app.lm.sampling import sample_candidates
+    from app.platform.extensions import db
     from app.tables import TrainingRun
     from worker.dpo import run_dpo
 
@@ -232,7 +234,7 @@ def test_lora_run_saves_a_merged_plain_checkpoint(app, arch, monkeypatch):
 
 
 def test_a_failing_run_is_marked_failed_with_its_error(app):
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import TrainingRun
     from worker.dpo import run_dpo
 
@@ -252,7 +254,7 @@ def test_progress_reaches_the_rq_job_meta(app, monkeypatch):
     import redis
     from rq import Queue, SimpleWorker
 
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import TrainingRun
     from tests import services
 
@@ -296,7 +298,7 @@ def test_held_out_inputs_stay_held_out_as_clicks_accumulate():
 
 
 def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
-    from app.prompts import import_prompts
+    from app.annotation.prompts import import_prompts
     from worker.plan import evaluation_texts
 
     with app.app_context():
@@ -310,11 +312,12 @@ def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
     """TRAIN_ARENA_VOTES: off, the snapshot holds the clicks alone; on, each vote for a winner adds one pair
     (winner over loser), and the run trains on both and records the vote bound for the next run. A vote cast after
     the snapshot, on a battle generated before it, is not in it."""
-    from app.arena import create_battle, record_vote
-    from app.extensions import db
-    from app.preferences import build_pairs, snapshot_clicks, take_snapshot
+    from app.accounts.users import create_user
+    from app.arena.battles import create_battle, record_vote
+    from app.dataset.pairs import build_pairs
+    from app.dataset.snapshot import snapshot_clicks, take_snapshot
+    from app.platform.extensions import db
     from app.tables import TrainingRun
-    from app.users import create_user
     from tests.conftest import install_child
     from worker.dpo import run_dpo
 

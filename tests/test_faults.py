@@ -12,7 +12,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.platform.extensions import db
 from app.tables import Preference, TrainingRun
 from tests import services
 from tests.live import free_port

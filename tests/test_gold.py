@@ -27,7 +27,7 @@ def upload(client, users, admin, name: str, data: bytes):
 
 
 def gold_count(app) -> int:
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import GoldItem
 
     with app.app_context():
@@ -62,7 +62,7 @@ def test_a_bad_row_imports_nothing_and_says_which(app, client, users, admin, row
 
 
 def test_gold_is_mixed_in_scored_and_never_exported(app, client, users, admin, annotator):
-    from app.gold import gold_accuracy, import_gold
+    from app.annotation.gold import gold_accuracy, import_gold
 
     with app.app_context():
         import_gold(rows=GOLD, source="test", candidates=3, max_chars=200)

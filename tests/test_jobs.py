@@ -7,9 +7,9 @@ import redis
 from rq import Queue
 from sqlalchemy import func, select
 
-from app.extensions import db
-from app.jobs import SERIALIZER
+from app.platform.extensions import db
 from app.tables import Preference, TrainingRun
+from app.training.jobs import SERIALIZER
 from tests import services
 
 pytestmark = [pytest.mark.redis, pytest.mark.parametrize("backend", services.BOTH_BACKENDS, indirect=True)]
@@ -149,18 +149,18 @@ def test_no_redis_configured_is_503(app, client, admin):
 def test_the_run_stores_a_bound_and_the_snapshot_is_taken_outside_the_lock(queue_app, client, admin, monkeypatch):
     """The run row keeps the newest preference id, not every id, and the pass over the clicks (which grows with
     them) runs before the 30 s Redis lock is taken, so a large snapshot cannot outlive the lock."""
-    from app import jobs, preferences
+    from app.dataset import snapshot
+    from app.training import jobs
 
     conn = redis.Redis.from_url(queue_app.config["REDIS_URL"])
     click(client, admin)
-    held, original = [], preferences.choice_preferences
+    held, original = [], snapshot.choice_preferences
 
     def spy(*args, **kwargs):
         held.append(bool(conn.exists(jobs.LOCK_KEY)))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(preferences, "choice_preferences", spy)
-    monkeypatch.setattr(jobs, "choice_preferences", spy, raising=False)  # where the snapshot was taken before
+    monkeypatch.setattr(snapshot, "choice_preferences", spy)
     res = client.post("/api/training-runs", json={}, headers=admin["headers"])
     assert res.status_code == 202, res.json
     assert held == [False]

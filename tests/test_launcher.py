@@ -31,7 +31,7 @@ def launcher_env(tmp_path, **extra) -> tuple[dict, str]:
 
 def start_launcher(env: dict, log: Path) -> subprocess.Popen:
     with log.open("a") as out:
-        return subprocess.Popen([sys.executable, "-m", "app.launcher"], cwd=ROOT, env=env, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "app.platform.launcher"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -163,7 +163,7 @@ def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starte
         pids = descendants(proc.pid)
         commands = list(pids.values())
         assert sum("-m worker" in c for c in commands) >= 2, commands  # the worker and its work-horse
-        assert any("app.prefetch" in c for c in commands) and any("gunicorn" in c for c in commands), commands
+        assert any("app.versions.prefetch" in c for c in commands) and any("gunicorn" in c for c in commands), commands
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
         time.sleep(0.1)

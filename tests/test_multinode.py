@@ -110,7 +110,7 @@ def worker_of(run_id: str, url: str) -> int:
     from rq import Worker
     from rq.job import Job
 
-    from app.jobs import SERIALIZER
+    from app.training.jobs import SERIALIZER
 
     conn = redis.Redis.from_url(url)
     name = Job.fetch(run_id, connection=conn, serializer=SERIALIZER).worker_name
@@ -120,9 +120,9 @@ def worker_of(run_id: str, url: str) -> int:
 def corrupt_copy(node, s3, *, monkeypatch) -> int:
     """Publish the active version again into the bucket, flip bytes of its weights there (same size), register it."""
     from app import create_app
-    from app.extensions import db
-    from app.registry import register_version
-    from app.store import Bucket, local_copy
+    from app.platform.extensions import db
+    from app.versions.registry import register_version
+    from app.versions.store import Bucket, local_copy
     from tests.conftest import checkpoint_copier
     from worker.checkpoints import publish_checkpoint
 

@@ -7,7 +7,7 @@ from app.lm.checkpoint import read_manifest
 
 
 def test_versions_page_shows_accuracy_and_distinct_with_its_error(app, client, users, operator, starter_dir):
-    from app.registry import register_version
+    from app.versions.registry import register_version
 
     folder = Path(app.config["MODEL_STORE"]) / "2"
     shutil.copytree(Path(app.config["MODEL_STORE"]) / "1", folder)

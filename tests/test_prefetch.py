@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from app.comparisons import claim_prefetched
-from app.extensions import db
-from app.prefetch import fill_buffer, ready_count
-from app.prompts import import_prompts
+from app.accounts.users import create_user
+from app.annotation.prompts import import_prompts
+from app.annotation.queue import claim_prefetched
+from app.platform.extensions import db
 from app.tables import Comparison
-from app.users import create_user
+from app.versions.buffer import ready_count
+from app.versions.prefetch import fill_buffer
 from tests.conftest import spy_sample_rows
 from tests.live import call, live_server, wait_for_buffer
 
@@ -78,7 +79,7 @@ def test_gunicorn_runs_one_prefetcher_that_refills_and_dies_with_the_master(tmp_
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], workers=2, prompts=40,
                      env_extra={"PREFETCH_SIZE": "8"}) as srv:
         pid = int(re.search(r"Started prefetcher with pid: (\d+)", srv.log_path.read_text()).group(1))
-        assert "app.prefetch" in Path(f"/proc/{pid}/cmdline").read_text()
+        assert "app.versions.prefetch" in Path(f"/proc/{pid}/cmdline").read_text()
         assert wait_for_buffer(srv.db_url, 8, timeout=60) == 8, srv.log_tail()
         # Field 41 of /proc/<tid>/stat is the scheduling policy: 5 is SCHED_IDLE.
         policies = {t.name: t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[38]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.prompts import parse_prompt_file
-from app.validation import BadInput
+from app.annotation.prompts import parse_prompt_file
+from app.platform.exceptions import BadInput
 
 
 def test_csv_with_prompt_column():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from app.ratings import BASE, SCALE, bootstrap_intervals, fit_ratings, leaderboard, pair_counts
+from app.arena.ratings import BASE, SCALE, bootstrap_intervals, fit_ratings, leaderboard, pair_counts
 
 
 def record(a: str, b: str, *, wins: int = 0, losses: int = 0, ties: int = 0, both_bad: int = 0) -> list[tuple]:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app import registry
-from app.extensions import db
 from app.lm.checkpoint import read_manifest
-from app.registry import RegistryError, activate_version, check_checkpoint, register_version
+from app.platform.exceptions import RegistryError
+from app.platform.extensions import db
 from app.tables import AuditEvent, ModelVersion
+from app.versions import registry
+from app.versions.registry import activate_version, check_checkpoint, register_version
 from tests.services import BOTH_BACKENDS
 
 pytestmark = pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)

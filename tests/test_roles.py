@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import pytest
 
 ROLES = ("anonymous", "annotator", "admin", "operator")
-# Who may do what (app/roles.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
+# Who may do what (app/accounts/roles.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
 # operators also activate and roll back.
 ALLOWED = {
     "annotate": {"annotator", "admin", "operator"},
@@ -159,8 +159,8 @@ def rq_app(tmp_path, starter_dir):
     from rq import Queue, SimpleWorker
 
     from app import create_app
-    from app.extensions import db
-    from app.jobs import SERIALIZER
+    from app.platform.extensions import db
+    from app.training.jobs import SERIALIZER
     from tests import services
     from tests.conftest import Users, install_starter, make_config, upgrade
 

@@ -1,4 +1,4 @@
-"""The one table per rule: roles and permissions (app/roles.py) and statuses (app/tables.py), as the views, the
+"""The one table per rule: roles and permissions (app/accounts/roles.py) and statuses (app/tables.py), as the views, the
 templates and the database see them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import CheckConstraint, inspect
 from sqlalchemy.exc import IntegrityError
 
-from app.roles import PERMISSIONS, ROLES
+from app.accounts.roles import PERMISSIONS, ROLES
 from app.tables import RUN_STATUSES, VERSION_STATUSES, ModelVersion, TrainingRun
 from tests.services import BOTH_BACKENDS
 
@@ -19,7 +19,7 @@ def render_as(app, user_id: int | None, source: str, **context) -> str:
     from flask import render_template_string
     from flask_login import login_user
 
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import User
 
     with app.test_request_context("/"):
@@ -29,8 +29,8 @@ def render_as(app, user_id: int | None, source: str, **context) -> str:
 
 
 def test_cli_and_schema_read_the_one_table(app):
-    from app.cli import users_create
     from app.tables import User
+    from app.web.cli import users_create
 
     role_option = next(p for p in users_create.params if p.name == "role")
     assert tuple(role_option.type.choices) == ROLES
@@ -67,14 +67,14 @@ def test_nav_and_activate_buttons_follow_permissions(app, client, users, role):
 def test_statuses_are_the_ones_code_assigns():
     assert "broken" not in VERSION_STATUSES
     assert not hasattr(ModelVersion, "note")
-    from app.jobs import OPEN
+    from app.training.jobs import OPEN
 
     assert set(OPEN) < set(RUN_STATUSES)
 
 
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 def test_the_database_refuses_unknown_statuses(app):
-    from app.extensions import db
+    from app.platform.extensions import db
 
     with app.app_context():
         for status in RUN_STATUSES:
@@ -96,7 +96,7 @@ def test_migrations_match_the_tables(app):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from app.extensions import db
+    from app.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []

@@ -1,12 +1,12 @@
-"""One source for the API's shapes: the spec, request validation and the admin form all read app.schemas."""
+"""One source for the API's shapes: the spec, request validation and the admin form all read app.web.schemas."""
 
 import re
 
 import pytest
 
-from app.schemas import AnswerBody, TrainingOverrides, override_bounds, parse
+from app.platform.exceptions import BadInput
 from app.tables import VERDICTS
-from app.validation import BadInput
+from app.web.schemas import AnswerBody, TrainingOverrides, override_bounds, parse
 from tests.conftest import SpecCheckedClient, response_problem
 
 
@@ -17,9 +17,9 @@ def spec(client):
 
 def make_run(app) -> dict:
     """A stored run as the API shows it."""
-    from app.extensions import db
-    from app.jobs import run_json, training_config
+    from app.platform.extensions import db
     from app.tables import TrainingRun
+    from app.training.jobs import run_json, training_config
 
     with app.app_context():
         run = TrainingRun(id="r1", requested_by="adm", config=training_config({"beta": 0.1}),

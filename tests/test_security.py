@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app.config import ConfigError, instance_secret_key, resolve_secret_key
-from app.security import CSP, limits_storage_uri
+from app.accounts.security import CSP, limits_storage_uri
+from app.platform.config import instance_secret_key, resolve_secret_key
+from app.platform.exceptions import ConfigError
 from tests.live import ROOT, free_port, live_server
 from tests.services import BOTH_BACKENDS
 from tests.test_auth import PID_LOG, LiveClient
@@ -42,8 +43,8 @@ def test_a_per_user_limit_as_other_views_use_it(tmp_path, starter_dir):
     from flask import current_app
 
     from app import create_app
-    from app.extensions import limiter
-    from app.security import user_key
+    from app.accounts.security import user_key
+    from app.platform.extensions import limiter
     from tests.conftest import Users, make_config, upgrade
 
     app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, DEMO_LIMIT="2 per minute"))
@@ -93,7 +94,7 @@ def test_the_generated_key_is_made_once_even_in_a_race(tmp_path):
 def test_no_default_key(monkeypatch, tmp_path, caplog):
     import logging
 
-    from app.config import Config
+    from app.platform.config import Config
 
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.delenv("PREFLOOP_ENV", raising=False)
@@ -152,9 +153,10 @@ def test_live_production_without_a_key_stops_start_up(tmp_path):
 
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 def test_a_lone_surrogate_is_refused_everywhere(app, client, admin, annotator, operator):
-    from app.extensions import db
+    from app.platform.exceptions import BadInput
+    from app.platform.extensions import db
+    from app.platform.validation import clean_text
     from app.tables import AuditEvent, Comparison, Prompt
-    from app.validation import BadInput, clean_text
 
     with pytest.raises(BadInput, match="surrogate"):
         clean_text("a \ud800", field="prompt", max_chars=100)  # files and the CLI come this way
@@ -178,7 +180,7 @@ def test_a_lone_surrogate_is_refused_everywhere(app, client, admin, annotator, o
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 @pytest.mark.parametrize("latency", [2**63, 2**31, -1])
 def test_an_impossible_latency_is_dropped_not_a_500(app, client, annotator, latency):
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import Preference
 
     c = client.post("/api/comparisons", json={"prompt": "be nicer"}, headers=annotator["headers"]).json
@@ -199,7 +201,7 @@ RECORD_VIOLATIONS = ("window.__csp = []; document.addEventListener('securitypoli
 
 def _add_run(db_url: str) -> None:
     from app import create_app
-    from app.extensions import db
+    from app.platform.extensions import db
     from app.tables import TrainingRun
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": None, "PREFETCH_SIZE": 0, "SECRET_KEY": "x"})

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from app import serving
-from app.extensions import db
 from app.lm.checkpoint import read_manifest
-from app.registry import activate_version, register_version
-from app.serving import ModelHolder
+from app.platform.extensions import db
 from app.tables import AuditEvent
+from app.versions import serving
+from app.versions.registry import activate_version, register_version
+from app.versions.serving import ModelHolder
 
 
 def test_a_failed_load_is_retried_with_backoff_and_then_served(app, monkeypatch):

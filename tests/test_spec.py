@@ -2,11 +2,11 @@
 
 import pytest
 
-from app.spec import TrainingSpec
+from app.training.spec import TrainingSpec
 
 
 def test_the_web_fixes_every_field_of_the_spec(app):
-    from app.jobs import training_config
+    from app.training.jobs import training_config
 
     app.config["NUM_CANDIDATES"] = 4
     app.config["TEMPERATURE"] = 0.7
@@ -17,7 +17,7 @@ def test_the_web_fixes_every_field_of_the_spec(app):
 
 
 def test_a_stored_spec_with_a_missing_or_unknown_field_is_refused(app):
-    from app.jobs import training_config
+    from app.training.jobs import training_config
 
     with app.app_context():
         stored = training_config()
@@ -31,7 +31,7 @@ def test_a_stored_spec_with_a_missing_or_unknown_field_is_refused(app):
 def test_every_field_is_documented():
     from dataclasses import fields
 
-    from app.spec import GateSpec
+    from app.training.spec import GateSpec
 
     for cls in (TrainingSpec, GateSpec):
         assert all(f.metadata.get("help") for f in fields(cls)), cls

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import worker.starter as starter
-from worker.checkpoints import file_digests
+from app.versions.files import file_digests
 from worker.starter import StarterConfig, build_starter, prebuilt, write_prebuilt
 
 

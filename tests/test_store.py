@@ -34,7 +34,7 @@ def keys(s3, bucket_url: str) -> list[str]:
 
 
 def test_publish_uploads_the_files_then_commits_the_manifest(app, s3_env, bucket_url, starter_dir):
-    from app.store import Bucket
+    from app.versions.store import Bucket
 
     number, location = publish(app, starter_dir["gpt2"], bucket_url)
     assert (number, location) == (1, bucket_url + "/1")
@@ -51,7 +51,7 @@ def test_publish_uploads_the_files_then_commits_the_manifest(app, s3_env, bucket
 
 def test_two_writers_racing_get_different_numbers(app, s3_env, bucket_url, starter_dir):
     """The conditional PUT of the manifest decides: one writer per number, and neither's files are overwritten."""
-    from app.store import Bucket
+    from app.versions.store import Bucket
 
     out, barrier = [], threading.Barrier(3)
 
@@ -70,7 +70,7 @@ def test_two_writers_racing_get_different_numbers(app, s3_env, bucket_url, start
 
 
 def test_a_fresh_node_downloads_verifies_and_caches(app, s3_env, bucket_url, starter_dir, tmp_path):
-    from app.store import Bucket, local_copy
+    from app.versions.store import Bucket, local_copy
 
     publish(app, starter_dir["gpt2"], bucket_url)
     app.config["MODEL_CACHE"] = str(tmp_path / "fresh-node")
@@ -86,7 +86,8 @@ def test_a_fresh_node_downloads_verifies_and_caches(app, s3_env, bucket_url, sta
 
 
 def test_a_corrupt_upload_is_refused_and_nothing_is_cached(app, s3_env, bucket_url, starter_dir, tmp_path):
-    from app.store import Bucket, StoreError, local_copy
+    from app.platform.exceptions import StoreError
+    from app.versions.store import Bucket, local_copy
 
     publish(app, starter_dir["gpt2"], bucket_url)
     bucket = Bucket(bucket_url)
@@ -102,7 +103,8 @@ def test_a_corrupt_upload_is_refused_and_nothing_is_cached(app, s3_env, bucket_u
 
 
 def test_a_manifest_changed_after_registration_is_refused(app, s3_env, bucket_url, starter_dir, tmp_path):
-    from app.store import Bucket, StoreError, local_copy
+    from app.platform.exceptions import StoreError
+    from app.versions.store import Bucket, local_copy
 
     publish(app, starter_dir["gpt2"], bucket_url)
     bucket = Bucket(bucket_url)
@@ -114,7 +116,7 @@ def test_a_manifest_changed_after_registration_is_refused(app, s3_env, bucket_ur
 
 
 def test_the_sweep_removes_uploads_that_never_got_a_manifest(app, s3_env, bucket_url, starter_dir):
-    from app.store import UPLOAD_GRACE, Bucket
+    from app.versions.store import UPLOAD_GRACE, Bucket
 
     publish(app, starter_dir["gpt2"], bucket_url)
     bucket = Bucket(bucket_url)
@@ -133,7 +135,7 @@ def test_lru_eviction_keeps_the_active_and_the_pinned(app, tmp_path):
     in the last 10 minutes (another process of the node may be loading it) stay."""
     import os
 
-    from app.store import evict
+    from app.versions.store import evict
 
     cache = tmp_path / "cache"
     for number, age in ((1, 4000), (2, 3000), (3, 2000), (4, 100)):  # 4: used 100 s ago, maybe loading now
@@ -153,9 +155,9 @@ def test_an_app_serves_from_a_bucket_and_refuses_an_activation_of_a_broken_versi
     """A version registered at s3://... is downloaded by the serving process and served; one whose file vanished
     from the bucket is refused at activation with a clear 409."""
     from app.lm.checkpoint import read_manifest
-    from app.registry import register_version
-    from app.serving import get_holder
-    from app.store import Bucket, local_copy
+    from app.versions.registry import register_version
+    from app.versions.serving import get_holder
+    from app.versions.store import Bucket, local_copy
 
     app.config["MODEL_STORE"] = bucket_url
     number, location = publish(app, starter_dir["gpt2"], bucket_url)  # version 1 in the bucket: 2 in the registry
@@ -179,7 +181,7 @@ def test_an_app_serves_from_a_bucket_and_refuses_an_activation_of_a_broken_versi
 
 def test_several_nodes_refuse_sqlite_and_a_per_machine_secret(tmp_path):
     from app import create_app
-    from app.config import ConfigError
+    from app.platform.exceptions import ConfigError
 
     base = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.db'}", "NODES": 2, "SECRET_KEY": "s",
             "REDIS_URL": "redis://127.0.0.1:6379/0"}
@@ -195,10 +197,10 @@ def test_bootstrap_into_a_bucket_then_a_fresh_node_serves_it(tmp_path, s3_env, b
     """`flask models bootstrap` (what `make run` calls) with MODEL_STORE=s3://...: the committed starter is
     published to the bucket and registered there; a node with an empty cache serves it with no other step."""
     from app import create_app
-    from app.extensions import db
-    from app.registry import active_version_id
-    from app.serving import get_holder
+    from app.platform.extensions import db
     from app.tables import ModelVersion
+    from app.versions.registry import active_version_id
+    from app.versions.serving import get_holder
     from tests.conftest import make_config, upgrade
 
     app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, MODEL_STORE=bucket_url,

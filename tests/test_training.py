@@ -18,8 +18,8 @@ def test_both_training_paths_take_the_f_dpo_divergence(app, starter_dir):
     """TRAIN_DIVERGENCE reaches TRL's DPOConfig (GPT-2) and our loss (T5); both train and learn the preference."""
     from dataclasses import replace
 
-    from app.jobs import training_config
-    from app.spec import TrainingSpec
+    from app.training.jobs import training_config
+    from app.training.spec import TrainingSpec
     from tests.test_seq2seq_dpo import corpus_pairs
     from worker.training import train_causal, train_seq2seq
 

@@ -39,9 +39,9 @@ def test_unknown_names_are_a_clear_error(app, runner, command):
 
 
 def test_sessions_end_at_disable_and_stay_ended(app, annotator):
-    from app.extensions import db
+    from app.accounts.users import end_sessions, set_disabled, user_for_session
+    from app.platform.extensions import db
     from app.tables import User
-    from app.users import end_sessions, set_disabled, user_for_session
 
     with app.app_context():
         session_id = db.session.get(User, annotator["id"]).get_id()
@@ -58,7 +58,7 @@ def test_sessions_end_at_disable_and_stay_ended(app, annotator):
 
 @pytest.mark.parametrize("session_id", ["", "1", "1:", ":1", "x:1", "1:x", "١:١", "1:1:1", "9" * 40 + ":1"])
 def test_malformed_session_ids_are_nobody(app, annotator, session_id):
-    from app.users import user_for_session
+    from app.accounts.users import user_for_session
 
     with app.app_context():
         assert user_for_session(session_id) is None
@@ -69,7 +69,7 @@ def test_the_migration_adds_and_removes_the_columns(app, annotator):
     """Down to the revision before, the user stays without the columns; up again, they are enabled at version 1."""
     from flask_migrate import downgrade, upgrade
 
-    from app.extensions import db
+    from app.platform.extensions import db
 
     def columns() -> set[str]:
         with db.engine.connect() as conn:

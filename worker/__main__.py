@@ -20,10 +20,10 @@ from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
 
-from app.processes import die_with_parent  # imported before any fork: the work-horse calls it
+from app.platform.processes import die_with_parent  # imported before any fork: the work-horse calls it
 
 # Seconds a work-horse gets to mark its run failed and exit after SIGTERM, before it is killed: make run's launcher
-# waits 20 s in all (app/launcher.py), so what is left of 30 s covers the web and the embedded Redis.
+# waits 20 s in all (app/platform/launcher.py), so what is left of 30 s covers the web and the embedded Redis.
 HORSE_GRACE = 10.0
 
 
@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
         preload(app.config["TORCH_THREADS"])
     else:
         os.environ.setdefault("OMP_NUM_THREADS", str(app.config["TORCH_THREADS"]))
-    from app.store import Bucket, is_remote
+    from app.versions.store import Bucket, is_remote
     from worker.checkpoints import sweep_temp_folders
     from worker.sweep import sweep_orphaned_runs
 
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     if removed:
         logging.info("removed %d unfinished checkpoint folder(s) or upload(s): %s", len(removed), ", ".join(removed))
 
-    from app.extensions import db
+    from app.platform.extensions import db
 
     # Forked work-horses must not share the parent's database connections: drop them now,
     # so each job opens its own.
@@ -185,7 +185,7 @@ def main(argv: list[str]) -> int:
 
     import redis
 
-    from app.jobs import QUEUE, SERIALIZER
+    from app.training.jobs import QUEUE, SERIALIZER
 
     # With a GPU, run jobs in this process (SimpleWorker): CUDA cannot be re-initialised in a fork.
     mode = app.config["WORKER_MODE"]

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from app.processes import pid_alive
-from app.registry import file_sha256
-from app.store import is_remote
+from app.platform.processes import pid_alive
+from app.versions.files import file_digests
+from app.versions.store import is_remote
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "tokenizers")
 TEMP = ".tmp-"  # where a version is written before its rename; hidden, so nothing takes it for a version
@@ -27,15 +27,6 @@ def library_versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    return out
-
-
-def file_digests(folder: Path) -> dict:
-    """Size and sha256 of every file, so a partial or corrupt copy is detectable."""
-    out = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name != "manifest.json":
-            out[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return out
 
 
@@ -62,7 +53,7 @@ def temp_prefix() -> str:
 def sweep_temp_folders(store: str | Path) -> list[str]:
     """Remove the temp folders of writers that are gone (a crash or a stop mid-save); return their names."""
     if is_remote(store):
-        return []  # a bucket's unfinished uploads: app.store.Bucket.sweep
+        return []  # a bucket's unfinished uploads: app.versions.store.Bucket.sweep
     store = Path(store)
     if not store.is_dir():
         return []
@@ -127,7 +118,7 @@ def publish_to_bucket(*, store: str, save: Callable[[Path], dict | None], manife
     The finished folder then becomes this node's cached copy, so the gate loads it without a download."""
     from flask import current_app
 
-    from app.store import publish_remote
+    from app.versions.store import publish_remote
 
     cache = Path(current_app.config["MODEL_CACHE"])
     cache.mkdir(parents=True, exist_ok=True)
@@ -137,7 +128,7 @@ def publish_to_bucket(*, store: str, save: Callable[[Path], dict | None], manife
         manifest |= {"files": file_digests(tmp), "libraries": library_versions(),
                      "created_at": datetime.now(UTC).isoformat()}
         number, location = publish_remote(store=store, folder=tmp, manifest=manifest)
-        from app.store import cache_lock
+        from app.versions.store import cache_lock
 
         with cache_lock(cache, number):
             # A folder already under this number is another bucket's or a dead upload's: this one replaces it.

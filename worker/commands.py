@@ -15,7 +15,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.lm.checkpoint import read_manifest
-from app.store import local_copy
+from app.versions.store import local_copy
 
 
 def fail(message: str) -> None:
@@ -36,7 +36,7 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
     """Build the starter model (or publish the committed one), register it, and activate it if nothing is active."""
     from flask import current_app
 
-    from app.registry import activate_version, active_version_id, list_versions, register_version
+    from app.versions.registry import activate_version, active_version_id, list_versions, register_version
     from worker.starter import StarterConfig, build_starter
     from worker.starter import write_prebuilt as copy_to_prebuilt
 
@@ -73,7 +73,7 @@ def bootstrap(ctx: click.Context) -> None:
     """Register BASE_MODEL, or build the starter, unless a version already exists (idempotent)."""
     from flask import current_app
 
-    from app.registry import activate_version, active_version_id, list_versions
+    from app.versions.registry import activate_version, active_version_id, list_versions
 
     if list_versions():
         click.echo("a model version is already registered")
@@ -95,7 +95,7 @@ def sample_prompts(n: int, seed: int) -> None:
     """Fill the pool with blunt messages from the starter task's generator."""
     from flask import current_app
 
-    from app.prompts import import_prompts
+    from app.annotation.prompts import import_prompts
     from worker.corpus import make_prompts
 
     result = import_prompts(texts=make_prompts(n=n, seed=seed), source="starter-task",
@@ -107,7 +107,7 @@ def register_import(source: str) -> int:
     """Import SOURCE into the model store and register it; a clear error if it cannot be loaded."""
     from flask import current_app
 
-    from app.registry import register_version
+    from app.versions.registry import register_version
     from worker.checkpoints import import_model
 
     try:

@@ -17,12 +17,13 @@ import time
 
 from flask import current_app, has_app_context
 
-from app.extensions import db
+from app.dataset.pairs import build_pairs
+from app.dataset.snapshot import snapshot_clicks, snapshot_hash
 from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
-from app.preferences import build_pairs, snapshot_clicks, snapshot_hash
-from app.spec import TrainingSpec
-from app.store import local_copy
+from app.platform.extensions import db
 from app.tables import ModelVersion, TrainingRun, utcnow
+from app.training.spec import TrainingSpec
+from app.versions.store import local_copy
 from worker.plan import click_of, error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
 from worker.progress import Progress
 
@@ -142,7 +143,8 @@ def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict],
 def promote_or_reject(*, run_id: str, number: int, path, manifest: dict, parent: ModelVersion, metrics: dict,
                       started: float) -> None:
     """Register the version as ready or rejected; activate a ready one only if its parent still serves."""
-    from app.registry import RegistryError, activate_version, record_event, register_version
+    from app.platform.exceptions import RegistryError
+    from app.versions.registry import activate_version, record_event, register_version
 
     actor, passed = f"run:{run_id}", bool(metrics["passed"])
     register_version(number=number, path=path, manifest=manifest, status="ready" if passed else "rejected",

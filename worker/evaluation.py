@@ -21,7 +21,7 @@ from dataclasses import asdict
 from app.lm.checkpoint import LoadedModel, load_checkpoint
 from app.lm.sampling import InputTooLong, sample_candidates
 from app.lm.scoring import completion_logps
-from app.spec import TrainingSpec
+from app.training.spec import TrainingSpec
 
 TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
 # Held-out clicks are few (6-9 held-out inputs after a first round of 65 clicks, ~33 after a third) and noisy: once
@@ -242,7 +242,7 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
 def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
                     eval_prompts: list[str]) -> dict:
     """Gate the published checkpoint at `path` against the parent version, with the run's spec."""
-    from app.store import local_copy
+    from app.versions.store import local_copy
 
     keep = {parent.id, base.id}
     candidate = load_checkpoint(local_copy(path, keep=keep))

@@ -8,9 +8,9 @@ import traceback
 from itertools import groupby
 from pathlib import Path
 
-from app.extensions import db
-from app.spec import TrainingSpec
+from app.platform.extensions import db
 from app.tables import ModelVersion, Prompt
+from app.training.spec import TrainingSpec
 
 
 def root_ancestor(version: ModelVersion) -> ModelVersion:

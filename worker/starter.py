@@ -166,7 +166,7 @@ def matches(folder: Path, cfg: StarterConfig) -> bool:
 
 def prebuilt(cfg: StarterConfig) -> Path | None:
     """The committed starter of this recipe, if there is one whose files match their recorded digests."""
-    from worker.checkpoints import file_digests
+    from app.versions.files import file_digests
 
     folder = PREBUILT / cfg.arch
     if not matches(folder, cfg):

@@ -10,13 +10,13 @@ def sweep_orphaned_runs() -> int:
 
     A run's worker is gone when it was a process on this host that no longer runs (this fresh worker may be its
     restart), or when RQ no longer knows it. A run on another live host's worker is left to that worker: if that
-    host dies, RQ moves the job to failed once its heartbeat expires, and app.jobs.reconcile closes the run. A
+    host dies, RQ moves the job to failed once its heartbeat expires, and app.training.jobs.reconcile closes the run. A
     queued run whose job is still in Redis stays queued; one whose job failed before the run started (a stop at
     that moment) is closed like the API would. Failed runs are final (worker/dpo.py FINISHED).
     """
-    from app.extensions import db
-    from app.jobs import fail_run, reconcile
+    from app.platform.extensions import db
     from app.tables import TrainingRun
+    from app.training.jobs import fail_run, reconcile
 
     runs = [run for run in db.session.scalars(select(TrainingRun).where(TrainingRun.status == "running"))
             if not worked_elsewhere(run.id)]
@@ -37,9 +37,9 @@ def worked_elsewhere(run_id: str) -> bool:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    from app.jobs import SERIALIZER
-    from app.processes import pid_alive
-    from app.redis_conn import get_redis
+    from app.platform.processes import pid_alive
+    from app.platform.redis_client import get_redis
+    from app.training.jobs import SERIALIZER
 
     conn = get_redis()
     if conn is None:

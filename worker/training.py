@@ -7,7 +7,7 @@ import time
 
 from app.lm.checkpoint import load_tokenizer
 from app.lm.device import pick_device, training_precision
-from app.spec import TrainingSpec
+from app.training.spec import TrainingSpec
 
 HISTORY_LIMIT = 500  # progress rows kept on the run (a long run keeps its latest steps)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flask import Flask
-
 # What each role may do; admins and operators also annotate. Order is the CLI's and the error messages'.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "annotator": frozenset({"annotate"}),
@@ -17,11 +15,3 @@ def can(user, permission: str) -> bool:
     """Whether the user is logged in and their role grants the permission."""
     return bool(user and getattr(user, "is_authenticated", False) and permission in PERMISSIONS.get(user.role, ()))
 
-
-def init_app(app: Flask) -> None:
-    """Templates ask `can('retrain')` for the acting user instead of comparing role strings."""
-    from app.users import acting_user
-
-    @app.context_processor
-    def permissions():
-        return {"can": lambda permission: can(acting_user(), permission)}

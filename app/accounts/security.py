@@ -6,11 +6,14 @@ import hashlib
 import math
 import time
 
-from flask import Flask, Response, make_response, request
+from flask import Flask, Response, current_app, make_response, request
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from app.extensions import limiter
+from app.accounts.users import acting_user
+from app.platform.exceptions import BadInput
+from app.platform.extensions import limiter
+from app.web.errors import error_response
 
 # Every script and stylesheet is a file under /static (the JSON data blocks in <script type="application/json">
 # are not run, so CSP does not block them). The one inline style attribute, run.html's progress bar, is allowed
@@ -54,8 +57,6 @@ def login_name_key() -> str:
 
 def user_key() -> str:
     """Rate-limit key of the acting user (bearer or session), else of the client address."""
-    from app.users import acting_user
-
     user = acting_user()
     if getattr(user, "is_authenticated", False):
         return f"user:{user.id}"
@@ -72,8 +73,6 @@ def add_headers(response: Response) -> Response:
 
 def too_many(exc: RateLimitExceeded):
     """429 in the app's error shape, with Retry-After: when the breached window lets the next attempt in."""
-    from app.errors import error_response
-
     wait = retry_after()
     response = make_response(error_response(f"too many attempts; try again in {wait} seconds", 429))
     response.headers["Retry-After"] = str(wait)
@@ -97,3 +96,19 @@ def init_app(app: Flask) -> None:
     limiter.init_app(app)
     app.register_error_handler(RateLimitExceeded, too_many)
     app.after_request(add_headers)
+
+
+def limit_typed_prompts() -> None:
+    """Count one typed prompt against the acting user's TYPED_PROMPT_LIMIT; beyond it, a 429 that says why."""
+    from flask_limiter import RateLimitExceeded
+
+
+    rate = current_app.config["TYPED_PROMPT_LIMIT"]
+    try:
+        with limiter.limit(rate, key_func=user_key, scope="typed-prompt"):
+            pass
+    except RateLimitExceeded as exc:
+        wait = retry_after()
+        raise BadInput(f"too many typed prompts: at most {rate} for each annotator (each one is generated while "
+                       f"you wait); try again in {wait} seconds, or take the next prompt from the pool", 429,
+                       retry_after=wait) from exc

@@ -7,15 +7,15 @@ import re
 import secrets
 from functools import cache, wraps
 
-from flask import abort, g
+from flask import Flask, abort, g
 from flask_login import current_user
 from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.extensions import db
-from app.roles import ROLES, can
+from app.accounts.roles import ROLES, can
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
 from app.tables import User
-from app.validation import BadInput
 
 
 def hash_token(token: str) -> str:
@@ -136,3 +136,11 @@ def require(permission: str):
         return wrapped
 
     return decorator
+
+
+def init_app(app: Flask) -> None:
+    """Templates ask `can('retrain')` for the acting user instead of comparing role strings."""
+
+    @app.context_processor
+    def permissions():
+        return {"can": lambda permission: can(acting_user(), permission)}

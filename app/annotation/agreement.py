@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
+from app.platform.extensions import db
+from app.tables import Candidate, Comparison, Preference, User
+
 
 def krippendorff_alpha(units: Mapping[Hashable, Sequence[Hashable]]) -> float | None:
     """Krippendorff's alpha for nominal data: units (item -> the labels its coders gave) with >= 2 labels count.
@@ -86,8 +89,6 @@ def annotation_agreement() -> dict:
     verdict (tie, all_bad); skips say nothing about the candidates, and gold items are scored by gold.py."""
     from sqlalchemy import func, or_, select
 
-    from app.extensions import db
-    from app.tables import Candidate, Comparison, Preference, User
 
     chosen = Candidate.__table__.alias("chosen")
     rows = db.session.execute(

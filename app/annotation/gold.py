@@ -6,13 +6,16 @@ import csv
 import hashlib
 import io
 import json
+import random
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.extensions import db
-from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User
-from app.validation import BadInput, clean_text, jsonl_values, upload_text
+from app.annotation.comparisons import load_comparison
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
+from app.platform.validation import clean_text, jsonl_values, upload_text
+from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User, utcnow
 
 FORMAT = ('each item: a prompt, its candidates, and `expected`: the number of the best candidate counting from 1, '
           f'or one of {", ".join(GOLD_VERDICTS)}')
@@ -113,3 +116,28 @@ def gold_accuracy() -> dict:
     return {"items": items, "annotators": [
         {"annotator": name, "answered": n, "correct": ok, "accuracy": ok / n} for name, (n, ok) in sorted(per.items())
     ]}
+
+
+def claim_gold(*, user_id: int, rate: float) -> Comparison | None:
+    """With probability `rate`, a comparison of a gold item this annotator has not been shown, else None."""
+    if rate <= 0 or random.random() >= rate:
+        return None
+    shown = exists().where(Comparison.gold_item_id == GoldItem.id, Comparison.user_id == user_id)
+    item = db.session.scalars(select(GoldItem).where(~shown).order_by(func.random()).limit(1)).first()
+    if item is None:
+        return None
+    order = list(range(len(item.candidates)))
+    random.SystemRandom().shuffle(order)
+    comparison = Comparison(
+        prompt_id=None, input_text=item.input_text, model_prompt=item.input_text, model_version_id=None,
+        settings={"gold": True}, seed=0, state="assigned", user_id=user_id, assigned_at=utcnow(),
+        gold_item_id=item.id,
+        candidates=[Candidate(position=pos, sample_index=i, text=item.candidates[i]) for pos, i in enumerate(order)],
+    )
+    db.session.add(comparison)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # the same annotator's concurrent request took this item first
+        return None
+    return load_comparison(comparison.id)

@@ -8,9 +8,10 @@ import io
 
 from sqlalchemy import select
 
-from app.extensions import db
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
+from app.platform.validation import clean_text, jsonl_values, upload_text
 from app.tables import Prompt
-from app.validation import BadInput, clean_text, jsonl_values, upload_text
 
 
 def parse_prompt_file(*, data: bytes, filename: str) -> list[str]:

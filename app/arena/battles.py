@@ -9,10 +9,15 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
-from app.extensions import db
-from app.pairs import battle_pairs
+from app.annotation.comparisons import generation_settings
+from app.arena.matchups import battle_pair, battle_pairs
+from app.arena.ratings import leaderboard, pair_counts
+from app.platform.exceptions import BadInput, PoolEmpty
+from app.platform.extensions import db
+from app.platform.validation import clean_text
 from app.tables import ArenaBattle, ArenaCandidate, Prompt, utcnow
-from app.validation import BadInput, clean_text
+from app.versions.buffer import retire_ready
+from app.versions.serving import get_holder
 
 # The prefetcher keeps battles ready only while someone battled this recently: an idle arena costs nothing.
 IN_USE = timedelta(minutes=10)
@@ -25,7 +30,6 @@ def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, i
     Each version samples with its own seed (the call's seed plus its place in the pair): with one shared seed two
     similar versions would write the same text more often than chance. Left and right are drawn per battle from
     the call's seed, so they are random but reproducible."""
-    from app.comparisons import generation_settings
     from app.lm.sampling import InputTooLong, sample_batch
 
     settings = generation_settings() | {"n": 1}
@@ -58,28 +62,9 @@ def pool_inputs(*, limit: int) -> list[tuple[str, int]]:
     again when it cannot be sampled (too long for a version's template), and the arena would be stuck on it."""
     rows = db.session.execute(select(Prompt.text, Prompt.id).order_by(func.random()).limit(limit)).all()
     if not rows:
-        from app.comparisons import PoolEmpty
 
         raise PoolEmpty("the prompt pool is empty; import prompts first, or type a prompt")
     return [tuple(row) for row in rows]
-
-
-def battle_pair(battle: ArenaBattle) -> tuple[int, int]:
-    """The battle's two versions, smaller id first."""
-    return tuple(sorted(c.version_id for c in battle.candidates))
-
-
-def retire_ready(*, pairs: list[tuple[int, int]]) -> int:
-    """Mark stale the prefetched battles of pairs no longer compared (the default pair moves with each promotion),
-    so the ready set holds only battles someone can be handed."""
-    ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
-                               .where(ArenaBattle.state == "ready")).unique().all()
-    old = [b.id for b in ready if battle_pair(b) not in pairs]
-    if old:
-        db.session.execute(update(ArenaBattle).where(ArenaBattle.id.in_(old), ArenaBattle.state == "ready")
-                           .values(state="stale"))
-        db.session.commit()
-    return len(old)
 
 
 def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | None:
@@ -104,8 +89,6 @@ def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | 
 
 def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle:
     """A battle on a typed input; else the user's unvoted one, a prefetched one, or a new one on a pool prompt."""
-    from app.serving import get_holder
-
     if input_text is None and (pending := pending_battle(user_id=user_id)) is not None:
         return pending
     pairs = battle_pairs()
@@ -184,7 +167,7 @@ def battle_json(battle: ArenaBattle, *, reveal: bool = False) -> dict:
 
 
 def outcomes() -> list[tuple[int, int, str]]:
-    """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.ratings."""
+    """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.arena.ratings."""
     left, right = ArenaCandidate.__table__.alias("left_c"), ArenaCandidate.__table__.alias("right_c")
     rows = db.session.execute(
         select(left.c.version_id, right.c.version_id, ArenaBattle.verdict, ArenaBattle.winner_candidate_id,
@@ -205,8 +188,6 @@ def standings() -> dict:
 
     Computed again only when the votes changed (their count and newest vote time): the bootstrap refits the model
     ARENA_BOOTSTRAP_ROUNDS times, which a page view should not pay for each time."""
-    from app.ratings import leaderboard, pair_counts
-
     key = db.session.execute(select(func.count(ArenaBattle.id), func.max(ArenaBattle.voted_at))
                              .where(ArenaBattle.verdict.is_not(None))).one()
     key = (tuple(key), current_app.config["ARENA_BOOTSTRAP_ROUNDS"])
@@ -222,31 +203,3 @@ def in_use() -> bool:
     """Whether anyone was handed a battle lately (the prefetcher fills the arena buffer only then)."""
     latest = db.session.scalar(select(func.max(ArenaBattle.assigned_at)))
     return latest is not None and utcnow() - latest < IN_USE
-
-
-def fill_arena(app, *, limit: int, batch: int) -> int:
-    """Top up each current pair's ready battles to `limit`, in batched calls, while the arena is in use."""
-    from app.comparisons import PoolEmpty
-    from app.serving import get_holder
-
-    made = 0
-    with app.app_context():
-        if limit > 0 and in_use():
-            pairs = battle_pairs()
-            retire_ready(pairs=pairs)
-            ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
-                                       .where(ArenaBattle.state == "ready")).unique().all()
-            for pair in pairs:
-                have = sum(1 for b in ready if battle_pair(b) == pair)
-                if have > max(limit - batch, limit // 2):
-                    continue
-                try:
-                    inputs = pool_inputs(limit=min(limit - have, batch))
-                    battles = generate_battles(holder=get_holder(app), pair=pair, inputs=inputs, user_id=None)
-                except (PoolEmpty, BadInput):
-                    db.session.rollback()  # no pool, or a prompt or version that cannot be sampled: inline then
-                    continue
-                db.session.commit()
-                made += len(battles)
-        db.session.remove()
-    return made

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.extensions import db
-from app.tables import ArenaPair, ModelVersion
-from app.validation import BadInput
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
+from app.tables import ArenaBattle, ArenaPair, ModelVersion
+from app.versions.registry import active_version_id, record_event
 
 
 def battle_pairs() -> list[tuple[int, int]]:
     """The pairs of versions battles are drawn from: the operators' choice, else the active version and its parent."""
-    from app.registry import active_version_id
-
     chosen = db.session.execute(select(ArenaPair.low_version_id, ArenaPair.high_version_id)
                                 .order_by(ArenaPair.id)).all()
     if chosen:
@@ -24,8 +23,6 @@ def battle_pairs() -> list[tuple[int, int]]:
 
 def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
     """Have the arena compare versions a and b from now on (instead of the default pair); audited."""
-    from app.registry import record_event
-
     if a == b:
         raise BadInput("choose two different versions")
     for vid in (a, b):
@@ -53,8 +50,6 @@ def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
 
 def remove_pair(*, pair_id: int, actor: str) -> None:
     """Stop comparing a chosen pair; with none left, battles go back to the active version against its parent."""
-    from app.registry import record_event
-
     pair = db.session.get(ArenaPair, pair_id)
     if pair is None:
         raise BadInput(f"arena pair {pair_id} not found", status=404)
@@ -67,3 +62,8 @@ def remove_pair(*, pair_id: int, actor: str) -> None:
 def list_pairs() -> list[ArenaPair]:
     """The operators' chosen pairs, oldest first."""
     return list(db.session.scalars(select(ArenaPair).order_by(ArenaPair.id)))
+
+
+def battle_pair(battle: ArenaBattle) -> tuple[int, int]:
+    """The battle's two versions, smaller id first."""
+    return tuple(sorted(c.version_id for c in battle.candidates))

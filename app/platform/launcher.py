@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from app.config import Config
-from app.processes import die_with_parent, pid_alive
+from app.platform.config import Config
+from app.platform.processes import die_with_parent, pid_alive
 
 # gunicorn finishes requests within this, the worker its job's failure (worker/__main__.py HORSE_GRACE is 10 s);
 # with the SIGKILL and the Redis shutdown after it, everything is down within 30 s.

@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-
-class BadInput(ValueError):
-    """Input that gets a clear 4xx and stores nothing."""
-
-    def __init__(self, message: str, status: int = 400, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after  # seconds, sent as Retry-After (with a 429)
+from app.platform.exceptions import BadInput
 
 
 def clean_text(value, *, field: str, max_chars: int) -> str:

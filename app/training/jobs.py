@@ -9,14 +9,14 @@ from flask import current_app
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-from app.extensions import db
-from app.preferences import take_snapshot
-from app.redis_conn import get_redis
-from app.registry import active_version_id
-from app.schemas import TrainingOverrides, parse
-from app.spec import TrainingSpec
+from app.dataset.snapshot import take_snapshot
+from app.platform.exceptions import BadInput, QueueUnavailable
+from app.platform.extensions import db
+from app.platform.redis_client import get_redis
 from app.tables import RUN_OPEN, TrainingRun, utcnow
-from app.validation import BadInput
+from app.training.spec import TrainingSpec
+from app.versions.registry import active_version_id
+from app.web.schemas import TrainingOverrides, parse
 
 QUEUE = "training"
 LOCK_KEY = "prefloop:retrain-lock"
@@ -26,12 +26,8 @@ OPEN = RUN_OPEN  # single flight: at most one run in these statuses
 SERIALIZER = JSONSerializer
 
 
-class QueueUnavailable(RuntimeError):
-    """Redis is not configured or not reachable: training cannot be queued right now."""
-
-
 def training_config(overrides: dict | None = None) -> dict:
-    """The run's spec (app/spec.py) as JSON: settings from config, then the overrides schemas.TrainingOverrides allows.
+    """The run's spec (app/training/spec.py) as JSON: settings from config, then the overrides schemas.TrainingOverrides allows.
 
     Fixed here, when the run is queued: the worker uses it as it is, so a setting changed later never changes a run.
     """
@@ -195,7 +191,7 @@ def run_json(run: TrainingRun) -> dict:
     """A run as the API returns it."""
     return {
         "id": run.id, "status": run.status, "requested_by": run.requested_by, "config": run.config,
-        "snapshot": {k: v for k, v in run.snapshot.items() if k != "preference_ids"} | {"hash": run.snapshot_hash},
+        "snapshot": run.snapshot | {"hash": run.snapshot_hash},
         "parent_version_id": run.parent_version_id, "version_id": run.version_id,
         "progress": run.progress, "metrics": run.metrics, "error": run.error,
         "created_at": run.created_at.isoformat() + "Z",

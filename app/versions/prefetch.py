@@ -1,11 +1,12 @@
-"""The prefetcher: one process beside the web workers that keeps a buffer of ready comparisons for pool prompts,
-bound to the serving version, which every web process hands out from (the buffer is rows in the database).
+"""The prefetcher: one process beside the web workers that keeps the buffers full: ready comparisons for pool
+prompts, bound to the serving version, and ready arena battles; every web process hands out from them (the
+buffers are rows in the database, app/versions/buffer.py).
 
 Its own process, not a thread in each web worker: sampling a small model is mostly Python, so a refill in a thread
 holds the GIL about half the time a request next to it needs it (measured: answer p95 40 ms with a refill thread
 beside it). gunicorn's master starts it (app/gunicorn_conf.py) and it exits when the master does.
 
-    python -m app.prefetch
+    python -m app.versions.prefetch
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import os
 import time
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from app.annotation.comparisons import generate_comparisons, next_pool_prompts
+from app.arena.battles import battle_pair, generate_battles, in_use, pool_inputs
+from app.arena.matchups import battle_pairs
+from app.platform.exceptions import BadInput, PoolEmpty
+from app.platform.extensions import db
+from app.tables import ArenaBattle
+from app.versions.buffer import ready_count, retire_comparisons, retire_ready
+from app.versions.serving import get_holder, listen_for_changes
 
 log = logging.getLogger(__name__)
-
-
-def ready_count(version_id: int) -> int:
-    """Unclaimed prefetched comparisons of a version."""
-    from app.extensions import db
-    from app.tables import Comparison
-
-    return db.session.scalar(
-        select(func.count(Comparison.id)).where(Comparison.state == "ready", Comparison.model_version_id == version_id)
-    ) or 0
 
 
 # Prompts sampled per call. The per-step overhead dominates a small model, and the sampling loop drops a sample
@@ -39,10 +40,6 @@ MAX_BATCH = 16
 
 def fill_buffer(app: Flask, *, limit: int) -> int:
     """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many."""
-    from app.comparisons import PoolEmpty, generate_comparisons, next_pool_prompts
-    from app.extensions import db
-    from app.serving import get_holder
-
     made = 0
     holder = get_holder(app)
     with app.app_context():
@@ -65,18 +62,40 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
             if holder.serving() is not loaded:
                 # The model was swapped while these generated, and the swap may already have retired the old
                 # buffer: retire these stragglers too, so nobody is handed the old version's samples.
-                for comparison in batch:
-                    comparison.state = "stale"
-                db.session.commit()
+                served = holder.serving()
+                retire_comparisons(keep_version_id=served.version_id if served else None)
             ready = ready_count(loaded.version_id)
+        db.session.remove()
+    return made
+
+
+def fill_arena(app: Flask, *, limit: int, batch: int) -> int:
+    """Top up each current pair's ready battles to `limit`, in batched calls, while the arena is in use."""
+    made = 0
+    with app.app_context():
+        if limit > 0 and in_use():
+            pairs = battle_pairs()
+            retire_ready(pairs=pairs)
+            ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+                                       .where(ArenaBattle.state == "ready")).unique().all()
+            for pair in pairs:
+                have = sum(1 for b in ready if battle_pair(b) == pair)
+                if have > max(limit - batch, limit // 2):
+                    continue
+                try:
+                    inputs = pool_inputs(limit=min(limit - have, batch))
+                    battles = generate_battles(holder=get_holder(app), pair=pair, inputs=inputs, user_id=None)
+                except (PoolEmpty, BadInput):
+                    db.session.rollback()  # no pool, or a prompt or version that cannot be sampled: inline then
+                    continue
+                db.session.commit()
+                made += len(battles)
         db.session.remove()
     return made
 
 
 def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     """Follow the active version and keep the buffer topped up, until the process that started this one exits."""
-    from app.serving import get_holder, listen_for_changes
-
     parent = os.getppid()
     try:
         get_holder(app).refresh(background=False)
@@ -84,7 +103,6 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
         log.warning("prefetcher: no model loaded at start: %s", exc)
     listen_for_changes(app)
     # Polling, not a wake-up per claim: one cheap count query every 0.1 s, and no channel between processes.
-    from app.arena import fill_arena
 
     while os.getppid() == parent:
         try:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from sqlalchemy import select, update
 
-from app.extensions import db
+from app.platform.exceptions import BadInput, RegistryError
+from app.platform.extensions import db
+from app.platform.redis_client import publish_active
 from app.tables import AuditEvent, ModelVersion, ServingState, utcnow
-from app.validation import BadInput
-
-
-class RegistryError(BadInput):
-    """A version cannot be activated; the message says why (409 unless it names a missing version)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message, status)
+from app.versions.files import folder_mismatch
+from app.versions.store import is_remote, local_copy, split_location
 
 
 def register_version(
@@ -52,17 +47,15 @@ def list_versions() -> list[ModelVersion]:
 
 def active_version_id() -> int | None:
     """The id the single serving pointer names, or None (read from the database, never the session's cache)."""
-    return db.session.scalar(select(ServingState.version_id).where(ServingState.id == 1))
+    return ServingState.active_id()
 
 
 def check_checkpoint(version: ModelVersion, *, digests: bool = False, folder: Path | None = None) -> None:
     """Refuse a folder whose files do not match its manifest: missing, truncated, partial, or (digests) altered.
 
     Sizes are cheap and checked on every activation; the sha256 digests read every byte, so they are checked
-    when a process loads the version (app/serving.py), which it does once. A version in an object store is
-    checked there for sizes; with digests, its local copy (downloaded and verified first) is checked here."""
-    from app.store import is_remote, local_copy, split_location
-
+    when a process loads the version (app/versions/serving.py), which it does once. A version in an object store
+    is checked there for sizes; with digests, its local copy (downloaded and verified first) is checked here."""
     files = version.manifest.get("files")
     if is_remote(version.path):
         try:
@@ -70,7 +63,7 @@ def check_checkpoint(version: ModelVersion, *, digests: bool = False, folder: Pa
                 bucket, number = split_location(version.path)
                 bucket.check(number, files or {})
                 return
-            folder = folder or local_copy(version.path, files=files)
+            folder = folder or local_copy(version.path, files=files, keep={active_version_id()})
         except Exception as exc:  # noqa: BLE001 - an unreadable store or a bad copy refuses the version clearly
             raise RegistryError(f"version {version.id}: {exc}") from exc
     else:
@@ -79,24 +72,8 @@ def check_checkpoint(version: ModelVersion, *, digests: bool = False, folder: Pa
         raise RegistryError(f"version {version.id}: folder {folder} is missing")
     if files is None:
         return  # an external checkpoint registered without a manifest: nothing to compare
-    for name, info in files.items():
-        f = folder / name
-        if not f.is_file():
-            raise RegistryError(f"version {version.id}: {name} is missing")
-        if f.stat().st_size != info["bytes"]:
-            raise RegistryError(f"version {version.id}: {name} is {f.stat().st_size} bytes, expected {info['bytes']}")
-    for name, info in files.items() if digests else ():
-        if "sha256" in info and file_sha256(folder / name) != info["sha256"]:
-            raise RegistryError(f"version {version.id}: {name} does not match its sha256 digest in the manifest")
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB chunks (the publisher records it; check_checkpoint compares it)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    if problem := folder_mismatch(folder, files, digests=digests):
+        raise RegistryError(f"version {version.id}: {problem}")
 
 
 # Attempts at the compare-and-set below before giving up: each lost attempt means another activation just won.
@@ -111,8 +88,6 @@ def activate_version(
     only_if_active: when not -1, move the pointer only if it still names that version
     (compare-and-set), so a finished run cannot override a rollback made while it trained.
     """
-    from app.redis_conn import publish_active
-
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a reason is required")
     for _ in range(ACTIVATE_TRIES):

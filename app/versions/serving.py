@@ -9,6 +9,15 @@ from collections import OrderedDict
 
 from flask import Flask
 
+from app.lm.checkpoint import load_checkpoint
+from app.platform.exceptions import BadInput, NoModel
+from app.platform.extensions import db
+from app.platform.redis_client import ACTIVE_CHANNEL
+from app.tables import ModelVersion
+from app.versions.buffer import retire_comparisons
+from app.versions.registry import active_version_id, check_checkpoint, record_event
+from app.versions.store import local_copy
+
 log = logging.getLogger(__name__)
 # After a failed load, the next try of that version waits RETRY_FIRST seconds, doubling up to RETRY_MAX: a copy
 # that was still being written, or a disk that came back, is picked up without a restart, and a truly broken
@@ -51,8 +60,6 @@ class ModelHolder:
 
     def refresh(self, *, background: bool) -> None:
         """Check the active pointer (one cheap query) and load it if it changed."""
-        from app.registry import active_version_id
-
         self._checked_at = time.monotonic()
         with self.app.app_context():
             wanted = active_version_id()
@@ -69,27 +76,14 @@ class ModelHolder:
 
     def _load(self, version_id: int) -> None:
         """Load a version fully, then swap it in; a version that fails to load never replaces a working one."""
-        from app.extensions import db
-        from app.lm.checkpoint import load_checkpoint
-        from app.registry import check_checkpoint
-        from app.store import local_copy
-        from app.tables import ModelVersion
-
         if not self._loading.acquire(blocking=self._loaded is None):
             return  # another thread is already loading
         try:
             if self._loaded is not None and self._loaded.version_id == version_id:
                 return
             with self.app.app_context():
-                version = db.session.get(ModelVersion, version_id)
                 try:
-                    if version is None:
-                        raise ValueError(f"version {version_id} is not registered")
-                    # Every byte, once: this process loads it once (from a bucket: downloaded to the cache first,
-                    # here in the loading thread, never on a request's path).
-                    folder = local_copy(version.path, files=version.manifest.get("files"), keep=self.pinned())
-                    check_checkpoint(version, digests=True, folder=folder)
-                    loaded = load_checkpoint(folder, version_id=version_id)
+                    loaded = self._read(version_id)
                 except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
                     self._failed(version_id, exc)
                     return
@@ -99,14 +93,23 @@ class ModelHolder:
                 self.failed_version, self._failures = None, 0
                 self.last_error = None
             log.info("serving version %s (was %s)", version_id, previous.version_id if previous else None)
-            self.app.extensions["prefloop_on_swap"](version_id)
+            with self.app.app_context():
+                retire_comparisons(keep_version_id=version_id)
         finally:
             self._loading.release()
 
+    def _read(self, version_id: int):
+        """The one way a process loads a version: its verified local copy (from a bucket: downloaded to the node's
+        cache first, in the loading thread, never on a request's path), every byte checked once, then the model."""
+        version = db.session.get(ModelVersion, version_id)
+        if version is None:
+            raise ValueError(f"version {version_id} is not registered")
+        folder = local_copy(version.path, files=version.manifest.get("files"), keep=self.pinned())
+        check_checkpoint(version, digests=True, folder=folder)
+        return load_checkpoint(folder, version_id=version_id)
+
     def _failed(self, version_id: int, exc: Exception) -> None:
         """Remember a failed load and when to try again; the audit log gets the first failure of a version."""
-        from app.registry import record_event
-
         first = version_id != self.failed_version
         self._failures = 1 if first else self._failures + 1
         self.failed_version = version_id
@@ -125,13 +128,6 @@ class ModelHolder:
         version up to the cap, and the least recently used one is dropped beyond it. Loads are serialized: two
         battles asking for the same cold version load it once. The load runs in the request that first needs the
         version (or in the prefetcher, which fills the arena ahead of requests)."""
-        from app.extensions import db
-        from app.lm.checkpoint import load_checkpoint
-        from app.registry import check_checkpoint
-        from app.store import local_copy
-        from app.tables import ModelVersion
-        from app.validation import BadInput
-
         served = self.current()
         if served.version_id == version_id:
             return served
@@ -140,13 +136,8 @@ class ModelHolder:
                 if version_id in self._resident:
                     self._resident.move_to_end(version_id)
                     return self._resident[version_id]
-            version = db.session.get(ModelVersion, version_id)
             try:
-                if version is None:
-                    raise ValueError("it is not registered")
-                folder = local_copy(version.path, files=version.manifest.get("files"), keep=self.pinned())
-                check_checkpoint(version, digests=True, folder=folder)
-                loaded = load_checkpoint(folder, version_id=version_id)
+                loaded = self._read(version_id)
             except Exception as exc:  # noqa: BLE001 - any load failure is the caller's clear error, not a 500
                 raise BadInput(f"version {version_id} cannot be loaded for the arena: {exc}", 409) from exc
             with self._resident_lock:
@@ -173,10 +164,6 @@ class ModelHolder:
         }
 
 
-class NoModel(RuntimeError):
-    """No model can be served yet."""
-
-
 def get_holder(app: Flask) -> ModelHolder:
     """The process-wide holder for this app."""
     holder = app.extensions.get("prefloop_holder")
@@ -193,8 +180,6 @@ def listen_for_changes(app: Flask) -> None:
 
     def run() -> None:
         import redis
-
-        from app.redis_conn import ACTIVE_CHANNEL
 
         while True:
             try:

@@ -9,7 +9,7 @@ claims the next number by writing `<n>/manifest.json` only if it does not exist 
 If-None-Match: *), naming the upload and the files' sha256 digests. Uploads no manifest names are swept.
 
 boto3 reads the endpoint, region and credentials from the standard AWS_* variables itself, so they are not in
-app/config.py: AWS_ENDPOINT_URL (MinIO, Ceph RGW, R2; unset for AWS), AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
+app/platform/config.py: AWS_ENDPOINT_URL (MinIO, Ceph RGW, R2; unset for AWS), AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY.
 """
 
@@ -26,15 +26,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app.registry import file_sha256
+from app.platform.exceptions import StoreError
+from app.tables import ServingState
+from app.versions.files import folder_mismatch, mismatch
 
 UPLOADS = "uploads/"
 # An upload younger than this may still be in progress when the sweep runs: left alone.
 UPLOAD_GRACE = timedelta(hours=6)
-
-
-class StoreError(RuntimeError):
-    """The store could not be read or written, or what it holds does not match its manifest."""
 
 
 def is_remote(location: str | Path) -> bool:
@@ -101,11 +99,10 @@ class Bucket:
         files = manifest["files"]
         if expected is not None and expected != files:
             raise StoreError(f"version {number}: the manifest in {self.url} differs from the registered one")
-        for name, info in files.items():
-            target = dest / name
-            self.client.download_file(self.bucket, f"{self.prefix}{manifest['files_prefix']}{name}", str(target))
-            if target.stat().st_size != info["bytes"] or file_sha256(target) != info["sha256"]:
-                raise StoreError(f"version {number}: {name} does not match its sha256 digest in the manifest")
+        for name in files:
+            self.client.download_file(self.bucket, f"{self.prefix}{manifest['files_prefix']}{name}", str(dest / name))
+        if problem := folder_mismatch(dest, files, digests=True):
+            raise StoreError(f"version {number}: {problem}")
         (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
@@ -115,14 +112,16 @@ class Bucket:
             manifest = self.manifest(number)
         except Exception as exc:  # noqa: BLE001 - any failure to read it means it cannot be served
             raise StoreError(f"version {number}: no manifest in {self.url} ({exc.__class__.__name__})") from exc
-        for name, info in files.items():
-            key = f"{self.prefix}{manifest['files_prefix']}{name}"
+
+        def size_of(name: str) -> int | None:
             try:
-                size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-            except Exception as exc:  # noqa: BLE001
-                raise StoreError(f"version {number}: {name} is missing from {self.url}") from exc
-            if size != info["bytes"]:
-                raise StoreError(f"version {number}: {name} is {size} bytes, expected {info['bytes']}")
+                return self.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}{manifest['files_prefix']}{name}")[
+                    "ContentLength"]
+            except Exception:  # noqa: BLE001 - unreadable counts as missing
+                return None
+
+        if problem := mismatch(files, size_of=size_of):
+            raise StoreError(f"version {number}: {problem} (in {self.url})")
 
     def sweep(self, *, now: datetime | None = None) -> list[str]:
         """Delete uploads no manifest names (a writer that died before its commit), once past UPLOAD_GRACE."""
@@ -225,9 +224,7 @@ RECENT_SECONDS = 600
 def evict(cache: Path, *, limit_mb: int, keep: set[int]) -> list[int]:
     """Remove least recently used cached versions while the cache is over its limit; never `keep`, the active one,
     or one used in the last RECENT_SECONDS."""
-    from app.registry import active_version_id
-
-    keep = set(keep) | {active_version_id()}
+    keep = set(keep) | {ServingState.active_id()}
     now = time.time()
     stamped = []
     for folder in cache.iterdir():

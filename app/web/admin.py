@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app.agreement import annotation_agreement
-from app.gold import gold_accuracy, import_gold, parse_gold_file
-from app.jobs import QueueUnavailable, get_run, list_runs, request_training, run_json, training_config
-from app.preferences import progress
-from app.prompts import import_prompts, parse_prompt_file
-from app.schemas import TrainingOverrides, override_bounds, parse
-from app.users import require
-from app.validation import BadInput
+from app.accounts.users import require
+from app.annotation.agreement import annotation_agreement
+from app.annotation.answers import progress
+from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
+from app.annotation.prompts import import_prompts, parse_prompt_file
+from app.platform.exceptions import BadInput, QueueUnavailable
+from app.training.jobs import get_run, list_runs, request_training, run_json, training_config
+from app.web.schemas import TrainingOverrides, override_bounds, parse
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

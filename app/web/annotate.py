@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
-from app.comparisons import comparison_json, pending_comparison
-from app.preferences import progress
+from app.annotation.answers import progress
+from app.annotation.comparisons import comparison_json
+from app.annotation.queue import pending_comparison
+from app.arena.battles import battle_json, pending_battle, votes_by
 
 bp = Blueprint("annotate", __name__)
 
@@ -27,8 +29,6 @@ def index():
 @login_required
 def arena_page():
     """The arena: blind battles between two versions (its buttons call the JSON API)."""
-    from app.arena import battle_json, pending_battle, votes_by
-
     pending = pending_battle(user_id=current_user.id)
     return render_template("annotate/arena.html", pending=battle_json(pending) if pending else None,
                            votes=votes_by(user_id=current_user.id))

@@ -5,13 +5,22 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
-from app import arena, comparisons, jobs, preferences, prompts, registry
-from app import schemas as s
-from app.extensions import csrf
-from app.openapi import openapi_spec
-from app.roles import can
-from app.users import acting_user, require, user_for_token
-from app.validation import BadInput
+from app.accounts.roles import can
+from app.accounts.users import acting_user, require, user_for_token
+from app.accounts.security import limit_typed_prompts
+from app.annotation import answers, comparisons, prompts, queue
+from app.dataset.export import export_lines
+from app.annotation.agreement import annotation_agreement
+from app.annotation.gold import gold_accuracy
+from app.arena import battles as arena
+from app.platform.exceptions import BadInput
+from app.platform.extensions import csrf
+from app.training import jobs
+from app.versions import registry
+from app.versions.serving import get_holder
+from app.web import arena_schemas as a
+from app.web import schemas as s
+from app.web.openapi import openapi_spec
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -53,11 +62,11 @@ def create_comparison():
     """Sample candidates for a typed prompt (rate-limited per user), else your pending or the next pool comparison."""
     body = s.parse(s.NewComparison, json_body())
     if body.prompt is not None:
-        comparisons.limit_typed_prompts()
+        limit_typed_prompts()
     # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
     user_id = acting_user().id
-    comparison = comparisons.create_comparison(user_id=user_id, input_text=body.prompt)
-    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=user_id)}, 201
+    comparison = queue.create_comparison(user_id=user_id, input_text=body.prompt)
+    return comparisons.comparison_json(comparison) | {"progress": answers.progress(user_id=user_id)}, 201
 
 
 @bp.get("/comparisons/<id:comparison_id>")
@@ -74,13 +83,13 @@ def answer(comparison_id: int):
     """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
     body = s.parse(s.AnswerBody, json_body())
     user_id = acting_user().id  # once, as in create_comparison
-    pref, created = preferences.record_answer(
+    pref, created = answers.record_answer(
         user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
         verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
     )
     out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
            "candidate_id": pref.chosen_candidate_id, "also_good": pref.also_good or [],
-           "progress": preferences.progress(user_id=user_id)}
+           "progress": answers.progress(user_id=user_id)}
     return out, 201 if created else 200
 
 
@@ -88,24 +97,24 @@ def answer(comparison_id: int):
 @require("annotate")
 def undo(comparison_id: int):
     """Undo your latest answer (only while it is the latest) and return its comparison again."""
-    comparison = preferences.undo_last_answer(user_id=acting_user().id, comparison_id=comparison_id)
-    return comparisons.comparison_json(comparison) | {"progress": preferences.progress(user_id=acting_user().id)}
+    comparison = answers.undo_last_answer(user_id=acting_user().id, comparison_id=comparison_id)
+    return comparisons.comparison_json(comparison) | {"progress": answers.progress(user_id=acting_user().id)}
 
 
 @bp.get("/progress")
 @require("annotate")
 def progress():
     """Counters for the annotation page."""
-    return preferences.progress(user_id=acting_user().id)
+    return answers.progress(user_id=acting_user().id)
 
 
 @bp.post("/arena/battles")
 @require("annotate")
 def create_battle():
     """A blind battle of two versions on a typed prompt (rate-limited per user), else your pending or a pool one."""
-    body = s.parse(s.NewBattle, json_body())
+    body = s.parse(a.NewBattle, json_body())
     if body.prompt is not None:
-        comparisons.limit_typed_prompts()
+        limit_typed_prompts()
     return arena.battle_json(arena.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
 
 
@@ -126,7 +135,7 @@ def get_battle(battle_id: int):
 @require("annotate")
 def vote(battle_id: int):
     """Vote for a candidate, a tie or both bad (201); the same vote again answers 200, another one 409."""
-    body = s.parse(s.VoteBody, json_body())
+    body = s.parse(a.VoteBody, json_body())
     battle, created = arena.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
                                         verdict=body.verdict, latency_ms=body.latency_ms)
     return arena.battle_json(battle), 201 if created else 200
@@ -143,7 +152,7 @@ def leaderboard():
 @require("export")
 def export_votes():
     """Arena votes for a winner as TRL preference pairs with both version ids, one JSON object per line."""
-    return Response(stream_with_context(preferences.export_lines(arena=True)), mimetype="application/x-ndjson",
+    return Response(stream_with_context(export_lines(arena=True)), mimetype="application/x-ndjson",
                     headers={"Content-Disposition": "attachment; filename=arena-votes.jsonl"})
 
 
@@ -151,9 +160,6 @@ def export_votes():
 @require("export")
 def agreement():
     """Agreement between annotators on overlapping comparisons, and each annotator's gold accuracy."""
-    from app.agreement import annotation_agreement
-    from app.gold import gold_accuracy
-
     return annotation_agreement() | {"gold": gold_accuracy()}
 
 
@@ -161,8 +167,8 @@ def agreement():
 @require("export")
 def export():
     """All clicks as TRL preference pairs, one JSON object per line."""
-    return Response(stream_with_context(preferences.export_lines()), mimetype="application/x-ndjson",
-                    headers={"Content-Disposition": "attachment; filename=preferences.jsonl"})
+    return Response(stream_with_context(export_lines()), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": "attachment; filename=answers.jsonl"})
 
 
 @bp.post("/prompts")
@@ -221,6 +227,5 @@ def serving():
     """Which version this web process serves right now, and its last load error (one answer per process)."""
     import os
 
-    from app.serving import get_holder
 
     return {"pid": os.getpid(), **get_holder(current_app._get_current_object()).status()}

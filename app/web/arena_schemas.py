@@ -1,4 +1,4 @@
-"""The JSON shapes of the arena, annotator agreement and gold accuracy (re-exported by app.schemas)."""
+"""The JSON shapes of the arena, annotator agreement and gold accuracy (re-exported by app.web.schemas)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from app.schemas import MAX_LATENCY_MS, AnswerBody, Body, Out
 from app.tables import ARENA_VERDICTS
+from app.web.schemas import MAX_LATENCY_MS, AnswerBody, Body, Out
 
 VOTE_VERDICTS: tuple[str, ...] = tuple(v for v in ARENA_VERDICTS if v != "choice")
 

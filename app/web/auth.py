@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app.extensions import limiter, login_manager
-from app.security import login_name_key
-from app.users import check_login, end_sessions, user_for_session
+from app.accounts.security import login_name_key
+from app.accounts.users import check_login, end_sessions, user_for_session
+from app.platform.extensions import limiter, login_manager
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 login_manager.login_view = "auth.login"

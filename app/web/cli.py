@@ -8,8 +8,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app.roles import ROLES
-from app.validation import BadInput
+from app.accounts.roles import ROLES
+from app.accounts.users import create_user, list_users, rotate_token, set_disabled
+from app.annotation.prompts import import_prompts, parse_prompt_file
+from app.dataset.export import export_lines
+from app.platform.config import ROOT
+from app.platform.exceptions import BadInput, RegistryError
+from app.versions.registry import activate_version, active_version_id, list_versions, rollback
 
 users = AppGroup("users", help="Manage users.")
 prompts_cli = AppGroup("prompts", help="Manage the prompt pool.")
@@ -29,8 +34,6 @@ def fail(message: str) -> None:
 @click.option("--password", default=None, help="Generated when omitted.")
 def users_create(name: str, role: str, password: str | None) -> None:
     """Create a user and print their password and API bearer token (shown once)."""
-    from app.users import create_user
-
     try:
         user, password, token = create_user(name=name, role=role, password=password)
     except BadInput as exc:
@@ -43,16 +46,12 @@ def users_create(name: str, role: str, password: str | None) -> None:
 @users.command("list")
 def users_list() -> None:
     """List users: name, role, and whether they are disabled."""
-    from app.users import list_users
-
     for user in list_users():
         click.echo(f"{user.name:<24} {user.role:<9} {'disabled' if user.disabled else 'enabled'}")
 
 
 def set_disabled_or_fail(name: str, *, disabled: bool) -> None:
     """Disable or enable NAME, or exit with a clear error."""
-    from app.users import set_disabled
-
     try:
         user = set_disabled(name=name, disabled=disabled)
     except BadInput as exc:
@@ -78,8 +77,6 @@ def users_enable(name: str) -> None:
 @click.argument("name")
 def users_rotate_token(name: str) -> None:
     """Give NAME a new API bearer token and print it (shown once); the old one stops working."""
-    from app.users import rotate_token
-
     try:
         token = rotate_token(name=name)
     except BadInput as exc:
@@ -93,7 +90,6 @@ def prompts_import(file: str) -> None:
     """Import prompts from a CSV or JSONL file."""
     from pathlib import Path
 
-    from app.prompts import import_prompts, parse_prompt_file
 
     try:
         texts = parse_prompt_file(data=Path(file).read_bytes(), filename=file)
@@ -116,7 +112,6 @@ def prompts_sample(n: int, seed: int) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
 def preferences_export(file: str) -> None:
     """Write TRL preference pairs as JSON lines ('-' for stdout)."""
-    from app.preferences import export_lines
 
     def write(out) -> int:
         n = 0
@@ -136,8 +131,6 @@ def preferences_export(file: str) -> None:
 @models_cli.command("list")
 def models_list() -> None:
     """List versions, marking the active one."""
-    from app.registry import active_version_id, list_versions
-
     active = active_version_id()
     for v in list_versions():
         mark = "*" if v.id == active else " "
@@ -150,8 +143,6 @@ def models_list() -> None:
 @click.option("--actor", default="cli")
 def models_activate(version_id: int, reason: str, actor: str) -> None:
     """Serve VERSION_ID from now on."""
-    from app.registry import RegistryError, activate_version
-
     try:
         activate_version(version_id=version_id, actor=actor, reason=reason)
     except RegistryError as exc:
@@ -164,8 +155,6 @@ def models_activate(version_id: int, reason: str, actor: str) -> None:
 @click.option("--actor", default="cli")
 def models_rollback(reason: str, actor: str) -> None:
     """Serve the active version's parent (or the previously active version)."""
-    from app.registry import RegistryError, rollback
-
     try:
         event = rollback(actor=actor, reason=reason)
     except RegistryError as exc:
@@ -203,7 +192,6 @@ def run_worker_command(*args: str) -> None:
     import os
     import subprocess
 
-    from app.config import ROOT
 
     cfg = current_app.config
     env = {**os.environ, "DATABASE_URL": cfg["SQLALCHEMY_DATABASE_URI"], "MODEL_STORE": str(cfg["MODEL_STORE"]),

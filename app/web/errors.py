@@ -7,7 +7,8 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.validation import BadInput
+from app.platform.exceptions import BadInput, NoModel, PoolEmpty, QueueUnavailable
+from app.platform.extensions import db
 
 
 def wants_json() -> bool:
@@ -24,10 +25,6 @@ def error_response(message: str, status: int):
 
 def init_app(app: Flask) -> None:
     """Register the handlers."""
-    from app.comparisons import PoolEmpty
-    from app.extensions import db
-    from app.jobs import QueueUnavailable
-    from app.serving import NoModel
 
     @app.errorhandler(BadInput)
     def bad_input(exc: BadInput):

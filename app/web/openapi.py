@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of /api, generated from app.schemas and the app's own routes.
+"""The OpenAPI 3.1 description of /api, generated from app.web.schemas and the app's own routes.
 
 Why not spectree or flask-smorest: they name a path parameter after the view argument
 (`/api/comparisons/{comparison_id}/answer`), while our published paths and the route-matrix tests use `{id}`;
@@ -18,10 +18,11 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app import schemas as s
+from app.web import arena_schemas as a
+from app.web import schemas as s
 
 REF = "#/components/schemas/{model}"
-# The database can drop out under any route (a 503, see app.errors), so every operation documents it.
+# The database can drop out under any route (a 503, see app.web.errors), so every operation documents it.
 ALWAYS = (503,)
 # Any write may fail CSRF (browser session) or the body limit, whatever its model.
 WRITES = (400, 413)
@@ -55,12 +56,12 @@ OPERATIONS: dict[str, Operation] = {
     "api.list_model_versions": Operation({200: s.ModelVersions}),
     "api.activate_model_version": Operation({200: s.ActivationResult}, s.Activation, (404, 409)),
     "api.serving": Operation({200: s.Serving}),
-    "api.create_battle": Operation({201: s.Battle}, s.NewBattle, (404, 409, 429)),
-    "api.get_battle": Operation({200: s.Battle}, errors=(404,)),
-    "api.vote": Operation({201: s.Battle, 200: s.Battle}, s.VoteBody, (404, 409, 422)),
-    "api.leaderboard": Operation({200: s.Leaderboard}),
+    "api.create_battle": Operation({201: a.Battle}, a.NewBattle, (404, 409, 429)),
+    "api.get_battle": Operation({200: a.Battle}, errors=(404,)),
+    "api.vote": Operation({201: a.Battle, 200: a.Battle}, a.VoteBody, (404, 409, 422)),
+    "api.leaderboard": Operation({200: a.Leaderboard}),
     "api.export_votes": Operation({200: None}, media="application/x-ndjson"),
-    "api.agreement": Operation({200: s.Agreement}),
+    "api.agreement": Operation({200: a.Agreement}),
 }
 DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
                 403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app import arena, pairs
-from app.extensions import db
-from app.registry import activate_version, active_version_id, audit_log, list_versions, rollback
-from app.serving import get_holder
-from app.users import require
-from app.validation import BadInput
+from app.accounts.users import require
+from app.arena import battles as arena
+from app.arena import matchups as pairs
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
+from app.versions.registry import activate_version, active_version_id, audit_log, list_versions, rollback
+from app.versions.serving import get_holder
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 

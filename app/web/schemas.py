@@ -11,9 +11,9 @@ from typing import Any, Literal, TypeVar
 from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.spec import TrainingSpec
+from app.platform.exceptions import BadInput
 from app.tables import RUN_STATUSES, VERDICTS, VERSION_STATUSES
-from app.validation import BadInput
+from app.training.spec import TrainingSpec
 
 # An answer body names a verdict only when no candidate is chosen: "choice" is implied by candidate_id.
 ANSWER_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "choice")
@@ -184,12 +184,12 @@ class PromptImportResult(Out):
 
 
 class TrainingRun(Out):
-    """A run as app.jobs.run_json gives it."""
+    """A run as app.training.jobs.run_json gives it."""
 
     id: str
     status: Literal[RUN_STATUSES]
     requested_by: str
-    config: TrainingSpec = Field(description="the run's settings, fixed when it was queued (app/spec.py)")
+    config: TrainingSpec = Field(description="the run's settings, fixed when it was queued (app/training/spec.py)")
     snapshot: dict[str, Any] = Field(description="clicks, pairs and the data's sha256 `hash`")
     parent_version_id: int | None
     version_id: int | None
@@ -206,7 +206,7 @@ class TrainingRuns(Out):
 
 
 class ModelVersion(Out):
-    """A version as app.registry.version_json gives it."""
+    """A version as app.versions.registry.version_json gives it."""
 
     id: int
     parent_id: int | None
@@ -285,8 +285,3 @@ def _bounds(model: type[BaseModel], field: str) -> tuple[Any, Any]:
     low = next((m.ge for m in metadata if isinstance(m, Ge)), None)
     high = next((m.le for m in metadata if isinstance(m, Le)), None)
     return low, high
-
-
-# The arena's, agreement's and gold's shapes live in app/arena_schemas.py (this module's size); they are part of
-# this namespace, as the API and the spec builder read it.
-from app.arena_schemas import Agreement, Battle, Leaderboard, NewBattle, VoteBody  # noqa: E402, F401
