@@ -44,7 +44,7 @@ lint: $(VENV)/.installed-dev
 # The benchmarks of docs/BENCHMARKS.md (each takes minutes; they build the default starters once into bench/out/).
 bench: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/click.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/click_latency.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/retrain.py
 
 clean:

@@ -16,9 +16,6 @@ OUT = ROOT / "bench" / "out"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# `python bench/X.py` puts bench/ first on sys.path, where bench/click.py would shadow the click package Flask needs.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 
 def starter_config(arch: str, size: str):
     """The project's StarterConfig for an arch and size ("default" is what users serve, "tiny" is for tests)."""

@@ -46,7 +46,7 @@ from bench.common import (
 )
 from bench.real_size import build_shape
 from bench.retrain import redis_server
-from tests.live import call, live_server, live_worker
+from harness.live import call, live_server, live_worker
 
 PG_SERVER = os.environ.get("BENCH_POSTGRES_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SCRATCH = "prefloop_bench_load"

@@ -41,7 +41,7 @@ from pathlib import Path
 from bench.common import OUT, ROOT, cached_starter, machine, markdown_table, mean_range, stop_on_sigterm, write_json
 from bench.judges import JUDGES, Judge, well_formed
 from bench.retrain import redis_server, wait_all_serving, wait_run
-from tests.live import call, live_server, live_worker, worker_pids
+from harness.live import call, live_server, live_worker, worker_pids
 
 UNGUARDED_ENV = {"TRAIN_START": "active", "TRAIN_SFT_WEIGHT": "1e-9", "TRAIN_LR": "5e-4", "TRAIN_EPOCHS": "8"}
 TARGET = 0.9

@@ -50,7 +50,7 @@ def publish_copy(app, starter: Path) -> int:
 
 def time_until_served(nodes, version: int, *, timeout: float = 300) -> float:
     """Activate `version` through the first node's API and time until every worker of every node serves it."""
-    from tests.live import call, worker_pids
+    from harness.live import call, worker_pids
 
     pids = {node.base_url: worker_pids(node) for node in nodes}
     started = time.perf_counter()
@@ -80,8 +80,8 @@ def main() -> None:
     from app import create_app
     from app.platform.extensions import db
     from app.versions.store import local_copy
-    from tests.live import live_node, live_server
-    from tests.services import S3Server
+    from harness.live import live_node, live_server
+    from harness.servers import S3Server
 
     starter = cached_starter(args.arch, args.size)
     s3 = S3Server()

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.common import OUT, cached_starter, machine, markdown_table, percentile, stop_on_sigterm, write_json
-from tests.live import call, live_server, live_worker, worker_pids
+from harness.live import call, live_server, live_worker, worker_pids
 
 
 def parse_args() -> argparse.Namespace:

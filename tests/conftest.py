@@ -14,6 +14,8 @@ from flask.testing import FlaskClient
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from harness import servers  # noqa: E402
+from harness.starters import install_starter  # noqa: E402
 from tests import services  # noqa: E402
 
 
@@ -53,7 +55,7 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
     """A test config: fresh database, private model store, no background threads."""
     if backend == "postgres":
         url = services.postgres_url()
-        services.reset_postgres(url)
+        servers.reset_postgres(url)
     else:
         url = f"sqlite:///{tmp_path / 'test.db'}"
     return {
@@ -72,21 +74,6 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
     } | extra
 
 
-def install_starter(app, path: Path) -> int:
-    """Copy a starter into the app's store as version 1 and activate it."""
-    from app.lm.checkpoint import read_manifest
-    from app.versions.registry import activate_version, register_version
-
-    store = Path(app.config["MODEL_STORE"])
-    store.mkdir(parents=True, exist_ok=True)
-    dest = store / "1"
-    shutil.copytree(path, dest)
-    with app.app_context():
-        register_version(number=1, path=dest, manifest=read_manifest(dest))
-        activate_version(version_id=1, actor="test", reason="starter")
-    return 1
-
-
 def spy_sample_rows(monkeypatch) -> list[tuple[int, int]]:
     """Record (prompts, samples per prompt) of every call of the sampling loop (app.lm.sampling._sample_rows)."""
     from app.lm import sampling
@@ -96,35 +83,6 @@ def spy_sample_rows(monkeypatch) -> list[tuple[int, int]]:
                         lambda loaded, enc, n, **k: calls.append((enc["input_ids"].shape[0], n))
                         or original(loaded, enc, n, **k))
     return calls
-
-
-def checkpoint_copier(source: Path):
-    """A save() for publish_checkpoint that copies a checkpoint folder's files (its manifest is written anew) and
-    carries over what serving needs from the old manifest."""
-    from app.lm.checkpoint import read_manifest
-
-    def save(tmp: Path) -> dict:
-        for f in Path(source).iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy(f, tmp / f.name)
-        return {k: v for k, v in read_manifest(Path(source)).items() if k in ("prompt_template", "arch", "base_model")}
-
-    return save
-
-
-def publish_starter(app, path: Path) -> int:
-    """Publish a starter into the app's bucket store (s3://) as a new version, register and activate it."""
-    from app.lm.checkpoint import read_manifest
-    from app.versions.registry import activate_version, register_version
-    from app.versions.store import local_copy
-    from worker.checkpoints import publish_checkpoint
-
-    with app.app_context():
-        number, location = publish_checkpoint(store=app.config["MODEL_STORE"], save=checkpoint_copier(path),
-                                              manifest={"kind": "starter", "parent_version": None})
-        register_version(number=number, path=location, manifest=read_manifest(local_copy(location)))
-        activate_version(version_id=number, actor="test", reason="starter")
-    return number
 
 
 def install_child(app, path: Path, *, number: int, parent: int, activate: bool = True) -> int:
@@ -272,8 +230,11 @@ def pytest_fixture_setup(fixturedef, request):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """One moto S3 server for the session (see tests/services.S3Server)."""
-    server = services.S3Server()
+    """One moto S3 server for the session (see harness/servers.S3Server)."""
+    try:
+        server = servers.S3Server()
+    except servers.ServerUnavailable as exc:
+        services.unavailable("moto_server", str(exc))
     yield server
     server.stop()
 

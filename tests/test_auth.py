@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
+from harness.live import call, live_server
 from tests import services
-from tests.live import call, live_server
 
 # Each was a way off-site (or a 500) for ?next= before; each must land on the default page.
 HOSTILE_NEXT = ["/%09/evil.example", "//evil.example", "///evil.example", "https://evil.example/", "/\\evil.example",

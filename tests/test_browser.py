@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import ROOT, live_server
+from harness.live import ROOT, live_server
 from tests.services import unavailable
 
 pytestmark = pytest.mark.browser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live import ROOT, live_server, live_worker
+from harness.live import ROOT, live_server, live_worker
 from tests.test_browser import browser, log_in  # noqa: F401 - the shared chromium fixture
 from tests.test_worker import USERS, click_shortest, redis_env  # noqa: F401 - fixture
 

@@ -446,7 +446,7 @@ def test_redis_requires_the_password_and_the_healthcheck_has_it(services):
 
     import redis
 
-    from tests.live import free_port
+    from harness.live import free_port
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not on PATH")

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from app.platform.extensions import db
 from app.tables import Preference, TrainingRun
+from harness import servers
+from harness.live import free_port
 from tests import services
-from tests.live import free_port
 
 
 def start_redis(port: int) -> subprocess.Popen:
@@ -132,10 +133,11 @@ def test_database_blip_is_503_then_recovers_without_restart(tmp_path, starter_di
     from sqlalchemy.engine import make_url
 
     from app import create_app
-    from tests.conftest import Users, install_starter, make_config, upgrade
+    from harness.starters import install_starter
+    from tests.conftest import Users, make_config, upgrade
 
     url = make_url(services.postgres_url())
-    services.reset_postgres(url.render_as_string(hide_password=False))
+    servers.reset_postgres(url.render_as_string(hide_password=False))
     proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     app = create_app(make_config(backend="sqlite", tmp_path=tmp_path, SQLALCHEMY_DATABASE_URI=proxied))

@@ -13,8 +13,8 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
+from harness.live import call, live_server, wait_for_buffer, wait_serving, worker_pids
 from tests import services
-from tests.live import call, live_server, wait_for_buffer, wait_serving, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -125,7 +125,7 @@ def test_unknown_run_is_404(queue_app, client, admin):
 
 def test_redis_down_retrain_is_503_and_annotation_keeps_working(app, client, admin):
     """Nothing listens on the port: Retrain answers 503 with a reason; clicks and export still work."""
-    from tests.live import free_port
+    from harness.live import free_port
 
     app.config["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     app.config["TRAIN_MIN_PAIRS"] = 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import ROOT, LiveServer, _build_env, _create_user, _flask, _install_starter, _tail, free_port
+from harness.live import ROOT, LiveServer, _build_env, _create_user, _flask, _install_starter, _tail, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -196,7 +196,7 @@ def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starte
 
 
 def call_api(srv, method: str, path: str, body: dict | None = None):
-    from tests.live import call
+    from harness.live import call
 
     return call(srv, method, path, "adm", body)
 

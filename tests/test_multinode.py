@@ -1,5 +1,5 @@
 """Several machines on one machine: two web nodes (separate gunicorns, ports and model caches) and two workers,
-on one Postgres, one Redis and one S3-compatible bucket (moto's standalone server, tests/services.S3Server)."""
+on one Postgres, one Redis and one S3-compatible bucket (moto's standalone server, harness/servers.S3Server)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness import servers
+from harness.live import call, live_node, live_server, live_worker, wait_serving, worker_pids
 from tests import services
-from tests.live import call, live_node, live_server, live_worker, wait_serving, worker_pids
 from tests.test_dpo import TINY_SFT_WEIGHT
 from tests.test_worker import finished, wait_run
 
@@ -123,7 +124,7 @@ def corrupt_copy(node, s3, *, monkeypatch) -> int:
     from app.platform.extensions import db
     from app.versions.registry import register_version
     from app.versions.store import Bucket, local_copy
-    from tests.conftest import checkpoint_copier
+    from harness.starters import checkpoint_copier
     from worker.checkpoints import publish_checkpoint
 
     for key, value in s3.env.items():
@@ -153,7 +154,7 @@ def test_two_nodes_two_workers_one_database_one_redis_one_bucket(tmp_path, start
     worker, then both nodes serve it with no failed request; a rollback
     seen by both; a worker killed mid-run, then a Retrain on the other; a corrupt upload refused by every node."""
     pg = services.postgres_url()
-    services.reset_postgres(pg)
+    servers.reset_postgres(pg)
     redis_url = services.redis_url()
     redis.Redis.from_url(redis_url).flushdb()
     bucket = s3_server.bucket(f"multinode-{uuid.uuid4().hex[:10]}") + "/store"

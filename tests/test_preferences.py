@@ -112,7 +112,7 @@ def test_a_long_export_is_not_cut_off_by_gunicorns_timeout(tmp_path, starter_dir
     import urllib.request
 
     from bench.export import insert_clicks
-    from tests.live import live_server
+    from harness.live import live_server
 
     clicks = 200_000  # 100k took 2.8-3.5 s through gunicorn here: twice that keeps it well past three timeouts
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users={"adm": "admin"}, prompts=0,

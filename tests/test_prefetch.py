@@ -17,8 +17,8 @@ from app.platform.extensions import db
 from app.tables import Comparison
 from app.versions.buffer import ready_count
 from app.versions.prefetch import fill_buffer
+from harness.live import call, live_server, wait_for_buffer
 from tests.conftest import spy_sample_rows
-from tests.live import call, live_server, wait_for_buffer
 
 
 def test_fills_to_the_limit_in_one_batched_call(app, monkeypatch):

@@ -161,8 +161,9 @@ def rq_app(tmp_path, starter_dir):
     from app import create_app
     from app.platform.extensions import db
     from app.training.jobs import SERIALIZER
+    from harness.starters import install_starter
     from tests import services
-    from tests.conftest import Users, install_starter, make_config, upgrade
+    from tests.conftest import Users, make_config, upgrade
 
     conn = redis.Redis.from_url(services.redis_url())
     conn.flushdb()

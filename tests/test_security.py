@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from app.accounts.security import CSP, limits_storage_uri
 from app.platform.config import instance_secret_key, resolve_secret_key
 from app.platform.exceptions import ConfigError
-from tests.live import ROOT, free_port, live_server
+from harness.live import ROOT, free_port, live_server
 from tests.services import BOTH_BACKENDS
 from tests.test_auth import PID_LOG, LiveClient
 

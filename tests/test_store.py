@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import checkpoint_copier
+from harness.starters import checkpoint_copier
 
 
 @pytest.fixture

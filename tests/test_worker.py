@@ -12,8 +12,8 @@ import redis
 import torch
 from safetensors.torch import load_file
 
+from harness.live import call, live_server, live_worker, wait_serving, worker_pids
 from tests import services
-from tests.live import call, live_server, live_worker, wait_serving, worker_pids
 from tests.test_dpo import TINY_SFT_WEIGHT
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]

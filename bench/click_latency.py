@@ -1,8 +1,8 @@
 """Click-to-stored latency: POST /api/comparisons/<id>/answer sent -> 201 received (the row is committed first).
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/click.py [--clicks 200] [--backends sqlite,postgres]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/click_latency.py [--clicks 200] [--backends sqlite,postgres]
 
-Runs a real gunicorn (2 workers) through tests.live.live_server on SQLite (WAL) and, if reachable, on the scratch
+Runs a real gunicorn (2 workers) through harness.live.live_server on SQLite (WAL) and, if reachable, on the scratch
 Postgres database (its public schema is dropped and recreated). Both servers run at once and one annotator
 alternates clicks between them: POST /api/comparisons {} (next pool prompt, from the prefetch buffer when it has
 one), then POST the answer picking the first candidate, then GET /api/progress (a read-only baseline). The answer
@@ -22,8 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.common import OUT, cached_starter, machine, markdown_table, summary_ms, write_json
-from tests.live import wait_for_buffer
-from tests.services import reset_postgres
+from harness.live import wait_for_buffer
+from harness.servers import reset_postgres
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_c"
 
@@ -118,7 +118,7 @@ def verify(db_url: str, records: list[dict]) -> dict:
 
 def serve(stack: contextlib.ExitStack, backend: str, args: argparse.Namespace, starter: Path, tmp: Path):
     """Start gunicorn on a fresh database of this backend; it stops when the stack closes."""
-    from tests.live import live_server
+    from harness.live import live_server
 
     env_extra = {"GEN_MAX_NEW_TOKENS": 40, "PREFETCH_SIZE": args.prefetch, "TORCH_THREADS": 1}
     if backend == "postgres":

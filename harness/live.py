@@ -129,7 +129,7 @@ def _install_starter(*, db_url: str, model_store: Path | str, cache: Path, start
     bucket (s3://), it is published there like any version (AWS_* from this process's environment)."""
     from app import create_app
     from app.platform.extensions import db
-    from tests.conftest import install_starter, publish_starter
+    from harness.starters import install_starter, publish_starter
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "MODEL_STORE": str(model_store), "REDIS_URL": None,
                       "PREFETCH_SIZE": 0, "SECRET_KEY": "live-test-secret", "MODEL_CACHE": str(cache)})
