@@ -39,7 +39,7 @@ test-fast: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not slow and not browser"
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check app worker tests bench
+	$(BIN)/ruff check app worker harness tests bench
 
 # The benchmarks of docs/BENCHMARKS.md (each takes minutes; they build the default starters once into bench/out/).
 bench: $(VENV)/.installed-dev

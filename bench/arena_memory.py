@@ -2,7 +2,8 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/arena_memory.py [--arch gpt2] [--size default]
 
-Each copy is loaded as app/versions/serving.py loads a version (load_checkpoint, eval mode, on the CPU), run once, and kept, as
+Each copy is loaded as app/versions/serving.py loads a version (load_checkpoint, eval mode, on the CPU), run once,
+and kept, as
 ModelHolder.resident keeps up to ARENA_RESIDENT_VERSIONS of them; the step between counts is what one more
 resident version costs. Writes bench/out/arena_memory.json.
 """

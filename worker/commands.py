@@ -9,19 +9,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.lm.checkpoint import read_manifest
+from app.platform.exceptions import CommandFailed
 from app.versions.store import local_copy
-
-
-def fail(message: str) -> None:
-    """Print a clear error and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 @click.command("starter-model")
@@ -44,7 +37,7 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
     try:
         registered = list_versions()
     except SQLAlchemyError as exc:
-        fail(f"the database is not ready ({type(exc).__name__}); run `flask db upgrade` first")
+        raise CommandFailed(f"the database is not ready ({type(exc).__name__}); run `flask db upgrade` first") from None
     if if_missing and registered:
         click.echo("a model version is already registered; skipping the starter build")
         return
@@ -113,7 +106,7 @@ def register_import(source: str) -> int:
     try:
         number, path = import_model(source=source, store=current_app.config["MODEL_STORE"])
     except (OSError, ValueError) as exc:
-        fail(f"could not load {source}: {exc}")
+        raise CommandFailed(f"could not load {source}: {exc}") from None
     register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))
     return number
 

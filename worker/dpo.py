@@ -22,6 +22,7 @@ from app.dataset.snapshot import snapshot_clicks, snapshot_hash
 from app.lm.checkpoint import DEFAULT_TEMPLATE, read_manifest
 from app.platform.extensions import db
 from app.tables import ModelVersion, TrainingRun, utcnow
+from app.training.jobs import fail_run
 from app.training.spec import TrainingSpec
 from app.versions.store import local_copy
 from worker.plan import click_of, error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
@@ -176,9 +177,7 @@ def mark_failed(run_id: str, exc: BaseException, progress: Progress) -> None:
     """Record the failure on the row; a second failure here must not hide the first."""
     try:
         db.session.rollback()
-        run = db.session.get(TrainingRun, run_id)
-        run.status, run.error, run.finished_at = "failed", error_summary(exc), utcnow()
-        db.session.commit()
+        fail_run(db.session.get(TrainingRun, run_id), error_summary(exc))
         progress.update(phase="failed")
     except Exception:  # noqa: BLE001 - e.g. the database is down; the job's own exception is re-raised
         log.exception("could not mark run %s failed", run_id)

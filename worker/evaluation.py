@@ -154,7 +154,7 @@ def evaluate_version(
     temperature: float = 1.0,
     top_p: float = 0.95,
     min_p: float = 0.0,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = 80,  # the served default (MAX_NEW_TOKENS); a run passes its spec
     max_length: int | None = None,
 ) -> dict:
     """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.

@@ -74,10 +74,11 @@ def user_for_session(session_id: str) -> User | None:
     return user
 
 
-def end_sessions(*, user_id: int) -> None:
+def end_sessions(*, user_id: int, commit: bool = True) -> None:
     """End every session and remember cookie of the user (in one UPDATE, so concurrent ends both count)."""
     db.session.execute(update(User).where(User.id == user_id).values(session_version=User.session_version + 1))
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def find_user(*, name: str) -> User:
@@ -96,7 +97,7 @@ def set_disabled(*, name: str, disabled: bool) -> User:
     user = find_user(name=name)
     user.disabled = disabled
     if disabled:
-        user.session_version += 1
+        end_sessions(user_id=user.id, commit=False)
     db.session.commit()
     return user
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
@@ -60,5 +61,10 @@ def import_prompts(*, texts: list, source: str, max_chars: int) -> dict:
     existing = set(db.session.scalars(select(Prompt.text_hash).where(Prompt.text_hash.in_(list(cleaned)))))
     new = [Prompt(text=t, text_hash=h, source=source[:128]) for h, t in cleaned.items() if h not in existing]
     db.session.add_all(new)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError as exc:  # the same prompts imported by a concurrent request: nothing of this one is kept
+        db.session.rollback()
+        raise BadInput("some of these prompts were imported by another request at the same time; nothing was "
+                       "imported: import them again", 409) from exc
     return {"imported": len(new), "duplicates": len(texts) - len(new)}

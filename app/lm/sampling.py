@@ -124,7 +124,7 @@ def sample_batch(
     temperature: float = 1.0,
     top_p: float = 0.95,
     min_p: float = 0.0,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = 80,  # the served default (MAX_NEW_TOKENS); the app always passes its setting
     max_input_tokens: int = 256,
     seed: int = 0,
     dedup_tries: int = 3,

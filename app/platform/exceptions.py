@@ -3,6 +3,8 @@ for its errors and the error handlers import only this."""
 
 from __future__ import annotations
 
+import click
+
 
 class BadInput(ValueError):
     """Input that gets a clear 4xx and stores nothing."""
@@ -38,3 +40,12 @@ class StoreError(RuntimeError):
 
 class ConfigError(RuntimeError):
     """A setting that stops start-up, with a message that says what to set."""
+
+
+class CommandFailed(click.ClickException):
+    """A command's clear error, for the flask CLI and the worker's commands alike: `error: ...`, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)

@@ -11,6 +11,6 @@ db = SQLAlchemy()
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-# Its store (Redis, shared by every process) is set by app/accounts/security.py. Nothing is limited unless a view says so
-# (@limiter.limit); when Redis is unreachable each process counts on its own instead of failing or not limiting.
+# Its store (Redis, shared by every process) is set by app/accounts/security.py. Nothing is limited unless a view
+# says so (@limiter.limit); when Redis is unreachable each process counts on its own instead of failing or not limiting.
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window", in_memory_fallback_enabled=True)

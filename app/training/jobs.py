@@ -27,24 +27,12 @@ SERIALIZER = JSONSerializer
 
 
 def training_config(overrides: dict | None = None) -> dict:
-    """The run's spec (app/training/spec.py) as JSON: settings from config, then the overrides schemas.TrainingOverrides allows.
+    """The run's spec (app/training/spec.py) as JSON: settings from config, then the overrides TrainingOverrides allows.
 
     Fixed here, when the run is queued: the worker uses it as it is, so a setting changed later never changes a run.
     """
-    cfg = current_app.config
-    config = {
-        "lr": cfg["TRAIN_LR"], "beta": cfg["TRAIN_BETA"], "divergence": cfg["TRAIN_DIVERGENCE"],
-        "epochs": cfg["TRAIN_EPOCHS"], "batch_size": cfg["TRAIN_BATCH_SIZE"], "max_length": cfg["TRAIN_MAX_LENGTH"],
-        "lora": cfg["TRAIN_LORA"], "start": cfg["TRAIN_START"], "sft_weight": cfg["TRAIN_SFT_WEIGHT"],
-        "holdout": cfg["TRAIN_HOLDOUT"], "max_pairs": cfg["TRAIN_MAX_PAIRS"], "seed": 0,
-        "temperature": cfg["TEMPERATURE"], "top_p": cfg["TOP_P"], "min_p": cfg["MIN_P"],
-        "max_new_tokens": cfg["MAX_NEW_TOKENS"], "num_candidates": cfg["NUM_CANDIDATES"],
-        "gate": {"max_fluency_drop": cfg["GATE_MAX_FLUENCY_DROP"], "min_distinct": cfg["GATE_MIN_DISTINCT"],
-                 "max_length_ratio": cfg["GATE_MAX_LENGTH_RATIO"], "eval_prompts": cfg["GATE_EVAL_PROMPTS"],
-                 "samples": cfg["GATE_SAMPLES"]},
-    }
-    config.update(parse(TrainingOverrides, overrides or {}).config_values())
-    return TrainingSpec.from_dict(config).to_dict()
+    overrides = parse(TrainingOverrides, overrides or {}).config_values()
+    return TrainingSpec.from_config(current_app.config, overrides).to_dict()
 
 
 def open_run() -> TrainingRun | None:
@@ -134,7 +122,8 @@ def enqueue(conn, run: TrainingRun) -> None:
 
 
 def fail_run(run: TrainingRun, error: str) -> None:
-    """Close a run as failed."""
+    """Close a run as failed: the one place a run's failure is written (the web's reconcile, the worker's job and
+    its startup sweep all call it)."""
     run.status, run.error, run.finished_at = "failed", error, utcnow()
     db.session.commit()
 

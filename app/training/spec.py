@@ -9,43 +9,63 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
-def _help(text: str):
-    return field(metadata={"help": text})
+def _help(text: str, setting: str | None = None):
+    """A field with its help text and the config setting (app/platform/config.py) its default is read from."""
+    return field(metadata={"help": text, "setting": setting})
 
 
 @dataclass(frozen=True)
 class GateSpec:
     """Bounds of the gate's generation-health checks."""
 
-    max_fluency_drop: float = _help("largest fall in nats/token of samples scored by the base model, vs the parent")
-    min_distinct: float = _help("least expected number of distinct strings among num_candidates raw samples")
-    samples: int = _help("raw samples per input behind the distinct estimate, fluency and length (>= num_candidates)")
-    max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent")
-    eval_prompts: int = _help("inputs sampled for the generation checks")
+    max_fluency_drop: float = _help("largest fall in nats/token of samples scored by the base model, vs the parent",
+                                     "GATE_MAX_FLUENCY_DROP")
+    min_distinct: float = _help("least expected number of distinct strings among num_candidates raw samples",
+                                 "GATE_MIN_DISTINCT")
+    samples: int = _help("raw samples per input behind the distinct estimate, fluency and length (>= num_candidates)",
+                          "GATE_SAMPLES")
+    max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent",
+                                     "GATE_MAX_LENGTH_RATIO")
+    eval_prompts: int = _help("inputs sampled for the generation checks", "GATE_EVAL_PROMPTS")
 
 
 @dataclass(frozen=True)
 class TrainingSpec:
     """One run's training, sampling and gate settings."""
 
-    lr: float = _help("learning rate")
-    beta: float = _help("DPO beta: how far from the reference the policy may move")
-    divergence: str = _help("f-DPO divergence: reverse_kl (plain DPO), js_divergence or alpha_divergence (0.5)")
-    epochs: int = _help("passes over the training pairs")
-    batch_size: int = _help("pairs per step")
-    max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs")
-    lora: bool = _help("train a PEFT LoRA adapter and merge it into the saved checkpoint")
-    start: str = _help("'base': from the starter, with it as reference; 'active': from the parent, plus sft")
-    sft_weight: float = _help("weight of the chosen text's NLL beside the DPO loss (0: off)")
-    holdout: float = _help("share of inputs held out for the gate")
-    max_pairs: int = _help("training pairs per run at most: new clicks first, then a replay sample (0: all)")
-    seed: int = _help("seed for the split, training and the gate's sampling")
-    temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)")
-    top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)")
-    min_p: float = _help("min-p sampling of the gate's generation checks, 0 off (the serving setting)")
-    max_new_tokens: int = _help("longest sample of the gate's generation checks (the serving setting)")
-    num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)")
+    lr: float = _help("learning rate", "TRAIN_LR")
+    beta: float = _help("DPO beta: how far from the reference the policy may move", "TRAIN_BETA")
+    divergence: str = _help("f-DPO divergence: reverse_kl (plain DPO), js_divergence or alpha_divergence (0.5)",
+                             "TRAIN_DIVERGENCE")
+    epochs: int = _help("passes over the training pairs", "TRAIN_EPOCHS")
+    batch_size: int = _help("pairs per step", "TRAIN_BATCH_SIZE")
+    max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs",
+                             "TRAIN_MAX_LENGTH")
+    lora: bool = _help("train a PEFT LoRA adapter and merge it into the saved checkpoint", "TRAIN_LORA")
+    start: str = _help("'base': from the starter, with it as reference; 'active': from the parent, plus sft",
+                        "TRAIN_START")
+    sft_weight: float = _help("weight of the chosen text's NLL beside the DPO loss (0: off)", "TRAIN_SFT_WEIGHT")
+    holdout: float = _help("share of inputs held out for the gate", "TRAIN_HOLDOUT")
+    max_pairs: int = _help("training pairs per run at most: new clicks first, then a replay sample (0: all)",
+                            "TRAIN_MAX_PAIRS")
+    seed: int = _help("seed for the split, training and the gate's sampling (0 for every run the web queues)")
+    temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)",
+                                "TEMPERATURE")
+    top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)", "TOP_P")
+    min_p: float = _help("min-p sampling of the gate's generation checks, 0 off (the serving setting)", "MIN_P")
+    max_new_tokens: int = _help("longest sample of the gate's generation checks (the serving setting)",
+                                 "MAX_NEW_TOKENS")
+    num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)",
+                                 "NUM_CANDIDATES")
     gate: GateSpec = _help("the gate's bounds")
+
+    @classmethod
+    def from_config(cls, config, overrides: dict | None = None) -> TrainingSpec:
+        """A run's spec from the settings in force (each field names its setting), then the run's overrides."""
+        def read(spec_cls) -> dict:
+            return {f.name: config[f.metadata["setting"]] for f in fields(spec_cls) if f.metadata["setting"]}
+
+        return cls.from_dict({"seed": 0, **read(cls), "gate": read(GateSpec), **(overrides or {})})
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingSpec:

@@ -114,9 +114,9 @@ class Bucket:
             raise StoreError(f"version {number}: no manifest in {self.url} ({exc.__class__.__name__})") from exc
 
         def size_of(name: str) -> int | None:
+            key = f"{self.prefix}{manifest['files_prefix']}{name}"
             try:
-                return self.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}{manifest['files_prefix']}{name}")[
-                    "ContentLength"]
+                return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
             except Exception:  # noqa: BLE001 - unreadable counts as missing
                 return None
 

@@ -6,13 +6,13 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 from flask_login import current_user
 
 from app.accounts.roles import can
-from app.accounts.users import acting_user, require, user_for_token
 from app.accounts.security import limit_typed_prompts
+from app.accounts.users import acting_user, require, user_for_token
 from app.annotation import answers, comparisons, prompts, queue
-from app.dataset.export import export_lines
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
 from app.arena import battles as arena
+from app.dataset.export import export_lines
 from app.platform.exceptions import BadInput
 from app.platform.extensions import csrf
 from app.training import jobs

@@ -13,7 +13,7 @@ from app.accounts.users import create_user, list_users, rotate_token, set_disabl
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.dataset.export import export_lines
 from app.platform.config import ROOT
-from app.platform.exceptions import BadInput, RegistryError
+from app.platform.exceptions import BadInput, CommandFailed, RegistryError
 from app.versions.registry import activate_version, active_version_id, list_versions, rollback
 
 users = AppGroup("users", help="Manage users.")
@@ -21,11 +21,6 @@ prompts_cli = AppGroup("prompts", help="Manage the prompt pool.")
 preferences_cli = AppGroup("preferences", help="Export preferences.")
 models_cli = AppGroup("models", help="List, activate and roll back model versions.")
 
-
-def fail(message: str) -> None:
-    """Print a clear error and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 @users.command("create")
@@ -37,7 +32,7 @@ def users_create(name: str, role: str, password: str | None) -> None:
     try:
         user, password, token = create_user(name=name, role=role, password=password)
     except BadInput as exc:
-        fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     click.echo(f"created {user.name} ({user.role})")
     click.echo(f"password: {password}")
     click.echo(f"token: {token}")
@@ -55,7 +50,7 @@ def set_disabled_or_fail(name: str, *, disabled: bool) -> None:
     try:
         user = set_disabled(name=name, disabled=disabled)
     except BadInput as exc:
-        fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     click.echo(f"{user.name} is {'disabled' if disabled else 'enabled'}")
 
 
@@ -80,7 +75,7 @@ def users_rotate_token(name: str) -> None:
     try:
         token = rotate_token(name=name)
     except BadInput as exc:
-        fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     click.echo(f"token: {token}")
 
 
@@ -96,7 +91,7 @@ def prompts_import(file: str) -> None:
         result = import_prompts(texts=texts, source=f"file:{Path(file).name}",
                                 max_chars=current_app.config["MAX_INPUT_CHARS"])
     except BadInput as exc:
-        fail(f"nothing imported: {exc}")
+        raise CommandFailed(f"nothing imported: {exc}") from None
     click.echo(f"imported {result['imported']} prompts ({result['duplicates']} duplicates skipped)")
 
 
@@ -146,7 +141,7 @@ def models_activate(version_id: int, reason: str, actor: str) -> None:
     try:
         activate_version(version_id=version_id, actor=actor, reason=reason)
     except RegistryError as exc:
-        fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     click.echo(f"version {version_id} is active")
 
 
@@ -158,7 +153,7 @@ def models_rollback(reason: str, actor: str) -> None:
     try:
         event = rollback(actor=actor, reason=reason)
     except RegistryError as exc:
-        fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     click.echo(f"rolled back from {event.from_version_id} to {event.to_version_id}")
 
 
