@@ -19,14 +19,15 @@ def make_run(app) -> dict:
     """A stored run as the API shows it."""
     from app.platform.extensions import db
     from app.tables import TrainingRun
-    from app.training.jobs import run_json, training_config
+    from app.training.jobs import training_config
+    from app.web.responses import training_run
 
     with app.app_context():
         run = TrainingRun(id="r1", requested_by="adm", config=training_config({"beta": 0.1}),
                           snapshot={"clicks": 1, "pairs": 2})
         db.session.add(run)
         db.session.commit()
-        return run_json(run)
+        return training_run(run)
 
 
 def test_the_spec_has_the_full_training_run(app, spec):
@@ -112,3 +113,32 @@ def test_the_suites_clients_check_every_answer(app, client, annotator):
     app.view_functions["api.progress"] = lambda: {"mine": 0}  # no longer the documented Progress
     with pytest.raises(AssertionError, match="GET /api/progress .* required property"):
         client.get("/api/progress", headers=annotator["headers"])
+
+
+def test_every_body_goes_through_its_model(app):
+    """A body that does not match its documented model is a bug found where it is built, not by a client."""
+    import pydantic
+
+    from app.web.schemas import Progress
+
+    assert Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1}) == {
+        "mine": 1, "total": 2, "pool": 3, "pool_answered": 1}
+    with pytest.raises(pydantic.ValidationError):
+        Progress.respond({"mine": 1, "total": 2, "pool": 3})  # a field missing
+    with pytest.raises(pydantic.ValidationError):
+        Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1, "extra": 0})
+
+
+def test_an_older_runs_settings_are_still_shown(app):
+    """A run stored before a setting existed is listed as it was stored, not a 500."""
+    from app.platform.extensions import db
+    from app.tables import TrainingRun
+    from app.training.jobs import training_config
+    from app.web.responses import training_run
+
+    with app.app_context():
+        old = {k: v for k, v in training_config().items() if k != "min_p"}
+        run = TrainingRun(id="old", requested_by="adm", config=old, snapshot={"clicks": 1, "pairs": 2})
+        db.session.add(run)
+        db.session.commit()
+        assert training_run(run)["config"] == old

@@ -1,4 +1,4 @@
-"""Security headers on every answer, and the rate limiter's store, keys and 429 (the limiter is app.extensions')."""
+"""Security: headers on every answer, the rate limiter's store, keys and 429, and the typed-prompt limit."""
 
 from __future__ import annotations
 

@@ -94,12 +94,3 @@ def get_comparison(*, comparison_id: int, user_id: int | None = None) -> Compari
     if comparison is None or (user_id is not None and comparison.user_id != user_id):
         raise BadInput(f"comparison {comparison_id} not found", status=404)
     return comparison
-
-
-def comparison_json(comparison: Comparison) -> dict:
-    """The annotator's view: no model version, candidates in display order."""
-    return {
-        "id": comparison.id,
-        "prompt": comparison.input_text,
-        "candidates": [{"id": c.id, "text": c.text} for c in comparison.candidates],
-    }

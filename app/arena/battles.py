@@ -156,16 +156,6 @@ def votes_by(*, user_id: int) -> int:
                                                                       ArenaBattle.verdict.is_not(None))) or 0
 
 
-def battle_json(battle: ArenaBattle, *, reveal: bool = False) -> dict:
-    """What the voter sees (no versions); with reveal, each candidate's version and the vote."""
-    out = {"id": battle.id, "prompt": battle.input_text,
-           "candidates": [{"id": c.id, "text": c.text} | ({"version_id": c.version_id} if reveal else {})
-                          for c in battle.candidates]}
-    if battle.verdict is not None:
-        out["vote"] = {"verdict": battle.verdict, "candidate_id": battle.winner_candidate_id}
-    return out
-
-
 def outcomes() -> list[tuple[int, int, str]]:
     """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.arena.ratings."""
     left, right = ArenaCandidate.__table__.alias("left_c"), ArenaCandidate.__table__.alias("right_c")

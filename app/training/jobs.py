@@ -174,16 +174,3 @@ def get_run(*, run_id: str) -> TrainingRun:
 def list_runs(*, limit: int = 50) -> list[TrainingRun]:
     """Most recent runs first."""
     return list(db.session.scalars(select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)))
-
-
-def run_json(run: TrainingRun) -> dict:
-    """A run as the API returns it."""
-    return {
-        "id": run.id, "status": run.status, "requested_by": run.requested_by, "config": run.config,
-        "snapshot": run.snapshot | {"hash": run.snapshot_hash},
-        "parent_version_id": run.parent_version_id, "version_id": run.version_id,
-        "progress": run.progress, "metrics": run.metrics, "error": run.error,
-        "created_at": run.created_at.isoformat() + "Z",
-        "started_at": run.started_at.isoformat() + "Z" if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() + "Z" if run.finished_at else None,
-    }

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from app.annotation.comparisons import generate_comparisons, next_pool_prompts
-from app.arena.battles import battle_pair, generate_battles, in_use, pool_inputs
-from app.arena.matchups import battle_pairs
+from app.arena.battles import generate_battles, in_use, pool_inputs
+from app.arena.matchups import battle_pair, battle_pairs
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.tables import ArenaBattle

@@ -159,13 +159,3 @@ def record_event(*, actor: str, action: str, reason: str = "", detail: dict | No
     """Write a non-activation audit event (a refused load, an undo, a rejected run)."""
     db.session.add(AuditEvent(actor=actor, action=action, reason=reason, detail=detail or {}, **versions))
     db.session.commit()
-
-
-def version_json(version: ModelVersion, *, active_id: int | None) -> dict:
-    """A version as the API returns it."""
-    return {
-        "id": version.id, "parent_id": version.parent_id, "status": version.status, "active": version.id == active_id,
-        "arch": version.arch, "base_model": version.base_model, "run_id": version.run_id, "metrics": version.metrics,
-        "pairs": version.manifest.get("pair_count"), "created_at": version.created_at.isoformat() + "Z",
-        "activated_at": version.activated_at.isoformat() + "Z" if version.activated_at else None,
-    }

@@ -6,9 +6,10 @@ from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
 from app.annotation.answers import progress
-from app.annotation.comparisons import comparison_json
 from app.annotation.queue import pending_comparison
-from app.arena.battles import battle_json, pending_battle, votes_by
+from app.arena.battles import pending_battle, votes_by
+from app.web import responses
+from app.web import schemas as s
 
 bp = Blueprint("annotate", __name__)
 
@@ -20,7 +21,7 @@ def index():
     pending = pending_comparison(user_id=current_user.id)
     return render_template(
         "annotate/index.html",
-        pending=comparison_json(pending) if pending else None,
+        pending=responses.comparison(pending) if pending else None,
         progress=progress(user_id=current_user.id),
     )
 
@@ -30,11 +31,11 @@ def index():
 def arena_page():
     """The arena: blind battles between two versions (its buttons call the JSON API)."""
     pending = pending_battle(user_id=current_user.id)
-    return render_template("annotate/arena.html", pending=battle_json(pending) if pending else None,
+    return render_template("annotate/arena.html", pending=responses.battle(pending) if pending else None,
                            votes=votes_by(user_id=current_user.id))
 
 
 @bp.get("/healthz")
 def healthz():
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return s.Health.respond(status="ok")

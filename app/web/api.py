@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
@@ -11,7 +13,7 @@ from app.accounts.users import acting_user, require, user_for_token
 from app.annotation import answers, comparisons, prompts, queue
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
-from app.arena import battles as arena
+from app.arena import battles
 from app.dataset.export import export_lines
 from app.platform.exceptions import BadInput
 from app.platform.extensions import csrf
@@ -19,6 +21,7 @@ from app.training import jobs
 from app.versions import registry
 from app.versions.serving import get_holder
 from app.web import arena_schemas as a
+from app.web import responses
 from app.web import schemas as s
 from app.web.openapi import openapi_spec
 
@@ -66,7 +69,7 @@ def create_comparison():
     # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
     user_id = acting_user().id
     comparison = queue.create_comparison(user_id=user_id, input_text=body.prompt)
-    return comparisons.comparison_json(comparison) | {"progress": answers.progress(user_id=user_id)}, 201
+    return responses.comparison(comparison, progress=answers.progress(user_id=user_id)), 201
 
 
 @bp.get("/comparisons/<id:comparison_id>")
@@ -74,7 +77,7 @@ def create_comparison():
 def get_comparison(comparison_id: int):
     """One of your comparisons."""
     comparison = comparisons.get_comparison(comparison_id=comparison_id, user_id=acting_user().id)
-    return comparisons.comparison_json(comparison)
+    return responses.comparison(comparison)
 
 
 @bp.post("/comparisons/<id:comparison_id>/answer")
@@ -87,10 +90,7 @@ def answer(comparison_id: int):
         user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
         verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
     )
-    out = {"id": pref.id, "comparison_id": comparison_id, "verdict": pref.verdict,
-           "candidate_id": pref.chosen_candidate_id, "also_good": pref.also_good or [],
-           "progress": answers.progress(user_id=user_id)}
-    return out, 201 if created else 200
+    return responses.answer(pref, progress=answers.progress(user_id=user_id)), 201 if created else 200
 
 
 @bp.post("/comparisons/<id:comparison_id>/undo")
@@ -98,14 +98,14 @@ def answer(comparison_id: int):
 def undo(comparison_id: int):
     """Undo your latest answer (only while it is the latest) and return its comparison again."""
     comparison = answers.undo_last_answer(user_id=acting_user().id, comparison_id=comparison_id)
-    return comparisons.comparison_json(comparison) | {"progress": answers.progress(user_id=acting_user().id)}
+    return responses.comparison(comparison, progress=answers.progress(user_id=acting_user().id))
 
 
 @bp.get("/progress")
 @require("annotate")
 def progress():
     """Counters for the annotation page."""
-    return answers.progress(user_id=acting_user().id)
+    return s.Progress.respond(answers.progress(user_id=acting_user().id))
 
 
 @bp.post("/arena/battles")
@@ -115,7 +115,7 @@ def create_battle():
     body = s.parse(a.NewBattle, json_body())
     if body.prompt is not None:
         limit_typed_prompts()
-    return arena.battle_json(arena.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
+    return responses.battle(battles.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
 
 
 @bp.get("/arena/battles/<id:battle_id>")
@@ -126,9 +126,9 @@ def get_battle(battle_id: int):
     An operator's own battle stays blind until they voted on it."""
     user = acting_user()
     if can(user, "activate"):
-        battle = arena.get_battle(battle_id=battle_id)
-        return arena.battle_json(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
-    return arena.battle_json(arena.get_battle(battle_id=battle_id, user_id=user.id))
+        battle = battles.get_battle(battle_id=battle_id)
+        return responses.battle(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
+    return responses.battle(battles.get_battle(battle_id=battle_id, user_id=user.id))
 
 
 @bp.post("/arena/battles/<id:battle_id>/vote")
@@ -136,16 +136,16 @@ def get_battle(battle_id: int):
 def vote(battle_id: int):
     """Vote for a candidate, a tie or both bad (201); the same vote again answers 200, another one 409."""
     body = s.parse(a.VoteBody, json_body())
-    battle, created = arena.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
-                                        verdict=body.verdict, latency_ms=body.latency_ms)
-    return arena.battle_json(battle), 201 if created else 200
+    battle, created = battles.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
+                                          verdict=body.verdict, latency_ms=body.latency_ms)
+    return responses.battle(battle), 201 if created else 200
 
 
 @bp.get("/arena/leaderboard")
 @require("export")
 def leaderboard():
     """Bradley-Terry ratings of the versions from the votes, with 95% bootstrap intervals, and per-pair records."""
-    return arena.standings()
+    return a.Leaderboard.respond(battles.standings())
 
 
 @bp.get("/arena/export")
@@ -160,7 +160,7 @@ def export_votes():
 @require("export")
 def agreement():
     """Agreement between annotators on overlapping comparisons, and each annotator's gold accuracy."""
-    return annotation_agreement() | {"gold": gold_accuracy()}
+    return a.Agreement.respond(annotation_agreement(), gold=gold_accuracy())
 
 
 @bp.get("/preferences/export")
@@ -178,7 +178,7 @@ def import_prompts():
     body = s.parse(s.PromptImport, json_body())
     result = prompts.import_prompts(texts=body.prompts, source=f"api:{acting_user().name}",
                                     max_chars=current_app.config["MAX_INPUT_CHARS"])
-    return result, 201
+    return s.PromptImportResult.respond(result), 201
 
 
 @bp.post("/training-runs")
@@ -187,21 +187,21 @@ def create_training_run():
     """Queue one DPO run (202), or return the open one (200): single flight."""
     # The body is checked against schemas.TrainingOverrides by jobs.training_config, the one place runs are built.
     run, created = jobs.request_training(requested_by=acting_user().name, overrides=json_body())
-    return jobs.run_json(run), 202 if created else 200
+    return responses.training_run(run), 202 if created else 200
 
 
 @bp.get("/training-runs")
 @require("retrain")
 def list_training_runs():
     """Recent runs."""
-    return {"runs": [jobs.run_json(r) for r in jobs.list_runs()]}
+    return responses.training_runs(jobs.list_runs())
 
 
 @bp.get("/training-runs/<run_id>")
 @require("retrain")
 def get_training_run(run_id: str):
     """One run with its progress and metrics."""
-    return jobs.run_json(jobs.get_run(run_id=run_id))
+    return responses.training_run(jobs.get_run(run_id=run_id))
 
 
 @bp.get("/model-versions")
@@ -209,7 +209,7 @@ def get_training_run(run_id: str):
 def list_model_versions():
     """Every version with its lineage and whether it is active."""
     active = registry.active_version_id()
-    return {"versions": [registry.version_json(v, active_id=active) for v in registry.list_versions()]}
+    return responses.model_versions(registry.list_versions(), active_id=active)
 
 
 @bp.post("/model-versions/<id:version_id>/activate")
@@ -218,14 +218,11 @@ def activate_model_version(version_id: int):
     """Serve this version from now on (also how you roll back)."""
     body = s.parse(s.Activation, json_body())
     event = registry.activate_version(version_id=version_id, actor=acting_user().name, reason=body.reason)
-    return {"active": version_id, "previous": event.from_version_id, "reason": event.reason}
+    return s.ActivationResult.respond(active=version_id, previous=event.from_version_id, reason=event.reason)
 
 
 @bp.get("/serving")
 @require("export")
 def serving():
     """Which version this web process serves right now, and its last load error (one answer per process)."""
-    import os
-
-
-    return {"pid": os.getpid(), **get_holder(current_app._get_current_object()).status()}
+    return s.Serving.respond(get_holder(current_app._get_current_object()).status(), pid=os.getpid())

@@ -6,8 +6,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required
 
 from app.accounts.users import require
-from app.arena import battles as arena
-from app.arena import matchups as pairs
+from app.arena import battles, matchups
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.versions.registry import activate_version, active_version_id, audit_log, list_versions, rollback
@@ -27,9 +26,9 @@ def versions():
         active_id=active_version_id(),
         events=audit_log(),
         serving=get_holder(current_app._get_current_object()).status(),
-        standings=arena.standings(),
-        chosen_pairs=pairs.list_pairs(),
-        battle_pairs=pairs.battle_pairs(),
+        standings=battles.standings(),
+        chosen_pairs=matchups.list_pairs(),
+        battle_pairs=matchups.battle_pairs(),
     )
 
 
@@ -44,7 +43,7 @@ def add_arena_pair():
         flash("Not added: choose two versions.", "error")
         return redirect(url_for("ops.versions"))
     try:
-        pairs.add_pair(a=a, b=b, actor=current_user.name)
+        matchups.add_pair(a=a, b=b, actor=current_user.name)
         flash(f"The arena now compares versions {min(a, b)} and {max(a, b)}.", "ok")
     except BadInput as exc:
         db.session.rollback()
@@ -58,7 +57,7 @@ def add_arena_pair():
 def remove_arena_pair(pair_id: int):
     """Stop comparing a chosen pair."""
     try:
-        pairs.remove_pair(pair_id=pair_id, actor=current_user.name)
+        matchups.remove_pair(pair_id=pair_id, actor=current_user.name)
         flash("Pair removed.", "ok")
     except BadInput as exc:
         flash(f"Not removed: {exc}", "error")

@@ -50,9 +50,14 @@ def has_lone_surrogate(value: Any) -> bool:
 
 
 class Out(BaseModel):
-    """A response: every field is sent, and nothing else."""
+    """A response: every field is sent, and nothing else. Every body the API sends is built by `respond`."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def respond(cls, data: dict | None = None, /, **fields: Any) -> dict:
+        """The body: the fields checked against this model, then as JSON (a field never given is left out)."""
+        return cls.model_validate({**(data or {}), **fields}).model_dump(mode="json", exclude_unset=True)
 
 
 # Requests ---------------------------------------------------------------------------------------------------
@@ -184,12 +189,14 @@ class PromptImportResult(Out):
 
 
 class TrainingRun(Out):
-    """A run as app.training.jobs.run_json gives it."""
+    """A run as app/web/responses.py builds it."""
 
     id: str
     status: Literal[RUN_STATUSES]
     requested_by: str
-    config: TrainingSpec = Field(description="the run's settings, fixed when it was queued (app/training/spec.py)")
+    # A run queued by an older release may lack a setting added since: it is still shown, as it was stored.
+    config: TrainingSpec | dict[str, Any] = Field(
+        description="the run's settings, fixed when it was queued (app/training/spec.py)")
     snapshot: dict[str, Any] = Field(description="clicks, pairs and the data's sha256 `hash`")
     parent_version_id: int | None
     version_id: int | None
@@ -206,7 +213,7 @@ class TrainingRuns(Out):
 
 
 class ModelVersion(Out):
-    """A version as app.versions.registry.version_json gives it."""
+    """A version as app/web/responses.py builds it."""
 
     id: int
     parent_id: int | None
