@@ -151,3 +151,21 @@ def test_rejects_bad_battles():
         fit_ratings([("a", "b", "draw")])
     with pytest.raises(ValueError, match="itself"):
         fit_ratings([("a", "a", "tie")])
+
+
+def test_the_fit_agrees_with_choix_where_choix_applies():
+    """On a strongly connected set with ties, and no prior, the MLE is choix's (ties fed as a win each way, wins
+    twice, which leaves the likelihood's maximum where it is)."""
+    import choix
+
+    battles = ([("v1", "v2", "a")] * 6 + [("v1", "v2", "b")] * 3 + [("v2", "v3", "a")] * 5 + [("v2", "v3", "b")] * 2
+               + [("v3", "v1", "a")] * 2 + [("v3", "v1", "b")] * 4 + [("v1", "v2", "tie")] * 2)
+    index = {"v1": 0, "v2": 1, "v3": 2}
+    pairs = []
+    for a, b, outcome in battles:
+        win, lose = (index[a], index[b]) if outcome == "a" else (index[b], index[a])
+        pairs += [(index[a], index[b]), (index[b], index[a])] if outcome == "tie" else [(win, lose)] * 2
+    theta = choix.ilsr_pairwise(3, pairs, alpha=0, tol=1e-12)
+    expected = BASE + SCALE * (theta - theta.mean()) / np.log(10)
+    ours = fit_ratings(battles, prior=0)
+    assert [ours[v] for v in index] == pytest.approx(list(expected), abs=0.01)

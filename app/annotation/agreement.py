@@ -5,34 +5,29 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
+import krippendorff
+import numpy as np
+
 from app.platform.extensions import db
 from app.tables import Candidate, Comparison, Preference, User
 
 
 def krippendorff_alpha(units: Mapping[Hashable, Sequence[Hashable]]) -> float | None:
-    """Krippendorff's alpha for nominal data: units (item -> the labels its coders gave) with >= 2 labels count.
+    """Krippendorff's alpha for nominal data (the `krippendorff` package): units (item -> the labels its coders
+    gave) with >= 2 labels count.
 
-    Coincidence-matrix form (Krippendorff 2011): alpha = 1 - (n - 1) * sum_{c!=k} o_ck / sum_{c!=k} n_c * n_k.
     None when no unit has two labels, or when every pairable label is the same value: expected disagreement
-    is then 0 and alpha is 0/0, undefined rather than perfect.
+    is then 0 and alpha is 0/0, undefined rather than perfect (the package raises there).
     """
-    observed = 0.0  # sum over c != k of o_ck
-    totals: Counter[Hashable] = Counter()  # n_c: the coincidence matrix's marginals
-    for labels in units.values():
-        m = len(labels)
-        if m < 2:
-            continue  # a lone value has no one to pair with, so it carries no reliability information
-        counts = Counter(labels)
-        # ordered c-k pairs with c != k in this unit, each weighted 1/(m_u - 1) so every unit adds m_u values
-        observed += (m * m - sum(v * v for v in counts.values())) / (m - 1)
-        totals.update(counts)
-    n = sum(totals.values())
-    if n == 0:
+    # A lone value has no one to pair with, so it carries no reliability information.
+    pairable = [Counter(labels) for labels in units.values() if len(labels) >= 2]
+    values = sorted({v for counts in pairable for v in counts}, key=repr)
+    if len(values) < 2:
         return None
-    expected = n * n - sum(v * v for v in totals.values())  # sum over c != k of n_c * n_k
-    if expected == 0:
-        return None
-    return 1.0 - (n - 1) * observed / expected
+    # Units x values counts: the package's input when coders are not identified (answers are per item, not per
+    # a fixed set of coders).
+    value_counts = np.array([[counts[v] for v in values] for counts in pairable], dtype=float)
+    return float(krippendorff.alpha(value_counts=value_counts, level_of_measurement="nominal"))
 
 
 def pairwise_agreement(units: Mapping[Hashable, Sequence[Hashable]]) -> tuple[int, int]:

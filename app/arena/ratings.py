@@ -1,4 +1,12 @@
-"""Bradley–Terry ratings for the blind arena between model versions (FastChat's compute_mle_elo, numpy only)."""
+"""Bradley–Terry ratings for the blind arena between model versions (FastChat's compute_mle_elo, numpy only).
+
+Written here rather than taken from `choix`, which tests/test_ratings.py checks this fit against (they agree to
+0.01 Elo where both apply). choix takes only (winner, loser) pairs, so a tie or a both-bad vote would have to be
+fed as a win each way; its regularisation `alpha` adds pseudo-counts between every two versions, which ties
+together versions that never met; and it has no notion of components. Here the prior is virtual ties only between
+versions that met, and each group of versions connected by battles is put at BASE on its own, since versions that
+never met, even through others, cannot be compared.
+"""
 
 from __future__ import annotations
 
