@@ -143,3 +143,38 @@ def test_the_layout_checks_see_real_imports():
     assert "app.annotation.queue" in graph["app.web.api"]
     assert "app.versions.serving" in graph["app.annotation.queue"]
     assert len(graph) > 50
+
+
+# Where processes are started by name: these strings outlive a refactor (queued RQ jobs name worker.dpo.run_dpo).
+ENTRY_FILES = ("Makefile", "Dockerfile", "docker-compose.yml", "app/platform/launcher.py", "app/gunicorn_conf.py",
+               "app/training/jobs.py", "app/web/cli.py", "README.md")
+
+
+def entry_points() -> set[str]:
+    """Every `-m module`, `module:callable` and dotted job name of app/ or worker/ those files name."""
+    import re
+
+    found = set()
+    for name in ENTRY_FILES:
+        text = (ROOT / name).read_text()
+        found |= {m for m in re.findall(r"-m\s+((?:app|worker)(?:\.\w+)*)", text)}
+        found |= {m for m in re.findall(r"['\"\s,]-m['\"],?\s*['\"]((?:app|worker)(?:\.\w+)*)", text)}
+        found |= {f"{m}:{c}" for m, c in re.findall(r"\b((?:app|worker)(?:\.\w+)*):(\w+)", text)}
+        found |= set(re.findall(r"\"((?:app|worker)\.\w+(?:\.\w+)*\.run_\w+)\"", text))
+    return found
+
+
+def test_every_entry_point_named_as_a_string_resolves():
+    """`make run`, compose, the launcher, gunicorn and queued jobs start code by name: each name still exists."""
+    names = entry_points()
+    assert {"app.platform.launcher", "app:create_app", "worker", "worker.dpo.run_dpo"} <= names, names
+    assert (ROOT / "app" / "gunicorn_conf.py").is_file()
+    code = ("import importlib, importlib.util, sys\n"
+            f"for name in {sorted(names)!r}:\n"
+            "    module, _, attr = name.partition(':')\n"
+            "    if name.rpartition('.')[2].startswith('run_'):\n"
+            "        module, _, attr = name.rpartition('.')\n"
+            "    assert importlib.util.find_spec(module), name\n"
+            "    if attr: assert callable(getattr(importlib.import_module(module), attr)), name\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
