@@ -93,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def generation_settings(env: dict) -> dict:
     """The server's sampling settings under env, read through app.config.Config (the only env reader)."""
-    from app.platform.config import Config
+    from app.platform.config import Config, sampling_settings
 
     saved = dict(os.environ)
     try:
@@ -102,8 +102,8 @@ def generation_settings(env: dict) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P,
-            "max_new_tokens": cfg.MAX_NEW_TOKENS}
+    served = sampling_settings(vars(cfg))
+    return {k: served[k] for k in ("temperature", "top_p", "min_p", "max_new_tokens")}
 
 
 # Shapes the corpus never uses (worker.corpus.SHAPES), for the out-of-corpus prompt set.

@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from app.platform.config import sampling_settings
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.tables import Candidate, Comparison, Prompt, utcnow
@@ -15,16 +16,7 @@ from app.tables import Candidate, Comparison, Prompt, utcnow
 
 def generation_settings() -> dict:
     """The sampling settings in force, recorded on every comparison."""
-    cfg = current_app.config
-    return {
-        "n": cfg["NUM_CANDIDATES"],
-        "temperature": cfg["TEMPERATURE"],
-        "top_p": cfg["TOP_P"],
-        "min_p": cfg["MIN_P"],
-        "max_new_tokens": cfg["MAX_NEW_TOKENS"],
-        "max_input_tokens": cfg["MAX_INPUT_TOKENS"],
-        "dedup_tries": cfg["DEDUP_TRIES"],
-    }
+    return sampling_settings(current_app.config)
 
 
 def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None) -> list[Comparison]:

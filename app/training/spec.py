@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from app.platform.config import sampling_settings
+
 
 def _help(text: str, setting: str | None = None):
-    """A field with its help text and the config setting (app/platform/config.py) its default is read from."""
+    """A field with its help text and the config setting (app/platform/config.py) its value is read from;
+    "sampling": the served sampling settings (config.sampling_settings), which the gate samples with."""
     return field(metadata={"help": text, "setting": setting})
 
 
@@ -50,20 +53,24 @@ class TrainingSpec:
                             "TRAIN_MAX_PAIRS")
     seed: int = _help("seed for the split, training and the gate's sampling (0 for every run the web queues)")
     temperature: float = _help("sampling temperature of the gate's generation checks (the serving setting)",
-                                "TEMPERATURE")
-    top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)", "TOP_P")
-    min_p: float = _help("min-p sampling of the gate's generation checks, 0 off (the serving setting)", "MIN_P")
+                                "sampling")
+    top_p: float = _help("nucleus sampling of the gate's generation checks (the serving setting)", "sampling")
+    min_p: float = _help("min-p sampling of the gate's generation checks, 0 off (the serving setting)", "sampling")
     max_new_tokens: int = _help("longest sample of the gate's generation checks (the serving setting)",
-                                 "MAX_NEW_TOKENS")
+                                 "sampling")
     num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)",
-                                 "NUM_CANDIDATES")
+                                 "sampling")
     gate: GateSpec = _help("the gate's bounds")
 
     @classmethod
     def from_config(cls, config, overrides: dict | None = None) -> TrainingSpec:
         """A run's spec from the settings in force (each field names its setting), then the run's overrides."""
+        sampling = sampling_settings(config)
+        sampling["num_candidates"] = sampling["n"]
+
         def read(spec_cls) -> dict:
-            return {f.name: config[f.metadata["setting"]] for f in fields(spec_cls) if f.metadata["setting"]}
+            return {f.name: sampling[f.name] if f.metadata["setting"] == "sampling" else config[f.metadata["setting"]]
+                    for f in fields(spec_cls) if f.metadata["setting"]}
 
         return cls.from_dict({"seed": 0, **read(cls), "gate": read(GateSpec), **(overrides or {})})
 
