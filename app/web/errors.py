@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.platform.exceptions import BadInput, NoModel, PoolEmpty, QueueUnavailable
 from app.platform.extensions import db
+from app.web.schemas import Error
 
 
 def wants_json() -> bool:
@@ -19,7 +20,7 @@ def wants_json() -> bool:
 def error_response(message: str, status: int):
     """One error shape for every failure."""
     if wants_json():
-        return jsonify({"error": message, "status": status}), status
+        return jsonify(Error.respond(error=message, status=status)), status
     return render_template("error.html", message=message, status=status), status
 
 
