@@ -87,7 +87,7 @@ def test_export_is_one_query_however_many_clicks(app, answered):
     assert few[1] == many[1] == 1, (few, many)
 
 
-def test_a_snapshot_is_a_bound_and_old_runs_keep_their_id_lists(app, answered):
+def test_a_snapshot_is_a_bound_on_the_clicks(app, answered):
     """Clicks newer than a run's bound are not in its data; a run queued with a list of ids still reads it."""
     from app.dataset.snapshot import snapshot_clicks, take_snapshot
     from bench.export import insert_clicks
