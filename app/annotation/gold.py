@@ -12,6 +12,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.annotation.comparisons import load_comparison
+from app.platform.database import add_all_new
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.validation import clean_text, jsonl_values, upload_text
@@ -85,13 +86,7 @@ def import_gold(*, rows: list[dict], source: str, candidates: int, max_chars: in
     existing = set(db.session.scalars(select(GoldItem.item_hash).where(GoldItem.item_hash.in_(list(cleaned)))))
     new = [GoldItem(input_text=p, candidates=t, expected=e, item_hash=h, source=source[:128])
            for h, (p, t, e) in cleaned.items() if h not in existing]
-    db.session.add_all(new)
-    try:
-        db.session.commit()
-    except IntegrityError as exc:  # the same items imported by a concurrent request: nothing of this one is kept
-        db.session.rollback()
-        raise BadInput("some of these gold items were imported by another request at the same time; "
-                       "nothing was imported: upload the file again", 409) from exc
+    add_all_new(new, what="gold items")
     return {"imported": len(new), "duplicates": len(rows) - len(new)}
 
 

@@ -7,8 +7,8 @@ import hashlib
 import io
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
+from app.platform.database import add_all_new
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.validation import clean_text, jsonl_values, upload_text
@@ -60,11 +60,5 @@ def import_prompts(*, texts: list, source: str, max_chars: int) -> dict:
         cleaned.setdefault(hashlib.sha256(text.encode()).hexdigest(), text)
     existing = set(db.session.scalars(select(Prompt.text_hash).where(Prompt.text_hash.in_(list(cleaned)))))
     new = [Prompt(text=t, text_hash=h, source=source[:128]) for h, t in cleaned.items() if h not in existing]
-    db.session.add_all(new)
-    try:
-        db.session.commit()
-    except IntegrityError as exc:  # the same prompts imported by a concurrent request: nothing of this one is kept
-        db.session.rollback()
-        raise BadInput("some of these prompts were imported by another request at the same time; nothing was "
-                       "imported: import them again", 409) from exc
+    add_all_new(new, what="prompts")
     return {"imported": len(new), "duplicates": len(texts) - len(new)}

@@ -1,10 +1,14 @@
-"""Database engine settings that differ by backend."""
+"""The database: engine settings that differ by backend, and storing an import all or nothing."""
 
 from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
 
 
 def init_app(app: Flask) -> None:
@@ -28,3 +32,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def add_all_new(rows: list, *, what: str) -> None:
+    """Store an import's new rows in one transaction. Rows another request stored meanwhile (a unique key taken
+    after this import checked for duplicates) make it a 409 that keeps none of them."""
+    db.session.add_all(rows)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise BadInput(f"some of these {what} were imported by another request at the same time; nothing was "
+                       "imported: import them again", 409) from exc
