@@ -56,7 +56,7 @@ def create_run(app, ids: list[int], **overrides) -> str:
         config = training_config()
         gate = config["gate"] | overrides.pop("gate", {})
         run = TrainingRun(id=str(uuid.uuid4()), requested_by="adm", config=config | overrides | {"gate": gate},
-                          snapshot={"max_preference_id": max(ids)}, parent_version_id=1)
+                          snapshot={"max_preference_id": max(ids, default=0)}, parent_version_id=1)
         db.session.add(run)
         db.session.commit()
         return run.id
