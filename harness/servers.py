@@ -9,7 +9,6 @@ class ServerUnavailable(RuntimeError):
     """A server the caller needs could not be started here; the tests skip (or fail in CI) on it."""
 
 
-
 def reset_postgres(url: str) -> None:
     """Drop everything in the public schema so migrations start from nothing."""
     import sqlalchemy

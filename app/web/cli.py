@@ -22,7 +22,6 @@ preferences_cli = AppGroup("preferences", help="Export preferences.")
 models_cli = AppGroup("models", help="List, activate and roll back model versions.")
 
 
-
 @users.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="annotator")
