@@ -75,7 +75,7 @@ def _mount_rq_dashboard(app: Flask) -> None:
     from flask import abort, redirect, request, url_for
     from flask_login import current_user
 
-    from app.accounts.roles import can
+    from app.accounts.users import can
     from app.training.jobs import SERIALIZER
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])

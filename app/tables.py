@@ -8,9 +8,16 @@ from flask_login import UserMixin
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.accounts.roles import ROLES
 from app.platform.extensions import db
 
+# What each role may do; admins and operators also annotate. The one table read by the schema's CHECK, the CLI,
+# the views (accounts.users.can, require) and the templates. Order is the CLI's and the error messages'.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "annotator": frozenset({"annotate"}),
+    "admin": frozenset({"annotate", "import", "export", "retrain"}),
+    "operator": frozenset({"annotate", "import", "export", "retrain", "activate"}),
+}
+ROLES: tuple[str, ...] = tuple(PERMISSIONS)
 VERDICTS = ("choice", "tie", "all_bad", "skip")
 # An arena vote: a candidate won ("choice"), or neither did. FastChat keeps ties and both-bad votes too.
 ARENA_VERDICTS = ("choice", "tie", "both_bad")

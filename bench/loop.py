@@ -93,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def generation_settings(env: dict) -> dict:
     """The server's sampling settings under env, read through app.config.Config (the only env reader)."""
-    from app.platform.config import Config, sampling_settings
+    from app.lm.sampling import sampling_settings
+    from app.platform.config import Config
 
     saved = dict(os.environ)
     try:

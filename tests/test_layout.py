@@ -138,10 +138,10 @@ def test_no_bench_script_shadows_an_installed_package():
 
 
 def test_the_layout_checks_see_real_imports():
-    """The graph is not vacuous: known arrows are in it (the API calls the queue; the queue, the serving holder)."""
+    """The graph is not vacuous: known arrows are in it (the API hands out comparisons, which the model samples)."""
     graph = import_graph()
-    assert "app.annotation.queue" in graph["app.web.api"]
-    assert "app.versions.serving" in graph["app.annotation.queue"]
+    assert "app.annotation.comparisons" in graph["app.web.api"]
+    assert "app.versions.serving" in graph["app.annotation.comparisons"]
     assert len(graph) > 50
 
 

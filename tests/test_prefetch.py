@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from app.accounts.users import create_user
+from app.annotation.comparisons import claim_prefetched
 from app.annotation.prompts import import_prompts
-from app.annotation.queue import claim_prefetched
 from app.platform.extensions import db
 from app.tables import Comparison
 from app.versions.buffer import ready_count

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import pytest
 
 ROLES = ("anonymous", "annotator", "admin", "operator")
-# Who may do what (app/accounts/roles.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
+# Who may do what (app/tables.py PERMISSIONS): annotators annotate; admins also import, export and retrain;
 # operators also activate and roll back.
 ALLOWED = {
     "annotate": {"annotator", "admin", "operator"},

@@ -1,4 +1,4 @@
-"""The one table per rule: roles and permissions (app/accounts/roles.py) and statuses (app/tables.py), as the views, the
+"""The one table per rule: roles and permissions and statuses (app/tables.py), as the views, the
 templates and the database see them."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import pytest
 from sqlalchemy import CheckConstraint, inspect
 from sqlalchemy.exc import IntegrityError
 
-from app.accounts.roles import PERMISSIONS, ROLES
-from app.tables import RUN_STATUSES, VERSION_STATUSES, ModelVersion, TrainingRun
+from app.tables import PERMISSIONS, ROLES, RUN_STATUSES, VERSION_STATUSES, ModelVersion, TrainingRun
 from tests.services import BOTH_BACKENDS
 
 EVERY_PERMISSION = sorted(set().union(*PERMISSIONS.values()))

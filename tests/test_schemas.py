@@ -20,7 +20,7 @@ def make_run(app) -> dict:
     from app.platform.extensions import db
     from app.tables import TrainingRun
     from app.training.jobs import training_config
-    from app.web.responses import training_run
+    from app.web.schemas import run_body as training_run
 
     with app.app_context():
         run = TrainingRun(id="r1", requested_by="adm", config=training_config({"beta": 0.1}),
@@ -134,7 +134,7 @@ def test_an_older_runs_settings_are_still_shown(app):
     from app.platform.extensions import db
     from app.tables import TrainingRun
     from app.training.jobs import training_config
-    from app.web.responses import training_run
+    from app.web.schemas import run_body as training_run
 
     with app.app_context():
         old = {k: v for k, v in training_config().items() if k != "min_p"}

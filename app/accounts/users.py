@@ -12,10 +12,9 @@ from flask_login import current_user
 from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.accounts.roles import ROLES, can
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
-from app.tables import User
+from app.tables import PERMISSIONS, ROLES, User
 
 
 def hash_token(token: str) -> str:
@@ -114,6 +113,11 @@ def rotate_token(*, name: str) -> str:
 def list_users() -> list[User]:
     """Every user, by name."""
     return list(db.session.scalars(select(User).order_by(User.name)))
+
+
+def can(user, permission: str) -> bool:
+    """Whether the user is logged in and their role grants the permission (app.tables.PERMISSIONS)."""
+    return bool(user and getattr(user, "is_authenticated", False) and permission in PERMISSIONS.get(user.role, ()))
 
 
 def acting_user():

@@ -1,17 +1,23 @@
-"""Comparisons: sample three candidates for an input, store them, hand them to annotators."""
+"""Comparisons: sample three candidates for an input, store them, and hand them out: an annotator's own unanswered
+one first; else a copy of one another annotator holds (overlap), now and then a gold item, the prefetched buffer, or
+a fresh sample of the next pool prompt."""
 
 from __future__ import annotations
 
 import random
 
 from flask import current_app
-from sqlalchemy import func, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased, joinedload
 
-from app.platform.config import sampling_settings
+from app.annotation.gold import claim_gold
+from app.lm.sampling import sampling_settings
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
-from app.tables import Candidate, Comparison, Prompt, utcnow
+from app.platform.validation import clean_text
+from app.tables import Candidate, Comparison, Preference, Prompt, utcnow
+from app.versions.serving import get_holder
 
 
 def generation_settings() -> dict:
@@ -69,6 +75,115 @@ def next_pool_prompts(*, limit: int = 1) -> list[Prompt]:
     if not prompts:
         raise PoolEmpty("the prompt pool is empty; import prompts first")
     return prompts
+
+
+def create_comparison(*, user_id: int, input_text: str | None = None) -> Comparison:
+    """Make a comparison for a typed input; else the user's pending one, or the next one from the pool.
+
+    One open pool comparison per user: asking for the next without answering (a skip is an answer) hands back
+    the same one, so nobody can claim the prefetched buffer or the pool faster than they answer."""
+    if input_text is None and (pending := pending_comparison(user_id=user_id)) is not None:
+        return load_comparison(pending.id)
+    loaded = get_holder(current_app._get_current_object()).current()
+    if input_text is not None:
+        text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id)
+    else:
+        comparison = (
+            claim_overlap(user_id=user_id, overlap=current_app.config["ANNOTATION_OVERLAP"])
+            or claim_gold_sometimes(user_id=user_id, rate=current_app.config["GOLD_RATE"])
+            or claim_prefetched(user_id=user_id, version_id=loaded.version_id)
+        )
+        if comparison is not None:
+            return comparison
+        [prompt] = next_pool_prompts()
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id)
+    db.session.commit()
+    return comparison
+
+
+def pending_comparison(*, user_id: int) -> Comparison | None:
+    """The user's newest unanswered comparison, so a reload resumes instead of resampling."""
+    return db.session.scalars(
+        select(Comparison)
+        .outerjoin(Preference, Preference.comparison_id == Comparison.id)
+        .where(Comparison.user_id == user_id, Comparison.state == "assigned", Preference.id.is_(None))
+        .order_by(Comparison.id.desc())
+        .limit(1)
+    ).first()
+
+
+def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
+    """Atomically take one ready comparison of the serving version, or None."""
+    for candidate_id in db.session.scalars(
+        select(Comparison.id)
+        .where(Comparison.state == "ready", Comparison.model_version_id == version_id)
+        .order_by(Comparison.id)
+        .limit(5)
+    ):
+        # Guarded update: two processes can race for the same row and only one wins.
+        won = db.session.execute(
+            update(Comparison)
+            .where(Comparison.id == candidate_id, Comparison.state == "ready")
+            .values(state="assigned", user_id=user_id, assigned_at=utcnow())
+        ).rowcount
+        if won:
+            db.session.commit()
+            return load_comparison(candidate_id)
+    return None
+
+
+def claim_overlap(*, user_id: int, overlap: int) -> Comparison | None:
+    """A copy of a pool comparison another annotator holds or answered, while it has fewer than `overlap` answers.
+
+    Served before a fresh comparison, so overlap completes early. The copy has the same candidates (and sample
+    indices) in its own random order. The original's copy counter is raised by a guarded update in the same
+    transaction as the insert, so k annotators asking at once make at most overlap - 1 copies."""
+    if overlap <= 1:
+        return None
+    copy_of_mine = aliased(Comparison)
+    roots = db.session.scalars(
+        select(Comparison.id)
+        .where(Comparison.root_id.is_(None), Comparison.gold_item_id.is_(None), Comparison.prompt_id.is_not(None),
+               Comparison.state == "assigned", Comparison.user_id != user_id, Comparison.copies < overlap - 1,
+               ~exists().where(copy_of_mine.root_id == Comparison.id, copy_of_mine.user_id == user_id))
+        .order_by(Comparison.id)
+        .limit(5)
+    ).all()
+    for root_id in roots:
+        won = db.session.execute(
+            update(Comparison).where(Comparison.id == root_id, Comparison.copies < overlap - 1)
+            .values(copies=Comparison.copies + 1)
+        ).rowcount
+        if not won:
+            db.session.rollback()
+            continue
+        root = load_comparison(root_id)
+        order = list(range(len(root.candidates)))
+        random.SystemRandom().shuffle(order)
+        copy = Comparison(
+            prompt_id=root.prompt_id, input_text=root.input_text, model_prompt=root.model_prompt,
+            model_version_id=root.model_version_id, settings=root.settings | {"copy_of": root.id}, seed=root.seed,
+            state="assigned", user_id=user_id, assigned_at=utcnow(), root_id=root.id,
+            candidates=[Candidate(position=pos, sample_index=root.candidates[i].sample_index,
+                                  text=root.candidates[i].text) for pos, i in enumerate(order)],
+        )
+        db.session.add(copy)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()  # a concurrent request of this user copied it first; the counter rolls back too
+            continue
+        return load_comparison(copy.id)
+    return None
+
+
+def claim_gold_sometimes(*, user_id: int, rate: float) -> Comparison | None:
+    """With probability `rate`, a gold item's comparison for this annotator (annotation.gold), else None."""
+    if rate <= 0 or random.random() >= rate:
+        return None
+    claimed = claim_gold(user_id=user_id)
+    return load_comparison(claimed) if claimed else None
 
 
 def load_comparison(comparison_id: int) -> Comparison | None:

@@ -11,7 +11,6 @@ import random
 from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.annotation.comparisons import load_comparison
 from app.platform.database import add_all_new
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
@@ -113,10 +112,8 @@ def gold_accuracy() -> dict:
     ]}
 
 
-def claim_gold(*, user_id: int, rate: float) -> Comparison | None:
-    """With probability `rate`, a comparison of a gold item this annotator has not been shown, else None."""
-    if rate <= 0 or random.random() >= rate:
-        return None
+def claim_gold(*, user_id: int) -> int | None:
+    """Assign this annotator a new comparison of a gold item they have not been shown; its id, or None."""
     shown = exists().where(Comparison.gold_item_id == GoldItem.id, Comparison.user_id == user_id)
     item = db.session.scalars(select(GoldItem).where(~shown).order_by(func.random()).limit(1)).first()
     if item is None:
@@ -135,4 +132,4 @@ def claim_gold(*, user_id: int, rate: float) -> Comparison | None:
     except IntegrityError:
         db.session.rollback()  # the same annotator's concurrent request took this item first
         return None
-    return load_comparison(comparison.id)
+    return comparison.id

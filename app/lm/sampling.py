@@ -15,6 +15,20 @@ class InputTooLong(ValueError):
     """The formatted prompt does not fit the model's input limit."""
 
 
+def sampling_settings(config) -> dict:
+    """The served sampling settings (a config mapping: Flask's, or vars(Config())) as this module's keywords: the one
+    mapping from settings to sampling, used by comparisons (each records it), the arena, a run's spec (the gate
+    samples as the app serves) and the benches."""
+    return {
+        "n": config["NUM_CANDIDATES"],
+        "temperature": config["TEMPERATURE"],
+        "top_p": config["TOP_P"],
+        "min_p": config["MIN_P"],
+        "max_new_tokens": config["MAX_NEW_TOKENS"],
+        "max_input_tokens": config["MAX_INPUT_TOKENS"],
+        "dedup_tries": config["DEDUP_TRIES"],
+    }
+
 def _warpers(loaded: LoadedModel, *, temperature: float, top_p: float, min_p: float):
     """The library's own logits warpers, in the order generate() applies them."""
     from transformers import (

@@ -244,16 +244,3 @@ def resolve_secret_key(config, logger) -> str:
                    "generated" if created else "using", path)
     return key
 
-
-def sampling_settings(config) -> dict:
-    """The served sampling settings as the sampler's keywords: the one mapping from settings to sampling, used by
-    comparisons (each records it), the arena, a run's spec (the gate samples as the app serves) and the benches."""
-    return {
-        "n": config["NUM_CANDIDATES"],
-        "temperature": config["TEMPERATURE"],
-        "top_p": config["TOP_P"],
-        "min_p": config["MIN_P"],
-        "max_new_tokens": config["MAX_NEW_TOKENS"],
-        "max_input_tokens": config["MAX_INPUT_TOKENS"],
-        "dedup_tries": config["DEDUP_TRIES"],
-    }

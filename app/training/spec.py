@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from app.platform.config import sampling_settings
+from app.lm.sampling import sampling_settings
 
 
 def _help(text: str, setting: str | None = None):

@@ -12,7 +12,7 @@ from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.platform.exceptions import BadInput, QueueUnavailable
 from app.training.jobs import get_run, list_runs, request_training, training_config
-from app.web import responses
+from app.web import schemas as s
 from app.web.schemas import TrainingOverrides, override_bounds, parse
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -27,7 +27,7 @@ def index():
     agreement_by = {row["annotator"]: row for row in agreement["annotators"]}
     gold_by = {row["annotator"]: row for row in gold["annotators"]}
     return render_template("admin/index.html", progress=progress(user_id=current_user.id, fresh=True),
-                           runs=[responses.training_run(r) for r in list_runs(limit=20)], defaults=training_config(),
+                           runs=[s.run_body(r) for r in list_runs(limit=20)], defaults=training_config(),
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()))
 
@@ -96,5 +96,5 @@ def retrain():
 @require("retrain")
 def run(run_id: str):
     """A run's live page: status, progress, curves and metrics."""
-    return render_template("admin/run.html", run=responses.training_run(get_run(run_id=run_id)))
+    return render_template("admin/run.html", run=s.run_body(get_run(run_id=run_id)))
 

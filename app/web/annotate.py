@@ -6,9 +6,9 @@ from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
 from app.annotation.answers import progress
-from app.annotation.queue import pending_comparison
+from app.annotation.comparisons import pending_comparison
 from app.arena.battles import pending_battle, votes_by
-from app.web import responses
+from app.web import arena_schemas as a
 from app.web import schemas as s
 
 bp = Blueprint("annotate", __name__)
@@ -21,7 +21,7 @@ def index():
     pending = pending_comparison(user_id=current_user.id)
     return render_template(
         "annotate/index.html",
-        pending=responses.comparison(pending) if pending else None,
+        pending=s.comparison_body(pending) if pending else None,
         progress=progress(user_id=current_user.id),
     )
 
@@ -31,7 +31,7 @@ def index():
 def arena_page():
     """The arena: blind battles between two versions (its buttons call the JSON API)."""
     pending = pending_battle(user_id=current_user.id)
-    return render_template("annotate/arena.html", pending=responses.battle(pending) if pending else None,
+    return render_template("annotate/arena.html", pending=a.battle_body(pending) if pending else None,
                            votes=votes_by(user_id=current_user.id))
 
 

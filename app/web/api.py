@@ -7,10 +7,9 @@ import os
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
-from app.accounts.roles import can
 from app.accounts.security import limit_typed_prompts
-from app.accounts.users import acting_user, require, user_for_token
-from app.annotation import answers, comparisons, prompts, queue
+from app.accounts.users import acting_user, can, require, user_for_token
+from app.annotation import answers, comparisons, prompts
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
 from app.arena import battles
@@ -21,7 +20,6 @@ from app.training import jobs
 from app.versions import registry
 from app.versions.serving import get_holder
 from app.web import arena_schemas as a
-from app.web import responses
 from app.web import schemas as s
 from app.web.openapi import openapi_spec
 
@@ -68,8 +66,8 @@ def create_comparison():
         limit_typed_prompts()
     # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
     user_id = acting_user().id
-    comparison = queue.create_comparison(user_id=user_id, input_text=body.prompt)
-    return responses.comparison(comparison, progress=answers.progress(user_id=user_id)), 201
+    comparison = comparisons.create_comparison(user_id=user_id, input_text=body.prompt)
+    return s.comparison_body(comparison, progress=answers.progress(user_id=user_id)), 201
 
 
 @bp.get("/comparisons/<id:comparison_id>")
@@ -77,7 +75,7 @@ def create_comparison():
 def get_comparison(comparison_id: int):
     """One of your comparisons."""
     comparison = comparisons.get_comparison(comparison_id=comparison_id, user_id=acting_user().id)
-    return responses.comparison(comparison)
+    return s.comparison_body(comparison)
 
 
 @bp.post("/comparisons/<id:comparison_id>/answer")
@@ -90,7 +88,7 @@ def answer(comparison_id: int):
         user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
         verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
     )
-    return responses.answer(pref, progress=answers.progress(user_id=user_id)), 201 if created else 200
+    return s.answer_body(pref, progress=answers.progress(user_id=user_id)), 201 if created else 200
 
 
 @bp.post("/comparisons/<id:comparison_id>/undo")
@@ -98,7 +96,7 @@ def answer(comparison_id: int):
 def undo(comparison_id: int):
     """Undo your latest answer (only while it is the latest) and return its comparison again."""
     comparison = answers.undo_last_answer(user_id=acting_user().id, comparison_id=comparison_id)
-    return responses.comparison(comparison, progress=answers.progress(user_id=acting_user().id))
+    return s.comparison_body(comparison, progress=answers.progress(user_id=acting_user().id))
 
 
 @bp.get("/progress")
@@ -115,7 +113,7 @@ def create_battle():
     body = s.parse(a.NewBattle, json_body())
     if body.prompt is not None:
         limit_typed_prompts()
-    return responses.battle(battles.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
+    return a.battle_body(battles.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
 
 
 @bp.get("/arena/battles/<id:battle_id>")
@@ -127,8 +125,8 @@ def get_battle(battle_id: int):
     user = acting_user()
     if can(user, "activate"):
         battle = battles.get_battle(battle_id=battle_id)
-        return responses.battle(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
-    return responses.battle(battles.get_battle(battle_id=battle_id, user_id=user.id))
+        return a.battle_body(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
+    return a.battle_body(battles.get_battle(battle_id=battle_id, user_id=user.id))
 
 
 @bp.post("/arena/battles/<id:battle_id>/vote")
@@ -138,7 +136,7 @@ def vote(battle_id: int):
     body = s.parse(a.VoteBody, json_body())
     battle, created = battles.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
                                           verdict=body.verdict, latency_ms=body.latency_ms)
-    return responses.battle(battle), 201 if created else 200
+    return a.battle_body(battle), 201 if created else 200
 
 
 @bp.get("/arena/leaderboard")
@@ -187,21 +185,21 @@ def create_training_run():
     """Queue one DPO run (202), or return the open one (200): single flight."""
     # The body is checked against schemas.TrainingOverrides by jobs.training_config, the one place runs are built.
     run, created = jobs.request_training(requested_by=acting_user().name, overrides=json_body())
-    return responses.training_run(run), 202 if created else 200
+    return s.run_body(run), 202 if created else 200
 
 
 @bp.get("/training-runs")
 @require("retrain")
 def list_training_runs():
     """Recent runs."""
-    return responses.training_runs(jobs.list_runs())
+    return s.runs_body(jobs.list_runs())
 
 
 @bp.get("/training-runs/<run_id>")
 @require("retrain")
 def get_training_run(run_id: str):
     """One run with its progress and metrics."""
-    return responses.training_run(jobs.get_run(run_id=run_id))
+    return s.run_body(jobs.get_run(run_id=run_id))
 
 
 @bp.get("/model-versions")
@@ -209,7 +207,7 @@ def get_training_run(run_id: str):
 def list_model_versions():
     """Every version with its lineage and whether it is active."""
     active = registry.active_version_id()
-    return responses.model_versions(registry.list_versions(), active_id=active)
+    return s.versions_body(registry.list_versions(), active_id=active)
 
 
 @bp.post("/model-versions/<id:version_id>/activate")

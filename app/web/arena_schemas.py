@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from app.tables import ARENA_VERDICTS
+from app.tables import ARENA_VERDICTS, ArenaBattle
 from app.web.schemas import MAX_LATENCY_MS, AnswerBody, Body, Out
 
 VOTE_VERDICTS: tuple[str, ...] = tuple(v for v in ARENA_VERDICTS if v != "choice")
@@ -117,3 +117,13 @@ class Agreement(Out):
     answers: int
     annotators: list[AnnotatorAgreement]
     gold: Gold
+
+
+def battle_body(row: ArenaBattle, *, reveal: bool = False) -> dict:
+    """What the voter sees (no versions); with reveal, each candidate's version; the vote once there is one."""
+    fields = {"id": row.id, "prompt": row.input_text,
+              "candidates": [{"id": c.id, "text": c.text} | ({"version_id": c.version_id} if reveal else {})
+                             for c in row.candidates]}
+    if row.verdict is not None:
+        fields["vote"] = {"verdict": row.verdict, "candidate_id": row.winner_candidate_id}
+    return Battle.respond(fields)

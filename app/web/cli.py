@@ -8,12 +8,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app.accounts.roles import ROLES
 from app.accounts.users import create_user, list_users, rotate_token, set_disabled
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.dataset.export import export_lines
 from app.platform.config import ROOT
 from app.platform.exceptions import BadInput, CommandFailed, RegistryError
+from app.tables import ROLES
 from app.versions.registry import activate_version, active_version_id, list_versions, rollback
 
 users = AppGroup("users", help="Manage users.")

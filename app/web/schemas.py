@@ -1,7 +1,9 @@
 """The JSON API's shapes as pydantic models: request validation and /api/openapi.json both read them.
 
 Requests are parsed with `parse`, which turns a ValidationError into one clear BadInput (a 400 with the API's
-error shape), never pydantic's 422. Responses forbid extra fields so the spec says exactly what is sent.
+error shape), never pydantic's 422. Responses forbid extra fields so the spec says exactly what is sent, and every
+body is built through its model (`Out.respond`; the *_body functions build them from rows), so a body and the spec
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.platform.exceptions import BadInput
 from app.tables import RUN_STATUSES, VERDICTS, VERSION_STATUSES
+from app.tables import Comparison as ComparisonRow
+from app.tables import ModelVersion as ModelVersionRow
+from app.tables import Preference as PreferenceRow
+from app.tables import TrainingRun as TrainingRunRow
 from app.training.spec import TrainingSpec
 
 # An answer body names a verdict only when no candidate is chosen: "choice" is implied by candidate_id.
@@ -189,7 +195,7 @@ class PromptImportResult(Out):
 
 
 class TrainingRun(Out):
-    """A run as app/web/responses.py builds it."""
+    """A run as run_body builds it."""
 
     id: str
     status: Literal[RUN_STATUSES]
@@ -213,7 +219,7 @@ class TrainingRuns(Out):
 
 
 class ModelVersion(Out):
-    """A version as app/web/responses.py builds it."""
+    """A version as versions_body builds it."""
 
     id: int
     parent_id: int | None
@@ -246,6 +252,66 @@ class Serving(Out):
     wanted: int | None
     error: str | None
     resident: list[int] = Field(description="versions besides the served one loaded for the arena, oldest use first")
+
+
+# Bodies from rows: every response body the API and the pages send is built here, through its model --------
+
+
+def iso(moment) -> str | None:
+    """A naive UTC datetime as ISO 8601 with a Z; None stays None."""
+    return moment.isoformat() + "Z" if moment else None
+
+
+def comparison_body(row: ComparisonRow, *, progress: dict | None = None) -> dict:
+    """The annotator's view: no model version, candidates in display order (with progress, after a click)."""
+    fields = {"id": row.id, "prompt": row.input_text,
+              "candidates": [{"id": c.id, "text": c.text} for c in row.candidates]}
+    if progress is None:
+        return Comparison.respond(fields)
+    return ComparisonWithProgress.respond(fields, progress=progress)
+
+
+def answer_body(pref: PreferenceRow, *, progress: dict) -> dict:
+    """A stored answer, with the annotator's progress."""
+    return AnswerResult.respond(id=pref.id, comparison_id=pref.comparison_id, verdict=pref.verdict,
+                                  candidate_id=pref.chosen_candidate_id, also_good=pref.also_good or [],
+                                  progress=progress)
+
+
+def run_fields(run: TrainingRunRow) -> dict:
+    """A run's fields as the TrainingRun model names them."""
+    return {
+        "id": run.id, "status": run.status, "requested_by": run.requested_by, "config": run.config,
+        "snapshot": run.snapshot | {"hash": run.snapshot_hash},
+        "parent_version_id": run.parent_version_id, "version_id": run.version_id,
+        "progress": run.progress, "metrics": run.metrics, "error": run.error,
+        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+    }
+
+
+def run_body(run: TrainingRunRow) -> dict:
+    """A run with its settings, data snapshot, progress and metrics."""
+    return TrainingRun.respond(run_fields(run))
+
+
+def runs_body(runs: list[TrainingRunRow]) -> dict:
+    """Runs, as listed."""
+    return TrainingRuns.respond(runs=[run_fields(r) for r in runs])
+
+
+def version_fields(version: ModelVersionRow, *, active_id: int | None) -> dict:
+    """A version's fields as the ModelVersion model names them."""
+    return {
+        "id": version.id, "parent_id": version.parent_id, "status": version.status, "active": version.id == active_id,
+        "arch": version.arch, "base_model": version.base_model, "run_id": version.run_id, "metrics": version.metrics,
+        "pairs": version.manifest.get("pair_count"), "created_at": iso(version.created_at),
+        "activated_at": iso(version.activated_at),
+    }
+
+
+def versions_body(versions: list[ModelVersionRow], *, active_id: int | None) -> dict:
+    """Every version with its lineage and whether it is active."""
+    return ModelVersions.respond(versions=[version_fields(v, active_id=active_id) for v in versions])
 
 
 # Parsing ----------------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_overlap_without_lost_or_duplicated_answers_under_concurrency(app, users
     import threading
 
     from app.annotation.answers import record_answer
-    from app.annotation.queue import create_comparison
+    from app.annotation.comparisons import create_comparison
     from app.tables import Preference
 
     app.config["ANNOTATION_OVERLAP"] = 3
