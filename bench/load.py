@@ -14,7 +14,7 @@ Each backend runs --reps times, each on a fresh server and database; the summary
 range, and every run records the machine's load while it ran (load average, CPU busy share), so a run on a busy
 machine shows as one. --annotators takes a list (5,10,20: each count is a run). --model serves a randomly
 initialised model of a real size (bench/real_size.py builds it) instead of the default starter; such a model never
-ends a sample early, so each runs to --new-tokens (16 as in tests/live.py; the app's default is 80).
+ends a sample early, so each runs to --new-tokens (16 as in harness/live.py; the app's default is 80).
 Prints the tables and writes bench/out/load.json.
 """
 

@@ -241,7 +241,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
     starter = cached_starter(arch, args.size, log=log)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(None, tmp))
-        # The app's own generation default, said explicitly: tests/live.py serves 16 tokens unless told otherwise.
+        # The app's own generation default, said explicitly: harness/live.py serves 16 tokens unless told otherwise.
         default_tokens = str(generation_settings({})["max_new_tokens"])
         env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": default_tokens, "TRAIN_MIN_PAIRS": "4", **args.env_extra}
         gen = generation_settings(env)

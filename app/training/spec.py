@@ -13,7 +13,7 @@ from app.lm.sampling import sampling_settings
 
 def _help(text: str, setting: str | None = None):
     """A field with its help text and the config setting (app/platform/config.py) its value is read from;
-    "sampling": the served sampling settings (config.sampling_settings), which the gate samples with."""
+    "sampling": the served sampling settings (app.lm.sampling.sampling_settings), which the gate samples with."""
     return field(metadata={"help": text, "setting": setting})
 
 
