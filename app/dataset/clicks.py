@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -33,8 +33,8 @@ class Click:
 BATCH = 1000
 
 
-def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = None) -> Iterator[Click]:
-    """Every 'choice' answer (only these ids, or none newer than `upto`), oldest first, streamed by one query."""
+def choice_preferences(*, upto: int | None = None) -> Iterator[Click]:
+    """Every 'choice' answer (none newer than `upto`), oldest first, streamed by one query."""
     stmt = (
         select(Preference.id, Preference.chosen_candidate_id, Comparison.id, Comparison.model_prompt,
                Comparison.input_text, Comparison.model_version_id, Candidate.id, Candidate.text, Preference.also_good)
@@ -44,8 +44,6 @@ def choice_preferences(*, ids: Iterable[int] | None = None, upto: int | None = N
         .order_by(Preference.id, Candidate.position)
         .execution_options(yield_per=BATCH)  # a server-side cursor on Postgres
     )
-    if ids is not None:
-        stmt = stmt.where(Preference.id.in_(list(ids)))
     if upto is not None:
         stmt = stmt.where(Preference.id <= upto)
     for _, rows in groupby(db.session.execute(stmt), key=lambda row: row[0]):

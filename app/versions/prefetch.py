@@ -62,8 +62,7 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
             if holder.serving() is not loaded:
                 # The model was swapped while these generated, and the swap may already have retired the old
                 # buffer: retire these stragglers too, so nobody is handed the old version's samples.
-                served = holder.serving()
-                retire_comparisons(keep_version_id=served.version_id if served else None)
+                retire_comparisons(keep_version_id=holder.serving().version_id)
             ready = ready_count(loaded.version_id)
         db.session.remove()
     return made

@@ -63,7 +63,7 @@ def check_checkpoint(version: ModelVersion, *, digests: bool = False, folder: Pa
                 bucket, number = split_location(version.path)
                 bucket.check(number, files or {})
                 return
-            folder = folder or local_copy(version.path, files=files, keep={active_version_id()})
+            folder = folder or local_copy(version.path, files=files)
         except Exception as exc:  # noqa: BLE001 - an unreadable store or a bad copy refuses the version clearly
             raise RegistryError(f"version {version.id}: {exc}") from exc
     else:
