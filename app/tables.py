@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
@@ -53,6 +54,8 @@ class User(UserMixin, db.Model):
     # In every session and remember cookie (get_id): raising it ends them all, at logout and when disabled.
     session_version: Mapped[int] = mapped_column(default=1, server_default="1")
     disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The annotator id exports carry: random, so it says nothing about the name and stays stable forever.
+    pseudonym: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: "a-" + secrets.token_hex(6))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (CheckConstraint(one_of("role", ROLES), name="ck_users_role"),)
 
@@ -118,6 +121,21 @@ class AuditEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TaskRevision(db.Model):
+    """One saved version of the task text: what annotators are asked, their guidelines, a chat model's system prompt.
+
+    Never edited: a save (or a restore) adds a row, and the newest row is the task in force."""
+
+    __tablename__ = "task_revisions"
+    id: Mapped[int] = mapped_column(primary_key=True)  # the revision number
+    question: Mapped[str] = mapped_column(Text)
+    guidelines: Mapped[str] = mapped_column(Text)  # Markdown
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(64))
+    restored_from: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Comparison(db.Model):
     __tablename__ = "comparisons"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -134,6 +152,8 @@ class Comparison(db.Model):
     root_id: Mapped[int | None] = mapped_column(ForeignKey("comparisons.id"), index=True)
     copies: Mapped[int] = mapped_column(default=0, server_default="0")
     gold_item_id: Mapped[int | None] = mapped_column(ForeignKey("gold_items.id"), index=True)
+    # The task text it was shown under (None only for comparisons made before task revisions existed).
+    task_revision_id: Mapped[int | None] = mapped_column(ForeignKey("task_revisions.id"))
     # ready (prefetched, unclaimed) | assigned | stale (its version stopped serving before it was claimed)
     state: Mapped[str] = mapped_column(String(16), default="assigned", index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)

@@ -95,7 +95,8 @@ def test_a_snapshot_is_a_bound_on_the_clicks(app, answered):
     with app.app_context():
         snapshot, digest = take_snapshot()
         ids = [c.preference_id for c in choice_preferences()]
-        assert snapshot == {"max_preference_id": max(ids), "clicks": 2, "pairs": 4} and len(digest) == 64
+        assert snapshot == {"max_preference_id": max(ids), "overlap_pairs": "each", "clicks": 2, "pairs": 4}
+        assert len(digest) == 64
         user_id = db.session.scalar(db.select(Preference.user_id).limit(1))
     insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 1, user_id=user_id)
     with app.app_context():

@@ -28,7 +28,7 @@ def test_fills_to_the_limit_in_one_batched_call(app, monkeypatch):
     assert fill_buffer(app, limit=8) == 8
     with app.app_context():
         ready = db.session.scalars(select(Comparison).where(Comparison.state == "ready")).all()
-        assert ready_count(1) == 8 and {c.model_version_id for c in ready} == {1}
+        assert ready_count(1, 1) == 8 and {c.model_version_id for c in ready} == {1}
         assert len({c.prompt_id for c in ready}) == 8, "one batch takes 8 different pool prompts"
         assert sorted(c.settings["batch_index"] for c in ready) == list(range(8))
         assert len({c.seed for c in ready}) == 1 and all(len(c.candidates) == 3 for c in ready)
@@ -43,15 +43,15 @@ def test_refills_only_at_the_low_water_mark(app, monkeypatch):
     assert fill_buffer(app, limit=8) == 8
     with app.app_context():
         for _ in range(3):
-            assert claim_prefetched(user_id=user_id, version_id=1) is not None
+            assert claim_prefetched(user_id=user_id, version_id=1, revision=1) is not None
     assert fill_buffer(app, limit=8) == 0, "5 of 8 left: above half, no refill yet"
     with app.app_context():
-        assert claim_prefetched(user_id=user_id, version_id=1) is not None
+        assert claim_prefetched(user_id=user_id, version_id=1, revision=1) is not None
     calls = spy_sample_rows(monkeypatch)
     assert fill_buffer(app, limit=8) == 4
     assert calls[0][0] == 4
     with app.app_context():
-        assert ready_count(1) == 8
+        assert ready_count(1, 1) == 8
 
 
 def _alive(pid: int) -> bool:

@@ -140,16 +140,22 @@ def publish_to_bucket(*, store: str, save: Callable[[Path], dict | None], manife
         raise
 
 
-def import_model(*, source: str, store: str | Path, prompt_template: str = "{input}") -> tuple[int, Path]:
-    """Copy any local folder or hub id into the store as a new version (the real from_pretrained path)."""
+def import_model(*, source: str, store: str | Path, prompt_template: str = "{input}",
+                 prompt_format: str = "auto") -> tuple[int, Path]:
+    """Copy any local folder or hub id into the store as a new version (the real from_pretrained path).
+
+    prompt_format "auto" records "chat" where the tokenizer has a chat template, else "template"; "chat" or
+    "template" forces one (a ValueError if "chat" has no template to render with)."""
     from app.lm.checkpoint import load_checkpoint
+    from app.lm.checkpoint import prompt_format as resolve_format
 
     loaded = load_checkpoint(source, device="cpu")
+    chosen = resolve_format({} if prompt_format == "auto" else {"prompt_format": prompt_format}, loaded.tokenizer)
 
     def save(tmp: Path) -> dict:
         loaded.model.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
-        return {"prompt_template": loaded.manifest.get("prompt_template", prompt_template)}
+        return {"prompt_template": loaded.manifest.get("prompt_template", prompt_template), "prompt_format": chosen}
 
     manifest = {"kind": "imported", "base_model": source, "parent_version": None,
                 "arch": "seq2seq" if loaded.is_seq2seq else "causal"}

@@ -2,7 +2,7 @@
 
     python -m worker starter-model --arch gpt2|t5 [--size tiny|default] [--seed 0] [--if-missing] [--rebuild]
         [--write-prebuilt]
-    python -m worker import-model PATH_OR_HUB_ID
+    python -m worker import-model PATH_OR_HUB_ID [--prompt-format auto|chat|template]
     python -m worker bootstrap            # BASE_MODEL, or the starter, unless a version exists
     python -m worker sample-prompts --n 200
 """
@@ -52,11 +52,17 @@ def starter_model(arch: str, size: str, seed: int, if_missing: bool, rebuild: bo
         click.echo(f"version {number} is active")
 
 
+FORMAT_HELP = ("how inputs become prompts: chat (the tokenizer's chat template, after the task's system prompt), "
+               "template (the manifest's {input} template), or auto (chat where the tokenizer has a template)")
+
+
 @click.command("import-model")
 @click.argument("source")
-def import_model_command(source: str) -> None:
+@click.option("--prompt-format", type=click.Choice(["auto", "chat", "template"]), default="auto", show_default=True,
+              help=FORMAT_HELP)
+def import_model_command(source: str, prompt_format: str = "auto") -> None:
     """Copy a local checkpoint folder or hub id into the store as a new version (not activated)."""
-    number = register_import(source)
+    number = register_import(source, prompt_format=prompt_format)
     click.echo(f"registered {source} as version {number}; activate it with `flask models activate {number}`")
 
 
@@ -96,7 +102,7 @@ def sample_prompts(n: int, seed: int) -> None:
     click.echo(f"imported {result['imported']} prompts")
 
 
-def register_import(source: str) -> int:
+def register_import(source: str, *, prompt_format: str = "auto") -> int:
     """Import SOURCE into the model store and register it; a clear error if it cannot be loaded."""
     from flask import current_app
 
@@ -104,7 +110,8 @@ def register_import(source: str) -> int:
     from worker.checkpoints import import_model
 
     try:
-        number, path = import_model(source=source, store=current_app.config["MODEL_STORE"])
+        number, path = import_model(source=source, store=current_app.config["MODEL_STORE"],
+                                    prompt_format=prompt_format)
     except (OSError, ValueError) as exc:
         raise CommandFailed(f"could not load {source}: {exc}") from None
     register_version(number=number, path=path, manifest=read_manifest(local_copy(path)))

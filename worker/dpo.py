@@ -108,6 +108,8 @@ def train_and_register(run_id: str, progress: Progress) -> None:
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
                      "device": str(model.device), "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),
+        # A child is prompted as its parent was: the clicks it trained on were rendered that way.
+        **{k: v for k, v in (parent.manifest or {}).items() if k == "prompt_format"},
     }
     number, path = publish_checkpoint(store=current_app.config["MODEL_STORE"], save=save, manifest=manifest)
 

@@ -110,20 +110,24 @@ def generation_health(
     max_new_tokens: int,
     max_length: int | None = None,
     min_p: float = 0.0,
+    system_prompt: str = "",
 ) -> dict:
-    """Sample `samples` per input; fluency under the base, expected distinct of k (with its SE), mean length."""
+    """Sample `samples` per input; fluency under the base, expected distinct of k (with its SE), mean length.
+
+    Inputs are rendered as serving renders them (a chat model: after the task's system prompt)."""
     distinct, lengths, base_prompts, completions, examples = [], [], [], [], []
     for i, text in enumerate(texts):
         try:
             _, raw = sample_candidates(
-                model, model_prompt=model.format_prompt(text), n=samples, temperature=temperature, top_p=top_p,
+                model, model_prompt=model.format_prompt(text, system_prompt=system_prompt), n=samples,
+                temperature=temperature, top_p=top_p,
                 min_p=min_p, max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
             )
         except InputTooLong:
             continue
         distinct.append(expected_distinct(raw, k))
         lengths.extend(len(model.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in raw)
-        base_prompts.extend([base.format_prompt(text)] * len(raw))
+        base_prompts.extend([base.format_prompt(text, system_prompt=system_prompt)] * len(raw))
         completions.extend(" " + s for s in raw)  # completions carry their leading space, as in training
         if len(examples) < 3:
             examples.append({"input": text, "samples": raw[:k]})
@@ -156,6 +160,7 @@ def evaluate_version(
     min_p: float = 0.0,
     max_new_tokens: int = 80,  # the served default (MAX_NEW_TOKENS); a run passes its spec
     max_length: int | None = None,
+    system_prompt: str = "",
 ) -> dict:
     """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.
 
@@ -182,7 +187,7 @@ def evaluate_version(
             texts.append(text)
     metrics["eval_prompts"] = len(texts)
     gen = dict(samples=samples, k=num_candidates, seed=seed, temperature=temperature, top_p=top_p, min_p=min_p,
-               max_new_tokens=max_new_tokens, max_length=max_length)
+               max_new_tokens=max_new_tokens, max_length=max_length, system_prompt=system_prompt)
     for name, model in (("candidate", candidate), ("parent", parent)):
         for key, value in generation_health(model, base, texts, **gen).items():
             metrics[f"{key}_{name}"] = value
@@ -253,5 +258,5 @@ def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pair
         candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
         eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), num_candidates=spec.num_candidates, seed=spec.seed,
         temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p, max_new_tokens=spec.max_new_tokens,
-        max_length=spec.max_length,
+        max_length=spec.max_length, system_prompt=spec.system_prompt,
     )

@@ -184,6 +184,7 @@ def build_starter(cfg: StarterConfig, *, store: str | Path, log=print, rebuild: 
         "arch": "seq2seq" if cfg.arch == "t5" else "causal",
         "base_model": "starter",
         "parent_version": None,
+        "prompt_format": "template",
     }
     source = None if rebuild else prebuilt(cfg)
     if source is None:

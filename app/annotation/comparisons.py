@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
 from app.annotation.gold import claim_gold
+from app.annotation.task import current_revision_id, current_task
 from app.lm.sampling import sampling_settings
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
@@ -34,7 +35,8 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
 
     settings = generation_settings()
     seed = random.SystemRandom().randrange(2**31)
-    model_prompts = [loaded.format_prompt(text) for text, _ in inputs]
+    task = current_task()
+    model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
     try:
         results = sample_batch(loaded, model_prompts=model_prompts, seed=seed, **settings)
     except InputTooLong as exc:
@@ -50,6 +52,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
             input_text=input_text,
             model_prompt=model_prompt,
             model_version_id=loaded.version_id,
+            task_revision_id=task.id,
             settings=settings | {"raw_distinct": len(set(raw)), "batch_size": len(inputs), "batch_index": index},
             seed=seed,
             state="assigned" if user_id else "ready",
@@ -92,7 +95,7 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
         comparison = (
             claim_overlap(user_id=user_id, overlap=current_app.config["ANNOTATION_OVERLAP"])
             or claim_gold_sometimes(user_id=user_id, rate=current_app.config["GOLD_RATE"])
-            or claim_prefetched(user_id=user_id, version_id=loaded.version_id)
+            or claim_prefetched(user_id=user_id, version_id=loaded.version_id, revision=current_revision_id())
         )
         if comparison is not None:
             return comparison
@@ -113,11 +116,12 @@ def pending_comparison(*, user_id: int) -> Comparison | None:
     ).first()
 
 
-def claim_prefetched(*, user_id: int, version_id: int) -> Comparison | None:
-    """Atomically take one ready comparison of the serving version, or None."""
+def claim_prefetched(*, user_id: int, version_id: int, revision: int) -> Comparison | None:
+    """Atomically take one ready comparison of the serving version, rendered under the task revision in force."""
     for candidate_id in db.session.scalars(
         select(Comparison.id)
-        .where(Comparison.state == "ready", Comparison.model_version_id == version_id)
+        .where(Comparison.state == "ready", Comparison.model_version_id == version_id,
+               Comparison.task_revision_id == revision)
         .order_by(Comparison.id)
         .limit(5)
     ):
@@ -164,6 +168,7 @@ def claim_overlap(*, user_id: int, overlap: int) -> Comparison | None:
         copy = Comparison(
             prompt_id=root.prompt_id, input_text=root.input_text, model_prompt=root.model_prompt,
             model_version_id=root.model_version_id, settings=root.settings | {"copy_of": root.id}, seed=root.seed,
+            task_revision_id=current_revision_id(),  # the text it is shown under now, as any comparison
             state="assigned", user_id=user_id, assigned_at=utcnow(), root_id=root.id,
             candidates=[Candidate(position=pos, sample_index=root.candidates[i].sample_index,
                                   text=root.candidates[i].text) for pos, i in enumerate(order)],

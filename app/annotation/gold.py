@@ -11,6 +11,7 @@ import random
 from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.annotation.task import current_revision_id
 from app.platform.database import add_all_new
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
@@ -123,7 +124,7 @@ def claim_gold(*, user_id: int) -> int | None:
     comparison = Comparison(
         prompt_id=None, input_text=item.input_text, model_prompt=item.input_text, model_version_id=None,
         settings={"gold": True}, seed=0, state="assigned", user_id=user_id, assigned_at=utcnow(),
-        gold_item_id=item.id,
+        gold_item_id=item.id, task_revision_id=current_revision_id(),
         candidates=[Candidate(position=pos, sample_index=i, text=item.candidates[i]) for pos, i in enumerate(order)],
     )
     db.session.add(comparison)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
 from app.annotation.comparisons import generation_settings
+from app.annotation.task import current_task
 from app.arena.matchups import battle_pair, battle_pairs
 from app.arena.ratings import leaderboard, pair_counts
 from app.platform.exceptions import BadInput, PoolEmpty
@@ -35,9 +36,10 @@ def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, i
     settings = generation_settings() | {"n": 1}
     seed = random.SystemRandom().randrange(2**31)
     sampled = {}
+    system_prompt = current_task().system_prompt
     for place, version_id in enumerate(pair):
         loaded = holder.resident(version_id)
-        prompts = [loaded.format_prompt(text) for text, _ in inputs]
+        prompts = [loaded.format_prompt(text, system_prompt=system_prompt) for text, _ in inputs]
         try:
             results = sample_batch(loaded, model_prompts=prompts, seed=seed + place, **settings)
         except InputTooLong as exc:

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TEMPLATE = "{input}"
+# How an input becomes the model's prompt: "chat", the tokenizer's chat template (the input as the user's message after
+# the task's system prompt); "template", the manifest's {input} template. A manifest may name one; else a tokenizer
+# with a chat template means "chat".
+PROMPT_FORMATS = ("chat", "template")
 
 
 @dataclass
@@ -21,10 +25,37 @@ class LoadedModel:
     version_id: int | None = None
     max_positions: int | None = None
     manifest: dict = field(default_factory=dict)
+    prompt_format: str = "template"
 
-    def format_prompt(self, text: str) -> str:
-        """Turn an annotator's input into the exact text the model sees."""
-        return self.prompt_template.replace("{input}", text)
+    def format_prompt(self, text: str, *, system_prompt: str = "") -> str:
+        """Turn an annotator's input into the exact text the model sees: sampling, training and the gate all use it."""
+        if self.prompt_format != "chat":
+            return self.prompt_template.replace("{input}", text)
+        return render_chat(self.tokenizer, text, system_prompt=system_prompt)
+
+
+def render_chat(tokenizer, text: str, *, system_prompt: str = "") -> str:
+    """The input as a user message (after the system prompt, if any), rendered with the generation prompt.
+
+    A template that writes the begin-of-text token itself would get a second one from the tokenizer when the text is
+    encoded (Llama-style): it is dropped here, so every consumer encodes the one the tokenizer adds."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": text}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and rendered.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        rendered = rendered[len(bos):]
+    return rendered
+
+
+def prompt_format(manifest: dict, tokenizer) -> str:
+    """The manifest's prompt format if it names one, else "chat" where the tokenizer has a chat template."""
+    forced = manifest.get("prompt_format")
+    if forced == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the manifest asks for chat prompts, but the tokenizer has no chat template")
+    if forced in PROMPT_FORMATS:
+        return forced
+    return "chat" if getattr(tokenizer, "chat_template", None) else "template"
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -67,12 +98,14 @@ def load_checkpoint(path: str, *, device: str | None = None, version_id: int | N
     model = cls.from_pretrained(path).to(device or pick_device()).eval()
     config = model.config
     manifest = read_manifest(path)
+    tokenizer = load_tokenizer(path)
     return LoadedModel(
         model=model,
-        tokenizer=load_tokenizer(path),
+        tokenizer=tokenizer,
         is_seq2seq=cls is AutoModelForSeq2SeqLM,
         prompt_template=manifest.get("prompt_template", DEFAULT_TEMPLATE),
         version_id=version_id,
         max_positions=getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None),
         manifest=manifest,
+        prompt_format=prompt_format(manifest, tokenizer),
     )

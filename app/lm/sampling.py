@@ -29,6 +29,16 @@ def sampling_settings(config) -> dict:
         "dedup_tries": config["DEDUP_TRIES"],
     }
 
+
+def end_token_ids(loaded: LoadedModel) -> list[int]:
+    """Tokens that end a sample: the generation config's and the tokenizer's end token. A chat model's tokenizer ends
+    with its end-of-turn token (ChatML's <|im_end|>), which training appends to every completion too."""
+    eos = loaded.model.generation_config.eos_token_id
+    ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    tok_eos = loaded.tokenizer.eos_token_id
+    return list(dict.fromkeys([*ids, *([] if tok_eos is None else [tok_eos])]))
+
+
 def _warpers(loaded: LoadedModel, *, temperature: float, top_p: float, min_p: float):
     """The library's own logits warpers, in the order generate() applies them."""
     from transformers import (
@@ -83,9 +93,7 @@ def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, 
     import torch
 
     model, tok = loaded.model, loaded.tokenizer
-    eos = model.generation_config.eos_token_id
-    eos = tok.eos_token_id if eos is None else eos  # a checkpoint whose generation config names no end token
-    eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=model.device)
+    eos = torch.tensor(end_token_ids(loaded), device=model.device)
     warpers = _warpers(loaded, temperature=temperature, top_p=top_p, min_p=min_p)
     rows = torch.arange(enc["input_ids"].shape[0], device=model.device).repeat_interleave(n)
     tokens: list[list[int]] = [[] for _ in range(len(rows))]

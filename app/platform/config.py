@@ -125,6 +125,9 @@ class Config:
         self.ANNOTATION_OVERLAP = env_int("ANNOTATION_OVERLAP", 1)
         if self.ANNOTATION_OVERLAP < 1:
             raise ValueError(f"ANNOTATION_OVERLAP must be at least 1, got {self.ANNOTATION_OVERLAP}")
+        # How k answers of one comparison train: "each" gives every answer its own pairs; "majority" only the pairs
+        # of the pick more than half of its (non-skip) answers agree on, none on a split. Measured: BENCHMARKS.md.
+        self.OVERLAP_PAIRS = env_choice("OVERLAP_PAIRS", "each", ("each", "majority"))
         # Share of pool comparisons replaced by a gold item the annotator has not answered yet.
         self.GOLD_RATE = env_float("GOLD_RATE", 0.05)
         if not 0 <= self.GOLD_RATE <= 1:

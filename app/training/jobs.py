@@ -9,6 +9,7 @@ from flask import current_app
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
+from app.annotation.task import current_task
 from app.dataset.snapshot import take_snapshot
 from app.platform.exceptions import BadInput, QueueUnavailable
 from app.platform.extensions import db
@@ -32,7 +33,8 @@ def training_config(overrides: dict | None = None) -> dict:
     Fixed here, when the run is queued: the worker uses it as it is, so a setting changed later never changes a run.
     """
     overrides = parse(TrainingOverrides, overrides or {}).config_values()
-    return TrainingSpec.from_config(current_app.config, overrides).to_dict()
+    task = {"system_prompt": current_task().system_prompt}
+    return TrainingSpec.from_config(current_app.config, overrides | task).to_dict()
 
 
 def open_run() -> TrainingRun | None:
@@ -57,7 +59,8 @@ def request_training(*, requested_by: str, overrides: dict | None = None) -> tup
     # Outside the lock: this pass grows with the clicks; under the lock only bounded steps remain. Whether a run is
     # already open is judged under the lock only: outside it, a run just committed by another request may not have
     # its job enqueued yet, and reconciling it would close it as lost (two runs were made in CI).
-    snapshot, digest = take_snapshot(arena_votes=current_app.config["TRAIN_ARENA_VOTES"])
+    snapshot, digest = take_snapshot(arena_votes=current_app.config["TRAIN_ARENA_VOTES"],
+                                     overlap_pairs=current_app.config["OVERLAP_PAIRS"])
     with retrain_lock(conn):
         # End the read transaction the snapshot began: under SQLite's WAL it would keep showing the database as
         # it was before the lock, hiding a run another request created meanwhile (two runs were made in CI).

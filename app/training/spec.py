@@ -61,6 +61,7 @@ class TrainingSpec:
     num_candidates: int = _help("samples per input in the gate's diversity check (candidates per comparison)",
                                  "sampling")
     gate: GateSpec = _help("the gate's bounds")
+    system_prompt: str = _help("the task's system prompt when the run was queued: a chat model's gate renders with it")
 
     @classmethod
     def from_config(cls, config, overrides: dict | None = None) -> TrainingSpec:
@@ -77,6 +78,8 @@ class TrainingSpec:
     @classmethod
     def from_dict(cls, data: dict) -> TrainingSpec:
         """Rebuild a stored spec; a missing or unknown field is an error, never a silent default."""
+        # Runs queued before the task could be edited had no system prompt: none is what they were rendered with.
+        data = {"system_prompt": "", **data}
         names = {f.name for f in fields(cls)}
         missing, unknown = names - set(data), set(data) - names
         if missing or unknown:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from app.annotation.comparisons import generate_comparisons, next_pool_prompts
+from app.annotation.task import current_revision_id
 from app.arena.battles import generate_battles, in_use, pool_inputs
 from app.arena.matchups import battle_pair, battle_pairs
 from app.platform.exceptions import BadInput, PoolEmpty
@@ -47,7 +48,8 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
         # Refilling at a low-water mark rather than after every claim lets each call generate a full batch:
         # two prompts in one call cost about as much as eight.
         low_water = max(limit - MAX_BATCH, limit // 2)
-        ready = ready_count(loaded.version_id)
+        revision = current_revision_id()
+        ready = ready_count(loaded.version_id, revision)
         # Once below the mark, fill to the limit (the last call may be a partial batch).
         while ready <= low_water or (made and ready < limit):
             if holder.serving() is not loaded:
@@ -63,7 +65,7 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
                 # The model was swapped while these generated, and the swap may already have retired the old
                 # buffer: retire these stragglers too, so nobody is handed the old version's samples.
                 retire_comparisons(keep_version_id=holder.serving().version_id)
-            ready = ready_count(loaded.version_id)
+            ready = ready_count(loaded.version_id, current_revision_id())
         db.session.remove()
     return made
 

@@ -172,9 +172,12 @@ def models_bootstrap() -> None:
 
 @models_cli.command("import")
 @click.argument("source")
-def models_import(source: str) -> None:
+@click.option("--prompt-format", type=click.Choice(["auto", "chat", "template"]), default="auto", show_default=True,
+              help="chat: the tokenizer's chat template with the task's system prompt; template: the manifest's "
+                   "{input} template; auto: chat where the tokenizer has a chat template")
+def models_import(source: str, prompt_format: str) -> None:
     """Copy a local checkpoint folder or hub id into the store as a new version (python -m worker import-model)."""
-    run_worker_command("import-model", source)
+    run_worker_command("import-model", source, "--prompt-format", prompt_format)
 
 
 def run_worker_command(*args: str) -> None:
