@@ -11,12 +11,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.platform.extensions import db
 
-# What each role may do; admins and operators also annotate. The one table read by the schema's CHECK, the CLI,
-# the views (accounts.users.can, require) and the templates. Order is the CLI's and the error messages'.
+# What each role may do ("task": edit the question, guidelines and system prompt); admins and operators also
+# annotate. The one table read by the schema's CHECK, the CLI, the views (accounts.users.can, require) and the
+# templates. Order is the CLI's and the error messages'.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "annotator": frozenset({"annotate"}),
-    "admin": frozenset({"annotate", "import", "export", "retrain"}),
-    "operator": frozenset({"annotate", "import", "export", "retrain", "activate"}),
+    "admin": frozenset({"annotate", "import", "export", "retrain", "task"}),
+    "operator": frozenset({"annotate", "import", "export", "retrain", "task", "activate"}),
 }
 ROLES: tuple[str, ...] = tuple(PERMISSIONS)
 VERDICTS = ("choice", "tie", "all_bad", "skip")

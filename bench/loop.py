@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="when all three candidates score the same: answer 'tie', or pick one at random")
     p.add_argument("--also-good", choices=["none", "accept"], default="none",
                    help="accept: with each pick, also mark the other candidates the judge accepts ('also fine')")
+    p.add_argument("--annotators", type=int, default=1,
+                   help="simulated annotators answering every comparison in turn (pair with --env ANNOTATION_OVERLAP)")
+    p.add_argument("--noise", type=float, default=0.0, help="chance an annotator picks at random instead")
     p.add_argument("--unguarded", action="store_true", help="plain iterated DPO, once (first arch and judge)")
     p.add_argument("--no-measure-rejected", action="store_true")
     p.add_argument("--seeds", default="0", help="comma-separated: each seed is one run of every arch and judge")
@@ -195,36 +198,51 @@ def measure(rows: list[dict], judge: Judge, reference: list[dict] | None) -> dic
 
 # --- driving the system over HTTP ---------------------------------------------------------------------------------
 
-def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str, also_good: str = "none") -> dict:
-    """n comparisons from the pool, each answered with the judge's best candidate (also_good "accept": the other
-    candidates the judge accepts are marked "also fine", as the annotation page lets a person do)."""
-    choices = ties = chosen_good = shown_good = shown = marked = 0
+def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str, also_good: str = "none",
+             annotators: tuple[str, ...] = ("ann",), noise: float = 0.0) -> dict:
+    """n comparisons from the pool, each answered by every annotator in turn (with ANNOTATION_OVERLAP = their number,
+    the second and third are handed copies of the first's), each with the judge's best candidate; with probability
+    `noise` an annotator picks one of the three at random instead (a noisy person). also_good "accept": the other
+    candidates the judge accepts are marked "also fine", as the annotation page lets a person do."""
+    choices = ties = chosen_good = shown_good = shown = marked = noisy = 0
     inputs: list[str] = []
     for _ in range(n):
-        status, comp = call(srv, "POST", "/api/comparisons", "ann", {}, timeout=120)
-        if status != 201:
-            raise RuntimeError(f"POST /api/comparisons answered {status}: {comp}\n{srv.log_tail()}")
-        scored = [(judge.score(comp["prompt"], c["text"]), c["id"]) for c in comp["candidates"]]
-        shown += len(scored)
-        shown_good += sum(s >= judge.accept for s, _ in scored)
-        top = max(s for s, _ in scored)
-        best = [cid for s, cid in scored if s == top]
-        if len(best) == len(scored) and all_tie == "tie":
-            body = {"verdict": "tie"}
-            ties += 1
-        else:
-            body = {"candidate_id": rng.choice(best)}
-            if also_good == "accept":
-                body["also_good"] = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
-                marked += len(body["also_good"])
-            choices += 1
-            chosen_good += top >= judge.accept
-            inputs.append(comp["prompt"])
-        status, answer = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", "ann", body, timeout=120)
-        if status != 201:
-            raise RuntimeError(f"answer answered {status}: {answer}")
-    return {"clicks": n, "choices": choices, "ties": ties, "shown_good_rate": shown_good / max(shown, 1),
-            "chosen_good_rate": chosen_good / max(choices, 1), "also_good_marked": marked, "inputs": inputs}
+        for user in annotators:
+            status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+            if status != 201:
+                raise RuntimeError(f"POST /api/comparisons answered {status}: {comp}\n{srv.log_tail()}")
+            scored = [(judge.score(comp["prompt"], c["text"]), c["id"]) for c in comp["candidates"]]
+            shown += len(scored)
+            shown_good += sum(s >= judge.accept for s, _ in scored)
+            top = max(s for s, _ in scored)
+            best = [cid for s, cid in scored if s == top]
+            if noise and rng.random() < noise:
+                best, top = [rng.choice([cid for _, cid in scored])], None
+                noisy += 1
+            if len(best) == len(scored) and all_tie == "tie":
+                body = {"verdict": "tie"}
+                ties += 1
+            else:
+                body = {"candidate_id": rng.choice(best)}
+                if also_good == "accept":
+                    body["also_good"] = [cid for sc, cid in scored
+                                         if cid != body["candidate_id"] and sc >= judge.accept]
+                    marked += len(body["also_good"])
+                choices += 1
+                pick = dict((cid, sc) for sc, cid in scored)[body["candidate_id"]]
+                chosen_good += pick >= judge.accept
+                inputs.append(comp["prompt"])
+            status, answer = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", user, body, timeout=120)
+            if status != 201:
+                raise RuntimeError(f"answer answered {status}: {answer}")
+    return {"clicks": n, "answers": n * len(annotators), "choices": choices, "ties": ties, "noisy": noisy,
+            "shown_good_rate": shown_good / max(shown, 1), "chosen_good_rate": chosen_good / max(choices, 1),
+            "also_good_marked": marked, "inputs": inputs}
+
+
+def annotator_names(k: int) -> tuple[str, ...]:
+    """The simulated annotators' user names: "ann", then "ann2", "ann3"..."""
+    return ("ann", *(f"ann{i}" for i in range(2, k + 1)))
 
 
 def served_version(srv) -> int:
@@ -248,7 +266,8 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
         pool, prompts = prompt_sets(args.prompts, pool=args.pool, heldout=args.heldout, seed=args.seed)
         srv = stack.enter_context(live_server(
             tmp_path=tmp, starter_path=starter, workers=args.web_workers, prompts=0, env_extra=env,
-            users={"ann": "annotator", "adm": "admin"}, start_timeout=300))
+            users={**dict.fromkeys(annotator_names(args.annotators), "annotator"), "adm": "admin"},
+            start_timeout=300))
         pool_file = tmp / "pool.jsonl"
         pool_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in pool))
         srv.flask("prompts", "import", str(pool_file))
@@ -266,7 +285,8 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
         clicks, clicked, trained_on = 0, [], {1: set()}
         for r in range(1, args.rounds + 1):
             t0 = time.monotonic()
-            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie, also_good=args.also_good)
+            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie, also_good=args.also_good,
+                           annotators=annotator_names(args.annotators), noise=args.noise)
             clicks += args.clicks
             clicked += ann.pop("inputs")
             t1 = time.monotonic()
@@ -307,7 +327,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
                 "prompts": args.prompts, "seed": args.seed,
                 "env": {k: v for k, v in env.items() if k != "REDIS_URL"}, "generation": gen,
                 "clicks_per_round": args.clicks, "heldout_prompts": len(prompts), "all_tie": args.all_tie,
-                "also_good": args.also_good,
+                "also_good": args.also_good, "annotators": args.annotators, "noise": args.noise,
                 "seconds": round(time.monotonic() - started, 1), "rounds": rounds, "targets": targets(rounds)}
 
 

@@ -19,6 +19,9 @@
     current = c; shownAt = performance.now();
     $("empty").hidden = true; $("comparison").hidden = false;
     $("input").textContent = c.prompt; // textContent: model output and inputs are never parsed as HTML
+    // An admin saved a new task since this page loaded: the question and guidelines on it are out of date.
+    const pageRevision = document.querySelector("[data-task-revision]").dataset.taskRevision;
+    $("task-notice").hidden = c.task_revision == null || String(c.task_revision) === pageRevision;
     const cards = $("cards"); cards.replaceChildren();
     c.candidates.forEach((cand, i) => {
       const li = document.createElement("li");

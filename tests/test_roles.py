@@ -12,8 +12,10 @@ ALLOWED = {
     "annotate": {"annotator", "admin", "operator"},
     "import": {"admin", "operator"},
     "retrain": {"admin", "operator"},
+    "task": {"admin", "operator"},
     "activate": {"operator"},
 }
+TASK = {"question": "Which reply is best?", "guidelines": "Pick the *kindest* one.", "system_prompt": "Be kind."}
 
 # (rule, permission, body). Bodies are valid, so an allowed role gets past the role check to the real work.
 API_ROUTES = [
@@ -25,13 +27,17 @@ API_ROUTES = [
     ("/api/model-versions/<id:version_id>/activate", "activate", {"reason": "matrix"}),
     ("/api/arena/battles", "annotate", {"prompt": "Send it now."}),
     ("/api/arena/battles/<id:battle_id>/vote", "annotate", {"verdict": "tie"}),
+    ("/api/task", "task", TASK),  # PUT
 ]
+PUTS = {"/api/task"}
 FORM_ROUTES = [
     ("/admin/prompts", "import"),
     ("/admin/retrain", "retrain"),
     ("/ops/versions/<id:version_id>/activate", "activate"),
     ("/ops/rollback", "activate"),
     ("/admin/gold", "import"),
+    ("/admin/task", "task"),
+    ("/admin/task/<id:revision>/restore", "task"),
     ("/ops/arena/pairs", "activate"),
     ("/ops/arena/pairs/<id:pair_id>/delete", "activate"),
 ]
@@ -41,8 +47,9 @@ PUBLIC_POSTS = {"/auth/login", "/auth/logout"}
 def test_the_matrix_covers_every_mutating_route(app):
     """A new POST route without a row here fails this test, so the matrix cannot silently fall behind."""
     covered = {r for r, _, _ in API_ROUTES} | {r for r, _ in FORM_ROUTES} | PUBLIC_POSTS
-    posts = {rule.rule for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ()) and
-             not rule.rule.startswith("/rq/")}  # rq-dashboard (with Redis only): RQ_ROUTES, test_rq_dashboard_*
+    writes = {"POST", "PUT", "PATCH", "DELETE"}
+    posts = {rule.rule for rule in app.url_map.iter_rules() if writes & (rule.methods or set())
+             and not rule.rule.startswith("/rq/")}  # rq-dashboard (with Redis only): RQ_ROUTES, test_rq_dashboard_*
     assert posts == covered
 
 
@@ -77,14 +84,15 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
         client.post(f"/api/comparisons/{comparison_id}/answer", json={"verdict": "skip"},
                     headers=(people.get(role) or people["annotator"])["headers"])
     headers = people[role]["headers"] if role != "anonymous" else {}
-    res = client.post(path, json=body, headers=headers)
+    res = client.open(path, method="PUT" if rule in PUTS else "POST", json=body, headers=headers)
     if role == "anonymous":
         assert res.status_code == 401, res.json
     elif role not in ALLOWED[permission]:
         assert res.status_code == 403 and res.json["error"] == "your role does not allow this"
     else:
         # Retrain has no Redis in this app: 503 is the real, post-authorisation answer.
-        expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200}.get(rule, 201)
+        expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200,
+                    "/api/task": 200}.get(rule, 201)
         if rule.endswith("/undo"):
             expected = 200
         assert res.status_code == expected, res.json
@@ -100,8 +108,8 @@ def csrf_token(client, path="/") -> str:
 def test_form_roles(app, client, users, role, rule, permission):
     """Forms: anonymous is sent to the login page, a role without the permission gets 403, others are served."""
     people = make_users(users)
-    path = rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1")
-    data = {"reason": "matrix"}
+    path = rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
+    data = {"reason": "matrix", **TASK}
     if role != "anonymous":
         users.login(client, people[role]["name"])
     data["csrf_token"] = csrf_token(client, "/" if role != "anonymous" else "/auth/login")
@@ -119,7 +127,8 @@ def test_forms_without_csrf_are_refused(app, client, users, rule, permission):
     """The right role is not enough: a form post without its CSRF token is a clear 400."""
     people = make_users(users)
     users.login(client, people["operator"]["name"])
-    res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1"), data={"reason": "matrix"})
+    res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1"),
+                      data={"reason": "matrix"})
     assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
 
 

@@ -6,7 +6,7 @@ exports carry it, so a team can drop the clicks made under guidelines it has sin
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 from markupsafe import Markup
 from sqlalchemy import select
@@ -90,6 +90,7 @@ def task_body(task: TaskRevision) -> dict:
             "restored_from": task.restored_from}
 
 
+@lru_cache(maxsize=16)  # every page load shows the revision in force: render each text once
 def render_guidelines(text: str) -> Markup:
     """Guidelines as safe HTML: Markdown with raw HTML off, then sanitised (links keep http(s) and mailto only)."""
     import nh3

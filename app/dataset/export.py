@@ -1,23 +1,141 @@
-"""Exports: the clicks (or the arena's votes) as DPO pairs, one JSON line each, streamed in constant memory."""
+"""Exports: the clicks (or the arena's votes) in the formats TRL and `datasets` read, streamed in constant memory.
+
+Formats of the clicks (every row also has the click's metadata: comparison, pseudonymous annotator, model version,
+task revision, answered-at, latency):
+- trl: TRL's standard preference rows {prompt, chosen, rejected}, the pairs of build_pairs (the default);
+- trl-chat: the same pairs in TRL's conversational form, prompt, chosen and rejected as message lists;
+- kto: TRL's unpaired {prompt, completion, label}: every candidate of every answered comparison, picked and
+  "also fine" true, the rest false; "all bad" makes all three false; ties and skips give none;
+- parquet: the trl rows as one Parquet file (`datasets.load_dataset("parquet", data_files=...)`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 
 from flask import current_app, has_app_context
+from sqlalchemy import select
 
-from app.dataset.clicks import BATCH, arena_votes, choice_preferences
+from app.dataset.clicks import BATCH, Click, arena_votes, choice_preferences
 from app.dataset.pairs import build_pairs
+from app.platform.exceptions import BadInput
+from app.platform.extensions import db
+from app.tables import TaskRevision, User
+
+FORMATS = ("trl", "trl-chat", "kto", "parquet")
+# Download name and media type of each format.
+FILES = {"trl": ("preferences.jsonl", "application/x-ndjson"),
+         "trl-chat": ("preferences-chat.jsonl", "application/x-ndjson"),
+         "kto": ("preferences-kto.jsonl", "application/x-ndjson"),
+         "parquet": ("preferences.parquet", "application/vnd.apache.parquet")}
+CHUNK = 64 * 1024  # bytes per piece of a streamed Parquet file
 
 
-def export_lines(*, arena: bool = False) -> Iterator[str]:
-    """JSON lines in TRL's standard preference format (the pairs of build_pairs), in constant memory."""
+def check_format(name: str) -> str:
+    """The format, or a clear 400 naming the ones there are."""
+    if name not in FORMATS:
+        raise BadInput(f"unknown export format {name!r}; one of {', '.join(FORMATS)}")
+    return name
+
+
+def export_lines(*, arena: bool = False, fmt: str = "trl") -> Iterator[str]:
+    """JSON lines of one format (arena votes: TRL pairs with both versions), in constant memory."""
     beat = _heartbeat()
-    for n, pair in enumerate(build_pairs(arena_votes() if arena else choice_preferences())):
+    rows = build_pairs(arena_votes()) if arena else export_rows(fmt=fmt)
+    for n, row in enumerate(rows):
         if n % BATCH == 0:
             beat()
-        yield json.dumps(pair, ensure_ascii=False) + "\n"
+        yield json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def export_rows(*, fmt: str = "trl") -> Iterator[dict]:
+    """The rows of a JSON format (parquet holds the trl rows), each with its click's metadata."""
+    check_format(fmt)
+    # Users and revisions are few: read once, so each row needs no lookup.
+    pseudonyms = dict(db.session.execute(select(User.id, User.pseudonym)).all())
+    system_prompts = dict(db.session.execute(select(TaskRevision.id, TaskRevision.system_prompt)).all())
+    verdicts = ("choice", "all_bad") if fmt == "kto" else ("choice",)
+    for click in choice_preferences(verdicts=verdicts):
+        meta = click_metadata(click, pseudonyms)
+        if fmt == "kto":
+            yield from (row | meta for row in kto_rows(click))
+            continue
+        for pair in build_pairs([click]):
+            row = {k: pair[k] for k in ("prompt", "chosen", "rejected", "input")} | meta
+            if fmt == "trl-chat":
+                row |= chat_messages(pair, system_prompts.get(click.task_revision) or "")
+            yield row
+
+
+def click_metadata(click: Click, pseudonyms: dict[int, str]) -> dict:
+    """What every exported row says about its click; the annotator as their pseudonym, never their name."""
+    return {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
+            "annotator": pseudonyms.get(click.user_id), "model_version_id": click.model_version_id,
+            "task_revision": click.task_revision, "answered_at": click.answered_at, "latency_ms": click.latency_ms}
+
+
+def kto_rows(click: Click) -> Iterator[dict]:
+    """One {prompt, completion, label} per candidate: true for the pick and those marked also fine (and any other
+    candidate with the same text), false for the rest; every one false for "all bad"."""
+    text_of = dict(click.candidates)
+    good = set() if click.verdict != "choice" else {text_of[c] for c in (click.chosen_candidate_id, *click.also_good)}
+    for _, text in click.candidates:
+        # The completion carries its leading space, as in the pairs: the prompt stays a token prefix.
+        yield {"prompt": click.model_prompt, "completion": " " + text, "label": text in good, "input": click.input_text}
+
+
+def chat_messages(pair: dict, system_prompt: str) -> dict:
+    """A pair in TRL's conversational form: the input as the user's message (after the system prompt it was shown
+    with), each completion as the assistant's."""
+    prompt = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": pair["input"]}]
+    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": pair["chosen"].strip()}],
+            "rejected": [{"role": "assistant", "content": pair["rejected"].strip()}]}
+
+
+def parquet_schema():
+    """The columns of the Parquet export, typed up front so an empty or all-null column still has a type."""
+    import pyarrow as pa
+
+    return pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+                      ("input", pa.string()), ("comparison_id", pa.int64()), ("preference_id", pa.int64()),
+                      ("annotator", pa.string()), ("model_version_id", pa.int64()), ("task_revision", pa.int64()),
+                      ("answered_at", pa.string()), ("latency_ms", pa.int64())])
+
+
+def write_parquet(out) -> int:
+    """Write the trl rows as Parquet to a path or binary file, BATCH rows at a time; how many rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    beat, schema, n, batch = _heartbeat(), parquet_schema(), 0, []
+    with pq.ParquetWriter(out, schema) as writer:
+        for row in export_rows(fmt="trl"):
+            batch.append(row)
+            if len(batch) == BATCH:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                n, batch = n + len(batch), []
+                beat()
+        if batch or not n:  # an empty export is still a file with the schema
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    return n + len(batch)
+
+
+def parquet_chunks() -> Iterator[bytes]:
+    """The Parquet export as pieces of bytes: written to a temporary file first (Parquet's footer comes last, so it
+    cannot be streamed as it is made), then read back, so memory stays one batch and one piece."""
+    fd, path = tempfile.mkstemp(prefix="prefloop-export-", suffix=".parquet")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write_parquet(out)
+        with open(path, "rb") as f:
+            while piece := f.read(CHUNK):
+                yield piece
+    finally:
+        os.unlink(path)
 
 
 def _heartbeat() -> Callable[[], None]:

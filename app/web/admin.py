@@ -10,6 +10,7 @@ from app.annotation.agreement import annotation_agreement
 from app.annotation.answers import progress
 from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
 from app.annotation.prompts import import_prompts, parse_prompt_file
+from app.annotation.task import current_task, list_revisions, render_guidelines, restore_task, save_task
 from app.platform.exceptions import BadInput, QueueUnavailable
 from app.training.jobs import get_run, list_runs, request_training, training_config
 from app.web import schemas as s
@@ -29,7 +30,38 @@ def index():
     return render_template("admin/index.html", progress=progress(user_id=current_user.id, fresh=True),
                            runs=[s.run_body(r) for r in list_runs(limit=20)], defaults=training_config(),
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
-                           gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()))
+                           gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()),
+                           task=current_task(), revisions=list_revisions(limit=20),
+                           guidelines_html=render_guidelines(current_task().guidelines))
+
+
+@bp.post("/task")
+@login_required
+@require("task")
+def edit_task():
+    """Save the task form as a new revision."""
+    try:
+        saved = save_task(question=request.form.get("question", ""), guidelines=request.form.get("guidelines", ""),
+                          system_prompt=request.form.get("system_prompt", ""), author=current_user.name)
+    except BadInput as exc:
+        flash(f"Task not saved: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="task"))
+    flash(f"Saved the task as revision {saved.id}; annotators see it on their next comparison.", "ok")
+    return redirect(url_for("admin.index", _anchor="task"))
+
+
+@bp.post("/task/<id:revision>/restore")
+@login_required
+@require("task")
+def restore(revision: int):
+    """Make an earlier revision the task again (as a new revision)."""
+    try:
+        saved = restore_task(revision=revision, author=current_user.name)
+    except BadInput as exc:
+        flash(f"Not restored: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="task"))
+    flash(f"Revision {revision} restored as revision {saved.id}.", "ok")
+    return redirect(url_for("admin.index", _anchor="task"))
 
 
 @bp.post("/prompts")

@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 
 from app.annotation.answers import progress
 from app.annotation.comparisons import pending_comparison
+from app.annotation.task import current_task, render_guidelines
 from app.arena.battles import pending_battle, votes_by
 from app.web import arena_schemas as a
 from app.web import schemas as s
@@ -19,10 +20,12 @@ bp = Blueprint("annotate", __name__)
 def index():
     """Render the page with the annotator's unanswered comparison, if any."""
     pending = pending_comparison(user_id=current_user.id)
+    task = current_task()
     return render_template(
         "annotate/index.html",
         pending=s.comparison_body(pending) if pending else None,
         progress=progress(user_id=current_user.id),
+        task=task, guidelines_html=render_guidelines(task.guidelines),
     )
 
 

@@ -9,11 +9,11 @@ from flask_login import current_user
 
 from app.accounts.security import limit_typed_prompts
 from app.accounts.users import acting_user, can, require, user_for_token
-from app.annotation import answers, comparisons, prompts
+from app.annotation import answers, comparisons, prompts, task
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
 from app.arena import battles
-from app.dataset.export import export_lines
+from app.dataset.export import FILES, check_format, export_lines, parquet_chunks
 from app.platform.exceptions import BadInput
 from app.platform.extensions import csrf
 from app.training import jobs
@@ -99,6 +99,23 @@ def undo(comparison_id: int):
     return s.comparison_body(comparison, progress=answers.progress(user_id=acting_user().id))
 
 
+@bp.get("/task")
+@require("annotate")
+def get_task():
+    """The task in force: the question above the candidates, the guidelines (Markdown), the system prompt."""
+    return s.Task.respond(task.task_body(task.current_task()))
+
+
+@bp.put("/task")
+@require("task")
+def put_task():
+    """Save a new revision of the task (saving the text in force again returns it unchanged)."""
+    body = s.parse(s.TaskText, json_body())
+    saved = task.save_task(question=body.question, guidelines=body.guidelines, system_prompt=body.system_prompt,
+                           author=acting_user().name)
+    return s.Task.respond(task.task_body(saved))
+
+
 @bp.get("/progress")
 @require("annotate")
 def progress():
@@ -164,9 +181,12 @@ def agreement():
 @bp.get("/preferences/export")
 @require("export")
 def export():
-    """All clicks as TRL preference pairs, one JSON object per line."""
-    return Response(stream_with_context(export_lines()), mimetype="application/x-ndjson",
-                    headers={"Content-Disposition": "attachment; filename=answers.jsonl"})
+    """All clicks, streamed: ?format=trl (the default), trl-chat, kto (JSON lines) or parquet, with metadata."""
+    fmt = check_format(request.args.get("format", "trl"))
+    filename, media = FILES[fmt]
+    body = parquet_chunks() if fmt == "parquet" else export_lines(fmt=fmt)
+    return Response(stream_with_context(body), mimetype=media,
+                    headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
 @bp.post("/prompts")

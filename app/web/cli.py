@@ -10,7 +10,8 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.accounts.users import create_user, list_users, rotate_token, set_disabled
 from app.annotation.prompts import import_prompts, parse_prompt_file
-from app.dataset.export import export_lines
+from app.annotation.task import current_task, get_revision, list_revisions, restore_task, save_task
+from app.dataset.export import FORMATS, export_lines, write_parquet
 from app.platform.config import ROOT
 from app.platform.exceptions import BadInput, CommandFailed, RegistryError
 from app.tables import ROLES
@@ -20,6 +21,7 @@ users = AppGroup("users", help="Manage users.")
 prompts_cli = AppGroup("prompts", help="Manage the prompt pool.")
 preferences_cli = AppGroup("preferences", help="Export preferences.")
 models_cli = AppGroup("models", help="List, activate and roll back model versions.")
+task_cli = AppGroup("task", help="Show or edit the task: question, guidelines (Markdown), system prompt.")
 
 
 @users.command("create")
@@ -104,12 +106,19 @@ def prompts_sample(n: int, seed: int) -> None:
 
 @preferences_cli.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
-def preferences_export(file: str) -> None:
-    """Write TRL preference pairs as JSON lines ('-' for stdout)."""
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="trl", show_default=True,
+              help="trl: {prompt, chosen, rejected} pairs; trl-chat: the same as message lists; kto: "
+                   "{prompt, completion, label} per candidate; parquet: the trl rows as one Parquet file")
+def preferences_export(file: str, fmt: str) -> None:
+    """Write the clicks with their metadata ('-' for stdout)."""
+    if fmt == "parquet":
+        n = write_parquet(sys.stdout.buffer if file == "-" else file)
+        click.echo(f"exported {n} pairs", err=True)
+        return
 
     def write(out) -> int:
         n = 0
-        for line in export_lines():
+        for line in export_lines(fmt=fmt):
             out.write(line)
             n += 1
         return n
@@ -119,7 +128,66 @@ def preferences_export(file: str) -> None:
     else:
         with open(file, "w", encoding="utf-8") as out:
             n = write(out)
-    click.echo(f"exported {n} pairs", err=True)
+    click.echo(f"exported {n} {'rows' if fmt == 'kto' else 'pairs'}", err=True)
+
+
+@task_cli.command("show")
+@click.option("--revision", type=int, default=None, help="An earlier revision (default: the one in force).")
+def task_show(revision: int | None) -> None:
+    """Print the task in force (or REVISION): its question, system prompt and guidelines."""
+    try:
+        task = get_revision(revision) if revision else current_task()
+    except BadInput as exc:
+        raise CommandFailed(str(exc)) from None
+    click.echo(f"revision {task.id} by {task.author} at {task.created_at.isoformat(timespec='seconds')}"
+               + (f" (restores {task.restored_from})" if task.restored_from else ""))
+    click.echo(f"question: {task.question}")
+    click.echo(f"system prompt: {task.system_prompt or '(none)'}")
+    click.echo("guidelines:")
+    click.echo(task.guidelines)
+
+
+@task_cli.command("set")
+@click.option("--question", default=None, help="Shown above the candidates (default: keep the current one).")
+@click.option("--guidelines-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A Markdown file (default: keep the current guidelines).")
+@click.option("--system-prompt", default=None, help="A chat model's system prompt ('' for none; default: keep).")
+@click.option("--author", default="cli", show_default=True)
+def task_set(question: str | None, guidelines_file: str | None, system_prompt: str | None, author: str) -> None:
+    """Save a new revision of the task; what is not given is kept from the revision in force."""
+    from pathlib import Path
+
+    from app.platform.validation import upload_text
+
+    current = current_task()
+    try:
+        guidelines = (upload_text(Path(guidelines_file).read_bytes(), filename=guidelines_file)
+                      if guidelines_file else current.guidelines)
+        task = save_task(question=current.question if question is None else question, guidelines=guidelines,
+                         system_prompt=current.system_prompt if system_prompt is None else system_prompt,
+                         author=author)
+    except BadInput as exc:
+        raise CommandFailed(f"task not saved: {exc}") from None
+    click.echo(f"task revision {task.id} is in force" + (" (unchanged)" if task.id == current.id else ""))
+
+
+@task_cli.command("history")
+def task_history() -> None:
+    """List the revisions, newest first."""
+    for task in list_revisions(limit=1000):
+        click.echo(f"{task.id:>4}  {task.created_at.isoformat(timespec='seconds')}  {task.author:<16} {task.question}")
+
+
+@task_cli.command("restore")
+@click.argument("revision", type=int)
+@click.option("--author", default="cli", show_default=True)
+def task_restore(revision: int, author: str) -> None:
+    """Make REVISION's text the task again, as a new revision."""
+    try:
+        task = restore_task(revision=revision, author=author)
+    except BadInput as exc:
+        raise CommandFailed(str(exc)) from None
+    click.echo(f"revision {revision} restored as revision {task.id}")
 
 
 @models_cli.command("list")
@@ -206,5 +274,5 @@ def run_worker_command(*args: str) -> None:
 
 def init_app(app: Flask) -> None:
     """Attach the commands."""
-    for group in (users, prompts_cli, preferences_cli, models_cli, starter_model):
+    for group in (users, prompts_cli, preferences_cli, models_cli, task_cli, starter_model):
         app.cli.add_command(group)

@@ -18,6 +18,7 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from app.dataset.export import FORMATS
 from app.web import arena_schemas as a
 from app.web import schemas as s
 
@@ -37,6 +38,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     public: bool = False
     media: str = "application/json"
+    query: tuple[dict, ...] = ()  # query parameters, as OpenAPI parameter objects
 
 
 # Endpoint -> operation. A route with no row here is missing from the spec, and tests/test_api.py fails.
@@ -48,7 +50,10 @@ OPERATIONS: dict[str, Operation] = {
     "api.answer": Operation({201: s.AnswerResult, 200: s.AnswerResult}, s.AnswerBody, (404, 409, 422)),
     "api.undo": Operation({200: s.ComparisonWithProgress}, errors=(404, 409)),
     "api.progress": Operation({200: s.Progress}),
-    "api.export": Operation({200: None}, media="application/x-ndjson"),
+    "api.export": Operation({200: None}, media="application/x-ndjson", query=(
+        {"name": "format", "in": "query", "required": False,
+         "description": "trl (default), trl-chat, kto: JSON lines; parquet: one Parquet file",
+         "schema": {"type": "string", "enum": list(FORMATS), "default": "trl"}},), errors=(400,)),
     "api.import_prompts": Operation({201: s.PromptImportResult}, s.PromptImport),
     "api.create_training_run": Operation({202: s.TrainingRun, 200: s.TrainingRun}, s.TrainingOverrides, (409,)),
     "api.list_training_runs": Operation({200: s.TrainingRuns}),
@@ -62,6 +67,8 @@ OPERATIONS: dict[str, Operation] = {
     "api.leaderboard": Operation({200: a.Leaderboard}),
     "api.export_votes": Operation({200: None}, media="application/x-ndjson"),
     "api.agreement": Operation({200: a.Agreement}),
+    "api.get_task": Operation({200: s.Task}),
+    "api.put_task": Operation({200: s.Task}, s.TaskText, (413,)),
 }
 DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
                 403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",
@@ -94,11 +101,13 @@ def _operation(view, op: Operation, converter: str | None, method: str) -> dict:
     if converter:
         schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1} if converter == "id" else {"type": "string"}
         out["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": schema}]
+    if op.query:
+        out["parameters"] = [*out.get("parameters", []), *op.query]
     if op.body:
         out["requestBody"] = {"required": True, "content": _content(op.body, "application/json")}
     if op.public:
         out["security"] = []
-    errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method == "post" else set())
+    errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method in ("post", "put") else set())
     errors |= set() if op.public else {401, 403}
     answers = {**op.responses, **dict.fromkeys(errors, s.Error)}
     out["responses"] = {str(status): {"description": DESCRIPTIONS[status],

@@ -69,6 +69,15 @@ class Out(BaseModel):
 # Requests ---------------------------------------------------------------------------------------------------
 
 
+class TaskText(Body):
+    """A new revision of the task: the question above the candidates, the guidelines (Markdown), a system prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(description="shown above the candidates; up to 300 characters")
+    guidelines: str = Field(description="Markdown (raw HTML is shown as text); up to 20000 characters")
+    system_prompt: str | None = Field(None, description="a chat model's system prompt; absent or empty: none")
+
+
 class NewComparison(Body):
     """A typed prompt to sample candidates for; without one, the next pool prompt."""
 
@@ -174,6 +183,19 @@ class Comparison(Out):
     id: int
     prompt: str
     candidates: list[Candidate]
+    task_revision: int | None = Field(description="the task text it is shown under (GET /api/task)")
+
+
+class Task(Out):
+    """One revision of the task text; the newest is in force."""
+
+    revision: int
+    question: str
+    guidelines: str
+    system_prompt: str
+    created_at: str
+    author: str
+    restored_from: int | None
 
 
 class ComparisonWithProgress(Comparison):
@@ -264,7 +286,7 @@ def iso(moment) -> str | None:
 
 def comparison_body(row: ComparisonRow, *, progress: dict | None = None) -> dict:
     """The annotator's view: no model version, candidates in display order (with progress, after a click)."""
-    fields = {"id": row.id, "prompt": row.input_text,
+    fields = {"id": row.id, "prompt": row.input_text, "task_revision": row.task_revision_id,
               "candidates": [{"id": c.id, "text": c.text} for c in row.candidates]}
     if progress is None:
         return Comparison.respond(fields)
