@@ -48,3 +48,27 @@ def publish_starter(app, path: Path) -> int:
         register_version(number=number, path=location, manifest=read_manifest(local_copy(location)))
         activate_version(version_id=number, actor="test", reason="starter")
     return number
+
+
+# ChatML, as Qwen and SmolLM write it: each message between <|im_start|>role and <|im_end|>, then the assistant's cue.
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def chat_checkpoint(source: Path, dest: Path) -> Path:
+    """A chat model made from a starter: ChatML's two special tokens added, <|im_end|> as the tokenizer's end token
+    (as chat models ship it), a ChatML chat template, and no manifest (so it is imported as any hub model is).
+
+    The generation config keeps the old end token, so sampling must take the tokenizer's as an end token too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    model = AutoModelForCausalLM.from_pretrained(source)
+    model.resize_token_embeddings(len(tokenizer))
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest

@@ -39,6 +39,14 @@ def starter_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def chat_dir(starter_dir, tmp_path_factory):
+    """The tiny GPT-2 starter as a chat model (ChatML template, <|im_end|> as its end token), built once."""
+    from harness.starters import chat_checkpoint
+
+    return chat_checkpoint(starter_dir["gpt2"], tmp_path_factory.mktemp("chat") / "chatml")
+
+
 @pytest.fixture
 def backend(request):
     """sqlite unless a test module parametrizes it (see services.BOTH_BACKENDS)."""

@@ -198,3 +198,44 @@ def test_also_good_is_stored_checked_and_part_of_the_answer(app, answered):
     good = {" " + texts[0], " " + texts[2]}
     assert all(p["chosen"] in good and p["rejected"] not in good for p in mine)
     assert len(mine) == (2 if texts[1] not in (texts[0], texts[2]) else 0)
+
+
+def test_majority_keeps_the_pick_most_overlapping_answers_agree_on(app):
+    """OVERLAP_PAIRS=majority: three annotators per comparison. 2 of 3 on one text: that click's pairs only; three
+    different picks: none; one pick against two ties: none; two picks and a skip: the skip judges nothing."""
+    from app.annotation.comparisons import create_comparison
+    from app.annotation.prompts import import_prompts
+    from app.dataset.clicks import majority_clicks
+    from app.dataset.snapshot import snapshot_clicks, take_snapshot
+
+    plans = {"agree": [0, 0, 1], "split": [0, 1, 2], "ties": [0, "tie", "tie"], "skip": [1, 1, "skip"]}
+    app.config["ANNOTATION_OVERLAP"] = 3
+    app.config["GOLD_RATE"] = 0.0
+    with app.app_context():
+        people = [create_user(name=f"o{i}", role="annotator")[0].id for i in range(3)]
+        import_prompts(texts=[f"Fix bug number {i} now." for i in range(len(plans))], source="t", max_chars=500)
+        groups = {}
+        for name, plan in plans.items():
+            shown = [create_comparison(user_id=person) for person in people]
+            assert len({c.root_id or c.id for c in shown}) == 1  # one comparison and its two copies
+            texts = [c.text for c in shown[0].candidates]
+            for comparison, answer in zip(shown, plan, strict=True):
+                if isinstance(answer, int):
+                    [pick] = [c for c in comparison.candidates if c.text == texts[answer]]
+                    record_answer(user_id=comparison.user_id, comparison_id=comparison.id, candidate_id=pick.id,
+                                  verdict="choice")
+                else:
+                    record_answer(user_id=comparison.user_id, comparison_id=comparison.id, candidate_id=None,
+                                  verdict=answer)
+            groups[name] = (shown[0].id, texts)
+        kept = list(majority_clicks(choice_preferences()))
+        assert {c.group_id for c in kept} == {groups["agree"][0], groups["skip"][0]}
+        for click in kept:
+            name = "agree" if click.group_id == groups["agree"][0] else "skip"
+            assert dict(click.candidates)[click.chosen_candidate_id] == groups[name][1][plans[name][0]]
+        assert len(list(choice_preferences())) == 9  # "each" keeps every pick
+
+        snapshot, _ = take_snapshot(overlap_pairs="majority")
+        assert snapshot["overlap_pairs"] == "majority" and snapshot["clicks"] == 2 and snapshot["pairs"] == 4
+        assert len(list(snapshot_clicks(snapshot))) == 2
+        assert take_snapshot()[0]["clicks"] == 9

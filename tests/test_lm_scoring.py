@@ -104,3 +104,69 @@ def test_the_gate_and_the_seq2seq_trainer_score_a_pair_alike(starter_dir):
         chosen, rejected, _ = pair_logps(loaded, [pair], max_length=128)
     gate_chosen, gate_rejected = evaluation.pair_logps(loaded, [pair], max_length=128)
     assert [chosen.item(), rejected.item()] == pytest.approx(gate_chosen + gate_rejected, abs=1e-5)
+
+
+def test_a_chat_model_samples_trains_and_is_gated_on_the_same_tokens(chat_dir, tmp_path):
+    """A chat-templated checkpoint: the rendered prompt (system prompt, user message, generation cue) is what the
+    sampler encodes, what TRL's DPOTrainer batches and what the gate scores, token for token; the completion closes
+    with the end-of-turn token, which also ends a sample."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from app.dataset.clicks import Click
+    from app.dataset.pairs import build_pairs
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.device import training_precision
+    from app.lm.encoding import encode_completions
+    from app.lm.sampling import _encode, end_token_ids
+    from app.lm.scoring import completion_logps
+
+    loaded = load_checkpoint(str(chat_dir), device="cpu")
+    tok = loaded.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert loaded.prompt_format == "chat" and im_end in end_token_ids(loaded)
+    prompt = loaded.format_prompt("Send the report now.", system_prompt="Be polite.")
+    assert prompt == ("<|im_start|>system\nBe polite.<|im_end|>\n<|im_start|>user\nSend the report now.<|im_end|>\n"
+                      "<|im_start|>assistant\n")
+    # The pair as build_pairs makes it from a click on this prompt: no space after the cue's newline.
+    click = Click(1, 1, prompt, "Send the report now.", 2, 11, ((11, "Could you send the report?"), (12, "Send it.")))
+    [pair] = list(build_pairs([click]))
+    assert pair["chosen"] == "Could you send the report?" and pair["rejected"] == "Send it."
+
+    sampled = _encode(loaded, [prompt], max_new_tokens=8, max_input_tokens=256)["input_ids"][0].tolist()
+    args = DPOConfig(output_dir=str(tmp_path), max_length=128, report_to="none", save_strategy="no",
+                     gradient_checkpointing=False, **training_precision())
+    trainer = DPOTrainer(model=loaded.model, ref_model=None, args=args, processing_class=tok,
+                         train_dataset=Dataset.from_list([{k: pair[k] for k in ("prompt", "chosen", "rejected")}]))
+    row = trainer.train_dataset[0]
+    assert row["prompt_ids"] == sampled
+    assert row["chosen_ids"][-1] == row["rejected_ids"][-1] == im_end  # the turn is closed
+    ours = encode_completions(tok, [prompt] * 2, [pair["chosen"], pair["rejected"]], is_seq2seq=False,
+                              max_length=128)
+    for i, key in enumerate(("chosen_ids", "rejected_ids")):
+        n = int(ours["attention_mask"][i].sum())
+        assert ours["input_ids"][i, :n].tolist() == row["prompt_ids"] + row[key]
+
+    batch = trainer.data_collator([row])
+    with torch.no_grad():
+        logps = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = logps[:, :-1].float().log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(-1)
+        trl_sums = (logps * batch["completion_mask"][:, 1:]).sum(-1).tolist()
+    gate_sums, _ = completion_logps(loaded, [prompt] * 2, [pair["chosen"], pair["rejected"]], max_length=128)
+    assert gate_sums == pytest.approx(trl_sums, abs=1e-4)
+
+
+@pytest.mark.parametrize("tokenizer_adds_bos", [True, False])
+def test_a_template_that_writes_its_own_begin_token_is_not_given_two(chat_dir, tokenizer_adds_bos):
+    """Llama-style templates start with the begin-of-text token, and such tokenizers add one too: the encoded prompt
+    starts with exactly one, whether or not the tokenizer adds it."""
+    from transformers import AutoTokenizer
+
+    from app.lm.checkpoint import render_chat
+
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    tok.add_special_tokens({"bos_token": "<|begin|>"})
+    tok.add_bos_token = tokenizer_adds_bos
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    ids = tok(render_chat(tok, "Fix it.", system_prompt="Be kind."))["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1

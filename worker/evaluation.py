@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from app.lm.checkpoint import LoadedModel, load_checkpoint
+from app.lm.encoding import completion_text
 from app.lm.sampling import InputTooLong, sample_candidates
 from app.lm.scoring import completion_logps
 from app.training.spec import TrainingSpec
@@ -127,8 +128,9 @@ def generation_health(
             continue
         distinct.append(expected_distinct(raw, k))
         lengths.extend(len(model.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in raw)
-        base_prompts.extend([base.format_prompt(text, system_prompt=system_prompt)] * len(raw))
-        completions.extend(" " + s for s in raw)  # completions carry their leading space, as in training
+        base_prompt = base.format_prompt(text, system_prompt=system_prompt)
+        base_prompts.extend([base_prompt] * len(raw))
+        completions.extend(completion_text(base_prompt, s) for s in raw)  # as build_pairs makes them
         if len(examples) < 3:
             examples.append({"input": text, "samples": raw[:k]})
     if not completions:

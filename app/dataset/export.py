@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from app.dataset.clicks import BATCH, Click, arena_votes, choice_preferences
 from app.dataset.pairs import build_pairs
+from app.lm.encoding import completion_text
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.tables import TaskRevision, User
@@ -83,8 +84,8 @@ def kto_rows(click: Click) -> Iterator[dict]:
     text_of = dict(click.candidates)
     good = set() if click.verdict != "choice" else {text_of[c] for c in (click.chosen_candidate_id, *click.also_good)}
     for _, text in click.candidates:
-        # The completion carries its leading space, as in the pairs: the prompt stays a token prefix.
-        yield {"prompt": click.model_prompt, "completion": " " + text, "label": text in good, "input": click.input_text}
+        yield {"prompt": click.model_prompt, "completion": completion_text(click.model_prompt, text),
+               "label": text in good, "input": click.input_text}
 
 
 def chat_messages(pair: dict, system_prompt: str) -> dict:
@@ -119,7 +120,7 @@ def write_parquet(out) -> int:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 n, batch = n + len(batch), []
                 beat()
-        if batch or not n:  # an empty export is still a file with the schema
+        if batch:  # with no rows at all, the file still has the schema (and no row group)
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
     return n + len(batch)
 

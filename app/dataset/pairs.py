@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from app.dataset.clicks import Click
+from app.lm.encoding import completion_text
 
 
 def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
@@ -24,9 +25,9 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
                 # A candidate with the text of a good one is that text again, not a worse answer.
                 if text in good_texts:
                     continue
-                # Leading space on completions, not the prompt: TRL wants the prompt to be a token prefix.
-                pair = {"prompt": click.model_prompt, "chosen": " " + text_of[chosen_id], "rejected": " " + text,
-                        "input": click.input_text}
+                prompt = click.model_prompt
+                pair = {"prompt": prompt, "chosen": completion_text(prompt, text_of[chosen_id]),
+                        "rejected": completion_text(prompt, text), "input": click.input_text}
                 if click.battle_id is None:
                     yield pair | {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
                                   "model_version_id": click.model_version_id}

@@ -10,6 +10,13 @@ attention mask, never from the pad id, which a tokenizer may share with a real t
 from __future__ import annotations
 
 
+def completion_text(prompt: str, text: str) -> str:
+    """A candidate as the completion of its prompt: after one space (TRL wants the prompt to be a token prefix, so
+    the space goes on the completion), unless the prompt already ends in whitespace, as a chat template's generation
+    prompt does with its newline."""
+    return text if prompt[-1:].isspace() else " " + text
+
+
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     """How many leading ids two sequences share."""
     n = 0

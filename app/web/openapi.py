@@ -38,6 +38,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     public: bool = False
     media: str = "application/json"
+    also: tuple[str, ...] = ()  # other media types its successful answers may come as
     query: tuple[dict, ...] = ()  # query parameters, as OpenAPI parameter objects
 
 
@@ -50,7 +51,7 @@ OPERATIONS: dict[str, Operation] = {
     "api.answer": Operation({201: s.AnswerResult, 200: s.AnswerResult}, s.AnswerBody, (404, 409, 422)),
     "api.undo": Operation({200: s.ComparisonWithProgress}, errors=(404, 409)),
     "api.progress": Operation({200: s.Progress}),
-    "api.export": Operation({200: None}, media="application/x-ndjson", query=(
+    "api.export": Operation({200: None}, media="application/x-ndjson", also=("application/vnd.apache.parquet",), query=(
         {"name": "format", "in": "query", "required": False,
          "description": "trl (default), trl-chat, kto: JSON lines; parquet: one Parquet file",
          "schema": {"type": "string", "enum": list(FORMATS), "default": "trl"}},), errors=(400,)),
@@ -110,9 +111,11 @@ def _operation(view, op: Operation, converter: str | None, method: str) -> dict:
     errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method in ("post", "put") else set())
     errors |= set() if op.public else {401, 403}
     answers = {**op.responses, **dict.fromkeys(errors, s.Error)}
-    out["responses"] = {str(status): {"description": DESCRIPTIONS[status],
-                                      "content": _content(model, op.media if status < 400 else "application/json")}
-                        for status, model in sorted(answers.items())}
+    out["responses"] = {
+        str(status): {"description": DESCRIPTIONS[status],
+                      "content": {k: v for media in ((op.media, *op.also) if status < 400 else ("application/json",))
+                                  for k, v in _content(model, media).items()}}
+        for status, model in sorted(answers.items())}
     return out
 
 

@@ -249,6 +249,9 @@ class ModelVersion(Out):
     active: bool
     arch: str
     base_model: str
+    prompt_format: Literal["chat", "template", "auto"] = Field(
+        description="chat: the tokenizer's chat template with the task's system prompt; template: the manifest's "
+                    "{input} template; auto: a version from before this was recorded (chat if it has a template)")
     run_id: str | None
     metrics: dict[str, Any]
     pairs: int | None
@@ -321,11 +324,17 @@ def runs_body(runs: list[TrainingRunRow]) -> dict:
     return TrainingRuns.respond(runs=[run_fields(r) for r in runs])
 
 
+def version_prompt_format(version: ModelVersionRow) -> str:
+    """How the version turns inputs into prompts, as its manifest records it."""
+    return (version.manifest or {}).get("prompt_format") or "auto"
+
+
 def version_fields(version: ModelVersionRow, *, active_id: int | None) -> dict:
     """A version's fields as the ModelVersion model names them."""
     return {
         "id": version.id, "parent_id": version.parent_id, "status": version.status, "active": version.id == active_id,
-        "arch": version.arch, "base_model": version.base_model, "run_id": version.run_id, "metrics": version.metrics,
+        "arch": version.arch, "base_model": version.base_model, "prompt_format": version_prompt_format(version),
+        "run_id": version.run_id, "metrics": version.metrics,
         "pairs": version.manifest.get("pair_count"), "created_at": iso(version.created_at),
         "activated_at": iso(version.activated_at),
     }
