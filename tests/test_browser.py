@@ -235,3 +235,62 @@ def test_arena_votes_by_keyboard_and_the_leaderboard_plots_them(page, server):
     expect(page.locator("#ratings-plot circle.point")).to_have_count(2)
     expect(page.locator("#leaderboard tbody tr")).to_have_count(2)
     page.locator("#arena").screenshot(path=str(SCREENSHOT.parent / "leaderboard.png"))
+
+
+def test_an_admin_edits_the_task_and_the_annotator_sees_it(page, server, browser):
+    """The admin page's task form saves a revision; the annotation page shows its question and its guidelines as
+    Markdown, with every script trick in them inert; the annotator is told when the task changed under them; a
+    restore brings the old text back."""
+    import re
+
+    from playwright.sync_api import expect
+
+    out = server.flask("users", "create", "tadm", "--role", "admin")
+    server.users["tadm"] = {"password": re.search(r"^password: (\S+)$", out, re.M).group(1)}
+    log_in(page, server, "tadm")
+    page.goto(server.url("/admin/"))
+    page.fill("input[name=question]", "Which reply would you send?")
+    page.fill("textarea[name=guidelines]", "Pick the **kindest** reply.\n\n<script>window.__pwned=1</script>\n\n"
+              "[a link](javascript:window.__pwned=2)\n\n<img src=x onerror=\"window.__pwned=3\">\n\n"
+              "![x](x\" onerror=\"window.__pwned=4)")
+    page.fill("textarea[name=system_prompt]", "You answer customer emails.")
+    page.click("#save-task")
+    expect(page.locator(".flash.ok")).to_contain_text("Saved the task as revision")
+    revision = int(page.locator("#task-revision").inner_text())
+    expect(page.locator(f"#revisions tr[data-revision='{revision}']")).to_contain_text("tadm")
+
+    annotator = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    annotator.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    annotator.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(annotator, server, "ann")
+    expect(annotator.locator("#question")).to_have_text("Which reply would you send?")
+    expect(annotator.locator(".guidelines-text strong")).to_have_text("kindest")
+    guidelines = annotator.locator(".guidelines-text")
+    assert guidelines.locator("script, iframe, svg").count() == 0
+    assert guidelines.locator("[onerror], [onclick], [onload]").count() == 0
+    assert guidelines.locator("a[href^='javascript' i], img[src^='javascript' i]").count() == 0
+    annotator.wait_for_timeout(300)  # any image error handler would have run by now
+    assert annotator.evaluate("() => window.__pwned") is None and errors == []
+
+    # A comparison shown under the page's revision: no notice. Then the admin saves again, and the next one says so.
+    annotator.keyboard.press("n")
+    expect(annotator.locator("#cards button.card")).to_have_count(3)
+    expect(annotator.locator("#task-notice")).to_be_hidden()
+    page.fill("input[name=question]", "Which reply is kindest?")
+    page.click("#save-task")
+    expect(page.locator("#task-revision")).to_have_text(str(revision + 1))
+    old = card_ids(annotator)
+    annotator.keyboard.press("1")
+    wait_for_new_comparison(annotator, old)
+    expect(annotator.locator("#task-notice")).to_be_visible()
+    annotator.reload()
+    expect(annotator.locator("#question")).to_have_text("Which reply is kindest?")
+    annotator.screenshot(path=str(SCREENSHOT.parent / "task-annotate.png"))
+    annotator.context.close()
+    page.locator("#task").screenshot(path=str(SCREENSHOT.parent / "task-admin.png"))
+
+    page.locator("#revisions tr[data-revision='1'] button.restore").click()
+    expect(page.locator(".flash.ok")).to_contain_text(f"Revision 1 restored as revision {revision + 2}")
+    expect(page.locator("input[name=question]")).to_have_value("Which rewrite is best?")
+    assert page.js_errors == []

@@ -108,3 +108,54 @@ def test_kill_9_mid_training_fails_the_run_and_loses_nothing(tmp_path, starter_d
             assert status == 202 and again["id"] != run["id"]
             again = wait_run(srv, again["id"], until=finished)
             assert again["status"] in ("succeeded", "rejected") and again["version_id"] == 2, again["error"]
+
+
+def test_a_chat_model_is_imported_sampled_trained_gated_and_served(tmp_path, starter_dir, chat_dir, redis_env):
+    """A checkpoint with a chat template, through the real loop: `flask models import`, activated, sampled with the
+    task's system prompt, clicked, trained one round by the worker, gated, and served; its comparisons store the
+    chat-rendered prompt, and its child is prompted the same way."""
+    import json
+
+    system = "Answer politely."
+    chat_prompt = ("<|im_start|>system\n" + system
+                   + "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users=USERS, prompts=20,
+                     env_extra=redis_env) as srv, live_worker(srv):
+        assert "as version 2" in srv.flask("models", "import", str(chat_dir))
+        status, task = call(srv, "PUT", "/api/task", "adm", {"question": "Which answer is best?",
+                                                               "guidelines": "Pick the *politest*.",
+                                                               "system_prompt": system})
+        assert status == 200 and task["revision"] == 2
+        status, _ = call(srv, "POST", "/api/model-versions/2/activate", "opr", {"reason": "our chat model"})
+        assert status == 200
+        pids = worker_pids(srv)
+        wait_serving(srv, 2, pids=pids)
+        versions = {v["id"]: v for v in call(srv, "GET", "/api/model-versions", "adm")[1]["versions"]}
+        assert versions[1]["prompt_format"] == "template" and versions[2]["prompt_format"] == "chat"
+
+        click_shortest(srv, n=40)
+        out = tmp_path / "clicks.jsonl"
+        srv.flask("preferences", "export", str(out))
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rows and all(r["model_version_id"] == 2 and r["task_revision"] == 2 for r in rows)
+        assert all(r["prompt"] == chat_prompt.format(r["input"]) for r in rows)
+        assert not any(r["chosen"].startswith(" ") for r in rows)  # the cue ends in a newline: no space after it
+
+        status, run = call(srv, "POST", "/api/training-runs", "adm", {"epochs": 4})
+        assert status == 202 and run["config"]["system_prompt"] == system
+        run = wait_run(srv, run["id"], until=finished)
+        assert run["status"] in ("succeeded", "rejected"), run["error"]
+        assert run["metrics"]["fluency_candidate"] is not None  # the gate sampled the chat model
+        child = run["version_id"]
+        versions = {v["id"]: v for v in call(srv, "GET", "/api/model-versions", "adm")[1]["versions"]}
+        assert versions[child]["parent_id"] == 2 and versions[child]["prompt_format"] == "chat"
+        if run["status"] == "rejected":  # served all the same, by an operator: what serving does is under test
+            status, body = call(srv, "POST", f"/api/model-versions/{child}/activate", "opr", {"reason": "try it"})
+            assert status == 200, body
+        wait_serving(srv, child, pids=pids)
+        status, comp = call(srv, "POST", "/api/comparisons", "ann", {"prompt": "Send me the file."})
+        assert status == 201 and comp["task_revision"] == 2
+        call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", "ann", {"candidate_id": comp["candidates"][0]["id"]})
+        srv.flask("preferences", "export", str(out))
+        newest = [json.loads(line) for line in out.read_text().splitlines()][-1]
+        assert newest["model_version_id"] == child and newest["prompt"] == chat_prompt.format("Send me the file.")
