@@ -1,11 +1,13 @@
 """Export benchmark: time and peak memory of exporting N generated clicks, on SQLite and on PostgreSQL.
 
-    python bench/export.py [--clicks 100000] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+    python bench/export.py [--clicks 100000] [--formats trl,trl-chat,kto,parquet]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 The clicks go in with bulk SQL (not the API): a comparison with three candidates and an answer choosing the first,
-so each click exports two pairs. Postgres gets a scratch database of its own (CREATE DATABASE through the server's
-`postgres` database, dropped at the end). Each export runs in a fresh process, which reports its wall time, its peak
-RSS above what it held before the export started, and the peak of Python's own allocations (tracemalloc).
+so each click exports two pairs (three kto rows); every format is exported from the same database. Postgres gets a
+scratch database of its own (CREATE DATABASE through the server's `postgres` database, dropped at the end). Each
+export runs in a fresh process, which reports its wall time, its peak RSS above what it held before the export started,
+and the peak of Python's own allocations (tracemalloc).
 Results go to bench/out/export.json; docs/BENCHMARKS.md has the figures.
 """
 
@@ -80,8 +82,8 @@ def prepare(db_url: str, clicks: int, tmp: Path) -> None:
 EXPORT = """
 import json, resource, sys, time, tracemalloc
 from app import create_app
-from app.dataset.export import export_lines
-url, mode = sys.argv[1], sys.argv[2]
+from app.dataset.export import export_lines, write_parquet
+url, mode, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
 app = create_app({"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": None, "SECRET_KEY": "bench",
                   "RATELIMIT_STORAGE_URI": "memory://"})
 
@@ -112,7 +114,12 @@ with app.app_context(), open("/dev/null", "w") as out:
     if mode == "python":
         tracemalloc.start()
     started, lines, size = time.perf_counter(), 0, 0
-    for line in (before() if mode == "before" else export_lines()):
+    if fmt == "parquet":
+        import os, tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = write_parquet(os.path.join(tmp, "x.parquet"))
+            size = os.path.getsize(os.path.join(tmp, "x.parquet"))
+    for line in (before() if mode == "before" else [] if fmt == "parquet" else export_lines(fmt=fmt)):
         out.write(line)
         lines, size = lines + 1, size + len(line)
     seconds = time.perf_counter() - started
@@ -124,9 +131,9 @@ print(json.dumps({"seconds": round(seconds, 2), "lines": lines, "mb_out": round(
 """
 
 
-def measure(db_url: str, mode: str = "time") -> dict:
+def measure(db_url: str, mode: str = "time", fmt: str = "trl") -> dict:
     """Export in a fresh process ("time": plain; "python": under tracemalloc; "before": the old export)."""
-    done = subprocess.run([sys.executable, "-c", EXPORT, db_url, mode], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", EXPORT, db_url, mode, fmt], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -157,6 +164,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=100_000)
     parser.add_argument("--before", type=int, default=0,
                         help="also time the old export (one query per click, all rows loaded) on this many clicks")
+    parser.add_argument("--formats", default="trl", help="comma-separated export formats (app/dataset/export.py)")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                         help="a server URL; '' skips Postgres")
     args = parser.parse_args()
@@ -172,11 +180,13 @@ def main() -> None:
                     started = time.perf_counter()
                     prepare(url, clicks, Path(tmp) / f"{backend}-{label}")
                     print(f"{backend} {label}: {clicks} clicks inserted in {time.perf_counter() - started:.1f} s")
-                    out = {"clicks": clicks, **measure(url, mode)}
-                    if mode == "time":
-                        out["peak_python_alloc_mb"] = measure(url, "python")["peak_python_alloc_mb"]
-                    results[f"{backend} {label}"] = out
-                    print(backend, label, out, flush=True)
+                    for fmt in args.formats.split(",") if mode == "time" else ["trl"]:
+                        out = {"clicks": clicks, "format": fmt, **measure(url, mode, fmt)}
+                        if mode == "time":
+                            out["peak_python_alloc_mb"] = measure(url, "python", fmt)["peak_python_alloc_mb"]
+                        key = f"{backend} {label}" + ("" if fmt == "trl" else f" {fmt}")
+                        results[key] = out
+                        print(key, out, flush=True)
         finally:
             for name in scratch:
                 scratch_postgres(args.postgres, name, drop=True)

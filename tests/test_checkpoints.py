@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from worker import checkpoints
 from worker.checkpoints import publish_checkpoint, sweep_temp_folders
 
@@ -73,3 +75,38 @@ def test_the_sweep_removes_only_temp_folders_whose_writer_is_gone(tmp_path):
     assert sorted(removed) == sorted(n for n, gone in folders.items() if gone)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, gone in folders.items() if not gone)
     assert sweep_temp_folders(tmp_path / "missing") == []
+
+
+def test_import_records_the_prompt_format_and_can_force_it(app, chat_dir, starter_dir):
+    """auto: chat where the tokenizer has a chat template; template forces the {input} template on a chat model."""
+    from app.lm.checkpoint import load_checkpoint, read_manifest
+    from app.versions.store import local_copy
+    from worker.checkpoints import import_model
+
+    with app.app_context():
+        store = app.config["MODEL_STORE"]
+        for fmt, want in (("auto", "chat"), ("template", "template"), ("chat", "chat")):
+            _, path = import_model(source=str(chat_dir), store=store, prompt_format=fmt)
+            assert read_manifest(local_copy(path))["prompt_format"] == want
+            loaded = load_checkpoint(str(local_copy(path)), device="cpu")
+            prompt = loaded.format_prompt("Fix it.", system_prompt="Be kind.")
+            assert prompt.startswith("<|im_start|>system") if want == "chat" else prompt == "Fix it."
+        _, path = import_model(source=str(starter_dir["gpt2"]), store=store)
+        assert read_manifest(local_copy(path))["prompt_format"] == "template"
+        with pytest.raises(ValueError, match="no chat template"):
+            import_model(source=str(starter_dir["gpt2"]), store=store, prompt_format="chat")
+
+
+def test_flask_models_import_forces_a_format_and_the_versions_page_shows_it(app, runner, chat_dir, starter_dir,
+                                                                              users):
+    out = runner.invoke(args=["models", "import", str(chat_dir), "--prompt-format", "template"])
+    assert out.exit_code == 0 and "as version 2" in out.output, out.output
+    out = runner.invoke(args=["models", "import", str(starter_dir["gpt2"]), "--prompt-format", "chat"])
+    assert out.exit_code != 0 and "no chat template" in out.output
+    operator = users.create("opr", "operator")
+    client = app.test_client()
+    users.login(client, operator["name"])
+    page = client.get("/ops/versions").get_data(as_text=True)
+    assert page.count("template prompts") == 2  # the starter and the forced import
+    versions = client.get("/api/model-versions", headers=operator["headers"]).json["versions"]
+    assert [v["prompt_format"] for v in versions if v["id"] == 2] == ["template"]
