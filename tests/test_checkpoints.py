@@ -110,3 +110,27 @@ def test_flask_models_import_forces_a_format_and_the_versions_page_shows_it(app,
     assert page.count("template prompts") == 2  # the starter and the forced import
     versions = client.get("/api/model-versions", headers=operator["headers"]).json["versions"]
     assert [v["prompt_format"] for v in versions if v["id"] == 2] == ["template"]
+
+
+def test_a_chat_model_whose_end_token_is_not_its_end_of_turn_is_imported_ending_turns(app, chat_dir, tmp_path):
+    """Gemma-style: the template closes turns with one token, the tokenizer's end token is another. The imported
+    tokenizer ends with the end of turn (what samples stop at and training completions close with)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from app.lm.checkpoint import end_of_turn, load_checkpoint, read_manifest
+    from app.versions.store import local_copy
+    from worker.checkpoints import import_model
+
+    source = tmp_path / "gemma-ish"
+    shutil.copytree(chat_dir, source)
+    tok = AutoTokenizer.from_pretrained(source)
+    assert end_of_turn(tok) == "<|im_end|>"
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(source)
+    with app.app_context():
+        _, path = import_model(source=str(source), store=app.config["MODEL_STORE"])
+        manifest = read_manifest(local_copy(path))
+        loaded = load_checkpoint(str(local_copy(path)), device="cpu")
+    assert manifest["eos_token_was"] == "<|endoftext|>" and loaded.tokenizer.eos_token == "<|im_end|>"

@@ -56,3 +56,17 @@ def test_empty_value_means_default(monkeypatch):
 def test_create_app_overlays_a_test_config(app):
     assert app.config["TESTING"] is True
     assert app.config["PREFETCH_SIZE"] == 0
+
+
+def test_every_setting_is_in_the_readme_settings_table():
+    """A setting read from the environment and missing from the README's table is one nobody can find."""
+    import re
+
+    from harness.live import ROOT
+
+    source = (ROOT / "app" / "platform" / "config.py").read_text()
+    names = set(re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Settings"):readme.index("\n## ", readme.index("## Settings") + 1)]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    assert len(names) > 40 and names - documented == set()

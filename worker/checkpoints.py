@@ -146,16 +146,25 @@ def import_model(*, source: str, store: str | Path, prompt_template: str = "{inp
 
     prompt_format "auto" records "chat" where the tokenizer has a chat template, else "template"; "chat" or
     "template" forces one (a ValueError if "chat" has no template to render with)."""
-    from app.lm.checkpoint import load_checkpoint
+    from app.lm.checkpoint import end_of_turn, load_checkpoint
     from app.lm.checkpoint import prompt_format as resolve_format
 
     loaded = load_checkpoint(source, device="cpu")
-    chosen = resolve_format({} if prompt_format == "auto" else {"prompt_format": prompt_format}, loaded.tokenizer)
+    tokenizer = loaded.tokenizer
+    chosen = resolve_format({} if prompt_format == "auto" else {"prompt_format": prompt_format}, tokenizer)
+    recorded = {"prompt_template": loaded.manifest.get("prompt_template", prompt_template), "prompt_format": chosen}
+    turn = end_of_turn(tokenizer) if chosen == "chat" else None
+    if turn and turn != tokenizer.eos_token:
+        # The end token is what ends a sample and closes every training completion (TRL appends it): a chat model
+        # whose tokenizer names another one (Gemma's <eos> beside <end_of_turn>) would be trained to run on past
+        # its turn. The stored tokenizer ends turns instead; the manifest keeps what it was.
+        recorded["eos_token_was"] = tokenizer.eos_token
+        tokenizer.eos_token = turn
 
     def save(tmp: Path) -> dict:
         loaded.model.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        return {"prompt_template": loaded.manifest.get("prompt_template", prompt_template), "prompt_format": chosen}
+        tokenizer.save_pretrained(tmp)
+        return recorded
 
     manifest = {"kind": "imported", "base_model": source, "parent_version": None,
                 "arch": "seq2seq" if loaded.is_seq2seq else "causal"}

@@ -48,6 +48,21 @@ def render_chat(tokenizer, text: str, *, system_prompt: str = "") -> str:
     return rendered
 
 
+def end_of_turn(tokenizer) -> str | None:
+    """The special token a chat template writes right after an assistant's message (ChatML's <|im_end|>, Llama 3's
+    <|eot_id|>, Gemma's <end_of_turn>), or None when it writes none."""
+    marker = "XYZZY-prefloop"
+    try:
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"},
+                                                  {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template with its own rules (roles, order): no end token to learn
+        return None
+    after = rendered.split(marker, 1)[-1]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    return tokenizer.convert_ids_to_tokens(ids[0]) if ids and ids[0] in special else None
+
+
 def prompt_format(manifest: dict, tokenizer) -> str:
     """The manifest's prompt format if it names one, else "chat" where the tokenizer has a chat template."""
     forced = manifest.get("prompt_format")
