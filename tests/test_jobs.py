@@ -167,7 +167,7 @@ def test_the_run_stores_a_bound_and_the_snapshot_is_taken_outside_the_lock(queue
     with queue_app.app_context():
         run = db.session.get(TrainingRun, res.json["id"])
         newest = db.session.scalar(select(func.max(Preference.id)))
-        assert run.snapshot == {"max_preference_id": newest, "clicks": 2, "pairs": 4}
+        assert run.snapshot == {"max_preference_id": newest, "overlap_pairs": "each", "clicks": 2, "pairs": 4}
 
 
 def test_jobs_are_json_not_pickle(queue_app, client, admin):
