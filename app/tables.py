@@ -160,6 +160,8 @@ class Comparison(db.Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     assigned_at: Mapped[datetime | None] = mapped_column()
+    # When it was last handed to its annotator (a reload hands it again): what an answer's latency counts from.
+    shown_at: Mapped[datetime | None] = mapped_column()
     candidates: Mapped[list[Candidate]] = relationship(
         back_populates="comparison", order_by="Candidate.position", cascade="all, delete-orphan"
     )

@@ -52,7 +52,8 @@ def publish_starter(app, path: Path) -> int:
 
 # ChatML, as Qwen and SmolLM write it: each message between <|im_start|>role and <|im_end|>, then the assistant's cue.
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+          "'<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
 def chat_checkpoint(source: Path, dest: Path) -> Path:

@@ -85,6 +85,9 @@ def test_remember_me_is_off_unless_ticked(client, users, annotator):
     (session,) = [c for c in cookies if c.startswith("session=")]
     assert "HttpOnly" in session and "SameSite=Lax" in session and "Secure" not in session and "Expires" not in session
 
+    # Logged in, the login page sends you on; a second browser ticks the box.
+    assert client.get("/auth/login").status_code == 302
+    client = client.application.test_client()
     page = client.get("/auth/login").get_data(as_text=True)
     assert 'name="remember" type="checkbox"' in page and "checked" not in page
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)

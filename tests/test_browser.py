@@ -79,7 +79,21 @@ def wait_for_new_comparison(page, old: list[int]) -> list[int]:
                                arg=old_key, timeout=TIMEOUT_MS)
     except Exception as exc:
         raise AssertionError(f"no new comparison; status: {page.text_content('#status')!r}") from exc
+    wait_armed(page)
     return card_ids(page)
+
+
+def wait_armed(page) -> None:
+    """Wait out the moment after a comparison appears in which it takes no answer key (ARM_MS in annotate.js)."""
+    page.wait_for_selector("#cards[data-armed=true]")
+
+
+def new_annotator(server, name: str) -> None:
+    """Create an annotator on the live server (tests that need one with nothing open yet)."""
+    import re
+
+    out = server.flask("users", "create", name, "--role", "annotator")
+    server.users[name] = {"password": re.search(r"^password: (\S+)$", out, re.M).group(1)}
 
 
 def test_mouse_keyboard_undo_are_stored_exactly(page, server):
@@ -112,6 +126,7 @@ def test_mouse_keyboard_undo_are_stored_exactly(page, server):
     expect(page.locator("#status")).to_have_text("Undone: answer it again.")
     expect(page.locator("#mine")).to_have_text("1")
     assert card_ids(page) == second
+    wait_armed(page)
 
     # Shift+3 and a click on the first card's toggle mark both "also fine"; "2" then picks the best.
     page.keyboard.press("Shift+3")
@@ -152,7 +167,8 @@ def test_mouse_keyboard_undo_are_stored_exactly(page, server):
 def test_own_input_is_shown_as_text_not_html(page, server):
     from playwright.sync_api import expect
 
-    log_in(page, server, "ann")
+    new_annotator(server, "typist")
+    log_in(page, server, "typist")
     page.fill("#own-text", PAYLOAD)
     page.click("#own button[type=submit]")
     try:
@@ -263,7 +279,8 @@ def test_an_admin_edits_the_task_and_the_annotator_sees_it(page, server, browser
     annotator.set_default_timeout(TIMEOUT_MS)
     errors = []
     annotator.on("pageerror", lambda exc: errors.append(str(exc)))
-    log_in(annotator, server, "ann")
+    new_annotator(server, "reader")
+    log_in(annotator, server, "reader")
     expect(annotator.locator("#question")).to_have_text("Which reply would you send?")
     expect(annotator.locator(".guidelines-text strong")).to_have_text("kindest")
     guidelines = annotator.locator(".guidelines-text")
@@ -276,6 +293,7 @@ def test_an_admin_edits_the_task_and_the_annotator_sees_it(page, server, browser
     # A comparison shown under the page's revision: no notice. Then the admin saves again, and the next one says so.
     annotator.keyboard.press("n")
     expect(annotator.locator("#cards button.card")).to_have_count(3)
+    wait_armed(annotator)
     expect(annotator.locator("#task-notice")).to_be_hidden()
     page.fill("input[name=question]", "Which reply is kindest?")
     page.click("#save-task")
@@ -294,3 +312,95 @@ def test_an_admin_edits_the_task_and_the_annotator_sees_it(page, server, browser
     expect(page.locator(".flash.ok")).to_contain_text(f"Revision 1 restored as revision {revision + 2}")
     expect(page.locator("input[name=question]")).to_have_value("Which rewrite is best?")
     assert page.js_errors == []
+
+
+def test_a_day_at_the_desk_meets_no_traps(page, server):
+    """The annotation walkthrough's traps, each met again: empty and long input said in words; the keys answer the
+    comparison after a typed input, and Esc leaves the box; a quick double press answers once; "also fine" marks
+    survive a reload; N and a typed input wait for the open comparison; Back and Forward show the server's state."""
+    from playwright.sync_api import expect
+    from sqlalchemy import create_engine, text
+
+    def stored() -> list[tuple]:
+        engine = create_engine(server.db_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(
+                    "select p.comparison_id, p.verdict from preferences p join users u on u.id = p.user_id "
+                    "where u.name = 'desk' order by p.id"))]
+        finally:
+            engine.dispose()
+
+    new_annotator(server, "desk")
+    log_in(page, server, "desk")
+    status = page.locator("#status")
+    expect(page.locator("#mine-unit")).to_have_text("answers")
+    page.click("#own button[type=submit]")
+    expect(status).to_have_text("Type an input first, or press N for the next prompt from the pool.")
+    page.fill("#own-text", "x" * 2100)
+    page.press("#own-text", "Enter")
+    expect(status).to_have_text("This input is 2100 characters; the limit is 2000. Shorten it.")
+    page.fill("#own-text", "Please send the report. " * 60)  # 1,440 characters: within the box, past the model
+    page.press("#own-text", "Enter")
+    expect(status).to_contain_text("This input is too long for the model:")
+    expect(status).to_contain_text("Shorten it by about")
+    assert card_ids(page) == []
+
+    # Typed input, Enter, then "1": the key answers the comparison instead of typing into the box.
+    page.fill("#own-text", "Fix the printer now.")
+    page.press("#own-text", "Enter")
+    expect(page.locator("#input")).to_have_text("Fix the printer now.")
+    wait_armed(page)
+    page.keyboard.press("1")
+    expect(page.locator("#mine")).to_have_text("1")
+    expect(page.locator("#mine-unit")).to_have_text("answer")
+    assert page.input_value("#own-text") == "" and len(stored()) == 1
+    # Esc leaves the box: N then takes a pool prompt instead of typing "n".
+    page.fill("#own-text", "half typed")
+    page.press("#own-text", "Escape")
+    page.keyboard.press("n")
+    first = wait_for_new_comparison(page, [])
+    assert page.input_value("#own-text") == "half typed"
+
+    # A double press 50 ms apart: one answer, and the comparison that appears next is left alone.
+    page.keyboard.press("1")
+    page.wait_for_timeout(50)
+    page.keyboard.press("1")
+    second = wait_for_new_comparison(page, first)
+    page.wait_for_timeout(600)  # well past the guard: had the second press gone through, it would be stored by now
+    answers = stored()
+    assert len(answers) == 2 and answers[-1][1] == "choice"
+    expect(page.locator("#mine")).to_have_text("2")
+
+    # N and a typed input while this one is open: told what to do, nothing replaced.
+    page.keyboard.press("n")
+    expect(status).to_have_text("Answer the comparison on screen first, or press S to skip it.")
+    page.fill("#own-text", "Another input.")
+    page.press("#own-text", "Enter")
+    expect(status).to_have_text("Answer the comparison on screen first, or press S to skip it.")
+    page.press("#own-text", "Escape")
+    assert card_ids(page) == second
+
+    # "Also fine" marks survive a reload of the page.
+    page.keyboard.press("Shift+1")
+    page.reload()
+    wait_armed(page)
+    assert card_ids(page) == second
+    expect(page.locator("#cards button.also-good").nth(0)).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#cards button.also-good").nth(1)).to_have_attribute("aria-pressed", "false")
+    page.keyboard.press("2")
+    third = wait_for_new_comparison(page, second)
+
+    # Back and Forward: the pages come from the server again (no-store), showing what is open there now.
+    response = page.reload()
+    assert response.headers["cache-control"] == "no-store"
+    wait_armed(page)
+    page.go_back()
+    page.wait_for_url(server.url("/"))  # the login page sends a logged-in user on
+    wait_armed(page)
+    assert card_ids(page) == third
+    expect(page.locator("#mine")).to_have_text("3")
+    page.go_forward()
+    wait_armed(page)
+    assert card_ids(page) == third
+    assert len(stored()) == 3 and page.js_errors == []

@@ -139,3 +139,34 @@ def test_overlap_without_lost_or_duplicated_answers_under_concurrency(app, users
         for root in db.session.scalars(select(Comparison).where(Comparison.root_id.is_(None))):
             copies = db.session.scalar(select(func.count()).where(Comparison.root_id == root.id))
             assert root.copies == copies
+
+
+def test_a_typed_input_the_model_cannot_take_is_refused_in_words_and_not_counted(app, client, annotator):
+    """Too many tokens for the model: 413 saying so in words, before the typing limit counts it; then the one typed
+    prompt the limit allows still goes through."""
+    app.config["TYPED_PROMPT_LIMIT"] = "1 per minute"
+    long = post(client, "/api/comparisons", annotator, {"prompt": "Please send the report. " * 60})
+    assert long.status_code == 413
+    assert long.json["error"].startswith("This input is too long for the model:")
+    assert "Shorten it by about" in long.json["error"]
+    assert post(client, "/api/comparisons", annotator, {"prompt": "   "}).status_code == 400
+    assert post(client, "/api/comparisons", annotator, {"prompt": "Fix it."}).status_code == 201
+    assert post(client, "/api/comparisons", annotator, {"prompt": "Fix it again."}).status_code == 429
+
+
+def test_next_from_the_pool_never_hands_back_an_abandoned_typed_input(app, client, admin, annotator):
+    """A typed comparison left unanswered is not "pending" for the pool: N serves a pool prompt. A reload (the
+    page) still shows the newest open one. Every hand-out records when it was shown."""
+    from app.annotation.comparisons import pending_comparison
+
+    post(client, "/api/prompts", admin, {"prompts": ["Send me the report now.", "Close the door."]})
+    typed = post(client, "/api/comparisons", annotator, {"prompt": "A typed input."}).json
+    pool = post(client, "/api/comparisons", annotator).json
+    assert pool["id"] != typed["id"] and pool["prompt"] in ("Send me the report now.", "Close the door.")
+    with app.app_context():
+        assert pending_comparison(user_id=annotator["id"]).id == pool["id"]
+        shown = {c.id: c.shown_at for c in db.session.scalars(select(Comparison))}
+    assert shown[typed["id"]] is not None and shown[pool["id"]] is not None
+    again = post(client, "/api/comparisons", annotator).json
+    with app.app_context():
+        assert db.session.get(Comparison, again["id"]).shown_at > shown[pool["id"]]  # shown again, recorded again

@@ -141,15 +141,16 @@ def test_progress_is_exact_for_the_user_and_caches_the_shared_counts(app, answer
         user_id = db.session.scalar(db.select(Preference.user_id).limit(1))
         other, _, _ = create_user(name="other", role="annotator")
         other_id = other.id
-        assert progress(user_id=user_id) == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0}
+        assert progress(user_id=user_id) == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0, "remaining": 0}
     insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 2, user_id=other_id)  # as another web process would
     with app.app_context():
-        assert progress(user_id=user_id) == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0}  # cached
+        cached = progress(user_id=user_id)
+        assert cached == {"mine": 3, "total": 3, "pool": 0, "pool_answered": 0, "remaining": 0}
         assert progress(user_id=other_id)["mine"] == 2  # exact, while the total is still cached
         assert progress(user_id=user_id, fresh=True)["total"] == 5
         app.config["PROGRESS_CACHE_SECONDS"] = 0
         insert_clicks(app.config["SQLALCHEMY_DATABASE_URI"], 1, user_id=other_id)
-        assert progress(user_id=other_id) == {"mine": 3, "total": 6, "pool": 0, "pool_answered": 0}
+        assert progress(user_id=other_id) == {"mine": 3, "total": 6, "pool": 0, "pool_answered": 0, "remaining": 0}
 
 
 def click(chosen: int, also_good: tuple[int, ...] = (), texts=("a", "b", "c")):
@@ -240,3 +241,38 @@ def test_majority_keeps_the_pick_most_overlapping_answers_agree_on(app):
         assert snapshot["overlap_pairs"] == "majority" and snapshot["clicks"] == 2 and snapshot["pairs"] == 4
         assert len(list(snapshot_clicks(snapshot))) == 2
         assert take_snapshot()[0]["clicks"] == 9
+
+
+def test_progress_counts_the_pool_still_needing_answers_and_is_shared_through_redis(app):
+    """remaining: pool prompts with fewer answers than ANNOTATION_OVERLAP. With Redis, every process reads the same
+    cached counters (one process each made "all" go down for an annotator whose clicks went to two)."""
+    import redis
+
+    from app.annotation.answers import progress
+    from app.annotation.comparisons import create_comparison
+    from app.annotation.prompts import import_prompts
+    from tests import services
+
+    app.config["REDIS_URL"] = services.redis_url()
+    conn = redis.Redis.from_url(app.config["REDIS_URL"])
+    conn.delete("prefloop:progress")
+    app.config["GOLD_RATE"] = 0.0
+    with app.app_context():
+        a, b = (create_user(name=n, role="annotator")[0].id for n in ("pa", "pb"))
+        import_prompts(texts=["Fix it.", "Call me.", "Send it."], source="t", max_chars=100)
+        assert progress(user_id=a, fresh=True) | {"mine": 0} == {"mine": 0, "total": 0, "pool": 3, "pool_answered": 0,
+                                                                 "remaining": 3}
+        app.config["ANNOTATION_OVERLAP"] = 2
+        first = create_comparison(user_id=a)
+        record_answer(user_id=a, comparison_id=first.id, candidate_id=None, verdict="skip")
+        counts = progress(user_id=a, fresh=True)
+        assert (counts["pool_answered"], counts["remaining"]) == (1, 3)  # one answer of the two it needs
+        copy = create_comparison(user_id=b)
+        assert copy.root_id == first.id
+        record_answer(user_id=b, comparison_id=copy.id, candidate_id=None, verdict="tie")
+        assert progress(user_id=b, fresh=True)["remaining"] == 2
+        # Another process (its own in-memory cache is empty) reads what this one stored.
+        app.extensions.pop("prefloop_shared_progress")
+        conn.set("prefloop:progress", '{"total": 99, "pool": 3, "pool_answered": 1, "remaining": 2}')
+        assert progress(user_id=a)["total"] == 99
+    conn.delete("prefloop:progress")

@@ -121,12 +121,12 @@ def test_every_body_goes_through_its_model(app):
 
     from app.web.schemas import Progress
 
-    assert Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1}) == {
-        "mine": 1, "total": 2, "pool": 3, "pool_answered": 1}
+    assert Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1, "remaining": 2}) == {
+        "mine": 1, "total": 2, "pool": 3, "pool_answered": 1, "remaining": 2}
     with pytest.raises(pydantic.ValidationError):
         Progress.respond({"mine": 1, "total": 2, "pool": 3})  # a field missing
     with pytest.raises(pydantic.ValidationError):
-        Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1, "extra": 0})
+        Progress.respond({"mine": 1, "total": 2, "pool": 3, "pool_answered": 1, "remaining": 2, "extra": 0})
 
 
 def test_an_older_runs_settings_are_still_shown(app):

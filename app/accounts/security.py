@@ -68,6 +68,10 @@ def add_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CSP_BY_BLUEPRINT.get(request.blueprint, CSP))
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
+    if response.mimetype == "text/html":
+        # A page is the server's state at one moment: Back and Forward must ask again, never show a stale one (an
+        # answered comparison, or the login form to someone logged in).
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 

@@ -58,6 +58,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
             state="assigned" if user_id else "ready",
             user_id=user_id,
             assigned_at=utcnow() if user_id else None,
+            shown_at=utcnow() if user_id else None,
         )
         comparison.candidates = [
             Candidate(position=pos, sample_index=idx, text=texts[idx]) for pos, idx in enumerate(order)
@@ -65,6 +66,23 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         db.session.add(comparison)
         comparisons.append(comparison)
     return comparisons
+
+
+def check_typed_input(text) -> str:
+    """A typed input, checked as the model will see it (characters, then tokens), so one it cannot take is refused
+    in words before it counts against the annotator's typing limit."""
+    from app.lm.sampling import InputTooLong, check_fits, input_limit, prompt_length
+
+    clean = clean_text(text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
+    loaded = get_holder(current_app._get_current_object()).current()
+    settings = generation_settings()
+    prompt = loaded.format_prompt(clean, system_prompt=current_task().system_prompt)
+    try:
+        check_fits(prompt_length(loaded, prompt), input_limit(loaded, max_new_tokens=settings["max_new_tokens"],
+                                                              max_input_tokens=settings["max_input_tokens"]))
+    except InputTooLong as exc:
+        raise BadInput(str(exc), status=413) from exc
+    return clean
 
 
 def next_pool_prompts(*, limit: int = 1) -> list[Prompt]:
@@ -85,8 +103,8 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
 
     One open pool comparison per user: asking for the next without answering (a skip is an answer) hands back
     the same one, so nobody can claim the prefetched buffer or the pool faster than they answer."""
-    if input_text is None and (pending := pending_comparison(user_id=user_id)) is not None:
-        return load_comparison(pending.id)
+    if input_text is None and (pending := pending_comparison(user_id=user_id, pool_only=True)) is not None:
+        return shown(load_comparison(pending.id))
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
         text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
@@ -105,15 +123,26 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     return comparison
 
 
-def pending_comparison(*, user_id: int) -> Comparison | None:
-    """The user's newest unanswered comparison, so a reload resumes instead of resampling."""
-    return db.session.scalars(
+def pending_comparison(*, user_id: int, pool_only: bool = False) -> Comparison | None:
+    """The user's newest unanswered comparison, so a reload resumes instead of resampling.
+
+    pool_only: leave out typed inputs. "Next from the pool" hands back an open pool comparison, never a typed input
+    the annotator left for another: those came back before any pool prompt."""
+    stmt = (
         select(Comparison)
         .outerjoin(Preference, Preference.comparison_id == Comparison.id)
         .where(Comparison.user_id == user_id, Comparison.state == "assigned", Preference.id.is_(None))
-        .order_by(Comparison.id.desc())
-        .limit(1)
-    ).first()
+    )
+    if pool_only:
+        stmt = stmt.where((Comparison.prompt_id.is_not(None)) | (Comparison.gold_item_id.is_not(None)))
+    return db.session.scalars(stmt.order_by(Comparison.id.desc()).limit(1)).first()
+
+
+def shown(comparison: Comparison) -> Comparison:
+    """Record that the comparison is being shown now (the time its answer's latency counts from), and return it."""
+    comparison.shown_at = utcnow()
+    db.session.commit()
+    return comparison
 
 
 def claim_prefetched(*, user_id: int, version_id: int, revision: int) -> Comparison | None:
@@ -129,7 +158,7 @@ def claim_prefetched(*, user_id: int, version_id: int, revision: int) -> Compari
         won = db.session.execute(
             update(Comparison)
             .where(Comparison.id == candidate_id, Comparison.state == "ready")
-            .values(state="assigned", user_id=user_id, assigned_at=utcnow())
+            .values(state="assigned", user_id=user_id, assigned_at=utcnow(), shown_at=utcnow())
         ).rowcount
         if won:
             db.session.commit()
@@ -169,7 +198,7 @@ def claim_overlap(*, user_id: int, overlap: int) -> Comparison | None:
             prompt_id=root.prompt_id, input_text=root.input_text, model_prompt=root.model_prompt,
             model_version_id=root.model_version_id, settings=root.settings | {"copy_of": root.id}, seed=root.seed,
             task_revision_id=current_revision_id(),  # the text it is shown under now, as any comparison
-            state="assigned", user_id=user_id, assigned_at=utcnow(), root_id=root.id,
+            state="assigned", user_id=user_id, assigned_at=utcnow(), shown_at=utcnow(), root_id=root.id,
             candidates=[Candidate(position=pos, sample_index=root.candidates[i].sample_index,
                                   text=root.candidates[i].text) for pos, i in enumerate(order)],
         )

@@ -123,7 +123,7 @@ def claim_gold(*, user_id: int) -> int | None:
     random.SystemRandom().shuffle(order)
     comparison = Comparison(
         prompt_id=None, input_text=item.input_text, model_prompt=item.input_text, model_version_id=None,
-        settings={"gold": True}, seed=0, state="assigned", user_id=user_id, assigned_at=utcnow(),
+        settings={"gold": True}, seed=0, state="assigned", user_id=user_id, assigned_at=utcnow(), shown_at=utcnow(),
         gold_item_id=item.id, task_revision_id=current_revision_id(),
         candidates=[Candidate(position=pos, sample_index=i, text=item.candidates[i]) for pos, i in enumerate(order)],
     )

@@ -124,17 +124,34 @@ def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, 
     return [texts[i : i + n] for i in range(0, len(texts), n)]
 
 
+def input_limit(loaded: LoadedModel, *, max_new_tokens: int, max_input_tokens: int) -> int:
+    """The most prompt tokens a sample may start from: MAX_INPUT_TOKENS, and for a decoder-only model what its
+    context leaves after the answer's MAX_NEW_TOKENS."""
+    if loaded.max_positions and not loaded.is_seq2seq:
+        return min(max_input_tokens, loaded.max_positions - max_new_tokens)
+    return max_input_tokens
+
+
+def check_fits(length: int, limit: int) -> None:
+    """Refuse a prompt of `length` tokens beyond `limit`, in words an annotator can act on."""
+    if length > limit:
+        cut = -(-100 * (length - limit) // length)  # rounded up
+        raise InputTooLong(f"This input is too long for the model: {length} tokens (pieces of words, with the task's "
+                           f"instructions), and it takes at most {limit}. Shorten it by about {cut}%.")
+
+
+def prompt_length(loaded: LoadedModel, prompt: str) -> int:
+    """How many tokens the model would read for `prompt`."""
+    return len(loaded.tokenizer(prompt)["input_ids"])
+
+
 def _encode(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, max_input_tokens: int) -> dict:
     """Tokenize prompts as one padded batch, refusing any that does not fit the model."""
     tok = loaded.tokenizer
-    limit = max_input_tokens
-    if loaded.max_positions and not loaded.is_seq2seq:
-        limit = min(limit, loaded.max_positions - max_new_tokens)
+    limit = input_limit(loaded, max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens)
     # Left padding for a decoder-only model, so every row's next token follows its own prompt directly.
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="right" if loaded.is_seq2seq else "left")
-    longest = int(enc["attention_mask"].sum(dim=1).max())
-    if longest > limit:
-        raise InputTooLong(f"input is {longest} tokens; the limit is {limit}")
+    check_fits(int(enc["attention_mask"].sum(dim=1).max()), limit)
     return {k: v.to(loaded.model.device) for k, v in enc.items()}
 
 

@@ -63,6 +63,8 @@ def create_comparison():
     """Sample candidates for a typed prompt (rate-limited per user), else your pending or the next pool comparison."""
     body = s.parse(s.NewComparison, json_body())
     if body.prompt is not None:
+        # Checked first: an input the model cannot take is refused without counting against the typing limit.
+        comparisons.check_typed_input(body.prompt)
         limit_typed_prompts()
     # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
     user_id = acting_user().id

@@ -49,6 +49,8 @@ def login():
             return redirect(local_target(request.args.get("next")) or url_for("annotate.index"))
         flash("Wrong name or password.", "error")
         return render_template("auth/login.html"), 401
+    if current_user.is_authenticated:  # e.g. Back to the login page after logging in
+        return redirect(local_target(request.args.get("next")) or url_for("annotate.index"))
     return render_template("auth/login.html")
 
 

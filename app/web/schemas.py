@@ -170,6 +170,7 @@ class Progress(Out):
     total: int
     pool: int
     pool_answered: int
+    remaining: int = Field(description="pool prompts still needing answers (fewer than ANNOTATION_OVERLAP)")
 
 
 class Candidate(Out):
