@@ -178,3 +178,18 @@ def test_gate_rejects_a_model_that_repeats_one_word(starter_dir):
     assert m["distinct_candidate"] == 1.0 and m["distinct_parent"] > 2
     assert not m["passed"] and any("lost diversity" in r for r in m["reasons"])
     assert all("please" in s for s in m["examples_candidate"][0]["samples"])
+
+
+def test_why_a_version_passed_is_said_with_the_numbers_behind_it():
+    """The audit reason of a promotion: accuracy on how many pairs, the sign test that lets a lower accuracy pass,
+    and the generation checks."""
+    from worker.evaluation import why_passed
+
+    m = {"accuracy_candidate": 0.56, "accuracy_parent": 0.67, "heldout_pairs": 9, "heldout_parent_only": 3,
+         "heldout_candidate_only": 2, "fluency_candidate": -2.1, "fluency_parent": -2.0, "distinct_candidate": 2.8,
+         "distinct_of": 3, "length_candidate": 12.0, "length_parent": 11.5}
+    text = why_passed(m)
+    assert "held-out accuracy 0.56 vs parent 0.67 on 9 pairs" in text
+    assert "3 pairs went the parent's way and 2 its own (p = 0.50)" in text and "p < 0.05" in text
+    assert "'no better' is judged from 100 pairs on" in text and "2.80 distinct of 3" in text
+    assert why_passed({**m, "accuracy_candidate": None}).startswith("no held-out pairs")

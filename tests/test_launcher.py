@@ -128,6 +128,8 @@ def test_launcher_starts_web_worker_and_embedded_redis_then_stops_them(tmp_path,
         with pytest.raises(ProcessLookupError):
             os.killpg(proc.pid, 0)
         assert not os.path.exists(socket_file) or redis_down(socket_file)
+        # Nor is its temporary folder (socket and config) left behind in /tmp.
+        assert not os.path.exists(os.path.dirname(socket_file))
     finally:
         if proc.poll() is None:
             kill_all(proc, pids)

@@ -251,3 +251,22 @@ def test_the_pages_run_under_the_policy_in_chromium(tmp_path, starter_dir):
     assert blocked == {path: [] for path in blocked} and not errors, (blocked, errors)
     assert width == "50%", width  # run.js drew the progress bar that the hashed inline style started at 0
     assert injected == [True, 1], injected
+
+
+def test_flask_commands_say_the_generated_key_once(tmp_path):
+    """The first command that makes the key says where it is; the ones after it keep quiet about it."""
+    env = {**os.environ, "SECRET_KEY_FILE": str(tmp_path / "key"), "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+           "FLASK_APP": "app:create_app", "REDIS_URL": "", "MODEL_STORE": str(tmp_path / "models")}
+    env.pop("SECRET_KEY", None)
+    env.pop("PREFLOOP_ENV", None)
+    first = subprocess.run([sys.executable, "-m", "flask", "users", "list"], env=env, capture_output=True, text=True,
+                           cwd=ROOT)
+    second = subprocess.run([sys.executable, "-m", "flask", "users", "list"], env=env, capture_output=True, text=True,
+                            cwd=ROOT)
+    assert "SECRET_KEY is not set: generated the session key" in first.stderr
+    assert "SECRET_KEY is not set" not in second.stderr
+
+
+def test_the_favicon_is_served(client):
+    res = client.get("/favicon.ico")
+    assert res.status_code == 200 and res.mimetype == "image/svg+xml" and b"<svg" in res.data

@@ -148,6 +148,7 @@ def promote_or_reject(*, run_id: str, number: int, path, manifest: dict, parent:
     """Register the version as ready or rejected; activate a ready one only if its parent still serves."""
     from app.platform.exceptions import RegistryError
     from app.versions.registry import activate_version, record_event, register_version
+    from worker.evaluation import why_passed
 
     actor, passed = f"run:{run_id}", bool(metrics["passed"])
     register_version(number=number, path=path, manifest=manifest, status="ready" if passed else "rejected",
@@ -157,9 +158,7 @@ def promote_or_reject(*, run_id: str, number: int, path, manifest: dict, parent:
     if passed:
         try:
             activate_version(version_id=number, actor=actor, action="promote", only_if_active=parent.id,
-                             reason=f"run {run_id} passed the gate (held-out accuracy "
-                                    f"{_fmt(metrics.get('accuracy_candidate'))} vs "
-                                    f"{_fmt(metrics.get('accuracy_parent'))})")
+                             reason=f"run {run_id} passed the gate: {why_passed(metrics)}")
             metrics["activated"] = True
         except RegistryError as exc:
             # A rollback (or another activation) happened while this trained: it wins, this version waits.
@@ -189,7 +188,3 @@ def summary(run: TrainingRun) -> dict:
     """What the job returns to RQ."""
     return {"run_id": run.id, "status": run.status, "version_id": run.version_id,
             "activated": (run.metrics or {}).get("activated", False), "metrics": run.metrics}
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"

