@@ -23,11 +23,19 @@
       btn.addEventListener("click", () => vote({ candidate_id: cand.id }));
       sides.append(btn);
     });
+    // Two versions can write the very same text; say so, or the annotator hunts for a difference that is not there.
+    if (b.candidates.length === 2 && b.candidates[0].text === b.candidates[1].text) {
+      say("Both versions wrote the same text: press T for a tie.", "ok");
+    }
   }
 
   async function fetchBattle(body) {
     if (busy) return; busy = true; say("Generating…");
-    try { show(await api("/api/arena/battles", body)); say(""); if (body.prompt) $("own-text").value = ""; }
+    try {
+      const battle = await api("/api/arena/battles", body);
+      say(""); show(battle);  // show may say something of its own
+      if (body.prompt) $("own-text").value = "";
+    }
     catch (e) { say(e.message, "error"); }
     finally { busy = false; }
   }

@@ -155,6 +155,9 @@ class Users:
                     "headers": {"Authorization": f"Bearer {token}"}}
 
     def login(self, client, name: str, password: str = "pw"):
+        if client.get("/auth/login").status_code == 302:  # someone is logged in here: the page sends them on
+            for cookie in ("session", "remember_token"):
+                client.delete_cookie(cookie)
         page = client.get("/auth/login").get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         return client.post("/auth/login", data={"name": name, "password": password, "csrf_token": token})

@@ -46,13 +46,13 @@ def test_jsonl_and_csv_import_without_duplicates(app, client, users, admin):
 
 @pytest.mark.parametrize(("row", "message"), [
     ({"prompt": "Hi.", "candidates": ["a", "b"], "expected": 1}, "exactly 3 candidates"),
-    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": 4}, "expected must be 1..3"),
-    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "best"}, "expected must be 1..3"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": 4}, "expected is 4; it must be a number from 1 to 3"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "best"}, "expected is &#39;best&#39;; it must be"),
     ({"prompt": "", "candidates": ["a", "b", "c"], "expected": 1}, "prompt is empty"),
     ({"prompt": "Hi.", "candidates": ["a", "a", "c"], "expected": 1}, "two candidates are the same"),
     ({"prompt": "Hi.", "candidates": ["a", 5, "c"], "expected": 1}, "must be a string"),
-    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "²"}, "expected must be 1..3"),
-    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "1" * 5000}, "expected must be 1..3"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "²"}, "it must be a number from 1 to 3"),
+    ({"prompt": "Hi.", "candidates": ["a", "b", "c"], "expected": "1" * 5000}, "expected is &#39;" + "1" * 36 + "..."),
 ])
 def test_a_bad_row_imports_nothing_and_says_which(app, client, users, admin, row, message):
     data = (json.dumps(GOLD[0]) + "\n" + json.dumps(row)).encode()

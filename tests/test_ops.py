@@ -22,3 +22,34 @@ def test_versions_page_shows_accuracy_and_distinct_with_its_error(app, client, u
     row = row[: row.index("</tr>")]
     assert "0.81" in row and "(parent 0.50)" in row
     assert "2.61 ± 0.04" in row and "12 samples per input" in row
+
+
+def test_the_audit_log_filters_by_kind_and_the_arena_pair_defaults_to_two_versions(app, client, users, operator,
+                                                                                    starter_dir):
+    """Version changes by default, annotators' undos and arena pairs on request; the arena's second version
+    defaults to the active version's parent, not to the active one again."""
+    import re
+
+    from app.versions.registry import record_event
+    from tests.conftest import install_child
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1)  # active now, activated (an audit row)
+    with app.app_context():
+        record_event(actor="ann", action="undo_answer", detail={"comparison_id": 7})
+        record_event(actor="opr", action="arena_pair_added", detail={"versions": [1, 2]})
+    users.login(client, operator["name"])
+
+    def actions(query: str = "") -> set[str]:
+        page = client.get(f"/ops/versions{query}").get_data(as_text=True)
+        table = page[page.index('id="audit"'):]
+        return set(re.findall(r"<tr><td>[^<]*</td><td>[^<]*</td><td>(\w+)</td>", table))
+
+    assert "undo_answer" not in actions() and "activate" in actions()
+    assert actions("?audit=annotation") == {"undo_answer"}
+    assert actions("?audit=arena") == {"arena_pair_added"}
+    assert {"undo_answer", "arena_pair_added", "activate"} <= actions("?audit=all")
+    assert "undo_answer" not in actions("?audit=<script>")
+    page = client.get("/ops/versions").get_data(as_text=True)
+    second = page[page.index('name="b"'):]
+    second = second[:second.index("</select>")]
+    assert re.search(r'<option value="1" selected>1</option>', second), second

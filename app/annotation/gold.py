@@ -18,7 +18,7 @@ from app.platform.extensions import db
 from app.platform.validation import clean_text, jsonl_values, upload_text
 from app.tables import GOLD_VERDICTS, Candidate, Comparison, GoldItem, Preference, User, utcnow
 
-FORMAT = ('each item: a prompt, its candidates, and `expected`: the number of the best candidate counting from 1, '
+FORMAT = ('each item: a prompt, its candidates, and "expected": the number of the best candidate counting from 1, '
           f'or one of {", ".join(GOLD_VERDICTS)}')
 
 
@@ -70,7 +70,10 @@ def clean_item(row: dict, *, number: int, candidates: int, max_chars: int) -> tu
     if isinstance(expected, str) and expected.strip().isdecimal() and len(expected.strip()) <= 3:
         expected = int(expected.strip())
     if type(expected) is not int or not 1 <= expected <= candidates:
-        raise BadInput(f"{where}: expected must be 1..{candidates} or one of {', '.join(GOLD_VERDICTS)}")
+        shown = repr(row.get("expected"))
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise BadInput(f"{where}: expected is {shown}; it must be a number from 1 to {candidates} (the best "
+                       f"candidate) or one of {', '.join(GOLD_VERDICTS)}")
     return prompt, texts, str(expected - 1)
 
 

@@ -150,9 +150,18 @@ def rollback(*, actor: str, reason: str) -> AuditEvent:
     return activate_version(version_id=target, actor=actor, reason=reason, action="rollback")
 
 
-def audit_log(*, limit: int = 100) -> list[AuditEvent]:
-    """Most recent audit events first."""
-    return list(db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
+# The audit log's filters: which actions each kind of event is. Versions: everything not named here.
+AUDIT_KINDS = {"annotation": ("undo_answer",), "arena": ("arena_pair_added", "arena_pair_removed")}
+
+
+def audit_log(*, limit: int = 100, kind: str = "all") -> list[AuditEvent]:
+    """Most recent audit events first; kind "versions", "annotation" or "arena" keeps only those."""
+    stmt = select(AuditEvent)
+    if kind == "versions":
+        stmt = stmt.where(AuditEvent.action.not_in([a for actions in AUDIT_KINDS.values() for a in actions]))
+    elif kind in AUDIT_KINDS:
+        stmt = stmt.where(AuditEvent.action.in_(AUDIT_KINDS[kind]))
+    return list(db.session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))
 
 
 def record_event(*, actor: str, action: str, reason: str = "", detail: dict | None = None, **versions) -> None:

@@ -19,12 +19,15 @@ bp = Blueprint("ops", __name__, url_prefix="/ops")
 @login_required
 @require("export")
 def versions():
-    """Lineage, metrics and the audit log."""
+    """Lineage, metrics and the audit log (?audit=versions, the default, annotation, arena or all)."""
+    kind = request.args.get("audit", "versions")
+    kind = kind if kind in ("versions", "annotation", "arena", "all") else "versions"
     return render_template(
         "ops/versions.html",
         versions=list_versions(),
         active_id=active_version_id(),
-        events=audit_log(),
+        events=audit_log(kind=kind),
+        audit_kind=kind,
         serving=get_holder(current_app._get_current_object()).status(),
         standings=battles.standings(),
         chosen_pairs=matchups.list_pairs(),
