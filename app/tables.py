@@ -11,13 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.platform.extensions import db
 
-# What each role may do ("task": edit the question, guidelines and system prompt); admins and operators also
+# What each role may do ("task": edit the question, guidelines and system prompt; "users": manage accounts, an
+# operator's only by an operator, see accounts.users.check_may_manage); admins and operators also
 # annotate. The one table read by the schema's CHECK, the CLI, the views (accounts.users.can, require) and the
 # templates. Order is the CLI's and the error messages'.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "annotator": frozenset({"annotate"}),
-    "admin": frozenset({"annotate", "import", "export", "retrain", "task"}),
-    "operator": frozenset({"annotate", "import", "export", "retrain", "task", "activate"}),
+    "admin": frozenset({"annotate", "import", "export", "retrain", "task", "users"}),
+    "operator": frozenset({"annotate", "import", "export", "retrain", "task", "users", "activate"}),
 }
 ROLES: tuple[str, ...] = tuple(PERMISSIONS)
 VERDICTS = ("choice", "tie", "all_bad", "skip")

@@ -13,6 +13,7 @@ ALLOWED = {
     "import": {"admin", "operator"},
     "retrain": {"admin", "operator"},
     "task": {"admin", "operator"},
+    "users": {"admin", "operator"},
     "activate": {"operator"},
 }
 TASK = {"question": "Which reply is best?", "guidelines": "Pick the *kindest* one.", "system_prompt": "Be kind."}
@@ -28,8 +29,11 @@ API_ROUTES = [
     ("/api/arena/battles", "annotate", {"prompt": "Send it now."}),
     ("/api/arena/battles/<id:battle_id>/vote", "annotate", {"verdict": "tie"}),
     ("/api/task", "task", TASK),  # PUT
+    ("/api/users", "users", {"name": "newbie", "role": "annotator"}),
+    ("/api/users/<name>", "users", {"disabled": False}),  # PATCH
+    ("/api/users/<name>/token", "users", {}),
 ]
-PUTS = {"/api/task"}
+METHODS = {"/api/task": "PUT", "/api/users/<name>": "PATCH"}
 FORM_ROUTES = [
     ("/admin/prompts", "import"),
     ("/admin/retrain", "retrain"),
@@ -38,6 +42,9 @@ FORM_ROUTES = [
     ("/admin/gold", "import"),
     ("/admin/task", "task"),
     ("/admin/task/<id:revision>/restore", "task"),
+    ("/admin/users", "users"),
+    ("/admin/users/<id:user_id>/change", "users"),
+    ("/admin/users/<id:user_id>/token", "users"),
     ("/ops/arena/pairs", "activate"),
     ("/ops/arena/pairs/<id:pair_id>/delete", "activate"),
 ]
@@ -79,12 +86,12 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
             res = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"])
             battle_id = res.json["id"]
     path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
-            .replace("<id:battle_id>", str(battle_id)))
+            .replace("<id:battle_id>", str(battle_id)).replace("<name>", people["annotator"]["name"]))
     if rule.endswith("/undo"):
         client.post(f"/api/comparisons/{comparison_id}/answer", json={"verdict": "skip"},
                     headers=(people.get(role) or people["annotator"])["headers"])
     headers = people[role]["headers"] if role != "anonymous" else {}
-    res = client.open(path, method="PUT" if rule in PUTS else "POST", json=body, headers=headers)
+    res = client.open(path, method=METHODS.get(rule, "POST"), json=body, headers=headers)
     if role == "anonymous":
         assert res.status_code == 401, res.json
     elif role not in ALLOWED[permission]:
@@ -92,7 +99,7 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
     else:
         # Retrain has no Redis in this app: 503 is the real, post-authorisation answer.
         expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200,
-                    "/api/task": 200}.get(rule, 201)
+                    "/api/task": 200, "/api/users/<name>": 200, "/api/users/<name>/token": 200}.get(rule, 201)
         if rule.endswith("/undo"):
             expected = 200
         assert res.status_code == expected, res.json
@@ -108,7 +115,8 @@ def csrf_token(client, path="/") -> str:
 def test_form_roles(app, client, users, role, rule, permission):
     """Forms: anonymous is sent to the login page, a role without the permission gets 403, others are served."""
     people = make_users(users)
-    path = rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
+    path = (rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
+            .replace("<id:user_id>", str(people["annotator"]["id"])))
     data = {"reason": "matrix", **TASK}
     if role != "anonymous":
         users.login(client, people[role]["name"])
@@ -118,6 +126,8 @@ def test_form_roles(app, client, users, role, rule, permission):
         assert res.status_code == 302 and "/auth/login" in res.headers["Location"]
     elif role not in ALLOWED[permission]:
         assert res.status_code == 403
+    elif rule.endswith("/token"):  # the new token is shown on the answer itself, once
+        assert res.status_code == 200 and "API token" in res.get_data(as_text=True)
     else:
         assert res.status_code == 302 and "/auth/login" not in res.headers["Location"]
 
@@ -127,8 +137,8 @@ def test_forms_without_csrf_are_refused(app, client, users, rule, permission):
     """The right role is not enough: a form post without its CSRF token is a clear 400."""
     people = make_users(users)
     users.login(client, people["operator"]["name"])
-    res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1"),
-                      data={"reason": "matrix"})
+    res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
+                      .replace("<id:user_id>", "1"), data={"reason": "matrix"})
     assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
 
 

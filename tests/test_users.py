@@ -85,3 +85,50 @@ def test_the_migration_adds_and_removes_the_columns(app, annotator):
 
         user = db.session.get(User, annotator["id"])
         assert (user.name, user.session_version, user.disabled) == ("ann", 1, False)
+
+
+# People in the app: the API (the admin page's forms call the same services) ----------------------------------
+
+
+def test_an_admin_creates_changes_disables_and_rotates_through_the_api(app, client, admin):
+    created = client.post("/api/users", json={"name": "newbie", "role": "annotator"}, headers=admin["headers"])
+    assert created.status_code == 201 and set(created.json) == {"name", "role", "password", "token"}
+    token = {"Authorization": f"Bearer {created.json['token']}"}
+    assert client.get("/api/progress", headers=token).status_code == 200
+    res = client.patch("/api/users/newbie", json={"role": "admin"}, headers=admin["headers"])
+    assert res.status_code == 200 and res.json == {"name": "newbie", "role": "admin", "disabled": False}
+    res = client.post("/api/users/newbie/token", headers=admin["headers"])
+    assert res.status_code == 200 and client.get("/api/progress", headers=token).status_code == 401
+    token = {"Authorization": f"Bearer {res.json['token']}"}
+    assert client.get("/api/progress", headers=token).status_code == 200
+    assert client.patch("/api/users/newbie", json={"disabled": True}, headers=admin["headers"]).json["disabled"]
+    assert client.get("/api/progress", headers=token).status_code == 401
+    with app.app_context():
+        from app.versions.registry import audit_log
+
+        events = [(e.action, e.actor, e.detail.get("user")) for e in audit_log(kind="people")]
+    assert events == [("user_changed", "adm", "newbie"), ("user_token_rotated", "adm", "newbie"),
+                      ("user_changed", "adm", "newbie"), ("user_created", "adm", "newbie")]
+    assert all("token" not in str(e) or "rotated" in str(e) for e in events)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "words"), [
+    ("post", "/api/users", {"name": "boss", "role": "operator"}, 403, "only an operator"),
+    ("patch", "/api/users/opr", {"disabled": True}, 403, "only an operator"),
+    ("post", "/api/users/opr/token", {}, 403, "only an operator"),
+    ("patch", "/api/users/adm", {"role": "annotator"}, 403, "your own account"),
+    ("patch", "/api/users/ghost", {"disabled": True}, 404, "no user"),
+    ("post", "/api/users", {"name": "a/b", "role": "annotator"}, 400, "slash"),
+    ("post", "/api/users", {"name": "ann", "role": "annotator"}, 409, "already exists"),
+    ("post", "/api/users", {"name": "x", "role": "king"}, 400, "role"),
+    ("patch", "/api/users/ann", {"disabled": "yes"}, 400, "disabled"),
+])
+def test_what_an_admin_may_not_do_to_accounts(client, admin, annotator, operator, method, path, body, status, words):
+    res = getattr(client, method)(path, json=body, headers=admin["headers"])
+    assert res.status_code == status and words in res.json["error"], res.json
+
+
+def test_an_operator_manages_operators(client, operator, admin):
+    res = client.post("/api/users", json={"name": "op2", "role": "operator"}, headers=operator["headers"])
+    assert res.status_code == 201
+    assert client.patch("/api/users/adm", json={"role": "operator"}, headers=operator["headers"]).status_code == 200

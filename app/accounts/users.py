@@ -24,9 +24,12 @@ def hash_token(token: str) -> str:
 
 def create_user(*, name: str, role: str, password: str | None = None) -> tuple[User, str, str]:
     """Create a user; return (user, password, bearer token). Secrets are only shown once."""
-    name = (name or "").strip()
+    name = (name or "").strip() if isinstance(name, str) else ""
     if not name or len(name) > 64:
         raise BadInput("a name of 1 to 64 characters is required")
+    # A name is a path segment of /api/users/<name>, and shown everywhere: no slash, no control character.
+    if "/" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BadInput("a name cannot hold a slash or a control character")
     if role not in ROLES:
         raise BadInput(f"role must be one of {', '.join(ROLES)}")
     if db.session.scalar(select(User).where(User.name == name)):
@@ -80,11 +83,14 @@ def end_sessions(*, user_id: int, commit: bool = True) -> None:
         db.session.commit()
 
 
-def find_user(*, name: str) -> User:
-    """The user called `name`, or a 404 BadInput."""
-    user = db.session.scalar(select(User).where(User.name == name))
+def find_user(*, name: str | None = None, user_id: int | None = None) -> User:
+    """The user called `name` (or with id `user_id`), or a 404 BadInput."""
+    if user_id is not None:
+        user = db.session.get(User, user_id) if 1 <= user_id <= 2**31 - 1 else None
+    else:
+        user = db.session.scalar(select(User).where(User.name == name))
     if user is None:
-        raise BadInput(f"no user {name!r}", status=404)
+        raise BadInput(f"no user {name if user_id is None else user_id!r}", status=404)
     return user
 
 
@@ -108,6 +114,59 @@ def rotate_token(*, name: str) -> str:
     user.token_hash = hash_token(token)
     db.session.commit()
     return token
+
+
+def check_may_manage(*, actor: User, target: User | None, role: str | None = None) -> None:
+    """Who may change whom, from the admin page and the API: nobody their own account (a slip would lock them out),
+    and only an operator an operator, or anyone into one (an admin must not make themselves more)."""
+    if target is not None and target.id == actor.id:
+        raise BadInput("you cannot change your own account here; ask another admin", status=403)
+    touches_operator = role == "operator" or (target is not None and target.role == "operator")
+    if touches_operator and actor.role != "operator":
+        raise BadInput("only an operator can create, change or disable an operator", status=403)
+
+
+def add_user(*, actor: User, name: str, role: str) -> tuple[User, str, str]:
+    """create_user for the admin page and the API, within what the actor may do; audited."""
+    if role not in ROLES:
+        raise BadInput(f"role must be one of {', '.join(ROLES)}")
+    check_may_manage(actor=actor, target=None, role=role)
+    user, password, token = create_user(name=name, role=role)
+    audit_user(actor=actor, action="user_created", user=user, detail={"role": role})
+    return user, password, token
+
+
+def change_user(*, actor: User, name: str, role: str | None = None, disabled: bool | None = None) -> User:
+    """Change a user's role, or disable or enable them, within what the actor may do; audited."""
+    user = find_user(name=name)
+    if role is not None and role not in ROLES:
+        raise BadInput(f"role must be one of {', '.join(ROLES)}")
+    check_may_manage(actor=actor, target=user, role=role)
+    before = {"role": user.role, "disabled": user.disabled}
+    if role is not None:
+        user.role = role
+    if disabled is not None:
+        set_disabled(name=name, disabled=disabled)
+    db.session.commit()
+    after = {"role": user.role, "disabled": user.disabled}
+    if after != before:
+        audit_user(actor=actor, action="user_changed", user=user, detail={"before": before, "after": after})
+    return user
+
+
+def new_token(*, actor: User, name: str) -> str:
+    """rotate_token within what the actor may do; audited (the token itself never is)."""
+    check_may_manage(actor=actor, target=find_user(name=name))
+    token = rotate_token(name=name)
+    audit_user(actor=actor, action="user_token_rotated", user=find_user(name=name), detail={})
+    return token
+
+
+def audit_user(*, actor: User, action: str, user: User, detail: dict) -> None:
+    """An audit row for a change to an account."""
+    from app.versions.registry import record_event
+
+    record_event(actor=actor.name, action=action, detail={"user": user.name, **detail})
 
 
 def list_users() -> list[User]:

@@ -151,11 +151,12 @@ def rollback(*, actor: str, reason: str) -> AuditEvent:
 
 
 # The audit log's filters: which actions each kind of event is. Versions: everything not named here.
-AUDIT_KINDS = {"annotation": ("undo_answer",), "arena": ("arena_pair_added", "arena_pair_removed")}
+AUDIT_KINDS = {"annotation": ("undo_answer",), "arena": ("arena_pair_added", "arena_pair_removed"),
+               "people": ("user_created", "user_changed", "user_token_rotated")}
 
 
 def audit_log(*, limit: int = 100, kind: str = "all") -> list[AuditEvent]:
-    """Most recent audit events first; kind "versions", "annotation" or "arena" keeps only those."""
+    """Most recent audit events first; kind "versions", "annotation", "arena" or "people" keeps only those."""
     stmt = select(AuditEvent)
     if kind == "versions":
         stmt = stmt.where(AuditEvent.action.not_in([a for actions in AUDIT_KINDS.values() for a in actions]))

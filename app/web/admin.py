@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app.accounts.users import require
+from app.accounts.users import add_user, change_user, find_user, list_users, new_token, require
 from app.annotation.agreement import annotation_agreement
 from app.annotation.answers import progress
 from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.annotation.task import current_task, list_revisions, render_guidelines, restore_task, save_task
 from app.platform.exceptions import BadInput, QueueUnavailable
+from app.tables import ROLES
 from app.training.jobs import get_run, list_runs, request_training, training_config
 from app.web import schemas as s
 from app.web.schemas import TrainingOverrides, override_bounds, parse
@@ -31,8 +32,57 @@ def index():
                            runs=[s.run_body(r) for r in list_runs(limit=20)], defaults=training_config(),
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()),
-                           task=current_task(), revisions=list_revisions(limit=20),
+                           task=current_task(), revisions=list_revisions(limit=20), people=list_users(), roles=ROLES,
                            guidelines_html=render_guidelines(current_task().guidelines))
+
+
+@bp.post("/users")
+@login_required
+@require("users")
+def create_person():
+    """Create an account from the form, and show its password and token this once (never in a cookie or a log)."""
+    try:
+        user, password, token = add_user(actor=current_user, name=request.form.get("name", ""),
+                                         role=request.form.get("role", ""))
+    except BadInput as exc:
+        flash(f"No account created: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="people"))
+    return render_template("admin/secret.html", name=user.name, role=user.role, password=password, token=token)
+
+
+@bp.post("/users/<id:user_id>/change")
+@login_required
+@require("users")
+def change_person(user_id: int):
+    """Change a role, or disable or enable an account, from the people table."""
+    action = request.form.get("action", "")
+    try:
+        name = find_user(user_id=user_id).name
+        if action == "role":
+            change_user(actor=current_user, name=name, role=request.form.get("role", ""))
+        elif action in ("disable", "enable"):
+            change_user(actor=current_user, name=name, disabled=action == "disable")
+        else:
+            raise BadInput("choose a role, disable or enable")
+    except BadInput as exc:
+        flash(f"Not changed: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="people"))
+    flash(f"{name}: {'role changed' if action == 'role' else action + 'd'}.", "ok")
+    return redirect(url_for("admin.index", _anchor="people"))
+
+
+@bp.post("/users/<id:user_id>/token")
+@login_required
+@require("users")
+def rotate_person_token(user_id: int):
+    """A new bearer token for the account, shown this once."""
+    try:
+        name = find_user(user_id=user_id).name
+        token = new_token(actor=current_user, name=name)
+    except BadInput as exc:
+        flash(f"No new token: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="people"))
+    return render_template("admin/secret.html", name=name, token=token)
 
 
 @bp.post("/task")

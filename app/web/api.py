@@ -7,6 +7,7 @@ import os
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 from flask_login import current_user
 
+from app.accounts import users
 from app.accounts.security import limit_typed_prompts
 from app.accounts.users import acting_user, can, require, user_for_token
 from app.annotation import answers, comparisons, prompts, task
@@ -116,6 +117,31 @@ def put_task():
     saved = task.save_task(question=body.question, guidelines=body.guidelines, system_prompt=body.system_prompt,
                            author=acting_user().name)
     return s.Task.respond(task.task_body(saved))
+
+
+@bp.post("/users")
+@require("users")
+def create_user():
+    """Create an account (201): its password and bearer token are in this answer only."""
+    body = s.parse(s.NewUser, json_body())
+    user, password, token = users.add_user(actor=acting_user(), name=body.name, role=body.role)
+    return s.UserCreated.respond(name=user.name, role=user.role, password=password, token=token), 201
+
+
+@bp.patch("/users/<name>")
+@require("users")
+def change_user(name: str):
+    """Change an account's role, or disable or enable it (its sessions and token stop at once when disabled)."""
+    body = s.parse(s.UserChange, json_body())
+    user = users.change_user(actor=acting_user(), name=name, role=body.role, disabled=body.disabled)
+    return s.UserState.respond(name=user.name, role=user.role, disabled=user.disabled)
+
+
+@bp.post("/users/<name>/token")
+@require("users")
+def rotate_user_token(name: str):
+    """A new bearer token for the account (the old one stops working); shown this once."""
+    return s.NewToken.respond(token=users.new_token(actor=acting_user(), name=name))
 
 
 @bp.get("/progress")

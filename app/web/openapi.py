@@ -68,6 +68,9 @@ OPERATIONS: dict[str, Operation] = {
     "api.leaderboard": Operation({200: a.Leaderboard}),
     "api.export_votes": Operation({200: None}, media="application/x-ndjson"),
     "api.agreement": Operation({200: a.Agreement}),
+    "api.create_user": Operation({201: s.UserCreated}, s.NewUser, (409,)),
+    "api.change_user": Operation({200: s.UserState}, s.UserChange, (404,)),
+    "api.rotate_user_token": Operation({200: s.NewToken}, errors=(404,)),
     "api.get_task": Operation({200: s.Task}),
     "api.put_task": Operation({200: s.Task}, s.TaskText, (413,)),
 }
@@ -108,7 +111,7 @@ def _operation(view, op: Operation, converter: str | None, method: str) -> dict:
         out["requestBody"] = {"required": True, "content": _content(op.body, "application/json")}
     if op.public:
         out["security"] = []
-    errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method in ("post", "put") else set())
+    errors = set(op.errors) | set(ALWAYS) | (set(WRITES) if method in ("post", "put", "patch") else set())
     errors |= set() if op.public else {401, 403}
     answers = {**op.responses, **dict.fromkeys(errors, s.Error)}
     out["responses"] = {

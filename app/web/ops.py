@@ -19,9 +19,9 @@ bp = Blueprint("ops", __name__, url_prefix="/ops")
 @login_required
 @require("export")
 def versions():
-    """Lineage, metrics and the audit log (?audit=versions, the default, annotation, arena or all)."""
+    """Lineage, metrics and the audit log (?audit=versions, the default, annotation, arena, people or all)."""
     kind = request.args.get("audit", "versions")
-    kind = kind if kind in ("versions", "annotation", "arena", "all") else "versions"
+    kind = kind if kind in ("versions", "annotation", "arena", "people", "all") else "versions"
     return render_template(
         "ops/versions.html",
         versions=list_versions(),

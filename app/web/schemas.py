@@ -14,7 +14,7 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.platform.exceptions import BadInput
-from app.tables import RUN_STATUSES, VERDICTS, VERSION_STATUSES
+from app.tables import ROLES, RUN_STATUSES, VERDICTS, VERSION_STATUSES
 from app.tables import Comparison as ComparisonRow
 from app.tables import ModelVersion as ModelVersionRow
 from app.tables import Preference as PreferenceRow
@@ -76,6 +76,22 @@ class TaskText(Body):
     question: str = Field(description="shown above the candidates; up to 300 characters")
     guidelines: str = Field(description="Markdown (raw HTML is shown as text); up to 20000 characters")
     system_prompt: str | None = Field(None, description="a chat model's system prompt; absent or empty: none")
+
+
+class NewUser(Body):
+    """An account to create; its password and token are made here and shown once."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1 to 64 characters, no slash")
+    role: Literal[ROLES]
+
+
+class UserChange(Body):
+    """A new role, or disabled true/false; what is left out stays."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal[ROLES] | None = None
+    disabled: bool | None = None
 
 
 class NewComparison(Body):
@@ -185,6 +201,25 @@ class Comparison(Out):
     prompt: str
     candidates: list[Candidate]
     task_revision: int | None = Field(description="the task text it is shown under (GET /api/task)")
+
+
+class UserCreated(Out):
+    """The new account, with its password and bearer token: shown this once, stored only as hashes."""
+
+    name: str
+    role: str
+    password: str
+    token: str
+
+
+class UserState(Out):
+    name: str
+    role: str
+    disabled: bool
+
+
+class NewToken(Out):
+    token: str
 
 
 class Task(Out):
