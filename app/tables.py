@@ -30,6 +30,9 @@ GOLD_VERDICTS = ("tie", "all_bad")
 # rejected (trained, but the gate kept it) or failed.
 RUN_OPEN = ("queued", "running")
 RUN_STATUSES = (*RUN_OPEN, "succeeded", "rejected", "failed")
+# Why an annotator flags a comparison; an admin then clears the flag or removes the input from the pool.
+FLAG_REASONS = ("unclear", "offensive", "broken", "other")
+FLAG_STATUSES = ("open", "cleared", "removed")
 # Only a ready version can be activated; a rejected one is kept for its metrics.
 VERSION_STATUSES = ("ready", "rejected")
 
@@ -79,6 +82,29 @@ class Prompt(db.Model):
     text_hash: Mapped[str] = mapped_column(String(64), unique=True)
     source: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Taken out of the pool by an admin (a flag's "remove input"): kept, as comparisons name it, but never handed out.
+    removed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Flag(db.Model):
+    """An annotator's report that a comparison cannot be judged fairly; its pool input waits while the flag is open."""
+
+    __tablename__ = "flags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), index=True)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (
+        UniqueConstraint("comparison_id", "user_id", name="uq_flags_comparison_user"),
+        CheckConstraint(one_of("reason", FLAG_REASONS), name="ck_flags_reason"),
+        CheckConstraint(one_of("status", FLAG_STATUSES), name="ck_flags_status"),
+    )
 
 
 class ModelVersion(db.Model):

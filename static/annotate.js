@@ -140,6 +140,28 @@
     finally { busy = false; }
   }
 
+  function openFlag() {
+    if (!current) return;
+    $("flag-form").hidden = false; $("flag-reason").focus();
+  }
+
+  async function sendFlag() {
+    if (busy || !current) return; busy = true;
+    const id = current.id;
+    try {
+      await api("/api/comparisons/" + id + "/flag", { reason: $("flag-reason").value,
+                                                      comment: $("flag-comment").value || null });
+      $("flag-form").hidden = true; $("flag-comment").value = ""; busy = false;
+      await answer({ verdict: "skip" });
+      say("Flagged for an admin, and skipped.", "ok");
+    } catch (e) { say(e.message, "error"); busy = false; }
+  }
+
+  $("flag").addEventListener("click", openFlag);
+  $("flag-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendFlag(); });
+  $("flag-form").addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") { $("flag-form").hidden = true; ev.target.blur(); ev.preventDefault(); }
+  });
   $("next").addEventListener("click", next);
   $("undo").addEventListener("click", undo);
   $("own").addEventListener("submit", (ev) => { ev.preventDefault(); own($("own-text").value); });
@@ -160,6 +182,7 @@
     } else if (k === "t" && current) answer({ verdict: "tie" });
     else if (k === "b" && current) answer({ verdict: "all_bad" });
     else if (k === "s" && current) answer({ verdict: "skip" });
+    else if (k === "f" && current) openFlag();
     else if (k === "u") undo();
     else if (k === "n") next();
     else return;

@@ -32,6 +32,8 @@ API_ROUTES = [
     ("/api/users", "users", {"name": "newbie", "role": "annotator"}),
     ("/api/users/<name>", "users", {"disabled": False}),  # PATCH
     ("/api/users/<name>/token", "users", {}),
+    ("/api/comparisons/<id:comparison_id>/flag", "annotate", {"reason": "unclear"}),
+    ("/api/flags/<id:flag_id>/resolve", "import", {"action": "clear"}),
 ]
 METHODS = {"/api/task": "PUT", "/api/users/<name>": "PATCH"}
 FORM_ROUTES = [
@@ -45,6 +47,7 @@ FORM_ROUTES = [
     ("/admin/users", "users"),
     ("/admin/users/<id:user_id>/change", "users"),
     ("/admin/users/<id:user_id>/token", "users"),
+    ("/admin/flags/<id:flag_id>/resolve", "import"),
     ("/ops/arena/pairs", "activate"),
     ("/ops/arena/pairs/<id:pair_id>/delete", "activate"),
 ]
@@ -85,8 +88,13 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
         if rule.endswith("/vote"):
             res = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"])
             battle_id = res.json["id"]
+    flag_id = 0
+    if rule.startswith("/api/flags"):  # an open flag to resolve, on the owner's comparison
+        flag_id = client.post(f"/api/comparisons/{comparison_id}/flag", json={"reason": "other"},
+                              headers=owner["headers"]).json["id"]
     path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
-            .replace("<id:battle_id>", str(battle_id)).replace("<name>", people["annotator"]["name"]))
+            .replace("<id:battle_id>", str(battle_id)).replace("<name>", people["annotator"]["name"])
+            .replace("<id:flag_id>", str(flag_id)))
     if rule.endswith("/undo"):
         client.post(f"/api/comparisons/{comparison_id}/answer", json={"verdict": "skip"},
                     headers=(people.get(role) or people["annotator"])["headers"])
@@ -99,7 +107,8 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
     else:
         # Retrain has no Redis in this app: 503 is the real, post-authorisation answer.
         expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200,
-                    "/api/task": 200, "/api/users/<name>": 200, "/api/users/<name>/token": 200}.get(rule, 201)
+                    "/api/task": 200, "/api/users/<name>": 200, "/api/users/<name>/token": 200,
+                    "/api/flags/<id:flag_id>/resolve": 200}.get(rule, 201)
         if rule.endswith("/undo"):
             expected = 200
         assert res.status_code == expected, res.json
@@ -116,7 +125,7 @@ def test_form_roles(app, client, users, role, rule, permission):
     """Forms: anonymous is sent to the login page, a role without the permission gets 403, others are served."""
     people = make_users(users)
     path = (rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
-            .replace("<id:user_id>", str(people["annotator"]["id"])))
+            .replace("<id:user_id>", str(people["annotator"]["id"])).replace("<id:flag_id>", "1"))
     data = {"reason": "matrix", **TASK}
     if role != "anonymous":
         users.login(client, people[role]["name"])
@@ -138,7 +147,7 @@ def test_forms_without_csrf_are_refused(app, client, users, rule, permission):
     people = make_users(users)
     users.login(client, people["operator"]["name"])
     res = client.post(rule.replace("<id:version_id>", "1").replace("<id:pair_id>", "1").replace("<id:revision>", "1")
-                      .replace("<id:user_id>", "1"), data={"reason": "matrix"})
+                      .replace("<id:user_id>", "1").replace("<id:flag_id>", "1"), data={"reason": "matrix"})
     assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
 
 

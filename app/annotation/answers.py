@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.annotation.comparisons import get_comparison
+from app.annotation.comparisons import get_comparison, in_queue
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.redis_client import get_redis
@@ -126,7 +126,8 @@ def count_progress(*, overlap: int) -> dict:
     )
     total = select(func.count(Preference.id)).scalar_subquery()
     answered = select(func.count(Prompt.id)).where(answers_of > 0).scalar_subquery()
-    remaining = select(func.count(Prompt.id)).where(answers_of < overlap).scalar_subquery()
-    pool = select(func.count(Prompt.id)).scalar_subquery()
+    # Flagged inputs wait for review and removed ones are gone: neither is work to do now.
+    remaining = select(func.count(Prompt.id)).where(answers_of < overlap, in_queue(Prompt.id)).scalar_subquery()
+    pool = select(func.count(Prompt.id)).where(Prompt.removed_at.is_(None)).scalar_subquery()
     row = db.session.execute(select(total, pool, answered, remaining)).one()
     return {"total": row[0] or 0, "pool": row[1] or 0, "pool_answered": row[2] or 0, "remaining": row[3] or 0}

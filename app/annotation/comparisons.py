@@ -17,7 +17,7 @@ from app.lm.sampling import sampling_settings
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.platform.validation import clean_text
-from app.tables import Candidate, Comparison, Preference, Prompt, utcnow
+from app.tables import Candidate, Comparison, Flag, Preference, Prompt, utcnow
 from app.versions.serving import get_holder
 
 
@@ -85,6 +85,16 @@ def check_typed_input(text) -> str:
     return clean
 
 
+def in_queue(prompt_id_column):
+    """SQL: the pool input may be handed out (not removed, no open flag: see annotation.flags). Typed inputs, which
+    have no prompt, always may."""
+    removed = aliased(Prompt)  # its own name: with prompts outside too, the subquery would read every prompt
+    return prompt_id_column.is_(None) | (
+        ~exists().where(Flag.prompt_id == prompt_id_column, Flag.status == "open")
+        & ~exists().where(removed.id == prompt_id_column, removed.removed_at.is_not(None))
+    )
+
+
 def next_pool_prompts(*, limit: int = 1) -> list[Prompt]:
     """The pool prompts with the fewest comparisons so far (oldest first among equals)."""
     open_count = (
@@ -92,7 +102,8 @@ def next_pool_prompts(*, limit: int = 1) -> list[Prompt]:
         .where(Comparison.prompt_id == Prompt.id, Comparison.state != "stale")
         .scalar_subquery()
     )
-    prompts = list(db.session.scalars(select(Prompt).order_by(open_count, Prompt.id).limit(limit)))
+    prompts = list(db.session.scalars(select(Prompt).where(in_queue(Prompt.id))
+                                      .order_by(open_count, Prompt.id).limit(limit)))
     if not prompts:
         raise PoolEmpty("the prompt pool is empty; import prompts first")
     return prompts
@@ -150,7 +161,7 @@ def claim_prefetched(*, user_id: int, version_id: int, revision: int) -> Compari
     for candidate_id in db.session.scalars(
         select(Comparison.id)
         .where(Comparison.state == "ready", Comparison.model_version_id == version_id,
-               Comparison.task_revision_id == revision)
+               Comparison.task_revision_id == revision, in_queue(Comparison.prompt_id))
         .order_by(Comparison.id)
         .limit(5)
     ):
@@ -179,6 +190,7 @@ def claim_overlap(*, user_id: int, overlap: int) -> Comparison | None:
         select(Comparison.id)
         .where(Comparison.root_id.is_(None), Comparison.gold_item_id.is_(None), Comparison.prompt_id.is_not(None),
                Comparison.state == "assigned", Comparison.user_id != user_id, Comparison.copies < overlap - 1,
+               in_queue(Comparison.prompt_id),
                ~exists().where(copy_of_mine.root_id == Comparison.id, copy_of_mine.user_id == user_id))
         .order_by(Comparison.id)
         .limit(5)

@@ -8,6 +8,7 @@ from flask_login import current_user, login_required
 from app.accounts.users import add_user, change_user, find_user, list_users, new_token, require
 from app.annotation.agreement import annotation_agreement
 from app.annotation.answers import progress
+from app.annotation.flags import open_flags, resolve_flag
 from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.annotation.task import current_task, list_revisions, render_guidelines, restore_task, save_task
@@ -33,6 +34,7 @@ def index():
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()),
                            task=current_task(), revisions=list_revisions(limit=20), people=list_users(), roles=ROLES,
+                           flags=open_flags(),
                            guidelines_html=render_guidelines(current_task().guidelines))
 
 
@@ -83,6 +85,21 @@ def rotate_person_token(user_id: int):
         flash(f"No new token: {exc}", "error")
         return redirect(url_for("admin.index", _anchor="people"))
     return render_template("admin/secret.html", name=name, token=token)
+
+
+@bp.post("/flags/<id:flag_id>/resolve")
+@login_required
+@require("import")
+def resolve(flag_id: int):
+    """Clear a flag or remove its input from the pool, from the review list."""
+    try:
+        resolve_flag(flag_id=flag_id, action=request.form.get("action", ""), actor=current_user.name)
+    except BadInput as exc:
+        flash(f"Flag not resolved: {exc}", "error")
+        return redirect(url_for("admin.index", _anchor="flags"))
+    done = "removed from the pool" if request.form.get("action") == "remove_input" else "back in the queue"
+    flash(f"Flag {flag_id} resolved: the input is {done}.", "ok")
+    return redirect(url_for("admin.index", _anchor="flags"))
 
 
 @bp.post("/task")

@@ -10,7 +10,7 @@ from flask_login import current_user
 from app.accounts import users
 from app.accounts.security import limit_typed_prompts
 from app.accounts.users import acting_user, can, require, user_for_token
-from app.annotation import answers, comparisons, prompts, task
+from app.annotation import answers, comparisons, flags, prompts, task
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
 from app.arena import battles
@@ -142,6 +142,33 @@ def change_user(name: str):
 def rotate_user_token(name: str):
     """A new bearer token for the account (the old one stops working); shown this once."""
     return s.NewToken.respond(token=users.new_token(actor=acting_user(), name=name))
+
+
+@bp.post("/comparisons/<id:comparison_id>/flag")
+@require("annotate")
+def flag(comparison_id: int):
+    """Flag your comparison for review (201; the same flag again: 200); its pool input waits until it is resolved."""
+    body = s.parse(s.FlagBody, json_body())
+    flagged, created = flags.flag_comparison(user_id=acting_user().id, comparison_id=comparison_id,
+                                             reason=body.reason, comment=body.comment)
+    return s.FlagOut.respond(s.flag_fields(flagged)), 201 if created else 200
+
+
+@bp.get("/flags")
+@require("import")
+def list_flags():
+    """Open flags, oldest first, with who flagged and the input."""
+    return s.Flags.respond(flags=[s.flag_fields(f) | {"annotator": name, "input": text}
+                                  for f, name, text in flags.open_flags()])
+
+
+@bp.post("/flags/<id:flag_id>/resolve")
+@require("import")
+def resolve_flag(flag_id: int):
+    """Clear a flag (the input goes back in the queue) or remove its input from the pool."""
+    body = s.parse(s.FlagResolution, json_body())
+    return s.FlagOut.respond(s.flag_fields(flags.resolve_flag(flag_id=flag_id, action=body.action,
+                                                              actor=acting_user().name)))
 
 
 @bp.get("/progress")

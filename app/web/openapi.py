@@ -71,6 +71,9 @@ OPERATIONS: dict[str, Operation] = {
     "api.create_user": Operation({201: s.UserCreated}, s.NewUser, (409,)),
     "api.change_user": Operation({200: s.UserState}, s.UserChange, (404,)),
     "api.rotate_user_token": Operation({200: s.NewToken}, errors=(404,)),
+    "api.flag": Operation({201: s.FlagOut, 200: s.FlagOut}, s.FlagBody, (404,)),
+    "api.list_flags": Operation({200: s.Flags}),
+    "api.resolve_flag": Operation({200: s.FlagOut}, s.FlagResolution, (404, 409)),
     "api.get_task": Operation({200: s.Task}),
     "api.put_task": Operation({200: s.Task}, s.TaskText, (413,)),
 }

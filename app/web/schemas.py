@@ -14,7 +14,7 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.platform.exceptions import BadInput
-from app.tables import ROLES, RUN_STATUSES, VERDICTS, VERSION_STATUSES
+from app.tables import FLAG_REASONS, FLAG_STATUSES, ROLES, RUN_STATUSES, VERDICTS, VERSION_STATUSES
 from app.tables import Comparison as ComparisonRow
 from app.tables import ModelVersion as ModelVersionRow
 from app.tables import Preference as PreferenceRow
@@ -92,6 +92,21 @@ class UserChange(Body):
     model_config = ConfigDict(extra="forbid")
     role: Literal[ROLES] | None = None
     disabled: bool | None = None
+
+
+class FlagBody(Body):
+    """Why this comparison cannot be judged fairly, with an optional note."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal[FLAG_REASONS]
+    comment: str | None = Field(None, description="up to 500 characters")
+
+
+class FlagResolution(Body):
+    """clear: the input goes back in the queue; remove_input: it leaves the pool."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["clear", "remove_input"]
 
 
 class NewComparison(Body):
@@ -222,6 +237,24 @@ class NewToken(Out):
     token: str
 
 
+class FlagOut(Out):
+    id: int
+    comparison_id: int
+    reason: str
+    comment: str
+    status: Literal[FLAG_STATUSES]
+    created_at: str
+
+
+class OpenFlag(FlagOut):
+    annotator: str
+    input: str
+
+
+class Flags(Out):
+    flags: list[OpenFlag]
+
+
 class Task(Out):
     """One revision of the task text; the newest is in force."""
 
@@ -330,6 +363,12 @@ def comparison_body(row: ComparisonRow, *, progress: dict | None = None) -> dict
     if progress is None:
         return Comparison.respond(fields)
     return ComparisonWithProgress.respond(fields, progress=progress)
+
+
+def flag_fields(flag) -> dict:
+    """A flag as FlagOut names its fields."""
+    return {"id": flag.id, "comparison_id": flag.comparison_id, "reason": flag.reason, "comment": flag.comment,
+            "status": flag.status, "created_at": iso(flag.created_at)}
 
 
 def answer_body(pref: PreferenceRow, *, progress: dict) -> dict:
