@@ -232,6 +232,25 @@ class Preference(db.Model):
     )
 
 
+class AnswerChange(db.Model):
+    """An answer as it was before its annotator changed it: replaced in place while no run had snapshotted it,
+    else superseded (the old row gone, a new one with a new id, so the next run reads the new answer)."""
+
+    __tablename__ = "answer_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), index=True)
+    preference_id: Mapped[int] = mapped_column()  # the old row's id (gone when superseded)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    chosen_candidate_id: Mapped[int | None] = mapped_column()
+    also_good: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    latency_ms: Mapped[int | None] = mapped_column()
+    answered_at: Mapped[datetime] = mapped_column()
+    mode: Mapped[str] = mapped_column(String(16))  # replaced | superseded
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (CheckConstraint("mode in ('replaced','superseded')", name="ck_answer_changes_mode"),)
+
+
 class TrainingRun(db.Model):
     __tablename__ = "training_runs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the RQ job id

@@ -3,11 +3,11 @@
   "use strict";
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
-  async function api(path, body) {
+  async function api(path, body, method) {
     const res = await fetch(path, {
-      method: "POST",
+      method: method || "POST",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
-      body: JSON.stringify(body || {}),
+      body: method === "GET" ? undefined : JSON.stringify(body || {}),
       credentials: "same-origin",
     });
     let data = {};

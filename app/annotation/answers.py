@@ -8,12 +8,13 @@ from collections.abc import Iterable
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from app.annotation.comparisons import get_comparison, in_queue
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.redis_client import get_redis
-from app.tables import Comparison, Preference, Prompt, User, utcnow
+from app.tables import AnswerChange, Comparison, Preference, Prompt, TrainingRun, User, utcnow
 from app.versions.registry import record_event
 
 
@@ -26,13 +27,7 @@ def record_answer(
     also_good: with a choice, the other candidates the annotator finds acceptable too. The API checks its body
     with app.web.schemas.AnswerBody first (verdicts: app.tables.VERDICTS)."""
     comparison = get_comparison(comparison_id=comparison_id, user_id=user_id)
-    ids = {c.id for c in comparison.candidates}
-    marked = sorted(set(also_good)) or None
-    for cid in [candidate_id, *(marked or [])]:
-        if cid is not None and cid not in ids:
-            raise BadInput(f"candidate {cid} is not part of comparison {comparison_id}", status=422)
-    if marked and (candidate_id is None or candidate_id in marked):
-        raise BadInput("also_good lists other acceptable candidates beside the chosen one", status=422)
+    marked = check_answer(comparison, candidate_id=candidate_id, also_good=also_good)
     existing = comparison.preference
     if existing is None:
         pref = Preference(
@@ -50,6 +45,79 @@ def record_answer(
     if existing.verdict == verdict and existing.chosen_candidate_id == candidate_id and existing.also_good == marked:
         return existing, False
     raise BadInput(f"comparison {comparison_id} already has a different answer; undo it first", status=409)
+
+
+def check_answer(comparison: Comparison, *, candidate_id: int | None, also_good: Iterable[int]) -> list[int] | None:
+    """The sorted also-good ids (None for none), once every id is checked to be one of the comparison's."""
+    ids = {c.id for c in comparison.candidates}
+    marked = sorted(set(also_good)) or None
+    for cid in [candidate_id, *(marked or [])]:
+        if cid is not None and cid not in ids:
+            raise BadInput(f"candidate {cid} is not part of comparison {comparison.id}", status=422)
+    if marked and (candidate_id is None or candidate_id in marked):
+        raise BadInput("also_good lists other acceptable candidates beside the chosen one", status=422)
+    return marked
+
+
+def change_answer(
+    *, user_id: int, comparison_id: int, candidate_id: int | None, verdict: str, latency_ms: int | None = None,
+    also_good: Iterable[int] = (),
+) -> tuple[Preference, str]:
+    """Change your answer to a comparison; (answer, "replaced" | "superseded" | "unchanged"). Audited.
+
+    While no training run has snapshotted the old answer it is replaced in place. Once one has, that run keeps what
+    it read: the old row goes, and the new answer is a new row (a new id, past every run's bound), so the next run
+    reads it. Either way the old answer is kept in answer_changes."""
+    comparison = get_comparison(comparison_id=comparison_id, user_id=user_id)
+    marked = check_answer(comparison, candidate_id=candidate_id, also_good=also_good)
+    old = comparison.preference
+    if old is None:
+        raise BadInput(f"comparison {comparison_id} has no answer to change; answer it first", status=409)
+    if (old.verdict, old.chosen_candidate_id, old.also_good) == (verdict, candidate_id, marked):
+        return old, "unchanged"
+    before = {"verdict": old.verdict, "chosen_candidate_id": old.chosen_candidate_id, "also_good": old.also_good}
+    mode = "superseded" if old.id <= snapshotted_upto() else "replaced"
+    db.session.add(AnswerChange(comparison_id=comparison_id, preference_id=old.id, user_id=user_id,
+                                verdict=old.verdict, chosen_candidate_id=old.chosen_candidate_id,
+                                also_good=old.also_good, latency_ms=old.latency_ms, answered_at=old.created_at,
+                                mode=mode))
+    if mode == "superseded":
+        top = db.session.scalar(select(func.max(Preference.id)))
+        db.session.delete(old)
+        db.session.flush()
+        old = Preference(comparison_id=comparison_id, user_id=user_id)
+        if db.session.get_bind().dialect.name == "sqlite":
+            # SQLite hands the id of a deleted newest row out again: the new answer must come after every bound.
+            old.id = top + 1
+        db.session.add(old)
+    old.verdict, old.chosen_candidate_id, old.also_good, old.latency_ms = verdict, candidate_id, marked, latency_ms
+    db.session.flush()
+    user = db.session.get(User, user_id)
+    record_event(actor=user.name, action="answer_changed",
+                 detail={"comparison_id": comparison_id, "mode": mode, "before": before,
+                         "after": {"verdict": verdict, "chosen_candidate_id": candidate_id, "also_good": marked}})
+    return old, mode
+
+
+def snapshotted_upto() -> int:
+    """The newest preference id any training run has fixed in its snapshot (0 before any run)."""
+    bounds = [(snapshot or {}).get("max_preference_id") or 0
+              for snapshot in db.session.scalars(select(TrainingRun.snapshot))]
+    return max(bounds, default=0)
+
+
+def my_answers(*, user_id: int, query: str = "", limit: int = 20, offset: int = 0) -> tuple[list[Comparison], int]:
+    """Your answered comparisons, newest answer first, whose input contains `query` (any case); and how many match."""
+    stmt = (select(Comparison).join(Preference, Preference.comparison_id == Comparison.id)
+            .where(Preference.user_id == user_id, Comparison.gold_item_id.is_(None)))
+    if query:
+        # A search word, not a pattern: % and _ match themselves.
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Comparison.input_text.ilike(f"%{escaped}%", escape="\\"))
+    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = db.session.scalars(stmt.order_by(Preference.id.desc()).limit(limit).offset(offset)
+                              .options(joinedload(Comparison.candidates), joinedload(Comparison.preference))).unique()
+    return list(rows), total
 
 
 def undo_last_answer(*, user_id: int, comparison_id: int | None = None) -> Comparison:

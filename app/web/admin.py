@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.accounts.users import add_user, change_user, find_user, list_users, new_token, require
@@ -12,6 +12,7 @@ from app.annotation.flags import open_flags, resolve_flag
 from app.annotation.gold import gold_accuracy, import_gold, parse_gold_file
 from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.annotation.task import current_task, list_revisions, render_guidelines, restore_task, save_task
+from app.annotation.team import annotator_stats, stats_csv
 from app.platform.exceptions import BadInput, QueueUnavailable
 from app.tables import ROLES
 from app.training.jobs import get_run, list_runs, request_training, training_config
@@ -34,7 +35,7 @@ def index():
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()),
                            task=current_task(), revisions=list_revisions(limit=20), people=list_users(), roles=ROLES,
-                           flags=open_flags(),
+                           flags=open_flags(), team=annotator_stats(),
                            guidelines_html=render_guidelines(current_task().guidelines))
 
 
@@ -129,6 +130,15 @@ def restore(revision: int):
         return redirect(url_for("admin.index", _anchor="task"))
     flash(f"Revision {revision} restored as revision {saved.id}.", "ok")
     return redirect(url_for("admin.index", _anchor="task"))
+
+
+@bp.get("/annotators.csv")
+@login_required
+@require("import")
+def annotators_csv():
+    """The per-annotator table as CSV."""
+    return Response(stats_csv(annotator_stats()), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=annotators.csv"})
 
 
 @bp.post("/prompts")

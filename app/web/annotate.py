@@ -38,6 +38,13 @@ def arena_page():
                            votes=votes_by(user_id=current_user.id))
 
 
+@bp.get("/my")
+@login_required
+def my_page():
+    """Your past answers: search them and change one (its buttons call the JSON API)."""
+    return render_template("annotate/my.html")
+
+
 @bp.get("/favicon.ico")
 def favicon():
     """The icon, for browsers and tools that ask for it by its old name (pages link the SVG)."""

@@ -10,7 +10,7 @@ from flask_login import current_user
 from app.accounts import users
 from app.accounts.security import limit_typed_prompts
 from app.accounts.users import acting_user, can, require, user_for_token
-from app.annotation import answers, comparisons, flags, prompts, task
+from app.annotation import answers, comparisons, flags, prompts, task, team
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
 from app.arena import battles
@@ -94,6 +94,30 @@ def answer(comparison_id: int):
     return s.answer_body(pref, progress=answers.progress(user_id=user_id)), 201 if created else 200
 
 
+@bp.put("/comparisons/<id:comparison_id>/answer")
+@require("annotate")
+def change_answer(comparison_id: int):
+    """Change your answer: replaced while no run has read it, else superseded by a new one for the next run."""
+    body = s.parse(s.AnswerBody, json_body())
+    user_id = acting_user().id
+    pref, mode = answers.change_answer(
+        user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
+        verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
+    )
+    return s.ChangedAnswer.respond(s.answer_body(pref, progress=answers.progress(user_id=user_id)), mode=mode)
+
+
+@bp.get("/my/answers")
+@require("annotate")
+def my_answers():
+    """Your answers, newest first, with their comparisons; ?q= searches the inputs; ?limit= (1-100) &offset=."""
+    query = s.parse(s.MyAnswersQuery, request.args.to_dict(), strict=False)
+    rows, total = answers.my_answers(user_id=acting_user().id, query=query.q, limit=query.limit,
+                                     offset=query.offset)
+    return s.MyAnswers.respond(answers=[s.my_answer_fields(r) for r in rows], total=total, limit=query.limit,
+                               offset=query.offset)
+
+
 @bp.post("/comparisons/<id:comparison_id>/undo")
 @require("annotate")
 def undo(comparison_id: int):
@@ -169,6 +193,13 @@ def resolve_flag(flag_id: int):
     body = s.parse(s.FlagResolution, json_body())
     return s.FlagOut.respond(s.flag_fields(flags.resolve_flag(flag_id=flag_id, action=body.action,
                                                               actor=acting_user().name)))
+
+
+@bp.get("/annotators")
+@require("import")
+def annotators():
+    """Per annotator: answers (today, UTC), median seconds, skip and all-bad rates, gold accuracy, agreement, flags."""
+    return s.Annotators.respond(annotators=team.annotator_stats())
 
 
 @bp.get("/progress")

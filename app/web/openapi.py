@@ -74,6 +74,14 @@ OPERATIONS: dict[str, Operation] = {
     "api.flag": Operation({201: s.FlagOut, 200: s.FlagOut}, s.FlagBody, (404,)),
     "api.list_flags": Operation({200: s.Flags}),
     "api.resolve_flag": Operation({200: s.FlagOut}, s.FlagResolution, (404, 409)),
+    "api.change_answer": Operation({200: s.ChangedAnswer}, s.AnswerBody, (404, 409, 422)),
+    "api.my_answers": Operation({200: s.MyAnswers}, errors=(400,), query=(
+        {"name": "q", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+        {"name": "offset", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}})),
+    "api.annotators": Operation({200: s.Annotators}),
     "api.get_task": Operation({200: s.Task}),
     "api.put_task": Operation({200: s.Task}, s.TaskText, (413,)),
 }

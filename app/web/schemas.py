@@ -109,6 +109,23 @@ class FlagResolution(Body):
     action: Literal["clear", "remove_input"]
 
 
+class MyAnswersQuery(BaseModel):
+    """GET /api/my/answers's query: a search word in the input, and a page."""
+
+    model_config = ConfigDict(extra="ignore")
+    q: str = Field("", max_length=200)
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=10**9)
+
+    @field_validator("q")
+    @classmethod
+    def no_nul(cls, value: str) -> str:
+        # PostgreSQL text cannot hold NUL: a search for one would be a 500, not "no match".
+        if "\x00" in value:
+            raise ValueError("q contains a NUL character")
+        return value.strip()
+
+
 class NewComparison(Body):
     """A typed prompt to sample candidates for; without one, the next pool prompt."""
 
@@ -255,6 +272,22 @@ class Flags(Out):
     flags: list[OpenFlag]
 
 
+class AnnotatorStats(Out):
+    name: str
+    answers: int
+    answers_today: int
+    median_seconds: float | None
+    skip_rate: float | None
+    all_bad_rate: float | None
+    gold_accuracy: float | None
+    agreement: float | None
+    flags: int
+
+
+class Annotators(Out):
+    annotators: list[AnnotatorStats]
+
+
 class Task(Out):
     """One revision of the task text; the newest is in force."""
 
@@ -278,6 +311,30 @@ class AnswerResult(Out):
     candidate_id: int | None
     also_good: list[int]
     progress: Progress
+
+
+class ChangedAnswer(AnswerResult):
+    mode: Literal["replaced", "superseded", "unchanged"] = Field(
+        description="replaced in place; superseded: a run had already read the old one, so this is a new answer "
+                    "for the next run; unchanged: it was already this answer")
+
+
+class MyAnswer(Out):
+    comparison_id: int
+    prompt: str
+    candidates: list[Candidate]
+    verdict: Literal[VERDICTS]
+    candidate_id: int | None
+    also_good: list[int]
+    answered_at: str
+    task_revision: int | None
+
+
+class MyAnswers(Out):
+    answers: list[MyAnswer]
+    total: int
+    limit: int
+    offset: int
 
 
 class PromptImportResult(Out):
@@ -369,6 +426,15 @@ def flag_fields(flag) -> dict:
     """A flag as FlagOut names its fields."""
     return {"id": flag.id, "comparison_id": flag.comparison_id, "reason": flag.reason, "comment": flag.comment,
             "status": flag.status, "created_at": iso(flag.created_at)}
+
+
+def my_answer_fields(row: ComparisonRow) -> dict:
+    """One of your answered comparisons, as MyAnswer names its fields."""
+    pref = row.preference
+    return {"comparison_id": row.id, "prompt": row.input_text, "task_revision": row.task_revision_id,
+            "candidates": [{"id": c.id, "text": c.text} for c in row.candidates], "verdict": pref.verdict,
+            "candidate_id": pref.chosen_candidate_id, "also_good": pref.also_good or [],
+            "answered_at": iso(pref.created_at)}
 
 
 def answer_body(pref: PreferenceRow, *, progress: dict) -> dict:
