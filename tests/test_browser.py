@@ -404,3 +404,65 @@ def test_a_day_at_the_desk_meets_no_traps(page, server):
     wait_armed(page)
     assert card_ids(page) == third
     assert len(stored()) == 3 and page.js_errors == []
+
+
+def test_without_the_cli_an_admin_adds_an_annotator_who_annotates_flags_and_fixes_an_answer(page, server, browser):
+    """The desk without a terminal: an admin creates an annotator on the admin page (the password shown once); the
+    annotator answers, flags a comparison with F (it is skipped), and changes an answer on My answers; the admin
+    sees the flag, clears it, and sees the team's numbers."""
+    import re
+
+    from playwright.sync_api import expect
+
+    out = server.flask("users", "create", "boss", "--role", "admin")
+    server.users["boss"] = {"password": re.search(r"^password: (\S+)$", out, re.M).group(1)}
+    log_in(page, server, "boss")
+    page.goto(server.url("/admin/"))
+    page.fill("#add-person input[name=name]", "newbie")
+    page.select_option("#add-person select[name=role]", "annotator")
+    page.click("#add-person button[type=submit]")
+    password = page.locator("#secret-password").inner_text()
+    assert len(password) >= 10 and page.locator("#secret-token").inner_text()
+    page.screenshot(path=str(SCREENSHOT.parent / "new-account.png"))
+    server.users["newbie"] = {"password": password}
+
+    worker = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    worker.set_default_timeout(TIMEOUT_MS)
+    log_in(worker, server, "newbie")
+    worker.keyboard.press("n")
+    first = wait_for_new_comparison(worker, [])
+    worker.keyboard.press("1")
+    second = wait_for_new_comparison(worker, first)
+    worker.keyboard.press("f")
+    expect(worker.locator("#flag-form")).to_be_visible()
+    worker.select_option("#flag-reason", "unclear")
+    worker.fill("#flag-comment", "Which report is meant?")
+    worker.click("#flag-form button[type=submit]")
+    wait_for_new_comparison(worker, second)
+    expect(worker.locator("#status")).to_have_text("Flagged for an admin, and skipped.")
+
+    worker.goto(server.url("/my"))
+    answers = worker.locator("#answers li.answer")
+    expect(answers).to_have_count(2)
+    picked = answers.nth(1).locator("button.card.picked")
+    expect(picked).to_have_count(1)
+    other = answers.nth(1).locator("button.card:not(.picked)").first
+    other_id = other.get_attribute("data-candidate-id")
+    other.click()
+    expect(worker.locator("#status")).to_have_text("Changed.")
+    worker.reload()
+    expect(worker.locator(f"#answers button.card.picked[data-candidate-id='{other_id}']")).to_have_count(1)
+    worker.screenshot(path=str(SCREENSHOT.parent / "my-answers.png"), full_page=True)
+    worker.context.close()
+
+    page.goto(server.url("/admin/"))
+    flag_row = page.locator("#flags-table tbody tr")
+    expect(flag_row).to_have_count(1)
+    expect(flag_row).to_contain_text("Which report is meant?")
+    expect(page.locator("#team-table tr[data-annotator='newbie']")).to_contain_text("2")
+    page.locator("#team").screenshot(path=str(SCREENSHOT.parent / "annotators.png"))
+    page.locator("#flags").screenshot(path=str(SCREENSHOT.parent / "flags.png"))
+    flag_row.locator("button.clear-flag").click()
+    expect(page.locator(".flash.ok")).to_contain_text("back in the queue")
+    expect(page.locator("#flags-table")).to_have_count(0)
+    assert page.js_errors == []

@@ -86,3 +86,28 @@ def test_only_your_own_comparison_and_only_admins_resolve(client, admin, annotat
     assert client.get("/api/flags", headers=annotator["headers"]).status_code == 403
     assert post(client, "/api/flags/999/resolve", admin, {"action": "clear"}).status_code == 404
     assert post(client, f"/api/flags/{flagged['id']}/resolve", admin, {"action": "drop"}).status_code == 400
+
+
+def test_the_desk_migrations_go_down_and_up_keeping_the_data(app, annotator):
+    """Task revisions, shown_at, flags, removed prompts, answer changes, pseudonyms: down to the revision before
+    them and up again, on SQLite and Postgres. A user from before gets a pseudonym; revision 1 is there again."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import inspect
+
+    from app.tables import TaskRevision, User
+
+    def tables() -> set[str]:
+        with db.engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision="c4a9e2d7b1f3")
+        assert not {"task_revisions", "flags", "answer_changes"} & tables()
+        upgrade()
+        assert {"task_revisions", "flags", "answer_changes"} <= tables()
+        user = db.session.get(User, annotator["id"])
+        assert user.name == "ann" and user.pseudonym.startswith("a-")
+        assert [t.id for t in db.session.scalars(db.select(TaskRevision))] == [1]
+        db.session.add(TaskRevision(question="Q", guidelines="G", system_prompt="", author="t"))
+        db.session.commit()  # the sequence was moved past revision 1 (Postgres)
