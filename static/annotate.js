@@ -103,11 +103,15 @@
       say("This input is " + text.length + " characters; the limit is " + maxChars + ". Shorten it.", "error");
       return;
     }
-    if (busy || openComparison()) return; busy = true; mode = "own"; say("Generating…");
+    // A typed input waits for its answer; a pool comparison may wait (it stays yours, and N brings it back).
+    if (busy || (mode === "own" && openComparison())) return;
+    const parked = current !== null;
+    busy = true; mode = "own"; say("Generating…");
     try {
-      show(await api("/api/comparisons", { prompt: text })); say(""); $("own-text").value = "";
+      show(await api("/api/comparisons", { prompt: text })); $("own-text").value = "";
+      say(parked ? "The pool comparison waits for you: N brings it back once this one is answered." : "", "ok");
       $("own-text").blur();  // the keys now answer the comparison, they do not type into the box
-    } catch (e) { say(e.message, "error"); }
+    } catch (e) { mode = parked ? "pool" : mode; say(e.message, "error"); }
     finally { busy = false; }
   }
 
