@@ -41,6 +41,7 @@
     // An admin saved a new task since this page loaded: the question and guidelines on it are out of date.
     const pageRevision = document.querySelector("[data-task-revision]").dataset.taskRevision;
     $("task-notice").hidden = c.task_revision == null || String(c.task_revision) === pageRevision;
+    $("flag-form").hidden = true; flagging = null;
     const cards = $("cards"); cards.replaceChildren();
     cards.dataset.armed = "false";  // the answer keys wait ARM_MS (see keydown); the attribute shows when they work
     setTimeout(() => { if (current === c) cards.dataset.armed = "true"; }, ARM_MS);
@@ -115,8 +116,11 @@
     finally { busy = false; }
   }
 
-  async function answer(body, btn) {
-    if (busy || !current) return; busy = true;
+  // Whether the answer was stored. Mouse clicks wait out ARM_MS too (a double click on a card), unless `armed`.
+  async function answer(body, btn, armed) {
+    if (busy || !current) return false;
+    if (!armed && performance.now() - shownAt < ARM_MS) return false;
+    busy = true;
     if (btn) btn.classList.add("picked");
     body.latency_ms = Math.round(performance.now() - shownAt);
     const id = current.id;
@@ -128,9 +132,11 @@
       say("Saved.", "ok");
       busy = false;
       if (mode === "pool") await next(); else clear();
+      return true;
     } catch (e) {
       if (btn) btn.classList.remove("picked");
       say(e.message, "error"); busy = false;
+      return false;
     }
   }
 
@@ -144,20 +150,22 @@
     finally { busy = false; }
   }
 
+  let flagging = null;  // the comparison the open flag form is about: never another one that appeared since
+
   function openFlag() {
     if (!current) return;
+    flagging = current.id;
     $("flag-form").hidden = false; $("flag-reason").focus();
   }
 
   async function sendFlag() {
-    if (busy || !current) return; busy = true;
-    const id = current.id;
+    if (busy || !current || current.id !== flagging) { $("flag-form").hidden = true; return; }
+    busy = true;
     try {
-      await api("/api/comparisons/" + id + "/flag", { reason: $("flag-reason").value,
-                                                      comment: $("flag-comment").value || null });
+      await api("/api/comparisons/" + flagging + "/flag", { reason: $("flag-reason").value,
+                                                            comment: $("flag-comment").value || null });
       $("flag-form").hidden = true; $("flag-comment").value = ""; busy = false;
-      await answer({ verdict: "skip" });
-      say("Flagged for an admin, and skipped.", "ok");
+      if (await answer({ verdict: "skip" }, null, true)) say("Flagged for an admin, and skipped.", "ok");
     } catch (e) { say(e.message, "error"); busy = false; }
   }
 

@@ -16,7 +16,9 @@
       btn.type = "button"; btn.className = "card small"; btn.dataset.candidateId = c.id; btn.textContent = c.text;
       if (a.verdict === "choice" && c.id === a.candidate_id) btn.classList.add("picked");
       if (a.also_good.includes(c.id)) btn.classList.add("also");
-      btn.addEventListener("click", () => change(li, { candidate_id: c.id }));
+      // The "also fine" marks stay as they were (less the new pick); clicking the pick again changes nothing.
+      btn.addEventListener("click", () => change(li, { candidate_id: c.id,
+                                                      also_good: a.also_good.filter((id) => id !== c.id) }));
       list.append(btn);
     });
     const verdicts = document.createElement("div"); verdicts.className = "verdicts";
@@ -54,6 +56,7 @@
       const picked = body.candidate_id ? li.querySelector(`[data-candidate-id="${body.candidate_id}"]`)
         : li.querySelector(`[data-verdict="${body.verdict}"]`);
       picked.classList.add("picked");
+      (body.also_good || []).forEach((id) => li.querySelector(`[data-candidate-id="${id}"]`).classList.add("also"));
       const words = { replaced: "Changed.", superseded: "Changed: a new answer for the next run (a run had read the old one).",
                       unchanged: "That was already your answer." };
       say(words[res.mode], "ok");

@@ -88,24 +88,39 @@ def test_only_your_own_comparison_and_only_admins_resolve(client, admin, annotat
     assert post(client, f"/api/flags/{flagged['id']}/resolve", admin, {"action": "drop"}).status_code == 400
 
 
-def test_the_desk_migrations_go_down_and_up_keeping_the_data(app, annotator):
+def test_the_desk_migrations_go_down_and_up_keeping_the_data(app, client, annotator, pool):
     """Task revisions, shown_at, flags, removed prompts, answer changes, pseudonyms: down to the revision before
-    them and up again, on SQLite and Postgres. A user from before gets a pseudonym; revision 1 is there again."""
+    them and up again, on SQLite and Postgres, with answered and open comparisons in the tables it rebuilds (SQLite
+    rebuilt them with foreign keys on: it refused, or cascaded the candidates away). A user from before gets a
+    pseudonym; revision 1 is there again."""
     from flask_migrate import downgrade, upgrade
     from sqlalchemy import inspect
 
-    from app.tables import TaskRevision, User
+    from app.tables import Candidate, Comparison, Preference, TaskRevision, User
+
+    answered = post(client, "/api/comparisons", annotator).json
+    post(client, f"/api/comparisons/{answered['id']}/answer", annotator, {"verdict": "tie"})
+    post(client, "/api/comparisons", annotator)  # open: candidates and no answer
 
     def tables() -> set[str]:
         with db.engine.connect() as conn:
             return set(inspect(conn).get_table_names())
 
+    def counts() -> tuple[int, int, int]:
+        found = tuple(db.session.scalar(db.select(db.func.count()).select_from(t))
+                      for t in (Comparison, Candidate, Preference))
+        db.session.remove()  # no open transaction: it would hold the migration's ALTER TABLE on Postgres
+        return found
+
     with app.app_context():
+        before = counts()
+        assert before == (2, 6, 1)
         db.session.remove()
         downgrade(revision="c4a9e2d7b1f3")
+        assert counts() == before
         assert not {"task_revisions", "flags", "answer_changes"} & tables()
         upgrade()
-        assert {"task_revisions", "flags", "answer_changes"} <= tables()
+        assert {"task_revisions", "flags", "answer_changes"} <= tables() and counts() == before
         user = db.session.get(User, annotator["id"])
         assert user.name == "ann" and user.pseudonym.startswith("a-")
         assert [t.id for t in db.session.scalars(db.select(TaskRevision))] == [1]

@@ -170,3 +170,20 @@ def test_a_template_that_writes_its_own_begin_token_is_not_given_two(chat_dir, t
     tok.chat_template = "{{ bos_token }}" + tok.chat_template
     ids = tok(render_chat(tok, "Fix it.", system_prompt="Be kind."))["input_ids"]
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+
+
+def test_a_template_that_refuses_a_system_message_gets_it_in_the_users_turn(chat_dir):
+    """Gemma-style: a system message raises in the template; the system prompt then leads the user's message."""
+    from transformers import AutoTokenizer
+
+    from app.lm.checkpoint import end_of_turn, render_chat
+
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert render_chat(tok, "Fix it.", system_prompt="Be kind.") == (
+        "<|im_start|>user\nBe kind.\n\nFix it.<|im_end|>\n<|im_start|>assistant\n")
+    assert render_chat(tok, "Fix it.") == "<|im_start|>user\nFix it.<|im_end|>\n<|im_start|>assistant\n"
+    tok.chat_template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
+    assert end_of_turn(tok) is None  # the assistant's text never shows: no end token to learn from it

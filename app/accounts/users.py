@@ -87,6 +87,8 @@ def find_user(*, name: str | None = None, user_id: int | None = None) -> User:
     """The user called `name` (or with id `user_id`), or a 404 BadInput."""
     if user_id is not None:
         user = db.session.get(User, user_id) if 1 <= user_id <= 2**31 - 1 else None
+    elif not name or len(name) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        user = None  # no account has such a name (and PostgreSQL refuses a NUL in a query)
     else:
         user = db.session.scalar(select(User).where(User.name == name))
     if user is None:
@@ -155,8 +157,12 @@ def change_user(*, actor: User, name: str, role: str | None = None, disabled: bo
 
 
 def new_token(*, actor: User, name: str) -> str:
-    """rotate_token within what the actor may do; audited (the token itself never is)."""
-    check_may_manage(actor=actor, target=find_user(name=name))
+    """rotate_token within what the actor may do; audited (the token itself never is). Whoever rotates holds the new
+    token, so an admin's is rotated by an operator only: another admin could act in their name with it."""
+    target = find_user(name=name)
+    check_may_manage(actor=actor, target=target)
+    if target.role == "admin" and actor.role != "operator":
+        raise BadInput("only an operator can give an admin a new token (whoever rotates it holds it)", status=403)
     token = rotate_token(name=name)
     audit_user(actor=actor, action="user_token_rotated", user=find_user(name=name), detail={})
     return token

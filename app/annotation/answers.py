@@ -193,7 +193,7 @@ def count_progress(*, overlap: int) -> dict:
         .where(Comparison.prompt_id == Prompt.id).correlate(Prompt).scalar_subquery()
     )
     total = select(func.count(Preference.id)).scalar_subquery()
-    answered = select(func.count(Prompt.id)).where(answers_of > 0).scalar_subquery()
+    answered = select(func.count(Prompt.id)).where(answers_of > 0, Prompt.removed_at.is_(None)).scalar_subquery()
     # Flagged inputs wait for review and removed ones are gone: neither is work to do now.
     remaining = select(func.count(Prompt.id)).where(answers_of < overlap, in_queue(Prompt.id)).scalar_subquery()
     pool = select(func.count(Prompt.id)).where(Prompt.removed_at.is_(None)).scalar_subquery()

@@ -209,7 +209,9 @@ def claim_overlap(*, user_id: int, overlap: int) -> Comparison | None:
         copy = Comparison(
             prompt_id=root.prompt_id, input_text=root.input_text, model_prompt=root.model_prompt,
             model_version_id=root.model_version_id, settings=root.settings | {"copy_of": root.id}, seed=root.seed,
-            task_revision_id=current_revision_id(),  # the text it is shown under now, as any comparison
+            # The root's: its prompt (system prompt and all) was rendered under that revision, and the exports'
+            # chat form must name the system prompt the candidates were written with.
+            task_revision_id=root.task_revision_id,
             state="assigned", user_id=user_id, assigned_at=utcnow(), shown_at=utcnow(), root_id=root.id,
             candidates=[Candidate(position=pos, sample_index=root.candidates[i].sample_index,
                                   text=root.candidates[i].text) for pos, i in enumerate(order)],

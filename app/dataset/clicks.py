@@ -68,7 +68,7 @@ def choice_preferences(*, upto: int | None = None, verdicts: tuple[str, ...] = (
 
 
 def majority_clicks(clicks: Iterable[Click], *, upto: int | None = None) -> Iterator[Click]:
-    """OVERLAP_PAIRS=majority: of the answers to one comparison and its overlap copies, the first click on the pick
+    """OVERLAP_PAIRS=majority: of the answers to one comparison and its overlap copies, the newest click on the pick
     more than half of them chose (skips are not counted: they judge nothing); a split gives nothing.
 
     A comparison answered once passes as it is. The others wait until all their clicks have come by (the counts
@@ -95,7 +95,9 @@ def majority_clicks(clicks: Iterable[Click], *, upto: int | None = None) -> Iter
         picks = Counter(dict(c.candidates)[c.chosen_candidate_id] for c in seen)
         text, votes = picks.most_common(1)[0]
         if 2 * votes > total:
-            yield next(c for c in seen if dict(c.candidates)[c.chosen_candidate_id] == text)
+            # The newest agreeing click: the one that made the majority, so a run counts it as new, not as replay.
+            yield max((c for c in seen if dict(c.candidates)[c.chosen_candidate_id] == text),
+                      key=lambda c: c.preference_id)
 
 
 def arena_votes(*, until=None) -> Iterator[Click]:

@@ -12,7 +12,6 @@ task revision, answered-at, latency):
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 
@@ -127,16 +126,17 @@ def write_parquet(out) -> int:
 
 def parquet_chunks() -> Iterator[bytes]:
     """The Parquet export as pieces of bytes: written to a temporary file first (Parquet's footer comes last, so it
-    cannot be streamed as it is made), then read back, so memory stays one batch and one piece."""
-    fd, path = tempfile.mkstemp(prefix="prefloop-export-", suffix=".parquet")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_parquet(out)
-        with open(path, "rb") as f:
-            while piece := f.read(CHUNK):
-                yield piece
-    finally:
-        os.unlink(path)
+    cannot be streamed as it is made), then read back, so memory stays one batch and one piece.
+
+    The file has no name (TemporaryFile): a worker killed mid-download leaves nothing behind; and the liveness
+    call goes on while the pieces go out, as while the rows are written."""
+    beat = _heartbeat()
+    with tempfile.TemporaryFile(prefix="prefloop-export-") as f:
+        write_parquet(f)
+        f.seek(0)
+        while piece := f.read(CHUNK):
+            beat()
+            yield piece
 
 
 def _heartbeat() -> Callable[[], None]:

@@ -41,7 +41,15 @@ def render_chat(tokenizer, text: str, *, system_prompt: str = "") -> str:
     encoded (Llama-style): it is dropped here, so every consumer encodes the one the tokenizer adds."""
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": text}]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - jinja's TemplateError, raised by the template itself
+        if not system_prompt:
+            raise
+        # Gemma's and older Mistral templates refuse a system message: the instructions lead the user's turn, as
+        # those models' own cards advise.
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": f"{system_prompt}\n\n{text}"}],
+                                                 tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     if bos and rendered.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
         rendered = rendered[len(bos):]
@@ -57,7 +65,9 @@ def end_of_turn(tokenizer) -> str | None:
                                                   {"role": "assistant", "content": marker}], tokenize=False)
     except Exception:  # noqa: BLE001 - a template with its own rules (roles, order): no end token to learn
         return None
-    after = rendered.split(marker, 1)[-1]
+    if marker not in rendered:  # a template that drops the assistant's text: nothing after it to read
+        return None
+    after = rendered.split(marker, 1)[1]
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
     special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids and ids[0] in special else None

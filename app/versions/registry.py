@@ -151,7 +151,8 @@ def rollback(*, actor: str, reason: str) -> AuditEvent:
 
 
 # The audit log's filters: which actions each kind of event is. Versions: everything not named here.
-AUDIT_KINDS = {"annotation": ("undo_answer",), "arena": ("arena_pair_added", "arena_pair_removed"),
+AUDIT_KINDS = {"annotation": ("undo_answer", "answer_changed", "flag_cleared", "flag_removed"),
+               "arena": ("arena_pair_added", "arena_pair_removed"),
                "people": ("user_created", "user_changed", "user_token_rotated")}
 
 
