@@ -489,3 +489,31 @@ def test_without_the_cli_an_admin_adds_an_annotator_who_annotates_flags_and_fixe
     expect(page.locator(".flash.ok")).to_contain_text("back in the queue")
     expect(page.locator("#flags-table")).to_have_count(0)
     assert page.js_errors == []
+
+
+def test_the_arena_says_when_both_versions_wrote_the_same_text_and_key_badges_do_not_wrap(page, server):
+    """Two sides with the very same text: the page says so, instead of leaving the annotator to hunt for a
+    difference. The key badges keep on one line."""
+    from playwright.sync_api import expect
+    from sqlalchemy import create_engine, text
+
+    new_annotator(server, "twins")
+    engine = create_engine(server.db_url)
+    try:
+        with engine.begin() as conn:
+            user_id = conn.execute(text("select id from users where name = 'twins'")).scalar_one()
+            battle_id = conn.execute(text(
+                "insert into arena_battles (input_text, settings, seed, state, user_id, created_at, assigned_at) "
+                "values ('Fix it.', '{}', 1, 'assigned', :u, current_timestamp, current_timestamp) returning id"),
+                {"u": user_id}).scalar_one()
+            for position in (0, 1):
+                conn.execute(text("insert into arena_candidates (battle_id, position, version_id, model_prompt, text) "
+                                  "values (:b, :p, 1, 'Fix it.', 'Could you fix it, please?')"),
+                             {"b": battle_id, "p": position})
+    finally:
+        engine.dispose()
+    log_in(page, server, "twins")
+    page.goto(server.url("/arena"))
+    expect(page.locator("#status")).to_have_text("Both versions wrote the same text: press T for a tie.")
+    assert page.evaluate("() => getComputedStyle(document.querySelector('kbd')).whiteSpace") == "nowrap"
+    assert page.locator("link[rel=icon]").count() == 1 and page.js_errors == []

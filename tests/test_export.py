@@ -139,8 +139,8 @@ def test_an_unknown_format_is_a_clear_400(client, admin, fmt):
 
 @pytest.mark.slow
 def test_trl_trains_a_step_on_each_export(runner, tmp_path, answered, starter_dir, chat_dir):
-    """DPOTrainer on the trl rows (the starter) and on the trl-chat rows (the starter with a chat template), and
-    KTOTrainer on the kto rows: each accepts the file as exported and runs one optimizer step."""
+    """DPOTrainer on the trl rows and the Parquet file (the starter) and on the trl-chat rows (the starter with a chat
+    template), and KTOTrainer on the kto rows: each accepts the file as exported and runs one optimizer step."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
@@ -149,7 +149,7 @@ def test_trl_trains_a_step_on_each_export(runner, tmp_path, answered, starter_di
 
     common = dict(max_steps=1, per_device_train_batch_size=2, report_to="none", save_strategy="no",
                   gradient_checkpointing=False, max_length=128, **training_precision())
-    for fmt, model_dir in (("trl", starter_dir["gpt2"]), ("trl-chat", chat_dir)):
+    for fmt, model_dir in (("trl", starter_dir["gpt2"]), ("parquet", starter_dir["gpt2"]), ("trl-chat", chat_dir)):
         tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(model_dir))
         trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
                              ref_model=AutoModelForCausalLM.from_pretrained(model_dir),

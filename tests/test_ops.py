@@ -53,3 +53,15 @@ def test_the_audit_log_filters_by_kind_and_the_arena_pair_defaults_to_two_versio
     second = page[page.index('name="b"'):]
     second = second[:second.index("</select>")]
     assert re.search(r'<option value="1" selected>1</option>', second), second
+
+
+def test_the_agreement_table_says_why_it_is_empty_under_overlap_1(app, client, users, admin, annotator):
+    """Answers stored, overlap 1: the table says there is nothing to agree on, not "No answers yet"."""
+    client.post("/api/prompts", json={"prompts": ["Fix it."]}, headers=admin["headers"])
+    app.config["GOLD_RATE"] = 0.0
+    comparison = client.post("/api/comparisons", json={}, headers=annotator["headers"]).json
+    client.post(f"/api/comparisons/{comparison['id']}/answer", json={"verdict": "tie"}, headers=annotator["headers"])
+    users.login(client, admin["name"])
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "No answers yet." not in page
+    assert "1 answer, but no comparison has two: with ANNOTATION_OVERLAP=1 each is answered once" in page
