@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed
-	mkdir -p instance models
+	mkdir -p -m 700 instance && chmod 700 instance && mkdir -p models
 	$(BIN)/flask db upgrade
 	$(BIN)/flask models bootstrap
 

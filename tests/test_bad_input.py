@@ -117,3 +117,73 @@ def test_unknown_ids_are_404(app, client, users, path):
     res = (client.get if path.startswith("/api/training-runs") else client.post)(
         path, json={"verdict": "skip", "reason": "x"}, headers=operator["headers"])
     assert res.status_code == 404 and res.json["error"]
+
+
+# Second hardening round (issue 30): each of these was a 500 (or a leak) before.
+
+
+def test_json_nested_too_deep_is_a_400(client, admin):
+    res = client.post("/api/comparisons", data="[" * 100_000, content_type="application/json",
+                      headers=admin["headers"])
+    assert res.status_code == 400 and "nested too deeply" in res.json["error"]
+    nested: list = ["Fix it."]
+    for _ in range(900):
+        nested = [nested]
+    for path, body in (("/api/prompts", {"prompts": nested}), ("/api/comparisons", {"prompt": nested})):
+        res = client.post(path, json=body, headers=admin["headers"])
+        assert res.status_code == 400, (path, res.status_code)
+
+
+def test_nul_bytes_are_clear_errors_on_every_backend(app, client, users, admin, operator):
+    import io
+    import re
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post("/auth/login", data={"name": "pgadm\x00", "password": "x", "csrf_token": token})
+    assert res.status_code == 401
+    assert client.get("/api/training-runs/abc%00def", headers=admin["headers"]).status_code == 404
+    res = client.post("/api/model-versions/1/activate", json={"reason": "why\u0000"}, headers=operator["headers"])
+    assert res.status_code == 400 and "NUL" in res.json["error"]
+    users.login(client, admin["name"])
+    assert client.get("/admin/runs/abc%00def").status_code == 404
+    page = client.get("/admin/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post("/admin/prompts", data={"csrf_token": token, "file": (io.BytesIO(b"prompt\nFix it.\n"),
+                                                                            "bad\x00name" + "x" * 300 + ".csv")},
+                      content_type="multipart/form-data", follow_redirects=True)
+    assert res.status_code == 200 and "Imported 1 prompts" in res.get_data(as_text=True)
+    with app.app_context():
+        source = db.session.scalar(select(Prompt.source))
+    assert "\x00" not in source and len(source) <= 128
+
+
+def test_the_prompt_list_is_capped(app, client, admin):
+    res = client.post("/api/prompts", json={"prompts": [f"p{i}" for i in range(10_001)]}, headers=admin["headers"])
+    assert res.status_code == 400 and count(app, Prompt) == 0
+
+
+def test_a_csrf_token_from_before_login_stops_working_after_it(client, users, admin):
+    import re
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    before = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    res = client.post("/auth/login", data={"name": admin["name"], "password": "pw", "csrf_token": before})
+    assert res.status_code == 302
+    res = client.post("/admin/retrain", data={"csrf_token": before})
+    assert res.status_code == 400 and "CSRF" in res.get_data(as_text=True)
+
+
+def test_an_operator_cannot_see_the_versions_of_a_battle_that_may_be_theirs_next(app, client, operator, starter_dir):
+    """A prefetched battle nobody holds yet: its versions stay hidden, even from an operator."""
+    from app.arena.battles import generate_battles
+    from app.versions.serving import get_holder
+    from tests.conftest import install_child
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1)
+    with app.app_context():
+        [battle] = generate_battles(holder=get_holder(app), pair=(1, 2), inputs=[("Fix it.", None)], user_id=None)
+        db.session.commit()
+        battle_id = battle.id
+    res = client.get(f"/api/arena/battles/{battle_id}", headers=operator["headers"])
+    assert res.status_code == 200 and all("version_id" not in c for c in res.json["candidates"])

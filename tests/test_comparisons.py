@@ -170,3 +170,21 @@ def test_next_from_the_pool_never_hands_back_an_abandoned_typed_input(app, clien
     again = post(client, "/api/comparisons", annotator).json
     with app.app_context():
         assert db.session.get(Comparison, again["id"]).shown_at > shown[pool["id"]]  # shown again, recorded again
+
+
+def test_the_typing_limit_is_one_budget_for_comparisons_and_battles(app, client, annotator, starter_dir):
+    """Typed comparisons and typed arena battles draw on the same TYPED_PROMPT_LIMIT (each route had its own)."""
+    from tests.conftest import install_child
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1)
+    app.config["TYPED_PROMPT_LIMIT"] = "3 per minute"
+    codes = []
+    for i in range(4):
+        path = "/api/comparisons" if i % 2 == 0 else "/api/arena/battles"
+        res = post(client, path, annotator, {"prompt": f"Fix bug {i}."})
+        codes.append(res.status_code)
+        if res.status_code == 201 and path == "/api/comparisons":
+            post(client, f"/api/comparisons/{res.json['id']}/answer", annotator, {"verdict": "skip"})
+        elif res.status_code == 201:
+            post(client, f"/api/arena/battles/{res.json['id']}/vote", annotator, {"verdict": "tie"})
+    assert codes == [201, 201, 201, 429]

@@ -130,6 +130,10 @@ def test_launcher_starts_web_worker_and_embedded_redis_then_stops_them(tmp_path,
         assert not os.path.exists(socket_file) or redis_down(socket_file)
         # Nor is its temporary folder (socket and config) left behind in /tmp.
         assert not os.path.exists(os.path.dirname(socket_file))
+        # What it and the processes it started wrote is private: the Redis data and the SQLite files.
+        written = [p for p in tmp_path.iterdir() if p.name.startswith(("redis.db", "run.db"))]
+        assert any(p.name == "redis.db" for p in written), written
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in written if p.stat().st_mode & 0o077} == {}
     finally:
         if proc.poll() is None:
             kill_all(proc, pids)

@@ -270,3 +270,17 @@ def test_flask_commands_say_the_generated_key_once(tmp_path):
 def test_the_favicon_is_served(client):
     res = client.get("/favicon.ico")
     assert res.status_code == 200 and res.mimetype == "image/svg+xml" and b"<svg" in res.data
+
+
+def test_the_sqlite_database_is_private(tmp_path):
+    """0600 in a 0700 folder, made so or made so again (it was 0644: password hashes and every annotation)."""
+    from app import create_app
+    from tests.conftest import make_config
+
+    db_file = tmp_path / "instance" / "prefloop.db"
+    create_app(make_config(backend="sqlite", tmp_path=tmp_path, SQLALCHEMY_DATABASE_URI=f"sqlite:///{db_file}"))
+    assert stat.S_IMODE(db_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db_file.parent.stat().st_mode) == 0o700
+    db_file.chmod(0o644)
+    create_app(make_config(backend="sqlite", tmp_path=tmp_path, SQLALCHEMY_DATABASE_URI=f"sqlite:///{db_file}"))
+    assert stat.S_IMODE(db_file.stat().st_mode) == 0o600

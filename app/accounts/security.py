@@ -109,7 +109,8 @@ def limit_typed_prompts() -> None:
 
     rate = current_app.config["TYPED_PROMPT_LIMIT"]
     try:
-        with limiter.limit(rate, key_func=user_key, scope="typed-prompt"):
+        # Shared, not per route: limiter.limit() keys by endpoint too, so comparisons and battles each had a budget.
+        with limiter.shared_limit(rate, scope="typed-prompt", key_func=user_key):
             pass
     except RateLimitExceeded as exc:
         wait = retry_after()

@@ -12,13 +12,19 @@ from app.platform.extensions import db
 
 
 def init_app(app: Flask) -> None:
-    """Make the SQLite file's folder; WAL and the busy timeout are set on every connection by _sqlite_pragmas."""
+    """Make the SQLite file's folder; WAL and the busy timeout are set on every connection by _sqlite_pragmas.
+
+    The file holds password hashes and every annotation: it is made (or kept) private to this user, 0600, in a
+    folder made 0700. SQLite gives its -wal and -shm files the database file's mode."""
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        import os
         from pathlib import Path
 
         path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(path, 0o600)
 
 
 @event.listens_for(Engine, "connect")

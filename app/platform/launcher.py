@@ -33,6 +33,9 @@ def main() -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    # Everything this starts writes private files (the embedded Redis's data, the SQLite database and its journal,
+    # the secret key): annotations and password hashes are nobody else's to read.
+    os.umask(0o077)
     cfg = Config()
     env = dict(os.environ)
     env.setdefault("TORCH_THREADS", str(cfg.TORCH_THREADS))

@@ -49,3 +49,10 @@ def jsonl_values(text: str, *, filename: str) -> Iterator[tuple[int, object]]:
         except (ValueError, RecursionError) as exc:  # a number past Python's digit limit, or nesting too deep
             raise BadInput(f"{filename} line {lineno}: not usable JSON ({exc.__class__.__name__})") from exc
         yield lineno, value
+
+
+def file_label(filename: str) -> str:
+    """An uploaded file's name as the pool records its source: printable, and short enough for the column
+    (a NUL in a name was a 500 on PostgreSQL, a long one overflowed it)."""
+    name = "".join(c for c in filename if c.isprintable())
+    return f"upload:{name[:100]}"

@@ -168,9 +168,10 @@ def reconcile(run: TrainingRun) -> TrainingRun:
 
 def get_run(*, run_id: str) -> TrainingRun:
     """A run by id, reconciled with its job."""
-    run = db.session.get(TrainingRun, run_id)
+    # Run ids are 32 hex digits: anything else (a NUL was a 500 on PostgreSQL) is no run, without a query.
+    run = db.session.get(TrainingRun, run_id) if run_id.isalnum() and len(run_id) <= 64 else None
     if run is None:
-        raise BadInput(f"training run {run_id} not found", 404)
+        raise BadInput(f"training run {run_id[:64]!r} not found", 404)
     return reconcile(run)
 
 

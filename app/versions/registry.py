@@ -90,6 +90,8 @@ def activate_version(
     """
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a reason is required")
+    if "\x00" in reason:  # PostgreSQL text cannot hold one: a 500, not a reason
+        raise BadInput("the reason contains a NUL character")
     for _ in range(ACTIVATE_TRIES):
         version = db.session.get(ModelVersion, version_id)
         if version is None:

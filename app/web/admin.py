@@ -14,6 +14,7 @@ from app.annotation.prompts import import_prompts, parse_prompt_file
 from app.annotation.task import current_task, list_revisions, render_guidelines, restore_task, save_task
 from app.annotation.team import annotator_stats, stats_csv
 from app.platform.exceptions import BadInput, QueueUnavailable
+from app.platform.validation import file_label
 from app.tables import ROLES
 from app.training.jobs import get_run, list_runs, request_training, training_config
 from app.web import schemas as s
@@ -152,7 +153,7 @@ def upload_prompts():
         return redirect(url_for("admin.index"))
     try:
         texts = parse_prompt_file(data=upload.read(), filename=upload.filename)
-        result = import_prompts(texts=texts, source=f"upload:{upload.filename}",
+        result = import_prompts(texts=texts, source=file_label(upload.filename),
                                 max_chars=current_app.config["MAX_INPUT_CHARS"])
     except BadInput as exc:
         flash(f"Nothing imported: {exc}", "error")
@@ -172,7 +173,7 @@ def upload_gold():
         return redirect(url_for("admin.index"))
     try:
         rows = parse_gold_file(data=upload.read(), filename=upload.filename)
-        result = import_gold(rows=rows, source=f"upload:{upload.filename}",
+        result = import_gold(rows=rows, source=file_label(upload.filename),
                              candidates=current_app.config["NUM_CANDIDATES"],
                              max_chars=current_app.config["MAX_INPUT_CHARS"])
     except BadInput as exc:

@@ -42,7 +42,10 @@ def authenticate() -> None:
 
 def json_body() -> dict:
     """The request's JSON object, or a clear 400 (checked before a model sees it: `{}` must not stand for junk)."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # '[' * 100000: deeper than the parser goes (silent=True catches ValueError only)
+        raise BadInput("the body is nested too deeply") from None
     if body is None:
         if request.get_data():
             raise BadInput("the body is not valid UTF-8 JSON")
@@ -228,7 +231,10 @@ def get_battle(battle_id: int):
     user = acting_user()
     if can(user, "activate"):
         battle = battles.get_battle(battle_id=battle_id)
-        return a.battle_body(battle, reveal=battle.user_id != user.id or battle.verdict is not None)
+        # Revealed when it is someone else's, or voted. Not a prefetched one nobody holds yet: it may be handed to
+        # this operator next, and seeing its versions first would break their blindness.
+        mine_next = battle.user_id is None or battle.user_id == user.id
+        return a.battle_body(battle, reveal=not mine_next or battle.verdict is not None)
     return a.battle_body(battles.get_battle(battle_id=battle_id, user_id=user.id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.accounts.security import login_name_key
@@ -46,6 +46,8 @@ def login():
         user = check_login(name=request.form.get("name", ""), password=request.form.get("password", ""))
         if user:
             login_user(user, remember=request.form.get("remember") == "on")
+            # A new CSRF token for the new session: one from before the login (a planted page's) stops working.
+            session.pop("csrf_token", None)
             return redirect(local_target(request.args.get("next")) or url_for("annotate.index"))
         flash("Wrong name or password.", "error")
         return render_template("auth/login.html"), 401
