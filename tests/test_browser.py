@@ -517,3 +517,17 @@ def test_the_arena_says_when_both_versions_wrote_the_same_text_and_key_badges_do
     expect(page.locator("#status")).to_have_text("Both versions wrote the same text: press T for a tie.")
     assert page.evaluate("() => getComputedStyle(document.querySelector('kbd')).whiteSpace") == "nowrap"
     assert page.locator("link[rel=icon]").count() == 1 and page.js_errors == []
+    # Log out, focused by the mouse (pressed, released elsewhere: no click), draws no ring; by the keyboard it does.
+    logout = page.locator("button.link")
+    box = logout.bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(5, box["y"] + 300)
+    page.mouse.up()
+    ring = "() => { const b = document.querySelector('button.link'); return [document.activeElement === b, " \
+           "getComputedStyle(b).outlineStyle]; }"
+    assert page.evaluate(ring) == [True, "none"]
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate(ring) == [True, "solid"]
+    assert page.url.endswith("/arena")  # still logged in: nothing was clicked
