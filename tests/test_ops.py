@@ -65,3 +65,30 @@ def test_the_agreement_table_says_why_it_is_empty_under_overlap_1(app, client, u
     page = client.get("/admin/").get_data(as_text=True)
     assert "No answers yet." not in page
     assert "1 answer, but no comparison has two: with ANNOTATION_OVERLAP=1 each is answered once" in page
+
+
+def test_undos_cannot_push_the_version_history_out_and_the_log_pages(app, client, users, operator, admin, annotator):
+    """110 undo rows after one activation: the versions page still shows the activation (version changes are their
+    own view), every kind pages, and GET /api/audit serves it."""
+    from app.versions.registry import activate_version, record_event
+
+    with app.app_context():
+        activate_version(version_id=1, actor="opr", reason="again")
+        for i in range(110):
+            record_event(actor="ann", action="undo_answer", detail={"comparison_id": i})
+    users.login(client, operator["name"])
+    page = client.get("/ops/versions").get_data(as_text=True)
+    assert "again" in page and "undo_answer" not in page[page.index('id="audit"'):]
+    page = client.get("/ops/versions?audit=annotation").get_data(as_text=True)
+    assert "110 events · page 1 of 2" in page and 'id="audit-older"' in page
+    page = client.get("/ops/versions?audit=annotation&page=2").get_data(as_text=True)
+    assert "page 2 of 2" in page and page.count("<td>undo_answer</td>") == 10
+    assert client.get("/ops/versions?page=abc").status_code == 200
+    res = client.get("/api/audit?kind=annotation&limit=5&offset=105", headers=admin["headers"])
+    assert res.status_code == 200 and res.json["total"] == 110 and len(res.json["events"]) == 5
+    assert {e["action"] for e in res.json["events"]} == {"undo_answer"}
+    versions = client.get("/api/audit?kind=versions", headers=admin["headers"]).json
+    assert [e["reason"] for e in versions["events"]][:1] == ["again"]
+    for bad in ("kind=everything", "limit=0", "limit=501", "offset=-1"):
+        assert client.get(f"/api/audit?{bad}", headers=admin["headers"]).status_code == 400, bad
+    assert client.get("/api/audit", headers=annotator["headers"]).status_code == 403

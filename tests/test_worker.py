@@ -159,3 +159,39 @@ def test_a_chat_model_is_imported_sampled_trained_gated_and_served(tmp_path, sta
         srv.flask("preferences", "export", str(out))
         newest = [json.loads(line) for line in out.read_text().splitlines()][-1]
         assert newest["model_version_id"] == child and newest["prompt"] == chat_prompt.format("Send me the file.")
+
+
+def test_the_worker_runs_only_our_job_functions(tmp_path):
+    """A JSON job naming any other function (or a callback) fails without importing or running it; ours resolves.
+    (A job "platform.node" queued on the training queue ran before.)"""
+    from rq import Queue
+
+    from app.training.jobs import JOB_FUNCTION, QUEUE, SERIALIZER
+    from worker.__main__ import AllowedJob, JobNotAllowed, TrainingWorker, build_worker
+
+    conn = redis.Redis.from_url(services.redis_url())
+    conn.flushdb()
+    try:
+        queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
+        target = tmp_path / "made-by-a-stranger"
+        evil = queue.enqueue("os.mkdir", str(target))
+        job = AllowedJob.fetch(evil.id, connection=conn, serializer=SERIALIZER)
+        with pytest.raises(JobNotAllowed, match="'os.mkdir'"):
+            job.perform()
+        assert not target.exists()
+        ours = AllowedJob.fetch(queue.enqueue(JOB_FUNCTION, "no-such-run").id, connection=conn, serializer=SERIALIZER)
+        assert ours.func.__name__ == "run_dpo"
+        sneaky = queue.enqueue(JOB_FUNCTION, "x", on_success="os.getcwd")
+        with pytest.raises(JobNotAllowed, match="callback"):
+            _ = AllowedJob.fetch(sneaky.id, connection=conn, serializer=SERIALIZER).success_callback
+        # Run by a real worker (burst): the stranger's job ends failed, saying why, and made nothing.
+        worker = build_worker(TrainingWorker, conn)
+        assert worker.job_class is AllowedJob
+        queue.empty()
+        evil = queue.enqueue("os.mkdir", str(target))
+        worker.work(burst=True)
+        evil.refresh()
+        assert evil.is_failed and "not one of this worker's jobs" in (evil.latest_result().exc_string or "")
+        assert not target.exists()
+    finally:
+        conn.flushdb()

@@ -18,6 +18,7 @@ from contextlib import suppress
 
 from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.worker import WorkerStatus
 
 from app.platform.processes import die_with_parent  # imported before any fork: the work-horse calls it
@@ -68,6 +69,32 @@ class StopNow:
         die_with_parent(signal.SIGKILL)
         if os.getppid() != self._worker_pid:
             os._exit(1)  # the worker was already gone before that took effect
+
+
+class JobNotAllowed(RuntimeError):
+    """A job in the queue names a function (or callback) that is not one of ours."""
+
+
+class AllowedJob(Job):
+    """A job that runs only our job functions: anything else in Redis fails before its dotted name is imported."""
+
+    @property
+    def func(self):
+        from app.training.jobs import JOB_FUNCTIONS
+
+        if self.instance is not None or self.func_name not in JOB_FUNCTIONS:
+            raise JobNotAllowed(f"job {self.id} names {self.func_name!r}, which is not one of this worker's jobs")
+        return super().func
+
+    def _callback(self, name: str):
+        # We set no callbacks: one named in Redis would be imported and run like a job function.
+        if getattr(self, name, None):
+            raise JobNotAllowed(f"job {self.id} names a callback; this worker runs none")
+        return None
+
+    success_callback = property(lambda self: self._callback("_success_callback_name"))
+    failure_callback = property(lambda self: self._callback("_failure_callback_name"))
+    stopped_callback = property(lambda self: self._callback("_stopped_callback_name"))
 
 
 class TrainingWorker(StopNow, Worker):
@@ -185,15 +212,22 @@ def main(argv: list[str]) -> int:
 
     import redis
 
-    from app.training.jobs import QUEUE, SERIALIZER
+    from app.training.jobs import QUEUE
 
     # With a GPU, run jobs in this process (SimpleWorker): CUDA cannot be re-initialised in a fork.
     mode = app.config["WORKER_MODE"]
     cls = TrainingSimpleWorker if mode == "simple" or (mode == "auto" and has_gpu()) else TrainingWorker
     conn = redis.Redis.from_url(url)
     logging.info("working queue '%s' with %s (preload %s)", QUEUE, cls.__name__, app.config["WORKER_PRELOAD"])
-    cls([QUEUE], connection=conn, serializer=SERIALIZER).work(with_scheduler=False)
+    build_worker(cls, conn).work(with_scheduler=False)
     return 0
+
+
+def build_worker(cls, conn):
+    """The training queue's worker: JSON jobs, and only our job functions (AllowedJob)."""
+    from app.training.jobs import QUEUE, SERIALIZER
+
+    return cls([QUEUE], connection=conn, serializer=SERIALIZER, job_class=AllowedJob)
 
 
 if __name__ == "__main__":

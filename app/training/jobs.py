@@ -24,7 +24,11 @@ LOCK_KEY = "prefloop:retrain-lock"
 OPEN = RUN_OPEN  # single flight: at most one run in these statuses
 # The training queue's jobs are JSON, never pickle (RQ's default): a job's one argument is a run id, and unpickling
 # what is in Redis would run whatever code whoever can write to Redis put there. The worker reads with the same.
+# JSON alone does not stop a job naming another function (a JSON job "platform.node" ran): the worker runs only
+# JOB_FUNCTIONS (worker/__main__.py, AllowedJob).
 SERIALIZER = JSONSerializer
+JOB_FUNCTION = "worker.dpo.run_dpo"
+JOB_FUNCTIONS = frozenset({JOB_FUNCTION})
 
 
 def training_config(overrides: dict | None = None) -> dict:
@@ -116,7 +120,7 @@ def enqueue(conn, run: TrainingRun) -> None:
 
     try:
         Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(
-            "worker.dpo.run_dpo", run.id, job_id=run.id,
+            JOB_FUNCTION, run.id, job_id=run.id,
             job_timeout=current_app.config["TRAIN_JOB_TIMEOUT"], result_ttl=7 * 86400, failure_ttl=7 * 86400,
         )
     except redis.RedisError as exc:

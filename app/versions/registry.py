@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, true, update
 
 from app.platform.exceptions import BadInput, RegistryError
 from app.platform.extensions import db
@@ -153,19 +153,31 @@ def rollback(*, actor: str, reason: str) -> AuditEvent:
 
 
 # The audit log's filters: which actions each kind of event is. Versions: everything not named here.
+AUDIT_KIND_NAMES = ("versions", "annotation", "arena", "people", "all")
 AUDIT_KINDS = {"annotation": ("undo_answer", "answer_changed", "flag_cleared", "flag_removed"),
                "arena": ("arena_pair_added", "arena_pair_removed"),
                "people": ("user_created", "user_changed", "user_token_rotated")}
 
 
-def audit_log(*, limit: int = 100, kind: str = "all") -> list[AuditEvent]:
+def audit_log(*, limit: int = 100, kind: str = "all", offset: int = 0) -> list[AuditEvent]:
     """Most recent audit events first; kind "versions", "annotation", "arena" or "people" keeps only those."""
-    stmt = select(AuditEvent)
+    stmt = select(AuditEvent).where(audit_kind_filter(kind))
+    return list(db.session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit).offset(offset)))
+
+
+def audit_count(*, kind: str = "all") -> int:
+    """How many audit events of a kind there are (for paging)."""
+    return db.session.scalar(select(func.count(AuditEvent.id)).where(audit_kind_filter(kind))) or 0
+
+
+def audit_kind_filter(kind: str):
+    """SQL: the events of a kind. Versions is everything the other kinds do not name, so no kind of event (an
+    annotator's hundred undos) can push the version history out of its view."""
     if kind == "versions":
-        stmt = stmt.where(AuditEvent.action.not_in([a for actions in AUDIT_KINDS.values() for a in actions]))
-    elif kind in AUDIT_KINDS:
-        stmt = stmt.where(AuditEvent.action.in_(AUDIT_KINDS[kind]))
-    return list(db.session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))
+        return AuditEvent.action.not_in([a for actions in AUDIT_KINDS.values() for a in actions])
+    if kind in AUDIT_KINDS:
+        return AuditEvent.action.in_(AUDIT_KINDS[kind])
+    return true()
 
 
 def record_event(*, actor: str, action: str, reason: str = "", detail: dict | None = None, **versions) -> None:

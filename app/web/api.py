@@ -205,6 +205,15 @@ def annotators():
     return s.Annotators.respond(annotators=team.annotator_stats())
 
 
+@bp.get("/audit")
+@require("export")
+def audit():
+    """The audit log, newest first: ?kind=versions|annotation|arena|people|all, &limit= (1-500), &offset=."""
+    query = s.parse(s.AuditQuery, request.args.to_dict(), strict=False)
+    events = registry.audit_log(kind=query.kind, limit=query.limit, offset=query.offset)
+    return s.audit_body(events, total=registry.audit_count(kind=query.kind), query=query)
+
+
 @bp.get("/progress")
 @require("annotate")
 def progress():

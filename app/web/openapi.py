@@ -82,6 +82,13 @@ OPERATIONS: dict[str, Operation] = {
         {"name": "offset", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}})),
     "api.annotators": Operation({200: s.Annotators}),
+    "api.audit": Operation({200: s.AuditLog}, errors=(400,), query=(
+        {"name": "kind", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["versions", "annotation", "arena", "people", "all"], "default": "all"}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+        {"name": "offset", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}})),
     "api.get_task": Operation({200: s.Task}),
     "api.put_task": Operation({200: s.Task}, s.TaskText, (413,)),
 }

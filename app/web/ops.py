@@ -9,10 +9,19 @@ from app.accounts.users import require
 from app.arena import battles, matchups
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
-from app.versions.registry import activate_version, active_version_id, audit_log, list_versions, rollback
+from app.versions.registry import (
+    AUDIT_KIND_NAMES,
+    activate_version,
+    active_version_id,
+    audit_count,
+    audit_log,
+    list_versions,
+    rollback,
+)
 from app.versions.serving import get_holder
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
+AUDIT_PAGE = 100  # audit rows per page
 
 
 @bp.get("/versions")
@@ -21,13 +30,16 @@ bp = Blueprint("ops", __name__, url_prefix="/ops")
 def versions():
     """Lineage, metrics and the audit log (?audit=versions, the default, annotation, arena, people or all)."""
     kind = request.args.get("audit", "versions")
-    kind = kind if kind in ("versions", "annotation", "arena", "people", "all") else "versions"
+    kind = kind if kind in AUDIT_KIND_NAMES else "versions"
+    page = request.args.get("page", "1")
+    page = int(page) if page.isdecimal() and 0 < len(page) < 7 else 1
+    total = audit_count(kind=kind)
     return render_template(
         "ops/versions.html",
         versions=list_versions(),
         active_id=active_version_id(),
-        events=audit_log(kind=kind),
-        audit_kind=kind,
+        events=audit_log(kind=kind, limit=AUDIT_PAGE, offset=(page - 1) * AUDIT_PAGE),
+        audit_kind=kind, audit_page=page, audit_pages=max(1, -(-total // AUDIT_PAGE)), audit_total=total,
         serving=get_holder(current_app._get_current_object()).status(),
         standings=battles.standings(),
         chosen_pairs=matchups.list_pairs(),

@@ -132,6 +132,15 @@ class MyAnswersQuery(BaseModel):
         return value.strip()
 
 
+class AuditQuery(BaseModel):
+    """GET /api/audit's query: a kind of event, and a page."""
+
+    model_config = ConfigDict(extra="ignore")
+    kind: Literal["versions", "annotation", "arena", "people", "all"] = "all"
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=10**9)
+
+
 class NewComparison(Body):
     """A typed prompt to sample candidates for; without one, the next pool prompt."""
 
@@ -296,6 +305,25 @@ class Annotators(Out):
     annotators: list[AnnotatorStats]
 
 
+class AuditEventOut(Out):
+    id: int
+    actor: str
+    action: str
+    from_version_id: int | None
+    to_version_id: int | None
+    reason: str
+    detail: dict[str, Any]
+    created_at: str
+
+
+class AuditLog(Out):
+    events: list[AuditEventOut]
+    total: int
+    kind: str
+    limit: int
+    offset: int
+
+
 class Task(Out):
     """One revision of the task text; the newest is in force."""
 
@@ -443,6 +471,15 @@ def my_answer_fields(row: ComparisonRow) -> dict:
             "candidates": [{"id": c.id, "text": c.text} for c in row.candidates], "verdict": pref.verdict,
             "candidate_id": pref.chosen_candidate_id, "also_good": pref.also_good or [],
             "answered_at": iso(pref.created_at)}
+
+
+def audit_body(events: list, *, total: int, query: AuditQuery) -> dict:
+    """A page of the audit log."""
+    return AuditLog.respond(events=[{
+        "id": e.id, "actor": e.actor, "action": e.action, "from_version_id": e.from_version_id,
+        "to_version_id": e.to_version_id, "reason": e.reason, "detail": e.detail or {},
+        "created_at": iso(e.created_at)} for e in events],
+        total=total, kind=query.kind, limit=query.limit, offset=query.offset)
 
 
 def answer_body(pref: PreferenceRow, *, progress: dict) -> dict:
