@@ -74,9 +74,11 @@ def _mount_rq_dashboard(app: Flask) -> None:
     import rq_dashboard
     from flask import abort, redirect, request, url_for
     from flask_login import current_user
+    from rq.exceptions import NoSuchJobError
 
     from app.accounts.users import can
     from app.training.jobs import SERIALIZER
+    from app.web.errors import error_response
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.setup_rq_connection(app)
@@ -95,7 +97,26 @@ def _mount_rq_dashboard(app: Flask) -> None:
         if endpoint not in RQ_DASHBOARD_READ_ONLY or request.method not in ("GET", "HEAD"):
             # 405, not 403: the role is right, the action is what this dashboard never does.
             abort(405, description="the queue dashboard is read-only; its actions are turned off")
+        if not dashboard_args_fit(request.view_args or {}):
+            abort(404)  # the dashboard itself divided by a per_page of 0, or sent Redis a page past its integers
         return None
+
+    @app.errorhandler(NoSuchJobError)
+    def no_such_job(_exc):
+        return error_response("no such job", 404)
+
+
+def dashboard_args_fit(args: dict) -> bool:
+    """The dashboard's path values it does not check itself: its one Redis (instance 0), and pages and page sizes
+    a person would ask for."""
+    if args.get("instance_number", 0) != 0:
+        return False
+    for name, top in (("per_page", 1000), ("page", 10**6)):
+        value = str(args.get(name, "1"))
+        if not (value.isdecimal() and len(value) <= 7 and 0 <= int(value) <= top) or (name == "per_page" and
+                                                                                        int(value) == 0):
+            return False
+    return True
 
 
 def _migrations_dir() -> str:

@@ -269,3 +269,16 @@ def test_rq_dashboard_is_for_admins_and_operators(rq_app):
         assert res.status_code == expected, (name, res.status_code)
         if expected == 200:
             assert "<title>RQ dashboard" in res.get_data(as_text=True)
+
+
+@pytest.mark.redis
+def test_rq_dashboard_answers_404_for_what_does_not_exist(rq_app):
+    """Unknown jobs, Redis instances and pages past reason were 500s; now 404s (for admins; others never get here)."""
+    app, users, _ = rq_app
+    client = app.test_client()
+    users.login(client, "adm")
+    for path in ("/rq/0/view/job/nonexistent", "/rq/0/data/job/x.json", "/rq/7/view", "/rq/9/data/queues.json",
+                 "/rq/0/data/jobs/training/failed/0/asc/1.json",
+                 "/rq/0/data/jobs/training/failed/10/asc/99999999999999999999.json"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/rq/0/view/job/run-failed").status_code == 200
