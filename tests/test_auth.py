@@ -119,8 +119,11 @@ def test_logout_ends_the_session_and_the_remember_cookie(client, users, annotato
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     client.post("/auth/login", data={"name": "ann", "password": "pw", "csrf_token": token, "remember": "on"})
     session, remember = client.get_cookie("session").value, client.get_cookie("remember_token").value
-    assert client.get("/").status_code == 200
-    client.post("/auth/logout", data={"csrf_token": token})
+    page = client.get("/")
+    assert page.status_code == 200
+    # The login gave the session a new CSRF token: the logout form carries it.
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    assert client.post("/auth/logout", data={"csrf_token": token}).status_code == 302
     for name, value in (("session", session), ("remember_token", remember)):
         replay = client.application.test_client()
         replay.set_cookie(name, value)
