@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import contextmanager
 
@@ -172,8 +173,8 @@ def reconcile(run: TrainingRun) -> TrainingRun:
 
 def get_run(*, run_id: str) -> TrainingRun:
     """A run by id, reconciled with its job."""
-    # Run ids are 32 hex digits: anything else (a NUL was a 500 on PostgreSQL) is no run, without a query.
-    run = db.session.get(TrainingRun, run_id) if run_id.isalnum() and len(run_id) <= 64 else None
+    # Run ids are RQ job ids (ours: 32 hex digits): anything else (a NUL was a 500 on PostgreSQL) is no run.
+    run = db.session.get(TrainingRun, run_id) if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id) else None
     if run is None:
         raise BadInput(f"training run {run_id[:64]!r} not found", 404)
     return reconcile(run)
