@@ -18,9 +18,11 @@ COLUMNS = ("name", "answers", "answers_today", "median_seconds", "skip_rate", "a
            "agreement", "flags")
 
 
-def annotator_stats() -> list[dict]:
+def annotator_stats(*, agreement: dict | None = None, gold: dict | None = None) -> list[dict]:
     """One row per person who answered or flagged, by name: counts, today's answers (UTC), median seconds per
-    answer, skip and all-bad rates, gold accuracy and agreement with the others (None where there is none)."""
+    answer, skip and all-bad rates, gold accuracy and agreement with the others (None where there is none).
+
+    agreement, gold: annotation_agreement() and gold_accuracy() where the caller has them already (the admin page)."""
     today = datetime.combine(utcnow().date(), time())
     rows: dict[int, dict] = {}
     latencies: dict[int, list[int]] = {}
@@ -37,8 +39,8 @@ def annotator_stats() -> list[dict]:
             latencies.setdefault(user_id, []).append(latency)
     for user_id, count in db.session.execute(select(Flag.user_id, func.count(Flag.id)).group_by(Flag.user_id)):
         rows.setdefault(user_id, blank(names[user_id]))["flags"] = count
-    gold = {r["annotator"]: r["accuracy"] for r in gold_accuracy()["annotators"]}
-    agree = {r["annotator"]: r["pairwise"] for r in annotation_agreement()["annotators"]}
+    gold = {r["annotator"]: r["accuracy"] for r in (gold or gold_accuracy())["annotators"]}
+    agree = {r["annotator"]: r["pairwise"] for r in (agreement or annotation_agreement())["annotators"]}
     for user_id, row in rows.items():
         n = row["answers"]
         row["skip_rate"] = row["skip_rate"] / n if n else None

@@ -31,13 +31,14 @@ def index():
     agreement, gold = annotation_agreement(), gold_accuracy()
     agreement_by = {row["annotator"]: row for row in agreement["annotators"]}
     gold_by = {row["annotator"]: row for row in gold["annotators"]}
+    task = current_task()
     return render_template("admin/index.html", progress=progress(user_id=current_user.id, fresh=True),
                            runs=[s.run_body(r) for r in list_runs(limit=20)], defaults=training_config(),
                            bounds=override_bounds(), agreement=agreement, gold=gold, agreement_by=agreement_by,
                            gold_by=gold_by, annotator_names=sorted(agreement_by.keys() | gold_by.keys()),
-                           task=current_task(), revisions=list_revisions(limit=20), people=list_users(), roles=ROLES,
-                           flags=open_flags(), team=annotator_stats(),
-                           guidelines_html=render_guidelines(current_task().guidelines))
+                           task=task, revisions=list_revisions(limit=20), people=list_users(), roles=ROLES,
+                           flags=open_flags(), team=annotator_stats(agreement=agreement, gold=gold),
+                           guidelines_html=render_guidelines(task.guidelines))
 
 
 @bp.post("/users")
