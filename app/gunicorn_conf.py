@@ -4,6 +4,10 @@ import subprocess
 import sys
 
 timeout = 60
+# Each request is read whole by the worker's event loop before a thread serves it: a slow or idle client holds a
+# socket, never a thread (app/platform/httpworker.py). Threads let an answer go out while another request samples.
+worker_class = "app.platform.httpworker.BufferingWorker"
+threads = 4
 graceful_timeout = 30
 # gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/): every
 # instance run by that user shares it, so `gunicornc` (or a second instance starting) reaches the wrong server.

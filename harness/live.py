@@ -115,6 +115,8 @@ def _build_env(*, db_url: str, model_store: Path | str, cache: Path, env_extra: 
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
         "GEN_MAX_NEW_TOKENS": "16",  # as in conftest.make_config; override through env_extra
+        # Tests and benchmarks click faster than a person may; the tests of the limit set their own.
+        "GENERATION_LIMIT": "100000 per minute",
     })
     for key, value in (env_extra or {}).items():
         if value is None:

@@ -79,6 +79,7 @@ def make_config(*, backend: str, tmp_path: Path, **extra) -> dict:
         # Login counts per app, not in the shared test Redis, whatever REDIS_URL a test gives (tests that check the
         # Redis store set this themselves).
         "RATELIMIT_STORAGE_URI": "memory://",
+        "GENERATION_LIMIT": "100000 per minute",  # tests click faster than a person may; its own tests lower it
     } | extra
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.client
 import http.cookiejar
 import re
 import threading
@@ -30,10 +32,21 @@ class LiveClient:
         def redirect_request(self, *args, **kwargs):
             return None
 
-    def __init__(self, srv, cookies: dict[str, str] | None = None) -> None:
+    class _From(urllib.request.HTTPHandler):
+        """Connect from a loopback address of the test's choosing (Linux routes all of 127/8 locally)."""
+
+        def __init__(self, source: str) -> None:
+            super().__init__()
+            self.source = source
+
+        def http_open(self, req):
+            return self.do_open(functools.partial(http.client.HTTPConnection, source_address=(self.source, 0)), req)
+
+    def __init__(self, srv, cookies: dict[str, str] | None = None, source: str = "127.0.0.1") -> None:
         self.srv = srv
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect)
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect,
+                                                  self._From(source))
         self.extra_cookies = cookies  # sent as they are, e.g. a cookie kept from before a logout
 
     def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
@@ -159,6 +172,60 @@ def test_login_is_limited_per_address(app, client, users, annotator):
     assert codes == [401] * 30 + [429]
 
 
+def login_from(app, address: str, name: str, password: str, *, client=None) -> int:
+    """POST a login from `address` (a client of its own unless given); returns the status."""
+    client = client or app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/auth/login").get_data(as_text=True)).group(1)
+    return client.post("/auth/login", data={"name": name, "password": password, "csrf_token": token}).status_code
+
+
+def logout(client) -> None:
+    """Log a test client out (its device cookie stays, as a browser's does)."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    assert client.post("/auth/logout", data={"csrf_token": token}).status_code == 302
+
+
+def test_a_stranger_cannot_lock_a_user_out(app, users, annotator):
+    """The audit's repro: 10 wrong passwords for a name from one address, then the right one from another."""
+    assert [login_from(app, "127.0.0.5", "ann", "wrong") for _ in range(11)] == [401] * 10 + [429]
+    assert login_from(app, "127.0.0.6", "ann", annotator["password"]) == 302
+
+
+def test_the_backstop_locks_out_new_devices_only(app, users, annotator):
+    """Failures for one name from many addresses reach LOGIN_NAME_LIMIT: a new browser then waits, the user's own
+    browser (its device cookie) gets in, and that browser's failures count on their own."""
+    app.config["LOGIN_NAME_LIMIT"] = "7 per hour"  # every attempt counts: the first login below is one
+    own = app.test_client()
+    assert login_from(app, "10.0.0.1", "ann", annotator["password"], client=own) == 302
+    assert own.get_cookie("prefloop_device", path="/auth/") is not None
+    logout(own)
+    assert [login_from(app, f"127.0.1.{i}", "ann", "wrong") for i in range(7)] == [401] * 6 + [429]
+    assert login_from(app, "127.0.2.1", "ann", annotator["password"]) == 429  # a new device: the backstop holds
+    assert login_from(app, "127.0.2.1", "ann", annotator["password"], client=own) == 302
+    logout(own)
+    # The device cookie names ann only: for another name it is no device at all.
+    users.create("ben", "annotator")
+    assert login_from(app, "127.0.2.1", "ben", "wrong", client=own) == 401
+    codes = [login_from(app, f"127.0.3.{i}", "ann", "wrong", client=own) for i in range(11)]
+    assert codes == [401] * 10 + [429]  # LOGIN_LIMIT per device, wherever it moves
+
+
+def test_a_forged_or_foreign_device_cookie_is_no_device(app, users, annotator):
+    from app.accounts.security import DEVICE_COOKIE
+
+    app.config["LOGIN_NAME_LIMIT"] = "3 per hour"
+    other = users.create("ben", "annotator")
+    foreign = app.test_client()
+    assert login_from(app, "10.0.0.2", "ben", other["password"], client=foreign) == 302
+    logout(foreign)
+    forged = app.test_client()
+    forged.set_cookie(DEVICE_COOKIE, "1.abc.def", path="/auth/")
+    codes = [login_from(app, f"127.0.4.{i}", "ann", "wrong", client=c) for i, c in enumerate((forged, forged, foreign))]
+    assert codes == [401] * 3
+    assert login_from(app, "127.0.4.9", "ann", annotator["password"], client=forged) == 429
+
+
 # --- against real gunicorn -------------------------------------------------------------------------------------
 
 LIVE_USERS = {name: "annotator" for name in ("ann", "ben", "cat", "dan", "eve")}
@@ -218,6 +285,42 @@ def test_live_login_is_limited_per_name_with_retry_after(srv):
     assert 1 <= int(headers["Retry-After"]) <= 60 and "try again" in body
     # Another name from the same address is not held up by cat's limit.
     assert browser.login("eve", srv.users["eve"]["password"], token=token)[0] == 302
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", services.BOTH_BACKENDS)
+def test_live_no_lockout_by_strangers(tmp_path, starter_dir, backend):
+    """On gunicorn with Redis (2 workers), each backend: the audit's repro, then the backstop, which a new browser
+    meets and the user's own browser passes."""
+    import redis
+
+    from harness.servers import reset_postgres
+
+    url = services.redis_url()
+    store = redis.Redis.from_url(url)
+    for key in store.scan_iter("LIMITS:*"):
+        store.delete(key)
+    env = {"REDIS_URL": url, "LOGIN_NAME_LIMIT": "15 per hour", "PREFETCH_SIZE": "0"}
+    if backend == "postgres":
+        env["DATABASE_URL"] = services.postgres_url()
+        reset_postgres(env["DATABASE_URL"])
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, workers=2,
+                     prompts=0) as srv:
+        password = srv.users["ann"]["password"]
+        own = LiveClient(srv, source="127.0.0.9")
+        assert own.login("ann", password)[0] == 302
+        assert own.request("/auth/logout", {"csrf_token": own.csrf("/")})[0] == 302
+        stranger = LiveClient(srv, source="127.0.0.5")
+        token = stranger.csrf()
+        assert [stranger.login("ann", "wrong", token=token)[0] for _ in range(11)] == [401] * 10 + [429]
+        assert LiveClient(srv, source="127.0.0.6").login("ann", password)[0] == 302  # 429 before the fix
+        more = LiveClient(srv, source="127.0.0.7")
+        token = more.csrf()
+        codes = [more.login("ann", "wrong", token=token)[0] for _ in range(6)]
+        first = codes.index(429)  # the 15 attempts of the backstop: 12 or 13 were made above
+        assert 1 <= first <= 3 and codes == [401] * first + [429] * (6 - first), codes
+        assert LiveClient(srv, source="127.0.0.8").login("ann", password)[0] == 429  # a new browser waits
+        assert own.login("ann", password)[0] == 302  # the user's own browser gets in
 
 
 def attempts_by_pid(srv, *, name: str, tries: int, threads: int = 4) -> Counter:

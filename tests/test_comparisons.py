@@ -188,3 +188,30 @@ def test_the_typing_limit_is_one_budget_for_comparisons_and_battles(app, client,
         elif res.status_code == 201:
             post(client, f"/api/arena/battles/{res.json['id']}/vote", annotator, {"verdict": "tie"})
     assert codes == [201, 201, 201, 429]
+
+
+def test_one_generation_budget_covers_pool_typed_battles_and_skips(app, client, admin, annotator, users,
+                                                                    starter_dir):
+    """The audit's loops (create-then-skip, create-then-tie) and typed prompts draw on one GENERATION_LIMIT per
+    annotator; a reload of the comparison one holds is free; another annotator has a budget of their own."""
+    from tests.conftest import install_child
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1)
+    post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(10)]})
+    app.config.update(GENERATION_LIMIT="6 per minute", TYPED_PROMPT_LIMIT="100 per minute")
+    codes = []
+    for _ in range(4):  # create-then-skip from the pool
+        res = post(client, "/api/comparisons", annotator)
+        codes.append(res.status_code)
+        assert post(client, "/api/comparisons", annotator).json["id"] == res.json["id"]  # a reload: not counted
+        post(client, f"/api/comparisons/{res.json['id']}/answer", annotator, {"verdict": "skip"})
+    for body in ({}, {"prompt": "Fix bug 1."}):  # create-then-tie in the arena, pool and typed
+        res = post(client, "/api/arena/battles", annotator, body)
+        codes.append(res.status_code)
+        post(client, f"/api/arena/battles/{res.json['id']}/vote", annotator, {"verdict": "tie"})
+    for path, body in (("/api/comparisons", {}), ("/api/comparisons", {"prompt": "Hi."}), ("/api/arena/battles", {})):
+        res = post(client, path, annotator, body)
+        codes.append(res.status_code)
+        assert res.status_code == 429 and "skips included" in res.json["error"] and int(res.headers["Retry-After"]) > 0
+    assert codes == [201] * 6 + [429] * 3
+    assert post(client, "/api/comparisons", users.create("ben", "annotator")).status_code == 201

@@ -1,14 +1,16 @@
-"""Security: headers on every answer, the rate limiter's store, keys and 429, and the typed-prompt limit."""
+"""Security: headers on every answer, the rate limiter's store, keys and 429, device cookies, the typed-prompt limit."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 import time
 
-from flask import Flask, Response, current_app, make_response, request
+from flask import Flask, Response, current_app, g, make_response, request
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.accounts.users import acting_user
 from app.platform.exceptions import BadInput
@@ -49,10 +51,58 @@ def limits_storage_uri(redis_url: str | None) -> str:
     return redis_url
 
 
+DEVICE_COOKIE = "prefloop_device"
+DEVICE_DAYS = 180
+
+
+def login_name_hash() -> str:
+    """The name a login form gives, hashed: a rate-limit key's size must not follow the input's."""
+    return hashlib.sha256(request.form.get("name", "").encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def login_name_key() -> str:
-    """Rate-limit key of the name a login form gives (hashed: the key's size must not follow the input's)."""
-    name = request.form.get("name", "")
-    return "name:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    """Rate-limit key of login attempts: the name with the client address, or the user's own known device.
+
+    Per name alone, anyone could lock anyone out with ten wrong passwords (OWASP's "device cookie" design)."""
+    device = known_device()
+    if device:
+        return f"device:{device}"
+    return f"name:{login_name_hash()}:{get_remote_address()}"
+
+
+def login_backstop_key() -> str:
+    """Rate-limit key of login attempts for a name from everywhere (devices that know the name are exempt)."""
+    return f"name:{login_name_hash()}"
+
+
+def device_serializer() -> URLSafeTimedSerializer:
+    """Signs device cookies with the app's key (a salt of their own: no other signed value passes for one)."""
+    return URLSafeTimedSerializer(current_app.secret_key, salt="prefloop-device")
+
+
+def known_device() -> str | None:
+    """The id of this browser's device cookie if it names the user this login form names, else None."""
+    if "known_device" not in g:
+        g.known_device = None
+        value = request.cookies.get(DEVICE_COOKIE)
+        if value:
+            try:
+                user_id, device = device_serializer().loads(value, max_age=DEVICE_DAYS * 86400)
+            except (BadSignature, ValueError, TypeError):
+                user_id = device = None
+            from app.accounts.users import user_id_named
+
+            if device and user_id == user_id_named(request.form.get("name", "")):
+                g.known_device = str(device)
+    return g.known_device
+
+
+def set_device_cookie(response: Response, *, user_id: int) -> Response:
+    """Mark this browser as one that logged in as the user: its failed logins then count on their own."""
+    value = device_serializer().dumps([user_id, secrets.token_urlsafe(12)])
+    response.set_cookie(DEVICE_COOKIE, value, max_age=DEVICE_DAYS * 86400, path="/auth/",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Lax")
+    return response
 
 
 def user_key() -> str:
@@ -102,11 +152,23 @@ def init_app(app: Flask) -> None:
     app.after_request(add_headers)
 
 
+def limit_generation(*, user_id: int) -> None:
+    """Count one new comparison or battle against the user's GENERATION_LIMIT; beyond it, a 429 that says why.
+
+    Called by the services where they hand out a new one (a reload of the one a user holds is free), so the pool,
+    typed prompts, the arena and create-then-skip loops all draw on this one budget."""
+    rate = current_app.config["GENERATION_LIMIT"]
+    try:
+        with limiter.shared_limit(rate, scope="generation", key_func=lambda: f"user:{user_id}"):
+            pass
+    except RateLimitExceeded as exc:
+        wait = retry_after()
+        raise BadInput(f"too many new comparisons: at most {rate} for each annotator (each is sampled by the model, "
+                       f"skips included); try again in {wait} seconds", 429, retry_after=wait) from exc
+
+
 def limit_typed_prompts() -> None:
     """Count one typed prompt against the acting user's TYPED_PROMPT_LIMIT; beyond it, a 429 that says why."""
-    from flask_limiter import RateLimitExceeded
-
-
     rate = current_app.config["TYPED_PROMPT_LIMIT"]
     try:
         # Shared, not per route: limiter.limit() keys by endpoint too, so comparisons and battles each had a budget.

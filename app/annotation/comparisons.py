@@ -11,6 +11,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
+from app.accounts.security import limit_generation
 from app.annotation.gold import claim_gold
 from app.annotation.task import current_task
 from app.lm.sampling import sampling_settings
@@ -116,6 +117,7 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     the same one, so nobody can claim the prefetched buffer or the pool faster than they answer."""
     if input_text is None and (pending := pending_comparison(user_id=user_id, pool_only=True)) is not None:
         return shown(load_comparison(pending.id))
+    limit_generation(user_id=user_id)
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
         text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
+from app.accounts.security import limit_generation
 from app.annotation.comparisons import generation_settings
 from app.annotation.task import current_task
 from app.arena.matchups import battle_pair, battle_pairs
@@ -99,7 +100,8 @@ def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle
                        "pair on the versions page", 409)
     if input_text is not None:
         inputs = [(clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"]), None)]
-    else:
+    limit_generation(user_id=user_id)
+    if input_text is None:
         if (battle := claim_ready(user_id=user_id, pairs=pairs)) is not None:
             return battle
         inputs = pool_inputs(limit=1)

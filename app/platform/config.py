@@ -108,6 +108,10 @@ class Config:
         self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 32)
         # Typed prompts per annotator: each samples inline in the request (pool prompts come prefetched).
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
+        # Every new comparison or battle an annotator is handed (typed or pool; a skip asks for the next): each one
+        # is sampled, inline or by the prefetcher. One a second is faster than anyone reads three candidates, and
+        # 1/32 of what two cores sample of the starter inline (docs/BENCHMARKS.md, "A fair share of sampling").
+        self.GENERATION_LIMIT = env_rate("GENERATION_LIMIT", "60 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
         self.PROGRESS_CACHE_SECONDS = env_float("PROGRESS_CACHE_SECONDS", 5.0)
 
@@ -189,9 +193,14 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = self.REMEMBER_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.REMEMBER_COOKIE_DURATION = timedelta(days=env_int("REMEMBER_DAYS", 14))
-        # Login attempts per name, and per client address, across all processes (Redis; per process without it).
+        # Login attempts, counted across all processes (Redis; per process without it): per name from one address
+        # (or from one device that logged in as that name before), per address, and per name from anywhere but
+        # such a device (the backstop). A stranger can only reach the last, and it stops new devices only: a user's
+        # own browser still gets in (README, "Security"). Every attempt counts, not failures only: counting after
+        # the answer let concurrent guesses past the limit.
         self.LOGIN_LIMIT = env_rate("LOGIN_LIMIT", "10 per minute")
         self.LOGIN_ADDRESS_LIMIT = env_rate("LOGIN_ADDRESS_LIMIT", "30 per minute")
+        self.LOGIN_NAME_LIMIT = env_rate("LOGIN_NAME_LIMIT", "100 per hour")
 
 
 def instance_secret_key(path: Path) -> tuple[str, bool]:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app.accounts.security import login_name_key
+from app.accounts.security import known_device, login_backstop_key, login_name_key, set_device_cookie
 from app.accounts.users import check_login, end_sessions, user_for_session
 from app.platform.extensions import limiter, login_manager
 
@@ -39,6 +39,8 @@ def local_target(target: str | None) -> str | None:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT"], key_func=login_name_key, methods=["POST"],
                scope="login-name")
+@limiter.limit(lambda: current_app.config["LOGIN_NAME_LIMIT"], key_func=login_backstop_key, methods=["POST"],
+               scope="login-backstop", exempt_when=lambda: known_device() is not None)
 @limiter.limit(lambda: current_app.config["LOGIN_ADDRESS_LIMIT"], methods=["POST"], scope="login-address")
 def login():
     """Show the login form, or log in."""
@@ -48,7 +50,8 @@ def login():
             login_user(user, remember=request.form.get("remember") == "on")
             # A new CSRF token for the new session: one from before the login (a planted page's) stops working.
             session.pop("csrf_token", None)
-            return redirect(local_target(request.args.get("next")) or url_for("annotate.index"))
+            return set_device_cookie(redirect(local_target(request.args.get("next")) or url_for("annotate.index")),
+                                     user_id=user.id)
         flash("Wrong name or password.", "error")
         return render_template("auth/login.html"), 401
     if current_user.is_authenticated:  # e.g. Back to the login page after logging in
