@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
@@ -65,8 +66,10 @@ class User(UserMixin, db.Model):
     __table_args__ = (CheckConstraint(one_of("role", ROLES), name="ck_users_role"),)
 
     def get_id(self) -> str:
-        """The id Flask-Login keeps in the session and the remember cookie: the user and their session version."""
-        return f"{self.id}:{self.session_version}"
+        """The id Flask-Login keeps in the session and the remember cookie: the user, their session version, and
+        when it was issued (Unix seconds), so the server ends it after REMEMBER_COOKIE_DURATION whatever the
+        browser keeps."""
+        return f"{self.id}:{self.session_version}:{int(time.time())}"
 
     @property
     def is_active(self) -> bool:

@@ -33,8 +33,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clicks", type=int, default=200, help="timed clicks per backend")
     p.add_argument("--warmup", type=int, default=10, help="untimed clicks first")
-    p.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    p.add_argument("--postgres-url", default=PG_URL, help="a SCRATCH database: its public schema is wiped")
+    p.add_argument("--backends", default="sqlite,postgres",
+                   help="comma-separated: sqlite, postgres; a ':sync' suffix serves with gunicorn's sync worker "
+                        "(the web server before issue 30) instead of app/platform/httpworker.py, to compare in one run")
+    p.add_argument("--postgres-url", default=PG_URL,
+                   help="a SCRATCH database: its public schema is wiped (postgres:sync uses <name>_sync beside it)")
     p.add_argument("--arch", choices=["gpt2", "t5"], default="gpt2")
     p.add_argument("--size", choices=["default", "tiny"], default="default", help="starter size (default: served)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
@@ -121,12 +124,31 @@ def serve(stack: contextlib.ExitStack, backend: str, args: argparse.Namespace, s
     from harness.live import live_server
 
     env_extra = {"GEN_MAX_NEW_TOKENS": 40, "PREFETCH_SIZE": args.prefetch, "TORCH_THREADS": 1}
-    if backend == "postgres":
-        reset_postgres(args.postgres_url)
-        env_extra["DATABASE_URL"] = args.postgres_url
-    (tmp / backend).mkdir()
-    return stack.enter_context(live_server(tmp_path=tmp / backend, starter_path=starter, env_extra=env_extra,
-                                           workers=args.workers, users={"bench": "annotator"}, prompts=200))
+    database, _, worker = backend.partition(":")
+    if database == "postgres":
+        url = postgres_url(args.postgres_url, worker)
+        reset_postgres(url)
+        env_extra["DATABASE_URL"] = url
+    gunicorn_args = ("--worker-class", "sync", "--threads", "1") if worker == "sync" else ()
+    (tmp / backend.replace(":", "-")).mkdir()
+    return stack.enter_context(live_server(tmp_path=tmp / backend.replace(":", "-"), starter_path=starter,
+                                           env_extra=env_extra, workers=args.workers, users={"bench": "annotator"},
+                                           prompts=200, gunicorn_args=gunicorn_args))
+
+
+def postgres_url(url: str, worker: str) -> str:
+    """The scratch database of a postgres backend: the given one, or for postgres:sync one beside it (created)."""
+    if not worker:
+        return url
+    import sqlalchemy
+
+    name = sqlalchemy.make_url(url).database + "_" + worker
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.scalar(sqlalchemy.text("select 1 from pg_database where datname = :n"), {"n": name}):
+            conn.execute(sqlalchemy.text(f'create database "{name}"'))
+    engine.dispose()
+    return sqlalchemy.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def run_interleaved(backends: list[str], args: argparse.Namespace, starter: Path) -> list[dict]:
@@ -202,7 +224,7 @@ def main() -> None:
     starter = cached_starter(args.arch, args.size, store=args.store)
     backends, skipped = [], {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        if backend == "postgres" and (why := postgres_reachable(args.postgres_url)):
+        if backend.startswith("postgres") and (why := postgres_reachable(args.postgres_url)):
             print(f"postgres: skipped ({why})")
             skipped[backend] = why
         else:

@@ -187,3 +187,90 @@ def test_an_operator_cannot_see_the_versions_of_a_battle_that_may_be_theirs_next
         battle_id = battle.id
     res = client.get(f"/api/arena/battles/{battle_id}", headers=operator["headers"])
     assert res.status_code == 200 and all("version_id" not in c for c in res.json["candidates"])
+
+
+def raw(srv, method: str, path: str, *, token: str | None = None, data: bytes | None = None,
+        content_type: str = "application/json") -> int:
+    """One request with a raw body (and a bearer token); returns the status."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": content_type} | ({"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(srv.url(path), data=data, method=method, headers=headers),
+                                    timeout=60) as res:
+            return res.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_live_the_audit_probes_get_4xx_never_5xx(tmp_path, starter_dir, backend):
+    """The second audit's 5xx probes, sent to real gunicorn (with Redis, so the dashboard is mounted) on each
+    backend: deep JSON, NUL in every door text enters by, the uncapped prompt list, and rq-dashboard's unknowns."""
+    import json
+    import re
+    import urllib.error
+    import urllib.request
+
+    import redis
+
+    from harness.live import live_server
+    from harness.servers import reset_postgres
+    from tests import services
+    from tests.test_auth import LiveClient
+
+    redis.Redis.from_url(services.redis_url()).flushdb()
+    env = {"REDIS_URL": services.redis_url(), "PREFETCH_SIZE": "0"}
+    if backend == "postgres":
+        env["DATABASE_URL"] = services.postgres_url()
+        reset_postgres(env["DATABASE_URL"])
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, prompts=0,
+                     users={"adm": "admin", "opr": "operator"}) as srv:
+        adm, opr = srv.users["adm"]["token"], srv.users["opr"]["token"]
+        nested: list = ["Fix it."]
+        for _ in range(900):
+            nested = [nested]
+        seen = {
+            "deep JSON": raw(srv, "POST", "/api/comparisons", token=adm, data=b"[" * 100_000),
+            "deep prompt list": raw(srv, "POST", "/api/prompts", token=adm, data=json.dumps({"prompts": nested})
+                                    .encode()),
+            "deep typed prompt": raw(srv, "POST", "/api/comparisons", token=adm, data=json.dumps({"prompt": nested})
+                                     .encode()),
+            "NUL in a run id": raw(srv, "GET", "/api/training-runs/abc%00def", token=adm),
+            "NUL in a reason": raw(srv, "POST", "/api/model-versions/1/activate", token=opr,
+                                   data=json.dumps({"reason": "why\u0000"}).encode()),
+            "10,001 prompts": raw(srv, "POST", "/api/prompts", token=adm,
+                                  data=json.dumps({"prompts": [f"p{i}" for i in range(10_001)]}).encode()),
+        }
+        stranger = LiveClient(srv)
+        seen["NUL in a login name"] = stranger.login("pgadm\x00", "x")[0]
+        browser = LiveClient(srv)
+        assert browser.login("adm", srv.users["adm"]["password"])[0] == 302
+        seen["NUL in an admin run page"] = browser.request("/admin/runs/abc%00def")[0]
+        for path in ("/rq/0/view/job/nonexistent", "/rq/0/data/job/x.json", "/rq/7/view",
+                     "/rq/0/data/jobs/training/failed/10/asc/99999999999999999999.json"):
+            seen[path] = browser.request(path)[0]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', browser.request("/admin/")[2]).group(1)
+        boundary = "prefloopboundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bad\x00name.csv\"\r\n"
+                f"Content-Type: text/csv\r\n\r\nprompt\nFix it.\n\r\n--{boundary}--\r\n").encode()
+        req = urllib.request.Request(
+            srv.url("/admin/prompts"), data=body, method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with browser.opener.open(req, timeout=60) as res:
+                seen["NUL in an upload's file name"] = res.status
+        except urllib.error.HTTPError as exc:
+            seen["NUL in an upload's file name"] = exc.code
+        log = srv.log_tail(400)
+    assert seen == {
+        "deep JSON": 400, "deep prompt list": 400, "deep typed prompt": 400, "NUL in a run id": 404,
+        "NUL in a reason": 400, "10,001 prompts": 400, "NUL in a login name": 401, "NUL in an admin run page": 404,
+        "/rq/0/view/job/nonexistent": 404, "/rq/0/data/job/x.json": 404, "/rq/7/view": 404,
+        "/rq/0/data/jobs/training/failed/10/asc/99999999999999999999.json": 404,
+        "NUL in an upload's file name": 302,  # imported, then sent back to the admin page
+    }, seen
+    assert "Traceback" not in log, log[-3000:]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from sqlalchemy import inspect
 
@@ -56,12 +59,36 @@ def test_sessions_end_at_disable_and_stay_ended(app, annotator):
         assert user_for_session(fresh) is None
 
 
-@pytest.mark.parametrize("session_id", ["", "1", "1:", ":1", "x:1", "1:x", "١:١", "1:1:1", "9" * 40 + ":1"])
+@pytest.mark.parametrize("session_id", ["", "1", "1:", ":1", "x:1", "1:x", "١:١", "1:1", "1:1:1", "9" * 40 + ":1",
+                                        "1:1:x", "1:1:" + "9" * 13, "1:1:99999999999"])
 def test_malformed_session_ids_are_nobody(app, annotator, session_id):
     from app.accounts.users import user_for_session
 
     with app.app_context():
         assert user_for_session(session_id) is None
+
+
+def test_sessions_and_remember_cookies_expire_on_the_server(app, client, annotator):
+    """A remember cookie works for REMEMBER_COOKIE_DURATION from the login, then not, whatever the browser keeps
+    (it had no server-side expiry: a copied cookie worked until the next logout)."""
+    from datetime import timedelta
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/auth/login", data={"name": "ann", "password": annotator["password"], "remember": "on",
+                                     "csrf_token": token})
+    remember = client.get_cookie("remember_token")
+    assert remember is not None
+    kept = app.test_client()
+    kept.set_cookie("remember_token", remember.value)
+    assert kept.get("/").status_code == 200  # the cookie alone logs in
+    app.config["REMEMBER_COOKIE_DURATION"] = timedelta(seconds=1)
+    time.sleep(2.1)
+    for c in (app.test_client(), client):  # the remember cookie alone, and the session it made
+        if c is not client:
+            c.set_cookie("remember_token", remember.value)
+        res = c.get("/")
+        assert res.status_code == 302 and "/auth/login" in res.headers["Location"]
 
 
 @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from functools import cache, wraps
 
-from flask import Flask, abort, g
+from flask import Flask, abort, current_app, g
 from flask_login import current_user
 from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -74,10 +75,14 @@ def user_for_token(token: str) -> User | None:
 
 
 def user_for_session(session_id: str) -> User | None:
-    """The user a session or remember cookie names (User.get_id), unless that session has since been ended."""
-    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10})", session_id or "")
+    """The user a session or remember cookie names (User.get_id), unless that session has since been ended or is
+    older than REMEMBER_COOKIE_DURATION (the cookie's own expiry is the browser's to keep, or not)."""
+    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,12})", session_id or "")
     if not match:
-        return None  # also a cookie from before session versions: log in again
+        return None  # also a cookie from before session versions, or before issue times: log in again
+    age = time.time() - int(match[3])
+    if not -60 <= age <= current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds():
+        return None
     user = db.session.get(User, int(match[1]))
     if user is None or user.disabled or user.session_version != int(match[2]):
         return None
