@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
 
 
 class Client:
-    """A keep-alive JSON client with a bearer token (it reconnects when gunicorn's sync worker closes)."""
+    """A keep-alive JSON client with a bearer token (it reconnects when the server closes the connection)."""
 
     def __init__(self, base_url: str, token: str) -> None:
         parts = urlsplit(base_url)
@@ -60,8 +60,16 @@ class Client:
         """Send one request; return (status, decoded JSON body, seconds from sending to the whole response read)."""
         data = None if body is None else json.dumps(body).encode()
         started = time.perf_counter()
-        self.conn.request(method, path, body=data, headers=self.headers)
-        res = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=data, headers=self.headers)
+            res = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed a kept-alive connection that sat idle past its keepalive timeout (2 s) before this
+            # request reached it, as browsers also see; they send it again on a new connection, and so does this.
+            self.conn.close()
+            started = time.perf_counter()
+            self.conn.request(method, path, body=data, headers=self.headers)
+            res = self.conn.getresponse()
         raw = res.read()
         elapsed = time.perf_counter() - started
         return res.status, json.loads(raw or b"{}"), elapsed

@@ -13,15 +13,13 @@ bench/out/generation-share.json.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from bench.click_latency import Client
 from bench.common import OUT, cached_starter, machine, markdown_table, mean_range, percentile, write_json
 from harness.live import live_server
 
@@ -39,43 +37,26 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-class Client:
-    """A keep-alive JSON client with a bearer token."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        parts = urlsplit(base_url)
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def post(self, path: str, body: dict) -> tuple[int, dict, float]:
-        """POST JSON; returns (status, body, seconds)."""
-        started = time.perf_counter()
-        self.conn.request("POST", path, body=json.dumps(body).encode(), headers=self.headers)
-        res = self.conn.getresponse()
-        data = json.loads(res.read() or b"{}")
-        return res.status, data, time.perf_counter() - started
-
-
 def greedy(client: Client, until: float, out: dict) -> None:
     """Create, skip, repeat, as fast as the server answers; on a 429, ask again at once (the worst case)."""
     while time.monotonic() < until:
-        status, body, _ = client.post("/api/comparisons", {})
+        status, body, _ = client.request("POST", "/api/comparisons", {})
         out[status] = out.get(status, 0) + 1
         if status == 201:
-            client.post(f"/api/comparisons/{body['id']}/answer", {"verdict": "skip"})
+            client.request("POST", f"/api/comparisons/{body['id']}/answer", {"verdict": "skip"})
 
 
 def reader(client: Client, until: float, think_s: float, out: list) -> None:
     """Create, read for think_s, click the first candidate; record each create's latency."""
     while time.monotonic() < until:
-        status, body, seconds = client.post("/api/comparisons", {})
+        status, body, seconds = client.request("POST", "/api/comparisons", {})
         if status != 201:
             out.append(("error", status))
             time.sleep(1)
             continue
         out.append(("create", seconds))
         time.sleep(think_s)
-        client.post(f"/api/comparisons/{body['id']}/answer", {"candidate_id": body["candidates"][0]["id"]})
+        client.request("POST", f"/api/comparisons/{body['id']}/answer", {"candidate_id": body["candidates"][0]["id"]})
 
 
 def one_run(args: argparse.Namespace, starter: Path, limit: str | None, tmp: Path) -> dict:

@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--annotators", default="20", help="comma-separated counts, a run each")
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
-    p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--backends", default="sqlite,postgres",
+                   help="comma-separated: sqlite, postgres; ':sync' serves with gunicorn's sync worker instead")
     p.add_argument("--postgres-server", default=PG_SERVER,
                    help=f"any database on the server; the script creates its own {SCRATCH} there")
     p.add_argument("--reps", type=int, default=3, help="runs per backend, each on a fresh server and database")
@@ -160,10 +161,13 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
     users = {f"a{i}": "annotator" for i in range(annotators)}
     env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": str(args.new_tokens)}
     env |= {"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {}
-    if backend == "postgres":
+    database, _, worker_class = backend.partition(":")  # "sqlite:sync": gunicorn's sync worker, as before issue 30
+    if database == "postgres":
         env["DATABASE_URL"] = scratch_database(args.postgres_server, SCRATCH)
+    gunicorn_args = ("--worker-class", "sync", "--threads", "1") if worker_class == "sync" else ()
     with live_server(tmp_path=tmp, starter_path=starter, workers=2, users=users, prompts=500,
-                     env_extra=env, start_timeout=300) as srv, live_worker(srv, ready_timeout=300) as worker:
+                     env_extra=env, start_timeout=300, gunicorn_args=gunicorn_args) as srv, \
+            live_worker(srv, ready_timeout=300) as worker:
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has

@@ -14,7 +14,7 @@ from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.accounts.users import acting_user
+from app.accounts.users import acting_user, user_named
 from app.platform.exceptions import BadInput
 from app.platform.extensions import limiter
 from app.web.errors import error_response
@@ -96,9 +96,8 @@ def known_device() -> str | None:
                 user_id, device = device_serializer().loads(value, max_age=DEVICE_DAYS * 86400)
             except (BadSignature, ValueError, TypeError):
                 user_id = device = None
-            from app.accounts.users import user_id_named
-
-            if device and user_id == user_id_named(request.form.get("name", "")):
+            named = user_named(request.form.get("name", "")) if device else None
+            if named is not None and named.id == user_id:
                 g.known_device = str(device)
     return g.known_device
 

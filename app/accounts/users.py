@@ -55,17 +55,17 @@ def check_login(*, name: str, password: str) -> User | None:
     An unknown name is checked against a dummy hash: otherwise it answers in 3 ms where a wrong password takes
     125 ms (scrypt), which tells anyone which names exist.
     """
-    user = db.session.get(User, user_id) if (user_id := user_id_named(name)) else None
+    user = user_named(name)
     matches = check_password_hash(user.password_hash if user else dummy_hash(), password)
     return user if user and matches and not user.disabled else None
 
 
-def user_id_named(name: str) -> int | None:
-    """The id of the user called `name`, or None (also for a name no account can have)."""
+def user_named(name: str) -> User | None:
+    """The user called `name`, or None (also for a name no account can have)."""
     # Such a name (a NUL was a 500 on PostgreSQL) is simply unknown.
     if not (isinstance(name, str) and 0 < len(name) <= 64 and not any(ord(c) < 32 or ord(c) == 127 for c in name)):
         return None
-    return db.session.scalar(select(User.id).where(User.name == name))
+    return db.session.scalar(select(User).where(User.name == name))
 
 
 def user_for_token(token: str) -> User | None:

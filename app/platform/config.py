@@ -110,7 +110,8 @@ class Config:
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         # Every new comparison or battle an annotator is handed (typed or pool; a skip asks for the next): each one
         # is sampled, inline or by the prefetcher. One a second is faster than anyone reads three candidates, and
-        # 1/32 of what two cores sample of the starter inline (docs/BENCHMARKS.md, "A fair share of sampling").
+        # 1/35 of the 36 a second one greedy annotator made two cores sample of the starter (docs/BENCHMARKS.md,
+        # "A fair share of sampling"). Scale it down with a larger model (README, "Capacity").
         self.GENERATION_LIMIT = env_rate("GENERATION_LIMIT", "60 per minute")
         self.MODEL_CHECK_SECONDS = env_float("MODEL_CHECK_SECONDS", 2.0)
         self.PROGRESS_CACHE_SECONDS = env_float("PROGRESS_CACHE_SECONDS", 5.0)
