@@ -215,28 +215,36 @@ def _add_run(db_url: str) -> None:
         db.engine.dispose()
 
 
+def admin_page(playwright, srv):
+    """Chromium logged in as the live server's admin "adm", recording CSP violations and page errors."""
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+    page = browser.new_context().new_page()
+    page.add_init_script(RECORD_VIOLATIONS)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(srv.url("/auth/login"))
+    page.fill("input[name=name]", "adm")
+    page.fill("input[name=password]", srv.users["adm"]["password"])
+    page.click("form button[type=submit]")
+    page.wait_for_url(srv.url("/"))
+    return browser, page, errors
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_pages_run_under_the_policy_in_chromium(tmp_path, starter_dir):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users={"adm": "admin"}, prompts=0,
                      env_extra={"PREFETCH_SIZE": "0"}) as srv, sync_playwright() as p:
         _add_run(srv.db_url)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        page = browser.new_context().new_page()
-        page.add_init_script(RECORD_VIOLATIONS)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(srv.url("/auth/login"))
-        page.fill("input[name=name]", "adm")
-        page.fill("input[name=password]", srv.users["adm"]["password"])
-        page.click("form button[type=submit]")
-        page.wait_for_url(srv.url("/"))
+        browser, page, errors = admin_page(p, srv)
         blocked = {}
         for path in ("/", "/admin/", "/admin/runs/run-1", "/ops/versions"):
             page.goto(srv.url(path))
@@ -313,7 +321,7 @@ def test_rq_dashboard_runs_its_own_scripts_but_no_job_text_in_chromium(tmp_path,
 
     from app.training.jobs import SERIALIZER
     from tests import services
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
@@ -325,16 +333,7 @@ def test_rq_dashboard_runs_its_own_scripts_but_no_job_text_in_chromium(tmp_path,
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users={"adm": "admin"}, prompts=0,
                      env_extra={"PREFETCH_SIZE": "0", "REDIS_URL": services.redis_url()}) as srv, \
             sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        page = browser.new_context().new_page()
-        page.add_init_script(RECORD_VIOLATIONS)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(srv.url("/auth/login"))
-        page.fill("input[name=name]", "adm")
-        page.fill("input[name=password]", srv.users["adm"]["password"])
-        page.click("form button[type=submit]")
-        page.wait_for_url(srv.url("/"))
+        browser, page, errors = admin_page(p, srv)
         page.goto(srv.url("/rq/0/view/job/run-xss"))
         page.wait_for_selector("pre.exc_info img", state="attached", timeout=30_000)  # drawn by its own script
         page.wait_for_timeout(500)
