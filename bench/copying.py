@@ -2,10 +2,13 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/copying.py [--samples 30] [--archs gpt2,t5]
 
-Everyday messages whose content words (verbs, objects, names) are not in the starter's corpus, written in shapes
-the corpus does not use. For each, the served settings sample `--samples` completions; a content word is kept by a
-sample when it appears in it (case-insensitive, as a whole word). Reports the share of (sample, content word) kept,
-the share of samples that keep every content word, and a few samples. Writes bench/out/copying.json.
+Everyday messages whose content words (verbs, objects, names) are not in the starter's corpus: the held-out-words
+test. Their shapes are not all new: 4 of the 20 fit a shape of the corpus generator exactly (bench/realistic.py's
+`corpus_shape`: "where is my drill? give it back" is "where is my {n}? {v} it back"), and others follow its
+patterns loosely. Messages as people write them, in shapes of their own, are bench/data/messages.txt. For
+each, the served settings sample `--samples` completions; a content word is kept by a sample when it appears in
+it (case-insensitive, as a whole word). Reports the share of (sample, content word) kept, the share of samples
+that keep every content word, and a few samples. Writes bench/out/copying.json.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 
 from bench.common import OUT, cached_starter, markdown_table
 
-# (message, its content words): everyday requests and complaints, outside the corpus's 12 verbs and 16 objects.
+# (message, its content words): everyday requests and complaints whose words the corpus's lists leave out
+# (worker/corpus.py EVERYDAY).
 MESSAGES = [
     ("call the plumber, the sink leaks again", ["plumber", "sink", "leaks"]),
     ("your presentation was boring and way too long", ["presentation", "boring"]),
