@@ -14,7 +14,10 @@ its content words are its words less function words, time words, insults and the
 - fidelity: keeps the message's content and makes nothing up. Good = well-formed, no insult, every content word
   kept and no content word of its own; politeness and length do not matter.
 
-`well_formed(text)` is the shared health check (also the loop's well-formed rate).
+`well_formed(text)` is the shared health check (also the loop's well-formed rate). A splice is not well-formed: a
+polite frame around a message it does not fit ("Could you please you never fix the lamp? Thank you!", "Fix the
+lamp. I'm not asking twice, please. Thank you!"); the corpus's own rewrites make them, and they scored 1.0 before.
+A threat ("I'm not asking twice", "or I will") costs politeness what an insult does.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ get go put tell need wants want give stop it's let let's ok okay yes once twice 
 """.split()) | {w for phrase in (*WHEN, *INSULTS, *POLITE_MARKERS) for w in phrase.split()}
 
 
+THREATS = ("not asking twice", "or i will", "or else", "i mean it", "last warning")
+# A request frame followed by what cannot start a request: a pronoun, an article, a negation, a question word.
+_FRAME = r"(?:(?:could|would|can|will) you (?:please |kindly )?|please )"
+_NOT_A_VERB = ("you", "i", "i'm", "the", "my", "your", "our", "a", "an", "never", "not", "don't", "where", "why",
+               "who", "what", "is", "are", "nobody", "first", "it", "this", "that")
+_SPLICE = re.compile(rf"\b{_FRAME}(?:{'|'.join(re.escape(w) for w in _NOT_A_VERB)})\b")
+
+
 def words(text: str) -> list[str]:
     """Lower-case words without punctuation."""
     return _WORD.findall(text.lower())
@@ -71,7 +82,21 @@ def well_formed(text: str, *, truncated: bool = False) -> bool:
     if not text.endswith(SENTENCE_END):
         return False
     tokens = words(text)
-    return len(tokens) >= 2 and max_run(tokens) < 3
+    return len(tokens) >= 2 and max_run(tokens) < 3 and not spliced(text)
+
+
+def spliced(text: str) -> bool:
+    """A polite frame around words that cannot follow it ("could you please you never ..."), or a threat and a
+    polite marker in one sentence ("I'm not asking twice, please.")."""
+    if _SPLICE.search(" ".join(words(text))):
+        return True
+    return any(has_threat(sentence) and polite_markers(sentence) for sentence in re.split(r"[.!?]+", text))
+
+
+def has_threat(text: str) -> bool:
+    """Whether the text says one of the corpus's threats."""
+    low = " ".join(words(text))
+    return any(re.search(rf"\b{re.escape(t)}\b", low) for t in THREATS)
 
 
 def repetitive(text: str) -> bool:
@@ -131,11 +156,11 @@ def polite_markers(text: str) -> int:
 
 def politeness(prompt_input: str, candidate: str) -> float:
     """0..1: 0.35 polite markers (two for full marks), 0.4 times the share of content kept, 0.25 well-formed;
-    an insult costs 0.5, off-topic or repetitive text scores at most 0.1."""
+    an insult or a threat costs 0.5, off-topic or repetitive text scores at most 0.1."""
     text = candidate.strip()
     score = (0.35 * min(polite_markers(text), 2) / 2 + 0.4 * content_kept(prompt_input, text)
              + 0.25 * well_formed(text))
-    if has_insult(text):
+    if has_insult(text) or has_threat(text):
         score -= 0.5
     if off_topic(prompt_input, text) or repetitive(text):
         score = min(score, 0.1)
@@ -144,17 +169,22 @@ def politeness(prompt_input: str, candidate: str) -> float:
 
 # Words beyond the content words: full marks for length at 2 or fewer ("Fix the report."), none at 10 or more.
 BREVITY_EXTRA, BREVITY_LONGEST = 2, 10
+BREVITY_DROPPED = 0.75  # the most a text that drops a content word scores: below the 0.8 acceptance line
 
 
 def brevity(prompt_input: str, candidate: str) -> float:
     """0..1: 0 unless well-formed and not repetitive, 0.1 with an insult or off-topic; then 0.5 times the share of
-    content kept, and 0.5 for shortness (the words beyond the content words, linear from 2 down to 10)."""
+    content kept, and 0.5 for shortness (the words beyond the content words, linear from 2 down to 10), at most
+    BREVITY_DROPPED when a content word is dropped."""
     text = candidate.strip()
     if not well_formed(text) or repetitive(text):
         return 0.0
     if has_insult(text) or off_topic(prompt_input, text):
         return 0.1
-    return round(brevity_balance(prompt_input, text), 4)
+    score = brevity_balance(prompt_input, text)
+    if content_kept(prompt_input, text) < 1:  # good means every content word kept: one dropped scored 0.833
+        score = min(score, BREVITY_DROPPED)
+    return round(score, 4)
 
 
 def brevity_balance(prompt_input: str, text: str) -> float:

@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads of this process while measuring")
     p.add_argument("--all-tie", choices=["tie", "pick"], default="pick",
                    help="when all three candidates score the same: answer 'tie', or pick one at random")
+    p.add_argument("--all-bad", choices=["answer", "pick"], default="answer",
+                   help="when no candidate passes the judge: answer 'all bad', as a person would, or pick the best")
     p.add_argument("--also-good", choices=["none", "accept"], default="none",
                    help="accept: with each pick, also mark the other candidates the judge accepts ('also fine')")
     p.add_argument("--annotators", type=int, default=1,
@@ -198,13 +200,32 @@ def measure(rows: list[dict], judge: Judge, reference: list[dict] | None) -> dic
 
 # --- driving the system over HTTP ---------------------------------------------------------------------------------
 
+def answer_for(scored: list[tuple[float, int]], judge: Judge, rng: random.Random, *, noise: float = 0.0,
+               all_tie: str = "pick", all_bad: str = "answer", also_good: str = "none") -> tuple[dict, str]:
+    """A simulated annotator's answer to three scored candidates ((score, candidate id) each), and its kind
+    ("choice", "tie", "all_bad", or "choice noisy"); see annotate."""
+    if noise and rng.random() < noise:
+        return {"candidate_id": rng.choice([cid for _, cid in scored])}, "choice noisy"
+    top = max(s for s, _ in scored)
+    best = [cid for s, cid in scored if s == top]
+    if top < judge.accept and all_bad == "answer":
+        return {"verdict": "all_bad"}, "all_bad"
+    if len(best) == len(scored) and all_tie == "tie":
+        return {"verdict": "tie"}, "tie"
+    body: dict = {"candidate_id": rng.choice(best)}
+    if also_good == "accept":
+        body["also_good"] = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
+    return body, "choice"
+
+
 def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str, also_good: str = "none",
-             annotators: tuple[str, ...] = ("ann",), noise: float = 0.0) -> dict:
+             annotators: tuple[str, ...] = ("ann",), noise: float = 0.0, all_bad: str = "answer") -> dict:
     """n comparisons from the pool, each answered by every annotator in turn (with ANNOTATION_OVERLAP = their number,
     the second and third are handed copies of the first's), each with the judge's best candidate; with probability
     `noise` an annotator picks one of the three at random instead (a noisy person). also_good "accept": the other
-    candidates the judge accepts are marked "also fine", as the annotation page lets a person do."""
-    choices = ties = chosen_good = shown_good = shown = marked = noisy = 0
+    candidates the judge accepts are marked "also fine", as the annotation page lets a person do. all_bad "answer":
+    when no candidate passes the judge, the answer is "all bad" (before, the best of three bad ones was picked)."""
+    choices = ties = chosen_good = shown_good = shown = marked = noisy = bad = 0
     inputs: list[str] = []
     for _ in range(n):
         for user in annotators:
@@ -214,28 +235,21 @@ def annotate(srv, judge: Judge, n: int, rng: random.Random, *, all_tie: str, als
             scored = [(judge.score(comp["prompt"], c["text"]), c["id"]) for c in comp["candidates"]]
             shown += len(scored)
             shown_good += sum(s >= judge.accept for s, _ in scored)
-            top = max(s for s, _ in scored)
-            best = [cid for s, cid in scored if s == top]
-            if noise and rng.random() < noise:
-                best, top = [rng.choice([cid for _, cid in scored])], None
-                noisy += 1
-            if len(best) == len(scored) and all_tie == "tie":
-                body = {"verdict": "tie"}
-                ties += 1
-            else:
-                body = {"candidate_id": rng.choice(best)}
-                if also_good == "accept":
-                    body["also_good"] = [cid for sc, cid in scored
-                                         if cid != body["candidate_id"] and sc >= judge.accept]
-                    marked += len(body["also_good"])
+            body, kind = answer_for(scored, judge, rng, noise=noise, all_tie=all_tie, all_bad=all_bad,
+                                    also_good=also_good)
+            noisy += kind.endswith("noisy")
+            bad += kind == "all_bad"
+            ties += kind == "tie"
+            if "candidate_id" in body:
+                marked += len(body.get("also_good", []))
                 choices += 1
-                pick = dict((cid, sc) for sc, cid in scored)[body["candidate_id"]]
-                chosen_good += pick >= judge.accept
+                chosen_good += dict((cid, sc) for sc, cid in scored)[body["candidate_id"]] >= judge.accept
                 inputs.append(comp["prompt"])
             status, answer = call(srv, "POST", f"/api/comparisons/{comp['id']}/answer", user, body, timeout=120)
             if status != 201:
                 raise RuntimeError(f"answer answered {status}: {answer}")
-    return {"clicks": n, "answers": n * len(annotators), "choices": choices, "ties": ties, "noisy": noisy,
+    return {"clicks": n, "answers": n * len(annotators), "choices": choices, "ties": ties, "all_bad": bad,
+            "noisy": noisy,
             "shown_good_rate": shown_good / max(shown, 1), "chosen_good_rate": chosen_good / max(choices, 1),
             "also_good_marked": marked, "inputs": inputs}
 
@@ -285,7 +299,8 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
         clicks, clicked, trained_on = 0, [], {1: set()}
         for r in range(1, args.rounds + 1):
             t0 = time.monotonic()
-            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie, also_good=args.also_good,
+            ann = annotate(srv, judge, args.clicks, rng, all_tie=args.all_tie, all_bad=args.all_bad,
+                           also_good=args.also_good,
                            annotators=annotator_names(args.annotators), noise=args.noise)
             clicks += args.clicks
             clicked += ann.pop("inputs")
@@ -327,8 +342,9 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
                 "prompts": args.prompts, "seed": args.seed,
                 "env": {k: v for k, v in env.items() if k != "REDIS_URL"}, "generation": gen,
                 "clicks_per_round": args.clicks, "heldout_prompts": len(prompts), "all_tie": args.all_tie,
-                "also_good": args.also_good, "annotators": args.annotators, "noise": args.noise,
-                "seconds": round(time.monotonic() - started, 1), "rounds": rounds, "targets": targets(rounds)}
+                "all_bad": args.all_bad, "also_good": args.also_good, "annotators": args.annotators,
+                "noise": args.noise, "seconds": round(time.monotonic() - started, 1), "rounds": rounds,
+                "targets": targets(rounds)}
 
 
 def heldout_leak(srv, run: dict, clicked: list[str], trained_on: dict, *, active: bool) -> dict:

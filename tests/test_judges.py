@@ -6,7 +6,17 @@ import random
 
 import pytest
 
-from bench.judges import JUDGES, brevity, content_kept, content_words, fidelity, politeness, well_formed
+from bench.judges import (
+    JUDGES,
+    brevity,
+    content_kept,
+    content_words,
+    fidelity,
+    has_threat,
+    politeness,
+    spliced,
+    well_formed,
+)
 from worker.corpus import make_message, make_rewrite
 
 POL, BRE, FID = JUDGES["politeness"], JUDGES["brevity"], JUDGES["fidelity"]
@@ -22,10 +32,36 @@ def rewrites(kind: str, n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def test_politeness_accepts_every_polite_rewrite_of_the_corpus():
-    for message, text in rewrites("polite"):
-        assert politeness(message, text) >= POL.accept, (message, text)
-        assert politeness(message, text) == POL.max_score
+def whole(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rewrites that are neither splices (the corpus's polite frames around shapes they do not fit) nor keep the
+    message's threat ("I'm not asking twice")."""
+    return [(m, t) for m, t in rows if not spliced(t) and not has_threat(t)]
+
+
+def test_politeness_accepts_every_polite_rewrite_of_the_corpus_but_its_broken_ones():
+    rows = rewrites("polite")
+    for message, text in whole(rows):
+        assert politeness(message, text) == POL.max_score, (message, text)
+    broken = [(m, t) for m, t in rows if (m, t) not in whole(rows)]
+    # The corpus frames some shapes into broken sentences ("please where did you put the cardigan") or keeps their
+    # threat: 68 of these 300 (23%), each refused. The starter learnt from them; the corpus still makes them.
+    assert 0 < len(broken) < 0.25 * len(rows) and all(politeness(m, t) < POL.accept for m, t in broken)
+
+
+def test_the_audits_splices_and_a_dropped_word_fail():
+    """Each scored 1.0 (politeness, fidelity) or 0.833 (brevity) before."""
+    message = "you never fix the lamp"
+    for text in ("Could you please you never fix the lamp? Thank you!",
+                 "Fix the lamp. I'm not asking twice, please. Thank you!",
+                 "Would you kindly the lamp again? fix it? Thanks a lot.",
+                 "Sorry to bother you, but please where did you put the lamp. Thank you."):
+        assert not well_formed(text) and not POL.good(message, text) and not FID.good(message, text), text
+    assert politeness("fix the lamp now", "Fix the lamp, please. I'm not asking twice. Thank you!") < POL.accept
+    assert brevity("fix the lamp in the hall", "Fix the lamp.") < BRE.accept  # "hall" dropped: was 0.833
+    assert brevity("fix the lamp in the hall", "Fix the lamp in the hall.") >= BRE.accept
+    for text in ("Could you please fix the lamp? Thank you!", "Could you not leave it there? Thanks.",
+                 "Please fix the lamp when you get a chance. Thank you!"):
+        assert not spliced(text) or text.startswith("Could you not"), text  # "could you not ...": refused, rare
 
 
 @pytest.mark.parametrize("kind", ["rude", "off_topic", "repetitive", "terse"])
@@ -36,7 +72,7 @@ def test_politeness_rejects_the_poor_rewrites_of_the_corpus(kind):
 
 @pytest.mark.parametrize("kind", ["rude", "off_topic", "repetitive"])
 def test_poor_rewrites_score_well_below_polite_ones(kind):
-    worst_polite = min(politeness(m, t) for m, t in rewrites("polite"))
+    worst_polite = min(politeness(m, t) for m, t in whole(rewrites("polite")))
     assert max(politeness(m, t) for m, t in rewrites(kind)) <= worst_polite - 0.3
 
 
@@ -110,6 +146,20 @@ def test_the_judges_disagree():
     assert BRE.good(message, short) and not BRE.good(message, polite)
     assert FID.good(message, polite) and FID.good(message, short)  # both keep the content
     # Over the corpus's polite rewrites, brevity accepts few (only the shortest template, on short messages).
-    polite_rows = rewrites("polite")
+    polite_rows = whole(rewrites("polite"))
     assert sum(BRE.good(m, t) for m, t in polite_rows) < 0.1 * len(polite_rows)
     assert all(FID.good(m, t) for m, t in polite_rows)
+
+
+def test_the_simulated_annotator_answers_all_bad_when_nothing_passes():
+    """It used to pick the best of three bad candidates, a pair that teaches nothing good."""
+    from bench.loop import answer_for
+
+    rng = random.Random(0)
+    assert answer_for([(0.5, 1), (0.7, 2), (0.2, 3)], POL, rng) == ({"verdict": "all_bad"}, "all_bad")
+    assert answer_for([(0.5, 1), (0.7, 2), (0.2, 3)], POL, rng, all_bad="pick") == ({"candidate_id": 2}, "choice")
+    assert answer_for([(0.95, 1), (1.0, 2), (0.2, 3)], POL, rng, also_good="accept") == (
+        {"candidate_id": 2, "also_good": [1]}, "choice")
+    assert answer_for([(1.0, 1), (1.0, 2), (1.0, 3)], POL, rng, all_tie="tie") == ({"verdict": "tie"}, "tie")
+    body, kind = answer_for([(0.1, 1), (0.1, 2), (0.1, 3)], POL, rng, noise=1.0)
+    assert kind == "choice noisy" and body["candidate_id"] in (1, 2, 3)
