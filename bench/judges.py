@@ -23,15 +23,17 @@ A threat ("I'm not asking twice", "or I will") costs politeness what an insult d
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.corpus import INSULTS, OFF_TOPIC, WHEN
 
 SENTENCE_END = (".", "!", "?")
-# Letters, digits, whitespace and ordinary punctuation; anything else (byte-level debris, U+FFFD) is not sensible.
-_SENSIBLE = re.compile(r"^[A-Za-z0-9\s.,!?'\"’:;()\-]+$")
-_WORD = re.compile(r"[a-z0-9']+")
+# Letters (any script: people write "Zürich" and "Nguyễn"), digits, whitespace, ordinary punctuation and symbols
+# (emoji); anything else, and U+FFFD (byte-level debris), is not sensible.
+_PUNCTUATION = set(".,!?'\"’:;()-&/%#@+*=")
+_WORD = re.compile(r"(?:[^\W_]|')+")
 
 POLITE_MARKERS = (
     "please", "could you", "would you", "thank", "appreciate", "if possible", "if you can", "when you get a chance",
@@ -75,7 +77,7 @@ def well_formed(text: str, *, truncated: bool = False) -> bool:
     """Ends with sentence punctuation, only sensible characters, no word 3+ times in a row, at least 2 words,
     and not cut off mid-word (truncated: generation stopped at max tokens rather than at the end token)."""
     text = text.strip()
-    if not text or not _SENSIBLE.match(text):
+    if not text or not all(sensible(c) for c in text):
         return False
     if truncated and text[-1].isalnum():
         return False
@@ -97,6 +99,13 @@ def has_threat(text: str) -> bool:
     """Whether the text says one of the corpus's threats."""
     low = " ".join(words(text))
     return any(re.search(rf"\b{re.escape(t)}\b", low) for t in THREATS)
+
+
+def sensible(char: str) -> bool:
+    """A character a person writes: a letter or digit of any script, whitespace, punctuation, or a symbol."""
+    if char == "\ufffd":
+        return False
+    return char.isalnum() or char.isspace() or char in _PUNCTUATION or unicodedata.category(char) in ("So", "Sk")
 
 
 def repetitive(text: str) -> bool:

