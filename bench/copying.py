@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from bench.common import OUT, cached_starter, markdown_table
+from bench.judges import content_words, words
 
 # (message, its content words): everyday requests and complaints whose words the corpus's lists leave out
 # (worker/corpus.py EVERYDAY).
@@ -58,18 +59,18 @@ def corpus_words() -> set[str]:
             for w in _WORD.findall(text.lower())}
 
 
-def measure(path: Path, samples: int, gen: dict) -> dict:
+def measure(path: Path, samples: int, gen: dict, messages: list[tuple[str, list[str]]] = MESSAGES) -> dict:
     """Sample each message `samples` times; the share of content words kept."""
     from app.lm.checkpoint import load_checkpoint
     from app.lm.sampling import sample_candidates
 
     loaded = load_checkpoint(str(path), device="cpu")
     kept, whole, examples = [], [], []
-    for i, (message, content) in enumerate(MESSAGES):
+    for i, (message, content) in enumerate(messages):
         _, raw = sample_candidates(loaded, model_prompt=loaded.format_prompt(message), n=samples, seed=i,
                                    dedup_tries=0, **gen)
         for text in raw:
-            found = set(_WORD.findall(text.lower()))
+            found = set(words(text))
             hits = [w in found for w in content]
             kept.append(sum(hits) / len(hits))
             whole.append(all(hits))
@@ -81,6 +82,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--archs", default="gpt2,t5")
+    p.add_argument("--set", choices=["held-out-words", "realistic"], default="held-out-words",
+                   help="realistic: bench/realistic.py's measured set, its content words as bench/judges.py reads them")
     p.add_argument("--out", type=Path, default=OUT / "copying.json")
     args = p.parse_args()
     import torch
@@ -90,11 +93,17 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = Config()
     gen = {"temperature": cfg.TEMPERATURE, "top_p": cfg.TOP_P, "min_p": cfg.MIN_P, "max_new_tokens": cfg.MAX_NEW_TOKENS}
-    known = corpus_words()
-    seen = sorted({w for _, content in MESSAGES for w in content} & known)
-    if seen:
-        raise SystemExit(f"these content words are in the corpus, so they do not test copying: {seen}")
-    results = {arch: measure(cached_starter(arch, "default"), args.samples, gen) for arch in args.archs.split(",")}
+    if args.set == "realistic":
+        from bench.realistic import split
+
+        messages = [(m, content_words(m)) for m in split()[1]]
+    else:
+        messages = MESSAGES
+        seen = sorted({w for _, content in MESSAGES for w in content} & corpus_words())
+        if seen:
+            raise SystemExit(f"these content words are in the corpus, so they do not test copying: {seen}")
+    results = {arch: measure(cached_starter(arch, "default"), args.samples, gen, messages)
+               for arch in args.archs.split(",")}
     rows = [[arch, f"{r['kept']:.1%}", f"{r['all_kept']:.1%}"] for arch, r in results.items()]
     print(markdown_table(["starter", "content words kept", "samples keeping every content word"], rows))
     for arch, r in results.items():
