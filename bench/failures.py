@@ -22,6 +22,7 @@ from bench.judges import (
     content_kept,
     extra_words,
     has_insult,
+    has_threat,
     invented,
     off_topic,
     polite_markers,
@@ -35,6 +36,7 @@ CHECKS = {
     "not repetitive": lambda i, t: not repetitive(t),
     "on topic": lambda i, t: not off_topic(i, t),
     "no insult": lambda i, t: not has_insult(t),
+    "no threat": lambda i, t: not has_threat(t),
     "3/4 of content kept": lambda i, t: content_kept(i, t) >= 0.75,
     "all content kept": lambda i, t: content_kept(i, t) == 1.0,
     "2+ polite markers": lambda i, t: polite_markers(t) >= 2,
@@ -47,9 +49,10 @@ CHECKS = {
 
 # What each judge's "good" takes (bench/judges.py: at its acceptance line every one of these must hold).
 NEEDS = {
-    "politeness": ["well-formed", "not repetitive", "on topic", "no insult", "3/4 of content kept",
+    "politeness": ["well-formed", "not repetitive", "on topic", "no insult", "no threat", "3/4 of content kept",
                    "2+ polite markers"],
-    "brevity": ["well-formed", "not repetitive", "on topic", "no insult", "short enough for the content kept"],
+    "brevity": ["well-formed", "not repetitive", "on topic", "no insult", "all content kept",
+                "short enough for the content kept"],
     "fidelity": ["well-formed", "not repetitive", "on topic", "no insult", "all content kept", "nothing made up"],
 }
 

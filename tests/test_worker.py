@@ -119,8 +119,11 @@ def test_a_chat_model_is_imported_sampled_trained_gated_and_served(tmp_path, sta
     system = "Answer politely."
     chat_prompt = ("<|im_start|>system\n" + system
                    + "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
+    # The gate's thresholds on samples are off: this test is about the chat path through training and serving, and
+    # a rejected child cannot be served (only ready versions are); a tiny chat model's samples failed them now and then.
+    lenient = {"GATE_MIN_DISTINCT": "0", "GATE_MAX_FLUENCY_DROP": "1000", "GATE_MAX_LENGTH_RATIO": "1000"}
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users=USERS, prompts=20,
-                     env_extra=redis_env) as srv, live_worker(srv):
+                     env_extra=redis_env | lenient) as srv, live_worker(srv):
         assert "as version 2" in srv.flask("models", "import", str(chat_dir))
         status, task = call(srv, "PUT", "/api/task", "adm", {"question": "Which answer is best?",
                                                                "guidelines": "Pick the *politest*.",
@@ -144,14 +147,11 @@ def test_a_chat_model_is_imported_sampled_trained_gated_and_served(tmp_path, sta
         status, run = call(srv, "POST", "/api/training-runs", "adm", {"epochs": 4})
         assert status == 202 and run["config"]["system_prompt"] == system
         run = wait_run(srv, run["id"], until=finished)
-        assert run["status"] in ("succeeded", "rejected"), run["error"]
+        assert run["status"] == "succeeded", run
         assert run["metrics"]["fluency_candidate"] is not None  # the gate sampled the chat model
         child = run["version_id"]
         versions = {v["id"]: v for v in call(srv, "GET", "/api/model-versions", "adm")[1]["versions"]}
         assert versions[child]["parent_id"] == 2 and versions[child]["prompt_format"] == "chat"
-        if run["status"] == "rejected":  # served all the same, by an operator: what serving does is under test
-            status, body = call(srv, "POST", f"/api/model-versions/{child}/activate", "opr", {"reason": "try it"})
-            assert status == 200, body
         wait_serving(srv, child, pids=pids)
         status, comp = call(srv, "POST", "/api/comparisons", "ann", {"prompt": "Send me the file."})
         assert status == 201 and comp["task_revision"] == 2
