@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.common import OUT, cached_starter, machine, markdown_table, summary_ms, write_json
+from bench.common import OUT, cached_starter, machine, markdown_table, scratch_database, summary_ms, write_json
 from harness.live import wait_for_buffer
 from harness.servers import reset_postgres
 
@@ -145,18 +145,12 @@ def serve(stack: contextlib.ExitStack, backend: str, args: argparse.Namespace, s
 
 
 def postgres_url(url: str, worker: str) -> str:
-    """The scratch database of a postgres backend: the given one, or for postgres:sync one beside it (created)."""
+    """The scratch database of a postgres backend: the given one, or for postgres:sync one of its own beside it."""
     if not worker:
         return url
     import sqlalchemy
 
-    name = sqlalchemy.make_url(url).database + "_" + worker
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        if not conn.scalar(sqlalchemy.text("select 1 from pg_database where datname = :n"), {"n": name}):
-            conn.execute(sqlalchemy.text(f'create database "{name}"'))
-    engine.dispose()
-    return sqlalchemy.make_url(url).set(database=name).render_as_string(hide_password=False)
+    return scratch_database(url, f"{sqlalchemy.make_url(url).database}_{worker}")
 
 
 def run_interleaved(backends: list[str], args: argparse.Namespace, starter: Path) -> list[dict]:

@@ -36,6 +36,18 @@ def postgres_url() -> str:
     return PG_URL
 
 
+def live_database(backend: str) -> dict:
+    """The env_extra that points a live server at this backend: a freshly emptied Postgres, or nothing (the
+    harness's own SQLite file)."""
+    if backend != "postgres":
+        return {}
+    from harness.servers import reset_postgres
+
+    url = postgres_url()
+    reset_postgres(url)
+    return {"DATABASE_URL": url}
+
+
 def redis_url() -> str:
     """A reachable Redis URL (a db number of its own), or skip/fail."""
     if not REDIS_URL:

@@ -294,16 +294,12 @@ def test_live_no_lockout_by_strangers(tmp_path, starter_dir, backend):
     meets and the user's own browser passes."""
     import redis
 
-    from harness.servers import reset_postgres
-
     url = services.redis_url()
     store = redis.Redis.from_url(url)
     for key in store.scan_iter("LIMITS:*"):
         store.delete(key)
-    env = {"REDIS_URL": url, "LOGIN_NAME_LIMIT": "15 per hour", "PREFETCH_SIZE": "0"}
-    if backend == "postgres":
-        env["DATABASE_URL"] = services.postgres_url()
-        reset_postgres(env["DATABASE_URL"])
+    env = {"REDIS_URL": url, "LOGIN_NAME_LIMIT": "15 per hour", "PREFETCH_SIZE": "0",
+           **services.live_database(backend)}
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, workers=2,
                      prompts=0) as srv:
         password = srv.users["ann"]["password"]

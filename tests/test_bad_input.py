@@ -217,15 +217,11 @@ def test_live_the_audit_probes_get_4xx_never_5xx(tmp_path, starter_dir, backend)
     import redis
 
     from harness.live import live_server
-    from harness.servers import reset_postgres
     from tests import services
     from tests.test_auth import LiveClient
 
     redis.Redis.from_url(services.redis_url()).flushdb()
-    env = {"REDIS_URL": services.redis_url(), "PREFETCH_SIZE": "0"}
-    if backend == "postgres":
-        env["DATABASE_URL"] = services.postgres_url()
-        reset_postgres(env["DATABASE_URL"])
+    env = {"REDIS_URL": services.redis_url(), "PREFETCH_SIZE": "0", **services.live_database(backend)}
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=env, prompts=0,
                      users={"adm": "admin", "opr": "operator"}) as srv:
         adm, opr = srv.users["adm"]["token"], srv.users["opr"]["token"]

@@ -27,17 +27,6 @@ def test_body_length_reads_what_buffering_needs():
     assert body_length(b"POST / HTTP/1.1\r\ncontent-length:  7 ", 100) == (7, 0)
 
 
-def live_env(backend: str) -> dict:
-    """The database a live server of this backend uses (a fresh Postgres, or the default SQLite file)."""
-    if backend != "postgres":
-        return {}
-    from harness.servers import reset_postgres
-
-    url = services.postgres_url()
-    reset_postgres(url)
-    return {"DATABASE_URL": url}
-
-
 def connect(srv, source: str) -> socket.socket:
     """A TCP connection to the server from a loopback address of its own (Linux routes all of 127/8 locally)."""
     parts = urlsplit(srv.base_url)
@@ -71,8 +60,8 @@ def answer_of(sock: socket.socket) -> bytes:
 def test_live_slow_and_idle_clients_cannot_starve_the_app(tmp_path, starter_dir, backend):
     """The audit's repro (two idle connections, then /healthz) and a trickled header, on gunicorn as `make run`
     starts it (2 workers); then the per-address cap, the deadline's 408, and that normal requests still work."""
-    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=live_env(backend), workers=2,
-                     prompts=0) as srv:
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], env_extra=services.live_database(backend),
+                     workers=2, prompts=0) as srv:
         idle = [connect(srv, "127.0.0.2") for _ in range(2)]
         assert healthz_seconds(srv) < 2
         # More trickling clients than both workers have threads, each sending part of a head now and then.
