@@ -181,25 +181,26 @@ def limit_generation(*, user_id: int) -> None:
     a test calling the service) nobody is asking: nothing to count."""
     if not has_request_context():
         return
-    rate = current_app.config["GENERATION_LIMIT"]
-    try:
-        with limiter.shared_limit(rate, scope="generation", key_func=lambda: f"user:{user_id}"):
-            pass
-    except RateLimitExceeded as exc:
-        wait = retry_after()
-        raise BadInput(f"too many new comparisons: at most {rate} for each annotator (each is sampled by the model, "
-                       f"skips included); try again in {wait} seconds", 429, retry_after=wait) from exc
+    spend("GENERATION_LIMIT", scope="generation", key_func=lambda: f"user:{user_id}",
+          refusal="too many new comparisons: at most {rate} for each annotator (each is sampled by the model, skips "
+                  "included); try again in {wait} seconds")
 
 
 def limit_typed_prompts() -> None:
     """Count one typed prompt against the acting user's TYPED_PROMPT_LIMIT; beyond it, a 429 that says why."""
-    rate = current_app.config["TYPED_PROMPT_LIMIT"]
+    spend("TYPED_PROMPT_LIMIT", scope="typed-prompt", key_func=user_key,
+          refusal="too many typed prompts: at most {rate} for each annotator (each one is generated while you "
+                  "wait); try again in {wait} seconds, or take the next prompt from the pool")
+
+
+def spend(setting: str, *, scope: str, key_func, refusal: str) -> None:
+    """Count one against the rate the config setting names, shared by every route that calls this with `scope`;
+    beyond it, a 429 BadInput with `refusal` ({rate} and {wait} filled in) and Retry-After."""
+    rate = current_app.config[setting]
     try:
         # Shared, not per route: limiter.limit() keys by endpoint too, so comparisons and battles each had a budget.
-        with limiter.shared_limit(rate, scope="typed-prompt", key_func=user_key):
+        with limiter.shared_limit(rate, scope=scope, key_func=key_func):
             pass
     except RateLimitExceeded as exc:
         wait = retry_after()
-        raise BadInput(f"too many typed prompts: at most {rate} for each annotator (each one is generated while "
-                       f"you wait); try again in {wait} seconds, or take the next prompt from the pool", 429,
-                       retry_after=wait) from exc
+        raise BadInput(refusal.format(rate=rate, wait=wait), 429, retry_after=wait) from exc
