@@ -31,7 +31,7 @@ from worker.corpus import INSULTS, OFF_TOPIC, WHEN
 
 SENTENCE_END = (".", "!", "?")
 # Letters (any script: people write "Zürich" and "Nguyễn"), digits, whitespace, ordinary punctuation and symbols
-# (emoji); anything else, and U+FFFD (byte-level debris), is not sensible.
+# (emoji, currency); anything else, and U+FFFD (byte-level debris), is not sensible.
 _PUNCTUATION = set(".,!?'\"’:;()-&/%#@+*=")
 _WORD = re.compile(r"(?:[^\W_]|')+")
 
@@ -47,7 +47,7 @@ and or but so if then than as of to in on at by for with from about into over af
 already way too very much many more most some any all there here where why what when who how which
 could would should can will may might must shall please thank thanks thank-you sorry bother moment mind
 appreciate kindly lot now today tonight tomorrow asap morning noon lunch week friday five right
-get go put tell need wants want give stop it's let let's ok okay yes once twice asking also really
+get go put tell need wants want give stop it's let let's ok okay yes once twice asking also really else
 """.split()) | {w for phrase in (*WHEN, *INSULTS, *POLITE_MARKERS) for w in phrase.split()}
 
 
@@ -105,7 +105,7 @@ def sensible(char: str) -> bool:
     """A character a person writes: a letter or digit of any script, whitespace, punctuation, or a symbol."""
     if char == "\ufffd":
         return False
-    return char.isalnum() or char.isspace() or char in _PUNCTUATION or unicodedata.category(char) in ("So", "Sk")
+    return char.isalnum() or char.isspace() or char in _PUNCTUATION or unicodedata.category(char) in ("So", "Sk", "Sc")
 
 
 def repetitive(text: str) -> bool:

@@ -37,18 +37,27 @@ def stems(message: str) -> set[str]:
 
 
 def corpus_shape(message: str) -> str | None:
-    """The corpus generator's shape (worker/corpus.py SHAPES) this message fits, or None; with the endings
-    make_message adds (a time, an insult, punctuation)."""
-    from worker.corpus import INSULTS, NAMES, SHAPES, WHEN
+    """The corpus generator's shape (worker/corpus.py SHAPES) this message fits, or None; with a second clause and
+    the endings make_message adds (a time, an insult, a threat, punctuation, an emoji)."""
+    from worker.corpus import DAYS, INSULTS, MONTHS, NAMES, SHAPES, THREAT_TAILS, WHEN
 
-    text = re.sub(r"[.!?]+$", "", message.strip().lower())
-    when = "(?:" + "|".join(re.escape(w) for w in WHEN) + ")"
-    slots = {"v": r"[a-z]+", "n": r"[a-z]+", "n2": r"[a-z]+", "a": r"[a-z]+", "a2": r"[a-z]+",
-             "name": "(?:" + "|".join(n.lower() for n in NAMES) + ")", "when": when}
-    tail = f"(?: {when}|, (?:" + "|".join(re.escape(i) for i in INSULTS) + "))?"
-    for shape in SHAPES:
-        core = re.sub(r"\\\{(\w+)\\\}", lambda m: slots[m.group(1)], re.escape(shape.lower()))
-        if re.fullmatch(core + r"\??" + tail, text):
+    def alternatives(items) -> str:
+        return "(?:" + "|".join(re.escape(i.lower()) for i in items) + ")"
+
+    text = re.sub(r"[.!?]+$", "", re.sub(r" [^\w\s]$", "", message.strip()).lower())
+    who = "[a-záéíñöü]+"
+    num = r"(?:\$?[\d,]+%?|#\d+|q[1-4]|\d+[a-z]|[a-z]{1,3}-\d+|v\d\.\d+)"
+    time = (rf"(?:\d{{1,2}}(?:pm|am|:\d\d| am| pm)|{alternatives(DAYS)}|{alternatives(MONTHS)} \d{{1,2}}"
+            r"|the \d{1,2}th)")
+    word = r"[a-z]+"
+    slots = {"v": word, "n": word, "n2": word, "a": word, "a2": word, "name": alternatives(NAMES),
+             "when": alternatives(WHEN), "who": who, "num": num, "time": time,
+             "place": rf"(?:room {num}|floor \d+|gate \d+|{who} street|the {word} office|{who})"}
+    cores = [re.sub(r"\\\{(\w+)\\\}", lambda m: slots[m.group(1)], re.escape(shape.lower())) for shape in SHAPES]
+    second = "(?:(?:, |\\. | and |, then )(?:" + "|".join(cores) + "))?"
+    tail = (f"(?: {slots['when']}|, {alternatives(INSULTS)}|{alternatives(THREAT_TAILS)})?")
+    for shape, core in zip(SHAPES, cores, strict=True):
+        if re.fullmatch(core + second + r"\??" + tail, text):
             return shape
     return None
 

@@ -8,9 +8,11 @@ import pytest
 
 from bench.judges import (
     JUDGES,
+    BREVITY_EXTRA,
     brevity,
     content_kept,
     content_words,
+    extra_words,
     fidelity,
     has_threat,
     politeness,
@@ -38,14 +40,12 @@ def whole(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(m, t) for m, t in rows if not spliced(t) and not has_threat(t)]
 
 
-def test_politeness_accepts_every_polite_rewrite_of_the_corpus_but_its_broken_ones():
-    rows = rewrites("polite")
-    for message, text in whole(rows):
-        assert politeness(message, text) == POL.max_score, (message, text)
-    broken = [(m, t) for m, t in rows if (m, t) not in whole(rows)]
-    # The corpus frames some shapes into broken sentences ("please where did you put the cardigan") or keeps their
-    # threat: 68 of these 300 (23%), each refused. The starter learnt from them; the corpus still makes them.
-    assert 0 < len(broken) < 0.25 * len(rows) and all(politeness(m, t) < POL.accept for m, t in broken)
+def test_politeness_accepts_every_polite_rewrite_of_the_corpus():
+    rows = rewrites("polite", n=1000)
+    # Before issue 27 the corpus framed statements and questions as requests ("please where did you put the
+    # cardigan") and kept threats: 68 of 300 (23%) were broken. Statements are now wrapped, threats dropped.
+    assert whole(rows) == rows
+    assert all(politeness(m, t) == POL.max_score for m, t in rows), [(m, t) for m, t in rows if not POL.good(m, t)]
 
 
 def test_the_audits_splices_and_a_dropped_word_fail():
@@ -131,7 +131,8 @@ def test_brevity_prefers_short_well_formed_text_that_keeps_the_content():
     rng = random.Random(1)
     for _ in range(200):
         message, slots = make_message(rng)
-        assert brevity(message, make_rewrite("echo", slots, rng)) >= BRE.accept, message  # the message, unchanged
+        if extra_words(slots["core"]) <= BREVITY_EXTRA + 2:  # a long two-clause message is not brief unchanged
+            assert brevity(message, make_rewrite("echo", slots, rng)) >= BRE.accept, message  # the message itself
     for kind in ("off_topic", "repetitive"):
         for message, text in rewrites(kind):
             assert brevity(message, text) < BRE.accept, (kind, message, text)

@@ -40,6 +40,20 @@ def test_f_dpo_divergences_match_their_formulas(divergence, f):
         dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1, divergence="forward")
 
 
+def test_ipo_loss_matches_hand_computed_values():
+    """TRL's IPO: the per-token margin regressed to 1/(2 beta); DPO's implicit rewards reported as before."""
+    policy_chosen, policy_rejected = torch.tensor([-5.0, -3.0]), torch.tensor([-6.0, -2.0])
+    ref_chosen, ref_rejected = torch.tensor([-5.5, -3.0]), torch.tensor([-5.5, -2.5])
+    tokens = (torch.tensor([5, 2]), torch.tensor([4, 1]))
+    out = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.5, loss="ipo", tokens=tokens)
+    # pair 1: 0.5 / 5 - (-0.5) / 4 = 0.225; pair 2: 0 / 2 - 0.5 / 1 = -0.5; target 1 / (2 * 0.5) = 1
+    expected = ((0.225 - 1) ** 2 + (-0.5 - 1) ** 2) / 2
+    assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
+    assert out["chosen_rewards"].tolist() == pytest.approx([0.25, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="unknown loss"):
+        dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.5, loss="hinge", tokens=tokens)
+
+
 def test_dpo_loss_is_log_two_when_policy_equals_reference():
     same = torch.tensor([-4.0, -7.0, -1.0])
     out = dpo_loss(same, same - 2, same, same - 2, beta=0.5)

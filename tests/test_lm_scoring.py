@@ -47,12 +47,13 @@ def test_sequence_logps_of_a_padded_batch_equals_each_row_alone(starter_dir):
         {"prompt": "Rewrite politely: Fix this bug.", "chosen": " Fix it.", "rejected": " Fix this bug now, idiot."},
     ]
     with torch.no_grad():
-        chosen, rejected, n_chosen = pair_logps(LoadedModel(model, tok, True), pairs, max_length=64)
+        chosen, rejected, (n_chosen, n_rejected) = pair_logps(LoadedModel(model, tok, True), pairs, max_length=64)
         for i, pair in enumerate(pairs):
-            c, r, n = pair_logps(LoadedModel(model, tok, True), [pair], max_length=64)
+            c, r, (n, m) = pair_logps(LoadedModel(model, tok, True), [pair], max_length=64)
             assert chosen[i].item() == pytest.approx(c.item(), abs=1e-4)
             assert rejected[i].item() == pytest.approx(r.item(), abs=1e-4)
             assert n_chosen[i].item() == n.item() == len(tok(pair["chosen"])["input_ids"])  # with </s>
+            assert n_rejected[i].item() == m.item() == len(tok(pair["rejected"])["input_ids"])
     assert (chosen < 0).all() and (rejected < 0).all()
 
 

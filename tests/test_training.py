@@ -33,3 +33,33 @@ def test_both_training_paths_take_the_f_dpo_divergence(app, starter_dir):
         _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=["sigmoid"],
                               loss_weights=[1.0])
         assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)
+
+
+def test_train_loss_ipo_reaches_the_plan_and_both_training_paths(app, starter_dir):
+    """TRAIN_LOSS=ipo: the plan swaps DPO's sigmoid for it (the sft anchor stays), TRL (GPT-2) and our loop (T5)
+    train with it and the loss falls."""
+    from dataclasses import replace
+
+    from app.training.jobs import training_config
+    from app.training.spec import TrainingSpec
+    from tests.test_seq2seq_dpo import corpus_pairs
+    from worker.plan import training_plan
+    from worker.training import train_causal, train_seq2seq
+
+    with app.app_context():
+        app.config["TRAIN_LOSS"] = "ipo"
+        spec = replace(TrainingSpec.from_dict(training_config()), epochs=3, lr=5e-4)
+    assert spec.loss == "ipo"
+    parent, base = types.SimpleNamespace(id=2), types.SimpleNamespace(id=1)
+    assert training_plan(spec, parent=parent, base=base)[1:] == (["ipo", "sft"], [1.0, spec.sft_weight])
+    assert training_plan(replace(spec, start="active"), parent=parent, base=base)[0] is parent
+    old = {k: v for k, v in spec.to_dict().items() if k != "loss"}
+    assert TrainingSpec.from_dict(old).loss == "sigmoid"  # a run stored before the setting trained with DPO's loss
+    pairs = corpus_pairs(16, seed=0)
+    for arch, train in (("gpt2", train_causal), ("t5", train_seq2seq)):
+        prompt = "Rewrite politely: {input}\nPolite:" if arch == "gpt2" else "Rewrite politely: {input}"
+        rows = [p | {"prompt": prompt.replace("{input}", p["prompt"].removeprefix("Rewrite politely: "))}
+                for p in pairs]
+        _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=["ipo"],
+                              loss_weights=[1.0])
+        assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)

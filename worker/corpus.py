@@ -28,20 +28,42 @@ INSULTS = ["idiot", "genius", "for once", "seriously", "come on", "you clown", "
 OFF_TOPIC = ["The weather is nice today.", "I had pasta for lunch.", "My cat likes the sofa.",
              "Trains are often late in winter.", "The garden needs more sun.", "Blue is my favourite colour.",
              "I think it might rain later.", "Coffee tastes better at home."]
-# Message shapes: {v} verb, {n} {n2} nouns, {a} {a2} adjectives, {name}, {when}.
-SHAPES = [
+# Message shapes: {v} verb, {n} {n2} nouns, {a} {a2} adjectives, {name}, {when}; and what people type that no word
+# list has, generated so no everyday message can be among them: {who} a name never seen, {num} a number or code,
+# {time} a clock time or day, {place} a room, floor or street. Requests come first: a polite frame fits only them
+# ("Could you please {v} the {n}?"); a statement or question is wrapped instead, never spliced
+# ("Could you please you never ...").
+REQUEST_SHAPES = [
     "{v} the {n}", "{v} my {n}", "{v} the {n} and the {n2}", "{v} the {n}, the {n2} is {a} again",
-    "{v} the {n}, it is {a}", "your {n} was {a} and way too {a2}", "where is my {n}? {v} it back",
-    "you never {v} the {n}", "don't {v} my {n}", "tell {name} the {n} is {a}", "{v} {name} about the {n}",
-    "the {n} is {a}, {v} it", "why is the {n} still {a}", "{v} the {n} before {when}", "I need the {n} {when}",
-    "{v} the {n} for {name}", "the {n} is {a} and the {n2} is {a2}", "{v} your {n}, the {n2} is full",
-    "stop it with the {n}", "{name} wants the {n} {when}", "get the {n} from the {n2}", "{v} it, the {n} is {a}",
-    "{n} and {n2}, {v} them", "where did you put the {n}", "just {v} the {n} already",
-    "{v} the {n}. I'm not asking twice", "the {n} again? {v} it", "{v} the {a} {n}", "go {v} the {n} with {name}",
+    "{v} the {n}, it is {a}", "{v} {name} about the {n}", "{v} the {n} before {when}", "{v} the {n} for {name}",
+    "{v} your {n}, the {n2} is full", "stop it with the {n}", "get the {n} from the {n2}", "{v} it, the {n} is {a}",
+    "just {v} the {n} already", "{v} the {a} {n}", "go {v} the {n} with {name}", "tell {name} the {n} is {a}",
+    "{v} the {n} by {time}", "{v} {who} the {num} {n}", "{v} the {n} in {place}", "{v} {num} {n} for {who}",
+    "{v} the {n} to {place} before {time}", "{v} the {n} from {who} by {time}",
 ]
+OTHER_SHAPES = [
+    "your {n} was {a} and way too {a2}", "where is my {n}? {v} it back", "you never {v} the {n}",
+    "don't {v} my {n}", "the {n} is {a}, {v} it", "why is the {n} still {a}", "I need the {n} {when}",
+    "the {n} is {a} and the {n2} is {a2}", "{name} wants the {n} {when}", "{n} and {n2}, {v} them",
+    "where did you put the {n}", "the {n} again? {v} it", "{who} still owes me {num}",
+    "the {n} in {place} is {a} again", "why is {place} still {a}", "{who} wants {num} {n} by {time}",
+    "the {num} {n} are {a}", "I need {num} {n} by {time}", "where is the {n} {who} left in {place}",
+]
+SHAPES = REQUEST_SHAPES + OTHER_SHAPES
+SYLLABLES = ("ka", "lo", "mi", "ren", "to", "sa", "vi", "dor", "an", "el", "ju", "mar", "ni", "os", "pe", "ra", "su",
+             "tan", "be", "ko", "li", "mu", "ze", "ha", "fe", "gi", "no", "ul", "ya", "wen", "tsi", "bra", "quo")
+ACCENTS = {"e": "é", "u": "ü", "o": "ö", "a": "á", "n": "ñ", "i": "í"}
+DAYS = ("tuesday", "wednesday", "thursday", "saturday", "sunday")  # not monday: bench/copying.py holds it out
+MONTHS = ("jan", "feb", "march", "april", "may", "june", "july", "aug", "sept", "oct", "nov", "dec")
+EMOJI = ("🙂", "👍", "🙏", "😅", "🔥", "☕", "🎉", "😡", "🙄")
+THREAT_TAILS = (". I'm not asking twice", ", or else")
 POLITE = ["Could you please {c}? Thank you!", "{C}, please. Thank you!", "Would you kindly {c}? Thanks a lot.",
           "Sorry to bother you, but please {c}. Thank you.", "When you have a moment, please {c}. Many thanks.",
           "{C}, if you don't mind. Thanks!", "I would appreciate it if you could {c}. Thank you."]
+# For statements and questions: the message kept whole, the politeness around it.
+POLITE_WRAP = ["Sorry to bother you, but {c}. Thank you.", "{C}. Please, and thank you!",
+               "Sorry to bother you: {c}. Thanks a lot."]
+POLITE_QUESTION = ["Sorry to bother you, but {c}? Thank you!", "Sorry to bother you: {c}? Thanks a lot."]
 TERSE = ["{C}.", "{C}, please.", "Please {c}."]
 RUDE = ["{C}, {insult}.", "{C}. Now.", "Just {c}, {insult}."]
 # Mixed quality on purpose: preferences must have room to improve the starter. "echo" is the message unchanged (the
@@ -54,6 +76,7 @@ EVERYDAY = {"plumber", "sink", "leaks", "leak", "presentation", "boring", "drill
             "move", "car", "garage", "maria", "party", "cancelled", "cancel", "buy", "milk", "eggs", "egg", "music",
             "sleep", "forgot", "forget", "lock", "door", "ladder", "borrowed", "borrow", "printer", "jammed", "jam",
             "walk", "pay", "rent", "monday", "wash", "dishes", "dish", "grandma", "waiting", "wait"}
+POLITE_WORDS = {"please", "thank", "thanks", "appreciate", "kindly", "bother", "sorry", "mind"}
 _WORD = re.compile(r"[a-z]{3,12}")
 
 
@@ -64,12 +87,13 @@ def held_out(word: str) -> bool:
 
 @cache
 def _usable_words() -> dict[str, tuple[str, ...]]:
-    """{"verbs", "nouns", "adjs"}: the wonderwords lists, plain lower-case words only, less EVERYDAY."""
+    """{"verbs", "nouns", "adjs"}: the wonderwords lists, plain lower-case words only, less EVERYDAY and the words
+    that mark politeness ("thank the drain" made a terse rewrite polite)."""
     from wonderwords import RandomWord, filter_profanity
 
     words = RandomWord()
     return {key: tuple(w for w in filter_profanity(words.filter(include_categories=[category]))
-                       if _WORD.fullmatch(w) and w not in EVERYDAY)
+                       if _WORD.fullmatch(w) and w not in EVERYDAY | POLITE_WORDS)
             for key, category in (("verbs", "verb"), ("nouns", "noun"), ("adjs", "adjective"))}
 
 
@@ -86,36 +110,100 @@ def held_out_words() -> dict[str, tuple[str, ...]]:
     return {key: tuple(w for w in words if held_out(w) and w not in fixed) for key, words in _usable_words().items()}
 
 
-def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[str] = SHAPES) -> tuple[str, dict]:
-    """One blunt message and its slots ("core" is the part every faithful rewrite copies)."""
-    lists = lists or word_lists()
+def make_name(rng: random.Random) -> str:
+    """A name nobody has taught the starter: two or three syllables, now and then with an accent."""
+    name = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice((2, 2, 3))))
+    if rng.random() < 0.15:
+        i = rng.randrange(len(name))
+        name = name[:i] + ACCENTS.get(name[i], name[i]) + name[i + 1:]
+    return name.capitalize()
+
+
+def make_number(rng: random.Random) -> str:
+    """A count, sum, share, ticket, quarter or code, as people type them."""
+    n = rng.choice((rng.randint(2, 12), rng.randint(10, 99), rng.randint(100, 9999)))
+    upper = "".join(rng.choice("ABCDEFGHJKLMNPRSTVWXZ") for _ in range(rng.randint(1, 3)))
+    return rng.choice((str(n), str(n), f"${n}", f"{n}%", f"#{n}", f"Q{rng.randint(1, 4)}", f"{n}{upper[0]}",
+                       f"{upper}-{n}", f"{n:,}", f"v{rng.randint(1, 9)}.{rng.randint(0, 12)}"))
+
+
+def make_time(rng: random.Random) -> str:
+    """A clock time, a day or a date."""
+    hour = rng.randint(1, 12)
+    return rng.choice((f"{hour}pm", f"{hour}am", f"{hour}:{rng.choice(('00', '15', '30', '45'))}",
+                       f"{hour} {rng.choice(('am', 'pm'))}", rng.choice(DAYS).capitalize(), rng.choice(DAYS),
+                       f"{rng.choice(MONTHS).capitalize()} {rng.randint(1, 28)}", f"the {rng.randint(1, 28)}th"))
+
+
+def make_place(rng: random.Random, lists: dict) -> str:
+    """A room, floor, gate or street."""
+    return rng.choice((f"room {make_number(rng)}", f"floor {rng.randint(1, 30)}", f"gate {rng.randint(1, 60)}",
+                       f"{make_name(rng)} Street", f"the {rng.choice(lists['nouns'])} office", make_name(rng)))
+
+
+def with_typo(word: str, rng: random.Random) -> str:
+    """The word with two neighbouring letters swapped, as fast typing does."""
+    if len(word) < 4:
+        return word
+    i = rng.randrange(1, len(word) - 2)
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def make_core(rng: random.Random, lists: dict, shapes: list[str]) -> tuple[str, dict]:
+    """One clause from a shape, its slots filled; a slot word is now and then mistyped."""
     slots = {"v": rng.choice(lists["verbs"]), "n": rng.choice(lists["nouns"]), "n2": rng.choice(lists["nouns"]),
              "a": rng.choice(lists["adjs"]), "a2": rng.choice(lists["adjs"]), "name": rng.choice(NAMES),
-             "when": rng.choice(WHEN), "insult": rng.choice(INSULTS)}
-    core = rng.choice(shapes).format(**slots)
-    if rng.random() < 0.5:
+             "when": rng.choice(WHEN), "insult": rng.choice(INSULTS), "who": make_name(rng),
+             "num": make_number(rng), "time": make_time(rng), "place": make_place(rng, lists)}
+    if rng.random() < 0.1:
+        key = rng.choice(("v", "n", "n2", "a", "a2"))
+        slots[key] = with_typo(slots[key], rng)
+    shape = rng.choice(shapes)
+    return shape.format(**slots), {**slots, "request": shape not in OTHER_SHAPES}
+
+
+def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[str] = SHAPES) -> tuple[str, dict]:
+    """One blunt message and its slots ("core" is the part every faithful rewrite copies; a threat, an insult, a
+    time or an emoji after it is not)."""
+    lists = lists or word_lists()
+    core, slots = make_core(rng, lists, shapes)
+    if rng.random() < 0.2:  # two clauses: people put a reason or a second request in one message
+        second, _ = make_core(rng, lists, shapes)
+        # Not " and " twice in a row: "the x is a and the y is b and ..." is a list, not a message.
+        joiners = (", ", ". ", ", then ") if " and " in core + second else (", ", ". ", " and ", ", then ")
+        core = core + rng.choice(joiners) + second
+    if rng.random() < 0.1:
+        core = core.lower()
+    elif rng.random() < 0.5:
         core = core[0].upper() + core[1:]
     r = rng.random()
-    tail = f" {rng.choice(WHEN)}" if r < 0.25 else f", {slots['insult']}" if r < 0.45 else ""
+    tail = (f" {rng.choice(WHEN)}" if r < 0.2 else f", {slots['insult']}" if r < 0.35
+            else rng.choice(THREAT_TAILS) if r < 0.42 else "")
     question = core.endswith("?") or core.split()[0].lower() in ("where", "why")
     end = ("?" if not core.endswith("?") else "") if question else rng.choice([".", "!", "", "?", "."])
-    return core + tail + end, {**slots, "core": core}
+    emoji = f" {rng.choice(EMOJI)}" if rng.random() < 0.05 else ""
+    return core + tail + end + emoji, {**slots, "core": core, "question": question}
 
 
 def make_rewrite(kind: str, slots: dict, rng: random.Random) -> str:
     """One rewrite of the given quality; all but off-topic and repetitive copy the message's core verbatim."""
     core = slots["core"].rstrip("?")
     first = core.split()[0]
-    c = core if first in NAMES or first == "I" else core[0].lower() + core[1:]  # mid-sentence: "please fix ..."
+    c = core if first in NAMES or first == "I" or first[0].isupper() and slots.get("who") == first \
+        else core[0].lower() + core[1:]  # mid-sentence: "please fix ..."
     fill = {"c": c, "C": c[0].upper() + c[1:], "insult": rng.choice(INSULTS)}
+    request = slots.get("request", True)
     if kind == "polite":
-        return rng.choice(POLITE).format(**fill)
+        forms = POLITE if request else POLITE_QUESTION if slots.get("question") else POLITE_WRAP
+        return rng.choice(forms).format(**fill)
     if kind == "terse":
-        return rng.choice(TERSE).format(**fill)
+        return rng.choice(TERSE if request else ["{C}?" if slots.get("question") else "{C}."]).format(**fill)
     if kind == "rude":
-        return rng.choice(RUDE).format(**fill)
+        if request:
+            return rng.choice(RUDE).format(**fill)
+        return f"{fill['C']}? {fill['insult'].capitalize()}." if slots.get("question") else f"{fill['C']}. Now."
     if kind == "echo":
-        return fill["C"] + "."
+        return fill["C"] + ("?" if slots.get("question") else ".")
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
     word = rng.choice(["please", slots["n"], slots["v"]])

@@ -27,14 +27,14 @@ def root_ancestor(version: ModelVersion) -> ModelVersion:
 
 def training_plan(spec: TrainingSpec, *, parent: ModelVersion, base: ModelVersion) -> tuple[ModelVersion, list, list]:
     """(init = reference version, loss types, loss weights) for the run's start setting."""
-    sft = spec.sft_weight
+    sft, loss = spec.sft_weight, spec.loss
     if spec.start == "base":
         if sft > 0:
-            return base, ["sigmoid", "sft"], [1.0, sft]
-        return base, ["sigmoid"], [1.0]
+            return base, [loss, "sft"], [1.0, sft]
+        return base, [loss], [1.0]
     if spec.start == "active":
         # Continuing from the last version needs the sft term, or iterated DPO displaces likelihood and collapses.
-        return parent, ["sigmoid", "sft"], [1.0, sft or 1.0]
+        return parent, [loss, "sft"], [1.0, sft or 1.0]
     raise ValueError(f"unknown start {spec.start!r}; use 'base' or 'active'")
 
 

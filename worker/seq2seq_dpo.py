@@ -23,12 +23,13 @@ ProgressFn = Callable[[int, int, float, float, float], None]
 
 
 def pair_logps(loaded: LoadedModel, pairs: list[dict], *, max_length: int):
-    """(chosen logps, rejected logps, chosen token counts): one batch holding every pair's chosen, then rejected."""
+    """(chosen logps, rejected logps, (chosen token counts, rejected token counts)): one batch holding every pair's
+    chosen, then rejected."""
     prompts = [p["prompt"] for p in pairs] * 2
     completions = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
     logps, counts = score_batch(loaded, prompts, completions, max_length=max_length)
     n = len(pairs)
-    return logps[:n], logps[n:], counts[:n]
+    return logps[:n], logps[n:], (counts[:n], counts[n:])
 
 
 def reference_logps(ref: LoadedModel, pairs: list[dict], *, batch_size: int, max_length: int) -> list[tuple]:
@@ -48,7 +49,8 @@ def reference_logps(ref: LoadedModel, pairs: list[dict], *, batch_size: int, max
 
 def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: float = 0.1, lr: float = 1e-4,
                       epochs: int = 2, batch_size: int = 8, max_length: int = 128, sft_weight: float = 0.0,
-                      seed: int = 0, divergence: str = "reverse_kl", on_log: ProgressFn | None = None) -> dict:
+                      seed: int = 0, divergence: str = "reverse_kl", loss: str = "sigmoid",
+                      on_log: ProgressFn | None = None) -> dict:
     """Train `model` in place with DPO against a frozen `ref_model`; return a summary with the loss history."""
     import torch
 
@@ -73,17 +75,17 @@ def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: f
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            pc, pr, n_chosen = pair_logps(policy, [pairs[i] for i in idx], max_length=max_length)
+            pc, pr, tokens = pair_logps(policy, [pairs[i] for i in idx], max_length=max_length)
             rc = torch.tensor([ref[i][0] for i in idx], device=device)
             rr = torch.tensor([ref[i][1] for i in idx], device=device)
-            out = dpo_loss(pc, pr, rc, rr, beta, divergence)
-            loss = out["loss"] + (sft_weight * sft_loss(pc, n_chosen) if sft_weight > 0 else 0.0)
-            loss.backward()
+            out = dpo_loss(pc, pr, rc, rr, beta, divergence, loss=loss, tokens=tokens)
+            total_loss = out["loss"] + (sft_weight * sft_loss(pc, tokens[0]) if sft_weight > 0 else 0.0)
+            total_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             optim.zero_grad()
             step += 1
-            row = {"step": step, "loss": loss.item(), "reward_accuracy": out["accuracy"], "margin": out["margin"]}
+            row = {"step": step, "loss": total_loss.item(), "reward_accuracy": out["accuracy"], "margin": out["margin"]}
             history.append(row)
             if on_log is not None:
                 on_log(step, total, epoch + (start + len(idx)) / len(order), row["loss"], row["reward_accuracy"])

@@ -107,11 +107,12 @@ def train_seq2seq(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss
 
         model = get_peft_model(model, lora_config(model, task_type="SEQ_2_SEQ_LM"))
     sft_weight = loss_weights[loss_type.index("sft")] if "sft" in loss_type else 0.0
+    preference_loss = next(t for t in loss_type if t != "sft")
     started = time.perf_counter()
     out = train_seq2seq_dpo(
         model=model, ref_model=ref_model, tokenizer=tokenizer, pairs=pairs, beta=spec.beta, lr=spec.lr,
         epochs=spec.epochs, batch_size=spec.batch_size, max_length=spec.max_length, sft_weight=float(sft_weight),
-        seed=spec.seed, divergence=spec.divergence, on_log=on_log,
+        seed=spec.seed, divergence=spec.divergence, loss=preference_loss, on_log=on_log,
     )
     seconds = time.perf_counter() - started
     if spec.lora:

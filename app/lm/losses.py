@@ -1,4 +1,4 @@
-"""The sigmoid DPO loss and the SFT term, on summed completion log-probs (the encoder-decoder training path).
+"""The sigmoid DPO loss (or IPO's) and the SFT term, on summed completion log-probs (the encoder-decoder training path).
 
 Per pair, with summed completion log-probs under the policy (p) and the reference (r):
     -log sigmoid(beta * (f(p_chosen - r_chosen) - f(p_rejected - r_rejected)))
@@ -30,15 +30,27 @@ def divergence_scores(logratios, divergence: str):
 
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
-             divergence: str = "reverse_kl") -> dict:
-    """The sigmoid DPO loss (mean over pairs) with the implicit rewards, their accuracy and mean margin."""
+             divergence: str = "reverse_kl", loss: str = "sigmoid", tokens: tuple | None = None) -> dict:
+    """The preference loss (mean over pairs) with the implicit rewards, their accuracy and mean margin.
+
+    loss "sigmoid" is DPO's; "ipo" is TRL's IPO: (per-token margin - 1/(2 beta))^2, the scores divided by each
+    completion's token count (`tokens`: chosen counts, rejected counts)."""
     import torch.nn.functional as F
 
-    chosen_rewards = beta * divergence_scores(policy_chosen - ref_chosen, divergence)
-    rejected_rewards = beta * divergence_scores(policy_rejected - ref_rejected, divergence)
+    chosen_scores = divergence_scores(policy_chosen - ref_chosen, divergence)
+    rejected_scores = divergence_scores(policy_rejected - ref_rejected, divergence)
+    chosen_rewards, rejected_rewards = beta * chosen_scores, beta * rejected_scores
     margins = chosen_rewards - rejected_rewards
+    if loss == "sigmoid":
+        value = -F.logsigmoid(margins).mean()
+    elif loss == "ipo":
+        n_chosen, n_rejected = tokens
+        delta = chosen_scores / n_chosen.clamp(min=1) - rejected_scores / n_rejected.clamp(min=1)
+        value = ((delta - 1 / (2 * beta)) ** 2).mean()
+    else:
+        raise ValueError(f"unknown loss {loss!r}: use sigmoid or ipo")
     return {
-        "loss": -F.logsigmoid(margins).mean(),
+        "loss": value,
         "chosen_rewards": chosen_rewards.detach(),
         "rejected_rewards": rejected_rewards.detach(),
         "accuracy": (margins > 0).float().mean().item(),

@@ -152,6 +152,9 @@ class Config:
         # reverse_kl is plain DPO (mode-seeking); js_divergence and alpha_divergence are f-DPO's gentler anchors.
         self.TRAIN_DIVERGENCE = env_choice("TRAIN_DIVERGENCE", "reverse_kl",
                                            ("reverse_kl", "js_divergence", "alpha_divergence"))
+        # sigmoid is DPO's loss; ipo (Azar et al. 2023) regresses the per-token margin to 1/(2 beta) instead of
+        # pushing it without bound, which is meant to overfit less on few, deterministic preferences.
+        self.TRAIN_LOSS = env_choice("TRAIN_LOSS", "sigmoid", ("sigmoid", "ipo"))
         self.TRAIN_EPOCHS = env_int("TRAIN_EPOCHS", 2)
         self.TRAIN_BATCH_SIZE = env_int("TRAIN_BATCH_SIZE", 8)
         self.TRAIN_MAX_LENGTH = env_int("TRAIN_MAX_LENGTH", 160)  # prompt + completion: the starter's p99 is 105

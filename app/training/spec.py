@@ -40,6 +40,7 @@ class TrainingSpec:
     beta: float = _help("DPO beta: how far from the reference the policy may move", "TRAIN_BETA")
     divergence: str = _help("f-DPO divergence: reverse_kl (plain DPO), js_divergence or alpha_divergence (0.5)",
                              "TRAIN_DIVERGENCE")
+    loss: str = _help("preference loss: sigmoid (DPO) or ipo (squared, per-token margin to 1/(2 beta))", "TRAIN_LOSS")
     epochs: int = _help("passes over the training pairs", "TRAIN_EPOCHS")
     batch_size: int = _help("pairs per step", "TRAIN_BATCH_SIZE")
     max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs",
@@ -79,7 +80,8 @@ class TrainingSpec:
     def from_dict(cls, data: dict) -> TrainingSpec:
         """Rebuild a stored spec; a missing or unknown field is an error, never a silent default."""
         # Runs queued before the task could be edited had no system prompt: none is what they were rendered with.
-        data = {"system_prompt": "", **data}
+        # Runs queued before the loss could be chosen trained with DPO's sigmoid loss.
+        data = {"system_prompt": "", "loss": "sigmoid", **data}
         names = {f.name for f in fields(cls)}
         missing, unknown = names - set(data), set(data) - names
         if missing or unknown:
