@@ -181,17 +181,20 @@ def sample_model(path: Path, prompts: list[str], gen: dict, *, seed: int) -> lis
 
 def measure(rows: list[dict], judge: Judge, reference: list[dict] | None) -> dict:
     """Judge the samples: good rate, mean score, well-formed, distinct of 3, win rate against the reference."""
-    scores, good, formed, distinct = [], 0, 0, []
+    scores, good, formed, distinct, by_input = [], 0, 0, [], []
     for row in rows:
+        by_input.append(0)
         for text, cut in zip(row["samples"], row["truncated"], strict=True):
             s = judge.score(row["input"], text)
             scores.append(s)
             good += s >= judge.accept
+            by_input[-1] += s >= judge.accept
             formed += well_formed(text, truncated=cut)
         distinct.append(len(set(row["samples"])))
     n = len(scores)
     out = {"samples": n, "good_rate": good / n, "mean_score": statistics.fmean(scores), "well_formed": formed / n,
-           "distinct": statistics.fmean(distinct)}
+           "distinct": statistics.fmean(distinct),
+           "good_by_input": by_input}  # good samples per measured input, in order: paired comparisons of versions
     if reference is not None:
         wins, at_max, ref_n = 0.0, 0, 0
         for row, ref in zip(rows, reference, strict=True):
@@ -334,6 +337,8 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
                 "heldout_accuracy": m.get("accuracy_candidate"), "heldout_accuracy_parent": m.get("accuracy_parent"),
                 "gate_fluency": [m.get("fluency_candidate"), m.get("fluency_parent")],
                 "gate_distinct": [m.get("distinct_candidate"), m.get("distinct_parent")],
+                # Every number the gate decided on, so bench/gate_confusion.py can replay other rules on this run.
+                "gate_metrics": {k: v for k, v in m.items() if isinstance(v, int | float | None)},
                 "pairs": run["snapshot"].get("pairs"), "annotation": ann, "heldout_leak": leak,
                 "seconds": {"clicks": round(t1 - t0, 1), "retrain_to_finished": round(t2 - t1, 1),
                             "training": m.get("seconds_training"), "job": m.get("seconds_total"),

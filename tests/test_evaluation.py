@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from app.lm.scoring import completion_logps
-from worker.evaluation import evaluate_version, expected_distinct, gate_reasons, mean_and_se, sign_test
+from worker.evaluation import (
+    distinct_drop,
+    evaluate_version,
+    expected_distinct,
+    gate_reasons,
+    mean_and_se,
+    sign_test,
+)
 
 GATE = {"max_fluency_drop": 1.0, "min_distinct": 1.5, "max_length_ratio": 2.5, "eval_prompts": 8, "samples": 10}
 HEALTHY = {"fluency_candidate": -2.8, "fluency_parent": -2.7, "distinct_candidate": 2.8, "distinct_parent": 3.0,
@@ -43,6 +50,31 @@ def test_gate_rules(change, expected):
                    "heldout_candidate_only": 2, "heldout_parent_only": 0}
     reasons = gate_reasons(m | change, GATE)
     assert len(reasons) == 1 and expected in reasons[0]
+
+
+def test_the_relative_diversity_rule_holds_back_a_drop_beyond_its_standard_error():
+    """Issue 27: against the parent, not a fixed line. A drop of 0.2 with a paired SE of 0.05 is held back; the
+    same drop with an SE of 0.25 is noise; a version far under 2.5 passes when its parent was as low."""
+    gate = GATE | {"min_distinct": 0.0, "max_distinct_drop_se": 1.0}
+    m = HEALTHY | {"accuracy_candidate": 0.7, "accuracy_parent": 0.5, "margin_candidate": 1.0, "margin_parent": 0.0,
+                   "distinct_candidate": 2.6, "distinct_parent": 2.8, "eval_prompts": 48}
+    reasons = gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.05}, gate)
+    assert len(reasons) == 1 and "lost diversity against the parent" in reasons[0] and "0.20" in reasons[0]
+    assert gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.25}, gate) == []
+    low = m | {"distinct_candidate": 2.1, "distinct_parent": 2.12, "distinct_drop": 0.02, "distinct_drop_se": 0.04}
+    assert gate_reasons(low, gate) == []
+    assert gate_reasons(m | {"distinct_drop": -0.3, "distinct_drop_se": 0.01}, gate) == []  # more diverse: fine
+    # A run queued before the rule (its spec has None) is gated as it was.
+    assert gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.05}, gate | {"max_distinct_drop_se": None}) == []
+
+
+def test_distinct_drop_is_paired_by_input():
+    parent = {"a": 3.0, "b": 2.0, "c": 2.5}
+    candidate = {"a": 2.8, "b": 1.9, "c": 2.2, "only here": 1.0}
+    out = distinct_drop(candidate, parent)
+    mean, se = mean_and_se([0.2, 0.1, 0.3])
+    assert out["distinct_drop"] == pytest.approx(mean) and out["distinct_drop_se"] == pytest.approx(se)
+    assert distinct_drop({"a": 1.0}, {"a": 3.0}) == {"distinct_drop": None, "distinct_drop_se": None}
 
 
 def test_expected_distinct_of_three_from_many_samples():
@@ -174,9 +206,14 @@ def test_gate_rejects_a_model_that_repeats_one_word(starter_dir):
         collapsed.model.transformer.ln_f.weight.zero_()
         collapsed.model.transformer.ln_f.bias.copy_(emb[please] * 50 / emb[please].norm())
     m = evaluate_version(candidate=collapsed, parent=parent, base=parent, heldout_pairs=heldout(parent, 6, seed=5),
-                         eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 6}, seed=0, max_new_tokens=20)
+                         eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 6, "max_distinct_drop_se": 1.0}, seed=0,
+                         max_new_tokens=20)
     assert m["distinct_candidate"] == 1.0 and m["distinct_parent"] > 2
     assert not m["passed"] and any("lost diversity" in r for r in m["reasons"])
+    # The relative rule sees it too, paired over the same inputs; the per-input lists are not stored.
+    assert m["distinct_drop"] == pytest.approx(m["distinct_parent"] - 1.0)
+    assert any("lost diversity against the parent" in r for r in m["reasons"])
+    assert not any(k.startswith("distinct_by_input") for k in m)
     assert all("please" in s for s in m["examples_candidate"][0]["samples"])
 
 

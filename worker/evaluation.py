@@ -116,7 +116,7 @@ def generation_health(
     """Sample `samples` per input; fluency under the base, expected distinct of k (with its SE), mean length.
 
     Inputs are rendered as serving renders them (a chat model: after the task's system prompt)."""
-    distinct, lengths, base_prompts, completions, examples = [], [], [], [], []
+    distinct, lengths, base_prompts, completions, examples, sampled = [], [], [], [], [], []
     for i, text in enumerate(texts):
         try:
             _, raw = sample_candidates(
@@ -127,6 +127,7 @@ def generation_health(
         except InputTooLong:
             continue
         distinct.append(expected_distinct(raw, k))
+        sampled.append(text)
         lengths.extend(len(model.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in raw)
         base_prompt = base.format_prompt(text, system_prompt=system_prompt)
         base_prompts.extend([base_prompt] * len(raw))
@@ -134,7 +135,8 @@ def generation_health(
         if len(examples) < 3:
             examples.append({"input": text, "samples": raw[:k]})
     if not completions:
-        return {"fluency": None, "distinct": None, "distinct_se": None, "length": None, "examples": []}
+        return {"fluency": None, "distinct": None, "distinct_se": None, "length": None, "examples": [],
+                "distinct_by_input": {}}
     sums, counts = completion_logps(base, base_prompts, completions, max_length=max_length)
     per_token = [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
     distinct_mean, distinct_se = mean_and_se(distinct)
@@ -144,6 +146,7 @@ def generation_health(
         "distinct_se": distinct_se,
         "length": sum(lengths) / len(lengths),
         "examples": examples,
+        "distinct_by_input": dict(zip(sampled, distinct, strict=True)),  # for the paired comparison, not stored
     }
 
 
@@ -193,9 +196,19 @@ def evaluate_version(
     for name, model in (("candidate", candidate), ("parent", parent)):
         for key, value in generation_health(model, base, texts, **gen).items():
             metrics[f"{key}_{name}"] = value
+    metrics.update(distinct_drop(metrics.pop("distinct_by_input_candidate"), metrics.pop("distinct_by_input_parent")))
 
     reasons = gate_reasons(metrics, gate_cfg)
     return {**metrics, "passed": not reasons, "reasons": reasons}
+
+
+def distinct_drop(candidate: dict[str, float], parent: dict[str, float]) -> dict:
+    """The parent's expected distinct minus the candidate's, paired by input, with its standard error."""
+    both = [text for text in candidate if text in parent]
+    if len(both) < 2:  # one input has no standard error to compare a drop with
+        return {"distinct_drop": None, "distinct_drop_se": None}
+    drop, se = mean_and_se([parent[t] - candidate[t] for t in both])
+    return {"distinct_drop": drop, "distinct_drop_se": se}
 
 
 def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
@@ -236,6 +249,14 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
             f"samples lost diversity: {m['distinct_candidate']:.2f} +- {m.get('distinct_se_candidate') or 0:.2f} "
             f"expected distinct of {m.get('distinct_of', 3)} (minimum {min_distinct}; estimated from "
             f"{m.get('samples_per_prompt', 3)} samples per input)"
+        )
+    max_se = gate_cfg.get("max_distinct_drop_se")
+    drop, drop_se = m.get("distinct_drop"), m.get("distinct_drop_se")
+    if max_se is not None and drop is not None and drop > 0 and drop > float(max_se) * drop_se:
+        reasons.append(
+            f"samples lost diversity against the parent: {m['distinct_candidate']:.2f} vs {m['distinct_parent']:.2f} "
+            f"expected distinct of {m.get('distinct_of', 3)}, a drop of {drop:.2f} over {float(max_se):g} x its "
+            f"standard error {drop_se:.2f} (paired over {m.get('eval_prompts')} inputs)"
         )
     ratio = float(gate_cfg["max_length_ratio"])
     length_c, length_p = m["length_candidate"], m["length_parent"]

@@ -25,6 +25,9 @@ class GateSpec:
                                      "GATE_MAX_FLUENCY_DROP")
     min_distinct: float = _help("least expected number of distinct strings among num_candidates raw samples",
                                  "GATE_MIN_DISTINCT")
+    max_distinct_drop_se: float | None = _help(
+        "largest fall of expected distinct below the parent's, in standard errors of the paired difference "
+        "(None: not checked, runs queued before the rule)", "GATE_MAX_DISTINCT_DROP_SE")
     samples: int = _help("raw samples per input behind the distinct estimate, fluency and length (>= num_candidates)",
                           "GATE_SAMPLES")
     max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent",
@@ -86,7 +89,8 @@ class TrainingSpec:
         missing, unknown = names - set(data), set(data) - names
         if missing or unknown:
             raise ValueError(f"training spec: missing {sorted(missing)}, unknown {sorted(unknown)}")
-        return cls(**{**data, "gate": GateSpec(**data["gate"])})
+        # Runs queued before the relative diversity rule were gated without it.
+        return cls(**{**data, "gate": GateSpec(**{"max_distinct_drop_se": None, **data["gate"]})})
 
     def to_dict(self) -> dict:
         """The spec as JSON for the run row."""
