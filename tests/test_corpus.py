@@ -64,7 +64,7 @@ def test_the_corpus_has_what_people_type():
         "not ascii": sum(not m.isascii() for m in texts),
     }
     assert all(count >= 0.03 * len(texts) for count in share.values()), share
-    for message, slots in messages[:300]:
+    for _, slots in messages[:300]:
         for kind in ("polite", "terse", "echo"):
             text = make_rewrite(kind, slots, rng)
             assert all(token in text for token in re.findall(r"[\w$#%.,:-]*\d[\w$#%.,:-]*", slots["core"])), text

@@ -65,7 +65,8 @@ def test_the_relative_diversity_rule_holds_back_a_drop_beyond_its_standard_error
     assert gate_reasons(low, gate) == []
     assert gate_reasons(m | {"distinct_drop": -0.3, "distinct_drop_se": 0.01}, gate) == []  # more diverse: fine
     # A run queued before the rule (its spec has None) is gated as it was.
-    assert gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.05}, gate | {"max_distinct_drop_se": None}) == []
+    before_the_rule = gate | {"max_distinct_drop_se": None}
+    assert gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.05}, before_the_rule) == []
 
 
 def test_distinct_drop_is_paired_by_input():

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from bench.judges import (
-    JUDGES,
     BREVITY_EXTRA,
+    JUDGES,
     brevity,
     content_kept,
     content_words,

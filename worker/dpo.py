@@ -24,8 +24,9 @@ from app.platform.extensions import db
 from app.tables import ModelVersion, TrainingRun, utcnow
 from app.training.jobs import fail_run
 from app.training.spec import TrainingSpec
+from app.versions.registry import root_ancestor
 from app.versions.store import local_copy
-from worker.plan import click_of, error_summary, evaluation_texts, root_ancestor, run_pairs, training_plan
+from worker.plan import click_of, error_summary, evaluation_texts, run_pairs, training_plan
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -243,6 +243,19 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
             f"fluency fell by {drop:.2f} nats/token under the base model (limit {max_drop:.2f}): "
             f"{m['fluency_candidate']:.2f} vs parent {m['fluency_parent']:.2f}"
         )
+    reasons += diversity_reasons(m, gate_cfg)
+    ratio = float(gate_cfg["max_length_ratio"])
+    length_c, length_p = m["length_candidate"], m["length_parent"]
+    if length_c > ratio * length_p:
+        reasons.append(f"samples grew too long: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
+    elif length_c < length_p / ratio:
+        reasons.append(f"samples shrank too much: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
+    return reasons
+
+
+def diversity_reasons(m: dict, gate_cfg: dict) -> list[str]:
+    """The gate's diversity rules: against the parent, paired by input, and the optional absolute floor."""
+    reasons = []
     min_distinct = float(gate_cfg["min_distinct"])
     if m["distinct_candidate"] < min_distinct:
         reasons.append(
@@ -258,12 +271,6 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
             f"expected distinct of {m.get('distinct_of', 3)}, a drop of {drop:.2f} over {float(max_se):g} x its "
             f"standard error {drop_se:.2f} (paired over {m.get('eval_prompts')} inputs)"
         )
-    ratio = float(gate_cfg["max_length_ratio"])
-    length_c, length_p = m["length_candidate"], m["length_parent"]
-    if length_c > ratio * length_p:
-        reasons.append(f"samples grew too long: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
-    elif length_c < length_p / ratio:
-        reasons.append(f"samples shrank too much: {length_c:.1f} tokens vs parent {length_p:.1f} (ratio limit {ratio})")
     return reasons
 
 

@@ -13,18 +13,6 @@ from app.tables import ModelVersion, Prompt
 from app.training.spec import TrainingSpec
 
 
-def root_ancestor(version: ModelVersion) -> ModelVersion:
-    """Follow parent links to the first version of the lineage (the starter)."""
-    seen = {version.id}
-    while version.parent_id is not None and version.parent_id not in seen:
-        parent = db.session.get(ModelVersion, version.parent_id)
-        if parent is None:
-            break
-        seen.add(parent.id)
-        version = parent
-    return version
-
-
 def training_plan(spec: TrainingSpec, *, parent: ModelVersion, base: ModelVersion) -> tuple[ModelVersion, list, list]:
     """(init = reference version, loss types, loss weights) for the run's start setting."""
     sft, loss = spec.sft_weight, spec.loss

@@ -18,7 +18,7 @@ from app.lm.sampling import sampling_settings
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.platform.validation import clean_text
-from app.tables import Candidate, Comparison, Flag, Preference, Prompt, TaskRevision, utcnow
+from app.tables import Candidate, Comparison, Flag, ModelVersion, Preference, Prompt, TaskRevision, utcnow
 from app.versions.serving import get_holder
 
 
@@ -38,10 +38,16 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
     seed = random.SystemRandom().randrange(2**31)
     task = current_task()
     model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
+    active = current_app.config["ACTIVE_CANDIDATES"]
     try:
-        results = sample_batch(loaded, model_prompts=model_prompts, seed=seed, **settings)
+        results = sample_batch(loaded, model_prompts=model_prompts, seed=seed,
+                               **settings | ({"n": active} if active else {}))
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
+    if active:
+        results = [choose_least_sure(loaded, text, model_prompt, texts, raw, n=settings["n"])
+                   for (text, _), model_prompt, (texts, raw) in zip(inputs, model_prompts, results, strict=True)]
+        settings = settings | {"active_candidates": active}
     comparisons = []
     for index, ((input_text, prompt_id), model_prompt, (texts, raw)) in enumerate(
         zip(inputs, model_prompts, results, strict=True)
@@ -67,6 +73,25 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         db.session.add(comparison)
         comparisons.append(comparison)
     return comparisons
+
+
+def choose_least_sure(loaded, input_text: str, model_prompt: str, texts: list[str], raw: list[str], *,
+                      n: int) -> tuple[list[str], list[str]]:
+    """(the n of the sampled texts the served version is least sure how to rank, the first n raw samples): raw stays
+    what n samples alone would have been, so raw_distinct keeps its meaning."""
+    from app.lm.uncertainty import least_sure
+    from app.versions.registry import root_ancestor
+
+    served = db.session.get(ModelVersion, loaded.version_id) if loaded.version_id is not None else None
+    root = root_ancestor(served) if served is not None else None
+    reference = None
+    if root is not None and root.id != served.id:
+        reference = get_holder(current_app).resident(root.id)
+    reference_prompt = (reference.format_prompt(input_text, system_prompt=current_task().system_prompt)
+                        if reference is not None else model_prompt)
+    chosen, _ = least_sure(loaded, reference, model_prompt=model_prompt, reference_prompt=reference_prompt,
+                           texts=texts, n=n)
+    return chosen, raw[:n]
 
 
 def check_typed_input(text) -> str:

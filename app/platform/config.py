@@ -94,6 +94,13 @@ class Config:
 
         # Generation.
         self.NUM_CANDIDATES = env_int("NUM_CANDIDATES", 3)
+        # Active learning (0: off): sample this many, show the NUM_CANDIDATES the served version is least sure how
+        # to rank (app/lm/uncertainty.py). Costs the extra samples and scoring them under two models, and each web
+        # process and the prefetcher then keep the lineage's starter loaded as the reference.
+        self.ACTIVE_CANDIDATES = env_int("ACTIVE_CANDIDATES", 0)
+        if self.ACTIVE_CANDIDATES and self.ACTIVE_CANDIDATES <= self.NUM_CANDIDATES:
+            raise ValueError(f"ACTIVE_CANDIDATES must be 0 (off) or more than NUM_CANDIDATES "
+                             f"({self.NUM_CANDIDATES}), got {self.ACTIVE_CANDIDATES}")
         self.TEMPERATURE = env_float("GEN_TEMPERATURE", 1.0)
         self.TOP_P = env_float("GEN_TOP_P", 0.95)
         # min-p keeps tokens at least this share as likely as the likeliest (0: off), so a temperature above 1

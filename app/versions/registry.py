@@ -14,6 +14,18 @@ from app.versions.files import folder_mismatch
 from app.versions.store import is_remote, local_copy, split_location
 
 
+def root_ancestor(version: ModelVersion) -> ModelVersion:
+    """Follow parent links to the first version of the lineage (the starter)."""
+    seen = {version.id}
+    while version.parent_id is not None and version.parent_id not in seen:
+        parent = db.session.get(ModelVersion, version.parent_id)
+        if parent is None:
+            break
+        seen.add(parent.id)
+        version = parent
+    return version
+
+
 def register_version(
     *,
     number: int,

@@ -122,7 +122,8 @@ class ModelHolder:
                          from_version_id=self._loaded.version_id if self._loaded else None)
 
     def resident(self, version_id: int):
-        """A loaded version for the arena: the served one, else one of at most ARENA_RESIDENT_VERSIONS others.
+        """A loaded version for the arena (or active learning's reference): the served one, else one of at most
+        ARENA_RESIDENT_VERSIONS others.
 
         Each resident version is one more copy of a model in this process: memory grows by one checkpoint per
         version up to the cap, and the least recently used one is dropped beyond it. Loads are serialized: two

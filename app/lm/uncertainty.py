@@ -1,0 +1,37 @@
+"""Which candidates to show: the ones the served model is least sure how to rank (active learning).
+
+A click teaches most where the model cannot yet tell the candidates apart (APL, Muldrew et al. 2024; ADPO, Ji et
+al. 2024). The served version's implicit DPO reward of a candidate is its log-prob under that version minus its
+log-prob under the reference it was trained against (the lineage's starter); of k sampled candidates, the n whose
+rewards lie closest together are the ones it is least sure how to order. Before any training the served version
+is its own reference, every reward is 0, and the first n distinct samples (a random subset: samples are
+independent) are shown, as without this.
+"""
+
+from __future__ import annotations
+
+from app.lm.checkpoint import LoadedModel
+from app.lm.encoding import completion_text
+from app.lm.scoring import completion_logps
+
+
+def tightest(rewards: list[float], n: int) -> list[int]:
+    """Indices of the n rewards with the smallest range (max - min): sorted, then the narrowest window."""
+    order = sorted(range(len(rewards)), key=lambda i: rewards[i])
+    start = min(range(len(order) - n + 1), key=lambda s: rewards[order[s + n - 1]] - rewards[order[s]])
+    return sorted(order[start : start + n])
+
+
+def least_sure(served: LoadedModel, reference: LoadedModel | None, *, model_prompt: str, reference_prompt: str,
+               texts: list[str], n: int) -> tuple[list[str], list[float] | None]:
+    """(n of the distinct texts the served model is least sure how to rank, every distinct text's reward or None);
+    fewer than n distinct texts, or no reference: the first n texts as they are."""
+    distinct = list(dict.fromkeys(texts))
+    if reference is None or len(distinct) <= n:
+        return texts[:n], None
+    policy, _ = completion_logps(served, [model_prompt] * len(distinct),
+                                 [completion_text(model_prompt, t) for t in distinct])
+    ref, _ = completion_logps(reference, [reference_prompt] * len(distinct),
+                              [completion_text(reference_prompt, t) for t in distinct])
+    rewards = [p - r for p, r in zip(policy, ref, strict=True)]
+    return [distinct[i] for i in tightest(rewards, n)], rewards
