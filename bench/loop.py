@@ -496,19 +496,24 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
     colors = {"politeness": "tab:blue", "brevity": "tab:orange", "fidelity": "tab:green"}
     styles = {("gpt2", "out"): "-", ("t5", "out"): "--", ("gpt2", "in"): "-.", ("t5", "in"): ":"}
     fig, ax = plt.subplots(figsize=(8, 5))
+    tag_index: dict[str, int] = {}  # realistic-set lines: the first tag drawn solid, the others dashed
     for (arch, judge, prompts, tag), runs in seed_groups(report, tags).items():
         x, mean, lo, hi = across_seeds(runs, "good_rate")
         unguarded = tag == "unguarded"
         color = "gray" if unguarded else colors.get(judge)
-        label = (f"{'GPT-2' if arch == 'gpt2' else 'T5'}, {judge}, {prompts}-corpus prompts"
-                 + (" (unguarded)" if unguarded else "") + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        ax.plot(x, [100 * v for v in mean], linestyle=":" if unguarded else styles.get((arch, prompts), "-"),
+        where = "realistic messages" if prompts == "realistic" else f"{prompts}-corpus prompts"
+        label = (f"{'GPT-2' if arch == 'gpt2' else 'T5'}, {judge}, {where}"
+                 + (" (unguarded)" if unguarded else f" [{tag}]" if tag else "")
+                 + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        later_tag = tag_index.setdefault(tag, len(tag_index)) > 0
+        style = ":" if unguarded else styles.get((arch, prompts), "--" if later_tag else "-")
+        ax.plot(x, [100 * v for v in mean], linestyle=style,
                 marker="o", label=label, color=color)
         if len(runs) > 1:
             ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color=color, alpha=0.15)
     ax.axhline(100 * TARGET, color="black", linewidth=0.8, linestyle="-.", label="target 90%")
     ax.set_xlabel("clicks")
-    ax.set_ylabel("good rate on held-out prompts (%)")
+    ax.set_ylabel("good rate on measured messages (%)")
     ax.set_ylim(0, 100)
     ax.set_title("prefloop: served model's good rate vs clicks (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)

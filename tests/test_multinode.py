@@ -162,7 +162,8 @@ def test_two_nodes_two_workers_one_database_one_redis_one_bucket(tmp_path, start
         monkeypatch.setenv(key, value)
     env = {"DATABASE_URL": pg, "REDIS_URL": redis_url, "MODEL_STORE": bucket, "NODES": "2", **s3_server.env,
            "GEN_MAX_NEW_TOKENS": "24", "TRAIN_MIN_PAIRS": "4", "TRAIN_SFT_WEIGHT": str(TINY_SFT_WEIGHT),
-           "PREFETCH_SIZE": "4", "GATE_EVAL_PROMPTS": "8", "LOGIN_LIMIT": "4 per minute"}
+           "PREFETCH_SIZE": "4", "GATE_EVAL_PROMPTS": "8", "LOGIN_LIMIT": "4 per minute",
+           "GATE_MAX_DISTINCT_DROP_SE": "1000"}  # about nodes, not the gate: a tiny model's drop must not hold it
     with live_server(tmp_path=tmp_path / "node-a", starter_path=starter_dir["gpt2"], users=USERS, prompts=20,
                      env_extra=env) as a, live_node(a, tmp_path=tmp_path / "node-b") as b:
         nodes = (a, b)

@@ -121,7 +121,8 @@ def test_a_chat_model_is_imported_sampled_trained_gated_and_served(tmp_path, sta
                    + "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
     # The gate's thresholds on samples are off: this test is about the chat path through training and serving, and
     # a rejected child cannot be served (only ready versions are); a tiny chat model's samples failed them now and then.
-    lenient = {"GATE_MIN_DISTINCT": "0", "GATE_MAX_FLUENCY_DROP": "1000", "GATE_MAX_LENGTH_RATIO": "1000"}
+    lenient = {"GATE_MIN_DISTINCT": "0", "GATE_MAX_DISTINCT_DROP_SE": "1000", "GATE_MAX_FLUENCY_DROP": "1000",
+               "GATE_MAX_LENGTH_RATIO": "1000"}
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], users=USERS, prompts=20,
                      env_extra=redis_env | lenient) as srv, live_worker(srv):
         assert "as version 2" in srv.flask("models", "import", str(chat_dir))
