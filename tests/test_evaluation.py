@@ -207,11 +207,12 @@ def test_gate_rejects_a_model_that_repeats_one_word(starter_dir):
         collapsed.model.transformer.ln_f.weight.zero_()
         collapsed.model.transformer.ln_f.bias.copy_(emb[please] * 50 / emb[please].norm())
     m = evaluate_version(candidate=collapsed, parent=parent, base=parent, heldout_pairs=heldout(parent, 6, seed=5),
-                         eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 6, "max_distinct_drop_se": 1.0}, seed=0,
+                         eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 6, "max_distinct_drop_se": 8.0}, seed=0,
                          max_new_tokens=20)
     assert m["distinct_candidate"] == 1.0 and m["distinct_parent"] > 2
     assert not m["passed"] and any("lost diversity" in r for r in m["reasons"])
-    # The relative rule sees it too, paired over the same inputs; the per-input lists are not stored.
+    # The relative rule at its default (8 standard errors) sees it too, paired over the same inputs; the per-input
+    # lists are not stored.
     assert m["distinct_drop"] == pytest.approx(m["distinct_parent"] - 1.0)
     assert any("lost diversity against the parent" in r for r in m["reasons"])
     assert not any(k.startswith("distinct_by_input") for k in m)

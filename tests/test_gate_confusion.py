@@ -28,8 +28,8 @@ def test_versions_pair_by_input_and_replay_the_distinct_rules():
     rows = versions(result)
     assert [(r["gate"], r["measured"]) for r in rows] == [("rejected", "better"), ("promoted", "worse")]
     assert abs(rows[0]["delta"] - 2 / 3) < 1e-9 and rows[0]["se"] == 0.0
-    before, after = RULES.values()
-    # The fixed line keeps out the better version for its 2.3 distinct; the relative rule lets it through.
-    assert replay(rows[0], before) == "rejected" and replay(rows[0], after) == "promoted"
+    before, one_se, after = RULES.values()
+    # The fixed line keeps out the better version for its 2.3 distinct; the relative rules let it through.
+    assert replay(rows[0], before) == "rejected" and replay(rows[0], after) == replay(rows[0], one_se) == "promoted"
     assert confusion(rows, lambda r: replay(r, after)) == {("promoted", "better"): 1, ("promoted", "worse"): 1}
     assert replay(rows[0] | {"metrics": {"distinct_candidate": 2.0}}, after) is None  # recorded before the rule
