@@ -20,19 +20,10 @@ def test_both_training_paths_take_the_f_dpo_divergence(app, starter_dir):
 
     from app.training.jobs import training_config
     from app.training.spec import TrainingSpec
-    from tests.test_seq2seq_dpo import corpus_pairs
-    from worker.training import train_causal, train_seq2seq
 
     with app.app_context():
         spec = replace(TrainingSpec.from_dict(training_config()), divergence="js_divergence", epochs=3, lr=5e-4)
-    pairs = corpus_pairs(16, seed=0)
-    for arch, train in (("gpt2", train_causal), ("t5", train_seq2seq)):
-        prompt = "Rewrite politely: {input}\nPolite:" if arch == "gpt2" else "Rewrite politely: {input}"
-        rows = [p | {"prompt": prompt.replace("{input}", p["prompt"].removeprefix("Rewrite politely: "))}
-                for p in pairs]
-        _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=["sigmoid"],
-                              loss_weights=[1.0])
-        assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)
+    train_both_and_learn(starter_dir, spec, loss_type=["sigmoid"])
 
 
 def test_train_loss_ipo_reaches_the_plan_and_both_training_paths(app, starter_dir):
@@ -42,9 +33,7 @@ def test_train_loss_ipo_reaches_the_plan_and_both_training_paths(app, starter_di
 
     from app.training.jobs import training_config
     from app.training.spec import TrainingSpec
-    from tests.test_seq2seq_dpo import corpus_pairs
     from worker.plan import training_plan
-    from worker.training import train_causal, train_seq2seq
 
     with app.app_context():
         app.config["TRAIN_LOSS"] = "ipo"
@@ -55,11 +44,19 @@ def test_train_loss_ipo_reaches_the_plan_and_both_training_paths(app, starter_di
     assert training_plan(replace(spec, start="active"), parent=parent, base=base)[0] is parent
     old = {k: v for k, v in spec.to_dict().items() if k != "loss"}
     assert TrainingSpec.from_dict(old).loss == "sigmoid"  # a run stored before the setting trained with DPO's loss
+    train_both_and_learn(starter_dir, spec, loss_type=["ipo"])
+
+
+def train_both_and_learn(starter_dir, spec, *, loss_type: list[str]) -> None:
+    """Train both starters a few steps on the corpus's pairs (each in its own prompt format); the loss must fall."""
+    from tests.test_seq2seq_dpo import corpus_pairs
+    from worker.training import train_causal, train_seq2seq
+
     pairs = corpus_pairs(16, seed=0)
     for arch, train in (("gpt2", train_causal), ("t5", train_seq2seq)):
         prompt = "Rewrite politely: {input}\nPolite:" if arch == "gpt2" else "Rewrite politely: {input}"
         rows = [p | {"prompt": prompt.replace("{input}", p["prompt"].removeprefix("Rewrite politely: "))}
                 for p in pairs]
-        _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=["ipo"],
+        _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=loss_type,
                               loss_weights=[1.0])
         assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)
