@@ -57,9 +57,11 @@ def test_the_relative_diversity_rule_holds_back_a_drop_beyond_its_standard_error
     same drop with an SE of 0.25 is noise; a version far under 2.5 passes when its parent was as low."""
     gate = GATE | {"min_distinct": 0.0, "max_distinct_drop_se": 1.0}
     m = HEALTHY | {"accuracy_candidate": 0.7, "accuracy_parent": 0.5, "margin_candidate": 1.0, "margin_parent": 0.0,
-                   "distinct_candidate": 2.6, "distinct_parent": 2.8, "eval_prompts": 48}
+                   "distinct_candidate": 2.6, "distinct_parent": 2.8, "eval_prompts": 48,
+                   "distinct_drop_inputs": 48}
     reasons = gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.05}, gate)
     assert len(reasons) == 1 and "lost diversity against the parent" in reasons[0] and "0.20" in reasons[0]
+    assert "paired over 48 inputs" in reasons[0]
     assert gate_reasons(m | {"distinct_drop": 0.2, "distinct_drop_se": 0.25}, gate) == []
     low = m | {"distinct_candidate": 2.1, "distinct_parent": 2.12, "distinct_drop": 0.02, "distinct_drop_se": 0.04}
     assert gate_reasons(low, gate) == []
@@ -75,7 +77,9 @@ def test_distinct_drop_is_paired_by_input():
     out = distinct_drop(candidate, parent)
     mean, se = mean_and_se([0.2, 0.1, 0.3])
     assert out["distinct_drop"] == pytest.approx(mean) and out["distinct_drop_se"] == pytest.approx(se)
-    assert distinct_drop({"a": 1.0}, {"a": 3.0}) == {"distinct_drop": None, "distinct_drop_se": None}
+    assert out["distinct_drop_inputs"] == 3
+    assert distinct_drop({"a": 1.0}, {"a": 3.0}) == {"distinct_drop": None, "distinct_drop_se": None,
+                                                     "distinct_drop_inputs": 1}
 
 
 def test_expected_distinct_of_three_from_many_samples():

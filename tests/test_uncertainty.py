@@ -43,10 +43,10 @@ def test_least_sure_without_a_reference_shows_the_first_samples(starter_dir):
 
     loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
     texts = ["a.", "b.", "c.", "d."]
-    assert least_sure(loaded, None, model_prompt="x", reference_prompt="x", texts=texts, n=3) == (texts[:3], None)
+    assert least_sure(loaded, None, model_prompt="x", reference_prompt="x", texts=texts, n=3) == texts[:3]
     # Fewer distinct texts than shown: nothing to choose between.
     assert least_sure(loaded, loaded, model_prompt="x", reference_prompt="x", texts=["a.", "a.", "b.", "a."],
-                      n=3) == (["a.", "a.", "b."], None)
+                      n=3) == ["a.", "a.", "b."]
 
 
 def test_active_comparisons_show_the_candidates_with_the_closest_rewards(app, client, admin, annotator, starter_dir,

@@ -206,9 +206,9 @@ def distinct_drop(candidate: dict[str, float], parent: dict[str, float]) -> dict
     """The parent's expected distinct minus the candidate's, paired by input, with its standard error."""
     both = [text for text in candidate if text in parent]
     if len(both) < 2:  # one input has no standard error to compare a drop with
-        return {"distinct_drop": None, "distinct_drop_se": None}
+        return {"distinct_drop": None, "distinct_drop_se": None, "distinct_drop_inputs": len(both)}
     drop, se = mean_and_se([parent[t] - candidate[t] for t in both])
-    return {"distinct_drop": drop, "distinct_drop_se": se}
+    return {"distinct_drop": drop, "distinct_drop_se": se, "distinct_drop_inputs": len(both)}
 
 
 def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
@@ -269,7 +269,7 @@ def diversity_reasons(m: dict, gate_cfg: dict) -> list[str]:
         reasons.append(
             f"samples lost diversity against the parent: {m['distinct_candidate']:.2f} vs {m['distinct_parent']:.2f} "
             f"expected distinct of {m.get('distinct_of', 3)}, a drop of {drop:.2f} over {float(max_se):g} x its "
-            f"standard error {drop_se:.2f} (paired over {m.get('eval_prompts')} inputs)"
+            f"standard error {drop_se:.2f} (paired over {m.get('distinct_drop_inputs')} inputs)"
         )
     return reasons
 

@@ -45,7 +45,13 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
     if active:
-        results = [choose_least_sure(loaded, text, model_prompt, texts, raw, n=settings["n"])
+        from app.lm.uncertainty import least_sure
+
+        # raw stays the first n raw samples, what n samples alone would have been, so raw_distinct keeps its meaning.
+        reference = active_reference(loaded)
+        results = [(least_sure(loaded, reference, model_prompt=model_prompt, texts=texts, n=settings["n"],
+                               reference_prompt=reference.format_prompt(text, system_prompt=task.system_prompt)
+                               if reference is not None else model_prompt), raw[: settings["n"]])
                    for (text, _), model_prompt, (texts, raw) in zip(inputs, model_prompts, results, strict=True)]
         settings = settings | {"active_candidates": active}
     comparisons = []
@@ -75,23 +81,16 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
     return comparisons
 
 
-def choose_least_sure(loaded, input_text: str, model_prompt: str, texts: list[str], raw: list[str], *,
-                      n: int) -> tuple[list[str], list[str]]:
-    """(the n of the sampled texts the served version is least sure how to rank, the first n raw samples): raw stays
-    what n samples alone would have been, so raw_distinct keeps its meaning."""
-    from app.lm.uncertainty import least_sure
+def active_reference(loaded):
+    """The model the served version's implicit rewards are measured against: its lineage's starter, loaded beside
+    it; None while the starter itself serves (every reward would be 0). Once per batch, not per input."""
     from app.versions.registry import root_ancestor
 
     served = db.session.get(ModelVersion, loaded.version_id) if loaded.version_id is not None else None
     root = root_ancestor(served) if served is not None else None
-    reference = None
-    if root is not None and root.id != served.id:
-        reference = get_holder(current_app).resident(root.id)
-    reference_prompt = (reference.format_prompt(input_text, system_prompt=current_task().system_prompt)
-                        if reference is not None else model_prompt)
-    chosen, _ = least_sure(loaded, reference, model_prompt=model_prompt, reference_prompt=reference_prompt,
-                           texts=texts, n=n)
-    return chosen, raw[:n]
+    if root is None or root.id == served.id:
+        return None
+    return get_holder(current_app).resident(root.id)
 
 
 def check_typed_input(text) -> str:

@@ -23,15 +23,15 @@ def tightest(rewards: list[float], n: int) -> list[int]:
 
 
 def least_sure(served: LoadedModel, reference: LoadedModel | None, *, model_prompt: str, reference_prompt: str,
-               texts: list[str], n: int) -> tuple[list[str], list[float] | None]:
-    """(n of the distinct texts the served model is least sure how to rank, every distinct text's reward or None);
-    fewer than n distinct texts, or no reference: the first n texts as they are."""
+               texts: list[str], n: int) -> list[str]:
+    """The n of the distinct texts the served model is least sure how to rank; fewer than n distinct texts, or no
+    reference: the first n texts as they are."""
     distinct = list(dict.fromkeys(texts))
     if reference is None or len(distinct) <= n:
-        return texts[:n], None
+        return texts[:n]
     policy, _ = completion_logps(served, [model_prompt] * len(distinct),
                                  [completion_text(model_prompt, t) for t in distinct])
     ref, _ = completion_logps(reference, [reference_prompt] * len(distinct),
                               [completion_text(reference_prompt, t) for t in distinct])
     rewards = [p - r for p, r in zip(policy, ref, strict=True)]
-    return [distinct[i] for i in tightest(rewards, n)], rewards
+    return [distinct[i] for i in tightest(rewards, n)]
