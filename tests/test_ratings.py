@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from app.arena.ratings import BASE, SCALE, bootstrap_intervals, fit_ratings, leaderboard, pair_counts
+from app.arena.ratings import (
+    BASE,
+    SCALE,
+    bootstrap_intervals,
+    fit_length_controlled,
+    fit_ratings,
+    leaderboard,
+    length_feature,
+    pair_counts,
+)
 
 
 def record(a: str, b: str, *, wins: int = 0, losses: int = 0, ties: int = 0, both_bad: int = 0) -> list[tuple]:
@@ -169,3 +178,49 @@ def test_the_fit_agrees_with_choix_where_choix_applies():
     expected = BASE + SCALE * (theta - theta.mean()) / np.log(10)
     ours = fit_ratings(battles, prior=0)
     assert [ours[v] for v in index] == pytest.approx(list(expected), abs=0.01)
+
+
+def test_length_control_matches_a_hand_computed_example():
+    # Two groups, two parameters, so the fit is saturated and has a closed form. a's answer is twice as long in 10
+    # battles (feature +1/3) and wins 8; half as long in 10 (feature -1/3) and wins 4.
+    battles = record("a", "b", wins=8, losses=2) + record("a", "b", wins=4, losses=6)
+    lengths = [(20, 10)] * 10 + [(10, 20)] * 10
+    ratings, gamma = fit_length_controlled(battles, lengths, prior=0)
+    # logit(0.8) = beta + gamma/3 and logit(0.4) = beta - gamma/3.
+    beta = (math.log(4) + math.log(2 / 3)) / 2
+    assert gamma == pytest.approx((math.log(4) - math.log(2 / 3)) * 3 / 2, abs=1e-8)
+    assert diff(ratings, "a", "b") == pytest.approx(SCALE / math.log(10) * beta, abs=1e-6)
+    assert diff(ratings, "a", "b") == pytest.approx(200 * math.log10(8 / 3), abs=1e-6)
+    assert ratings["a"] + ratings["b"] == pytest.approx(2 * BASE)
+    # Without the covariate a won 12 of 20: 400 log10(12/8), more than the controlled gap.
+    assert diff(fit_ratings(battles, prior=0), "a", "b") == pytest.approx(400 * math.log10(12 / 8), abs=1e-6)
+    assert length_feature(20, 10) == pytest.approx(1 / 3) and length_feature(0, 0) == 0
+
+
+def length_only_votes(seed: int, n: int = 2000) -> tuple[list[tuple], list[tuple[int, int]]]:
+    """Votes of a voter who cannot tell "long" from "short" except by length: P(a wins) = sigmoid(6 x), x the
+    length feature. "long" writes the longer answer in 75% of battles."""
+    rng = np.random.default_rng(seed)
+    battles, lengths = [], []
+    for _ in range(n):
+        longer, shorter = int(rng.integers(30, 60)), int(rng.integers(10, 30))
+        words = {"long": longer, "short": shorter} if rng.random() < 0.75 else {"long": shorter, "short": longer}
+        a, b = ("long", "short") if rng.random() < 0.5 else ("short", "long")
+        p_a = 1 / (1 + math.exp(-6 * length_feature(words[a], words[b])))
+        battles.append((a, b, "a" if rng.random() < p_a else "b"))
+        lengths.append((words[a], words[b]))
+    return battles, lengths
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_version_that_wins_only_by_length_is_not_ahead_once_controlled(seed):
+    battles, lengths = length_only_votes(seed)
+    rows = {r["version_id"]: r for r in leaderboard(battles, rounds=100, lengths=lengths)}
+    long, short = rows["long"], rows["short"]
+    # The plain leaderboard is fooled: "long" is ahead, its interval above the other's.
+    assert long["ci_low"] > short["ci_high"]
+    # Controlled for length it is not: neither above the other's interval nor more than noise above its rating.
+    assert long["ci_low_controlled"] <= short["rating_controlled"]
+    assert long["rating_controlled"] - short["rating_controlled"] < (long["rating"] - short["rating"]) / 3
+    _, gamma = fit_length_controlled(battles, lengths)
+    assert gamma == pytest.approx(6, abs=1)  # the voter's taste for length is recovered

@@ -13,7 +13,7 @@ from app.accounts.security import limit_generation
 from app.annotation.comparisons import generation_settings
 from app.annotation.task import current_task
 from app.arena.matchups import battle_pair, battle_pairs
-from app.arena.ratings import leaderboard, pair_counts
+from app.arena.ratings import fit_length_controlled, leaderboard, pair_counts
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.platform.validation import clean_text
@@ -160,25 +160,33 @@ def votes_by(*, user_id: int) -> int:
                                                                       ArenaBattle.verdict.is_not(None))) or 0
 
 
-def outcomes() -> list[tuple[int, int, str]]:
-    """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.arena.ratings."""
+def outcomes(*, with_lengths: bool = False, versions: tuple[int, int] | None = None) -> list[tuple]:
+    """Every vote as (left version, right version, "a" | "b" | "tie" | "both_bad") for app.arena.ratings; with
+    with_lengths, (…, (left words, right words)) appended; with versions, only the battles of that pair."""
     left, right = ArenaCandidate.__table__.alias("left_c"), ArenaCandidate.__table__.alias("right_c")
-    rows = db.session.execute(
+    texts = (left.c.text, right.c.text) if with_lengths else ()
+    stmt = (
         select(left.c.version_id, right.c.version_id, ArenaBattle.verdict, ArenaBattle.winner_candidate_id,
-               left.c.id)
+               left.c.id, *texts)
         .join(left, (left.c.battle_id == ArenaBattle.id) & (left.c.position == 0))
         .join(right, (right.c.battle_id == ArenaBattle.id) & (right.c.position == 1))
         .where(ArenaBattle.verdict.is_not(None))
-    ).all()
-    return [(a, b, ("a" if winner == left_id else "b") if verdict == "choice" else verdict)
-            for a, b, verdict, winner, left_id in rows]
+    )
+    if versions is not None:
+        stmt = stmt.where(left.c.version_id.in_(versions), right.c.version_id.in_(versions))
+    out = []
+    for a, b, verdict, winner, left_id, *words in db.session.execute(stmt.order_by(ArenaBattle.id)).all():
+        vote = (a, b, ("a" if winner == left_id else "b") if verdict == "choice" else verdict)
+        out.append((*vote, tuple(len(t.split()) for t in words)) if with_lengths else vote)
+    return out
 
 
 _STANDINGS: dict = {}  # this process's last leaderboard, by the votes it was computed from
 
 
 def standings() -> dict:
-    """The leaderboard (Bradley-Terry ratings with bootstrap intervals) and win/tie/loss per pair of versions.
+    """The leaderboard (Bradley-Terry ratings with bootstrap intervals, plain and controlled for the answers' length
+    in words) and win/tie/loss per pair of versions.
 
     Computed again only when the votes changed (their count and newest vote time): the bootstrap refits the model
     ARENA_BOOTSTRAP_ROUNDS times, which a page view should not pay for each time."""
@@ -186,9 +194,12 @@ def standings() -> dict:
                              .where(ArenaBattle.verdict.is_not(None))).one()
     key = (tuple(key), current_app.config["ARENA_BOOTSTRAP_ROUNDS"])
     if _STANDINGS.get("key") != key:
-        battles = outcomes()
+        rows = outcomes(with_lengths=True)
+        battles, lengths = [r[:3] for r in rows], [r[3] for r in rows]
+        rounds = current_app.config["ARENA_BOOTSTRAP_ROUNDS"]
         _STANDINGS.update(key=key, value={
-            "versions": leaderboard(battles, rounds=current_app.config["ARENA_BOOTSTRAP_ROUNDS"]),
+            "versions": leaderboard(battles, rounds=rounds, lengths=lengths),
+            "length_coefficient": round(fit_length_controlled(battles, lengths)[1], 3) if battles else None,
             "pairs": pair_counts(battles), "votes": len(battles)})
     return _STANDINGS["value"]
 

@@ -128,10 +128,18 @@ def bootstrap_intervals(
     return out
 
 
-def leaderboard(battles: Sequence[Battle], *, rounds: int = 200, seed: int = 0) -> list[dict]:
-    """One row per version: rating, ci_low, ci_high, battles, wins, ties, both_bad, losses; best first."""
+def leaderboard(battles: Sequence[Battle], *, rounds: int = 200, seed: int = 0,
+                lengths: Sequence[tuple[float, float]] | None = None) -> list[dict]:
+    """One row per version: rating, ci_low, ci_high, battles, wins, ties, both_bad, losses; best first. With
+    lengths (each battle's answers' lengths), also the length-controlled rating and interval (`*_controlled`)."""
     ratings = fit_ratings(battles)
     intervals = bootstrap_intervals(battles, rounds=rounds, seed=seed)
+    controlled = {}
+    if lengths is not None and battles:
+        points, _ = fit_length_controlled(battles, lengths)
+        spans = controlled_intervals(battles, lengths, rounds=rounds, seed=seed)
+        controlled = {v: {"rating_controlled": round(points[v], 1), "ci_low_controlled": round(spans[v][0], 1),
+                          "ci_high_controlled": round(spans[v][1], 1)} for v in points}
     tally = {v: dict.fromkeys(("battles", "wins", "ties", "both_bad", "losses"), 0) for v in ratings}
     for a, b, outcome in battles:
         for v, key in zip((a, b), _TALLY[outcome], strict=True):
@@ -141,7 +149,8 @@ def leaderboard(battles: Sequence[Battle], *, rounds: int = 200, seed: int = 0) 
     for v, r in ratings.items():
         lo, hi = intervals[v]
         rows.append(
-            {"version_id": v, "rating": round(r, 1), "ci_low": round(lo, 1), "ci_high": round(hi, 1), **tally[v]}
+            {"version_id": v, "rating": round(r, 1), "ci_low": round(lo, 1), "ci_high": round(hi, 1), **tally[v],
+             **controlled.get(v, {})}
         )
     return sorted(rows, key=lambda row: (-row["rating"], str(row["version_id"])))
 
@@ -159,3 +168,91 @@ def pair_counts(battles: Sequence[Battle]) -> list[dict]:
         else:
             row["a_wins" if (a if outcome == "a" else b) == lo else "b_wins"] += 1
     return sorted(rows.values(), key=lambda row: (str(row["a"]), str(row["b"])))
+
+
+def length_feature(len_a: float, len_b: float) -> float:
+    """How much longer a's answer is than b's, in [-1, 1]: (a - b) / (a + b), as LMSYS's style control normalises it."""
+    total = len_a + len_b
+    return (len_a - len_b) / total if total > 0 else 0.0
+
+
+def _fit_controlled(k: int, ia: np.ndarray, ib: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                    prior: float) -> tuple[np.ndarray, float]:
+    """Logistic Bradley–Terry with one covariate by Newton's method: logit P(a wins) = t_a - t_b + gamma * x.
+
+    y is a's win share (a tie is 0.5), w the battle count. `prior` virtual ties per pair that met (at x = 0) keep
+    the ratings finite, as in _fit. Returns (Elo-scale ratings, each component at BASE; gamma in logits)."""
+    met = np.zeros((k, k))
+    np.add.at(met, (ia, ib), w)
+    met = met + met.T
+    if prior > 0:
+        pa, pb = np.nonzero(np.triu(met) > 0)
+        ia, ib = np.concatenate([ia, pa]), np.concatenate([ib, pb])
+        x, y, w = np.concatenate([x, np.zeros(len(pa))]), np.concatenate([y, np.full(len(pa), 0.5)]), \
+            np.concatenate([w, np.full(len(pa), prior)])
+    design = np.zeros((len(ia), k + 1))
+    design[np.arange(len(ia)), ia] += 1.0
+    design[np.arange(len(ia)), ib] -= 1.0
+    design[:, k] = x
+    beta = np.zeros(k + 1)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(design @ beta)))
+        gradient = design.T @ (w * (y - p))
+        hessian = (design * (w * p * (1 - p))[:, None]).T @ design
+        # The ratings are defined up to a constant per component: lstsq takes the minimum-norm step.
+        step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        beta = beta + step
+        if np.abs(step).max() < 1e-10:
+            break
+    theta, comp = beta[:k], _components(met)
+    for c in np.unique(comp):
+        theta[comp == c] -= theta[comp == c].mean()
+    return BASE + SCALE / np.log(10) * theta, float(beta[k])
+
+
+def _controlled_arrays(battles: Sequence[Battle], lengths: Sequence[tuple[float, float]]):
+    """Versions, then per battle: index of a, index of b, length feature, a's win share."""
+    if len(battles) != len(lengths):
+        raise ValueError("one (length a, length b) per battle")
+    for _, _, outcome in battles:
+        if outcome not in _SHARE:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+    versions = list(dict.fromkeys(v for a, b, _ in battles for v in (a, b)))
+    index = {v: i for i, v in enumerate(versions)}
+    ia = np.array([index[a] for a, _, _ in battles], dtype=int)
+    ib = np.array([index[b] for _, b, _ in battles], dtype=int)
+    x = np.array([length_feature(*pair) for pair in lengths], dtype=float)
+    y = np.array([_SHARE[o][0] for _, _, o in battles], dtype=float)
+    return versions, ia, ib, x, y
+
+
+def fit_length_controlled(battles: Sequence[Battle], lengths: Sequence[tuple[float, float]], *,
+                          prior: float = 0.5) -> tuple[dict[Hashable, float], float]:
+    """Ratings with the answers' length difference as a covariate (Chatbot Arena's style control, length only):
+    ({version: Elo-scale rating}, length coefficient in logits per unit of length_feature)."""
+    versions, ia, ib, x, y = _controlled_arrays(battles, lengths)
+    if not versions:
+        return {}, 0.0
+    ratings, gamma = _fit_controlled(len(versions), ia, ib, x, y, np.ones(len(ia)), prior)
+    return {v: float(r) for v, r in zip(versions, ratings, strict=True)}, gamma
+
+
+def controlled_intervals(battles: Sequence[Battle], lengths: Sequence[tuple[float, float]], *, rounds: int = 200,
+                         seed: int = 0, prior: float = 0.5) -> dict[Hashable, tuple[float, float]]:
+    """95% bootstrap intervals of the length-controlled ratings (battles resampled with replacement)."""
+    versions, ia, ib, x, y = _controlled_arrays(battles, lengths)
+    rng = np.random.default_rng(seed)
+    samples: list[list[float]] = [[] for _ in versions]
+    for _ in range(rounds if versions else 0):
+        w = rng.multinomial(len(ia), np.full(len(ia), 1 / len(ia))).astype(float)
+        drawn = w > 0
+        present = np.unique(np.concatenate([ia[drawn], ib[drawn]]))
+        remap = np.full(len(versions), -1)
+        remap[present] = np.arange(len(present))
+        ratings, _ = _fit_controlled(len(present), remap[ia[drawn]], remap[ib[drawn]], x[drawn], y[drawn], w[drawn],
+                                     prior)
+        for i, r in zip(present, ratings, strict=True):
+            samples[i].append(float(r))
+    point = fit_length_controlled(battles, lengths, prior=prior)[0] if any(not s for s in samples) else {}
+    return {v: tuple(float(q) for q in np.percentile(s, [2.5, 97.5])) if s else (point[v], point[v])
+            for v, s in zip(versions, samples, strict=True)}

@@ -68,6 +68,10 @@ class Standing(Out):
     ties: int
     both_bad: int = Field(description="counted as ties in the rating")
     losses: int
+    rating_controlled: float | None = Field(None, description="controlled for the answers' length difference in "
+                                                                   "words (Bradley-Terry with it as a covariate)")
+    ci_low_controlled: float | None = None
+    ci_high_controlled: float | None = None
 
 
 class PairRecord(Out):
@@ -84,6 +88,8 @@ class Leaderboard(Out):
     versions: list[Standing]
     pairs: list[PairRecord]
     votes: int
+    length_coefficient: float | None = Field(description="logits a version gains per unit of (a - b) / (a + b) "
+                                                         "length in words; positive: voters favour longer answers")
 
 
 class AnnotatorAgreement(Out):
