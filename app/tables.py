@@ -133,11 +133,18 @@ class ServingState(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # With PROMOTION=challenger: the version that passed the gate and waits for the arena's verdict (one at a time).
+    challenger_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
 
     @classmethod
     def active_id(cls) -> int | None:
         """The version the pointer names, read from the database (never the session's cache); None before any."""
         return db.session.scalar(select(cls.version_id).where(cls.id == 1))
+
+    @classmethod
+    def challenger_id(cls) -> int | None:
+        """The challenger, read from the database; None when there is none."""
+        return db.session.scalar(select(cls.challenger_version_id).where(cls.id == 1))
 
 
 class AuditEvent(db.Model):
@@ -341,4 +348,39 @@ class ArenaPair(db.Model):
     __table_args__ = (
         UniqueConstraint("low_version_id", "high_version_id", name="uq_arena_pairs_versions"),
         CheckConstraint("low_version_id < high_version_id", name="ck_arena_pairs_order"),
+    )
+
+
+class ProbeRevision(db.Model):
+    """One saved probe set: the fixed inputs every version is sampled on, to compare versions side by side.
+
+    Never edited: a save adds a row, and the newest row is the set in force (as task revisions)."""
+
+    __tablename__ = "probe_revisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inputs: Mapped[list] = mapped_column(JSON)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# A version's probe samples are queued, then made by the worker (running), then ready; or failed, with the error.
+PROBE_STATUSES = ("queued", "running", "ready", "failed")
+
+
+class ProbeSamples(db.Model):
+    """A version's samples on one probe revision: [{"input", "texts"}] in the revision's order, made by the worker."""
+
+    __tablename__ = "probe_samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    revision_id: Mapped[int] = mapped_column(ForeignKey("probe_revisions.id"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    samples: Mapped[list] = mapped_column(JSON, default=list)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (
+        UniqueConstraint("version_id", "revision_id", name="uq_probe_samples_version_revision"),
+        CheckConstraint(one_of("status", PROBE_STATUSES), name="ck_probe_samples_status"),
     )

@@ -34,8 +34,13 @@ API_ROUTES = [
     ("/api/users/<name>/token", "users", {}),
     ("/api/comparisons/<id:comparison_id>/flag", "annotate", {"reason": "unclear"}),
     ("/api/flags/<id:flag_id>/resolve", "import", {"action": "clear"}),
+    ("/api/model-versions/<id:version_id>/promote", "activate", {"reason": "matrix"}),
+    ("/api/model-versions/<id:version_id>/retire", "activate", {"reason": "matrix"}),
+    ("/api/model-versions/<id:version_id>/probes", "retrain", {}),
+    ("/api/probes", "import", {"inputs": ["Close the door."]}),  # PUT
 ]
-METHODS = {"/api/task": "PUT", "/api/users/<name>": "PATCH"}
+METHODS = {"/api/task": "PUT", "/api/users/<name>": "PATCH", "/api/probes": "PUT"}
+CHALLENGER_ROUTES = ("/promote", "/retire")
 FORM_ROUTES = [
     ("/admin/prompts", "import"),
     ("/admin/retrain", "retrain"),
@@ -50,6 +55,10 @@ FORM_ROUTES = [
     ("/admin/flags/<id:flag_id>/resolve", "import"),
     ("/ops/arena/pairs", "activate"),
     ("/ops/arena/pairs/<id:pair_id>/delete", "activate"),
+    ("/ops/versions/<id:version_id>/promote", "activate"),
+    ("/ops/versions/<id:version_id>/retire", "activate"),
+    ("/ops/versions/<id:version_id>/probes", "retrain"),
+    ("/ops/probes", "import"),
 ]
 PUBLIC_POSTS = {"/auth/login", "/auth/logout"}
 
@@ -88,11 +97,19 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
         if rule.endswith("/vote"):
             res = client.post("/api/arena/battles", json={"prompt": "Fix it."}, headers=owner["headers"])
             battle_id = res.json["id"]
+    version_id = 1
+    if rule.endswith(CHALLENGER_ROUTES):  # version 2, a child of the starter, is the challenger
+        from app.versions.registry import set_challenger
+
+        install_child(app, starter_dir["gpt2"], number=2, parent=1, activate=False)
+        with app.app_context():
+            set_challenger(version_id=2, actor="test", reason="matrix")
+        version_id = 2
     flag_id = 0
     if rule.startswith("/api/flags"):  # an open flag to resolve, on the owner's comparison
         flag_id = client.post(f"/api/comparisons/{comparison_id}/flag", json={"reason": "other"},
                               headers=owner["headers"]).json["id"]
-    path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", "1")
+    path = (rule.replace("<id:comparison_id>", str(comparison_id)).replace("<id:version_id>", str(version_id))
             .replace("<id:battle_id>", str(battle_id)).replace("<name>", people["annotator"]["name"])
             .replace("<id:flag_id>", str(flag_id)))
     if rule.endswith("/undo"):
@@ -108,7 +125,10 @@ def test_api_roles(app, client, users, starter_dir, role, rule, permission, body
         # Retrain has no Redis in this app: 503 is the real, post-authorisation answer.
         expected = {"/api/training-runs": 503, "/api/model-versions/<id:version_id>/activate": 200,
                     "/api/task": 200, "/api/users/<name>": 200, "/api/users/<name>/token": 200,
-                    "/api/flags/<id:flag_id>/resolve": 200}.get(rule, 201)
+                    "/api/flags/<id:flag_id>/resolve": 200, "/api/model-versions/<id:version_id>/promote": 200,
+                    "/api/model-versions/<id:version_id>/retire": 200, "/api/probes": 200,
+                    # The pool is empty, so there is no probe set to sample on: the real answer is a clear 409.
+                    "/api/model-versions/<id:version_id>/probes": 409}.get(rule, 201)
         if rule.endswith("/undo"):
             expected = 200
         assert res.status_code == expected, res.json

@@ -125,7 +125,23 @@ def train_and_register(run_id: str, progress: Progress) -> None:
                "seconds_training": trained["seconds"]}
     promote_or_reject(run_id=run_id, number=number, path=path, manifest=read_manifest(local_copy(path)),
                       parent=parent, metrics=metrics, started=started)
+
+    # Probes: the new version's samples (and its parent's, the first time) for the side-by-side view.
+    progress.update(phase="probes")
+    sample_probes(versions=[number, parent.id], actor=f"run:{run_id}")
     progress.update(phase="done")
+
+
+def sample_probes(*, versions: list[int], actor: str) -> None:
+    """Sample each version on the probe set, where it has no samples yet. A failure is logged and kept on its row,
+    never failing the run: the version is registered and judged already."""
+    from worker.probes import sample_version
+
+    for version_id in versions:
+        try:
+            sample_version(version_id, actor=actor)
+        except Exception:  # noqa: BLE001 - the row says what failed; a button on the versions page retries
+            log.exception("probe samples of version %s failed", version_id)
 
 
 def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict], heldout_pairs: list[dict],
@@ -146,9 +162,10 @@ def snapshot_summary(snapshot: dict, pairs: list[dict], train_pairs: list[dict],
 
 def promote_or_reject(*, run_id: str, number: int, path, manifest: dict, parent: ModelVersion, metrics: dict,
                       started: float) -> None:
-    """Register the version as ready or rejected; activate a ready one only if its parent still serves."""
+    """Register the version as ready or rejected; activate a ready one only if its parent still serves, or, with
+    PROMOTION=challenger, make it the challenger."""
     from app.platform.exceptions import RegistryError
-    from app.versions.registry import activate_version, record_event, register_version
+    from app.versions.registry import activate_version, record_event, register_version, set_challenger
     from worker.evaluation import why_passed
 
     actor, passed = f"run:{run_id}", bool(metrics["passed"])
@@ -156,7 +173,11 @@ def promote_or_reject(*, run_id: str, number: int, path, manifest: dict, parent:
                      metrics=metrics, run_id=run_id)
     metrics = {**metrics, "activated": False}
     note = ""
-    if passed:
+    if passed and current_app.config["PROMOTION"] == "challenger":
+        # Served only once the arena (or an operator) says so: the champion keeps serving meanwhile.
+        set_challenger(version_id=number, actor=actor, reason=f"run {run_id} passed the gate: {why_passed(metrics)}")
+        metrics["challenger"] = True
+    elif passed:
         try:
             activate_version(version_id=number, actor=actor, action="promote", only_if_active=parent.id,
                              reason=f"run {run_id} passed the gate: {why_passed(metrics)}")

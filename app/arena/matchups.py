@@ -7,11 +7,14 @@ from sqlalchemy import select
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.tables import ArenaBattle, ArenaPair, ModelVersion
-from app.versions.registry import active_version_id, record_event
+from app.versions.registry import active_version_id, challenger_version_id, record_event
 
 
 def battle_pairs() -> list[tuple[int, int]]:
-    """The pairs of versions battles are drawn from: the operators' choice, else the active version and its parent."""
+    """The pairs of versions battles are drawn from: the champion and the challenger while there is one (its verdict
+    comes first), else the operators' choice, else the active version and its parent."""
+    if (challenger := challenger_version_id()) is not None and (active := active_version_id()) is not None:
+        return [tuple(sorted((active, challenger)))]
     chosen = db.session.execute(select(ArenaPair.low_version_id, ArenaPair.high_version_id)
                                 .order_by(ArenaPair.id)).all()
     if chosen:

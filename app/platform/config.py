@@ -151,6 +151,13 @@ class Config:
         self.ARENA_BOOTSTRAP_ROUNDS = env_int("ARENA_BOOTSTRAP_ROUNDS", 200)
         # Arena votes as training pairs (off: they are the evaluation, see docs/TRAINING.md).
         self.TRAIN_ARENA_VOTES = env_bool("TRAIN_ARENA_VOTES", False)
+        # auto: a version that passes the gate is served at once. challenger: it becomes the challenger, the arena
+        # compares it with the champion (the active version), and it is served only when promoted.
+        self.PROMOTION = env_choice("PROMOTION", "auto", ("auto", "challenger"))
+        # manual: an operator promotes or retires the challenger. auto: the arena does, once it has this many votes
+        # and the challenger's 95% interval lies wholly above (promote) or below (retire) the champion's.
+        self.CHALLENGER_DECIDE = env_choice("CHALLENGER_DECIDE", "manual", ("manual", "auto"))
+        self.CHALLENGER_MIN_VOTES = env_int("CHALLENGER_MIN_VOTES", 100)
 
     def training_settings(self) -> None:
         """Training and the gate (read by the worker; the web only records them on a run)."""

@@ -1,4 +1,5 @@
-"""The only web code that touches RQ: enqueue a training run (single flight) and reconcile its status."""
+"""The only web code that touches RQ: enqueue a training run (single flight) and reconcile its status; enqueue a
+version's probe sampling."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ OPEN = RUN_OPEN  # single flight: at most one run in these statuses
 # JOB_FUNCTIONS (worker/__main__.py, AllowedJob).
 SERIALIZER = JSONSerializer
 JOB_FUNCTION = "worker.dpo.run_dpo"
-JOB_FUNCTIONS = frozenset({JOB_FUNCTION})
+PROBE_FUNCTION = "worker.probes.run_probes"
+JOB_FUNCTIONS = frozenset({JOB_FUNCTION, PROBE_FUNCTION})
 
 
 def training_config(overrides: dict | None = None) -> dict:
@@ -127,6 +129,23 @@ def enqueue(conn, run: TrainingRun) -> None:
     except redis.RedisError as exc:
         fail_run(run, "could not enqueue: Redis is unreachable")
         raise QueueUnavailable("Redis is unreachable; training cannot be queued") from exc
+
+
+def enqueue_probes(samples) -> None:
+    """Queue the sampling of a version's probes (a ProbeSamples row, by id) on the worker's queue."""
+    import redis
+    from rq import Queue
+
+    conn = get_redis()
+    try:
+        if conn is None:
+            raise redis.ConnectionError("no REDIS_URL")
+        Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(
+            PROBE_FUNCTION, samples.id, job_timeout=600, result_ttl=86400, failure_ttl=7 * 86400)
+    except redis.RedisError as exc:
+        samples.status, samples.error = "failed", "could not enqueue: Redis is unreachable"
+        db.session.commit()
+        raise QueueUnavailable("Redis is unreachable; probe samples cannot be queued") from exc
 
 
 def fail_run(run: TrainingRun, error: str) -> None:

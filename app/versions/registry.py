@@ -196,3 +196,63 @@ def record_event(*, actor: str, action: str, reason: str = "", detail: dict | No
     """Write a non-activation audit event (a refused load, an undo, a rejected run)."""
     db.session.add(AuditEvent(actor=actor, action=action, reason=reason, detail=detail or {}, **versions))
     db.session.commit()
+
+
+def challenger_version_id() -> int | None:
+    """The challenger (PROMOTION=challenger), or None; a challenger that is already active counts as none."""
+    challenger = ServingState.challenger_id()
+    return challenger if challenger is not None and challenger != active_version_id() else None
+
+
+def version_role(version_id: int, *, active_id: int | None, challenger_id: int | None) -> str | None:
+    """"champion" for the active version, "challenger", or None (the registry's aliases, as MLflow's)."""
+    return "champion" if version_id == active_id else "challenger" if version_id == challenger_id else None
+
+
+def set_challenger(*, version_id: int, actor: str, reason: str) -> None:
+    """Make a ready version the challenger; one at a time, so an earlier challenger is replaced (both audited)."""
+    version = db.session.get(ModelVersion, version_id)
+    if version is None or version.status != "ready":
+        raise RegistryError(f"version {version_id} is not a ready version; only those can be the challenger", 409)
+    if db.session.get(ServingState, 1) is None:
+        db.session.add(ServingState(id=1, version_id=None))
+        db.session.flush()
+    previous = challenger_version_id()
+    db.session.execute(update(ServingState).where(ServingState.id == 1).values(challenger_version_id=version_id))
+    if previous is not None and previous != version_id:
+        db.session.add(AuditEvent(actor=actor, action="challenger_replaced", from_version_id=previous,
+                                  to_version_id=version_id, reason=f"version {version_id} replaces it: {reason}"))
+    db.session.add(AuditEvent(actor=actor, action="challenger", from_version_id=active_version_id(),
+                              to_version_id=version_id, reason=reason))
+    db.session.commit()
+
+
+def _check_challenger(version_id: int, reason: str) -> None:
+    """Refuse a blank reason, or a version that is not the challenger (409)."""
+    if not isinstance(reason, str) or not reason.strip() or "\x00" in reason:
+        raise BadInput("a reason is required (and may not contain NUL)")
+    if challenger_version_id() != version_id:
+        raise RegistryError(f"version {version_id} is not the challenger", 409)
+
+
+def promote_challenger(*, version_id: int, actor: str, reason: str) -> AuditEvent:
+    """Serve the challenger (through activate_version, the one way to change what is served); audited."""
+    _check_challenger(version_id, reason)
+    event = activate_version(version_id=version_id, actor=actor, reason=reason, action="promote")
+    # After the activation: a crash in between leaves challenger == active, which counts as no challenger.
+    db.session.execute(update(ServingState).where(ServingState.id == 1,
+                                                  ServingState.challenger_version_id == version_id)
+                       .values(challenger_version_id=None))
+    db.session.commit()
+    return event
+
+
+def retire_challenger(*, version_id: int, actor: str, reason: str) -> None:
+    """Drop the challenger role (the version stays ready: it can still be activated or compared); audited."""
+    _check_challenger(version_id, reason)
+    db.session.execute(update(ServingState).where(ServingState.id == 1,
+                                                  ServingState.challenger_version_id == version_id)
+                       .values(challenger_version_id=None))
+    db.session.add(AuditEvent(actor=actor, action="challenger_retired", from_version_id=active_version_id(),
+                              to_version_id=version_id, reason=reason.strip()))
+    db.session.commit()

@@ -13,12 +13,12 @@ from app.accounts.users import acting_user, can, require, user_for_token
 from app.annotation import answers, comparisons, flags, prompts, task, team
 from app.annotation.agreement import annotation_agreement
 from app.annotation.gold import gold_accuracy
-from app.arena import battles
+from app.arena import battles, challenger
 from app.dataset.export import FILES, check_format, export_lines, parquet_chunks
 from app.platform.exceptions import BadInput
 from app.platform.extensions import csrf
 from app.training import jobs
-from app.versions import registry
+from app.versions import probes, registry
 from app.versions.serving import get_holder
 from app.web import arena_schemas as a
 from app.web import schemas as s
@@ -254,6 +254,8 @@ def vote(battle_id: int):
     body = s.parse(a.VoteBody, json_body())
     battle, created = battles.record_vote(user_id=acting_user().id, battle_id=battle_id, candidate_id=body.candidate_id,
                                           verdict=body.verdict, latency_ms=body.latency_ms)
+    if created:
+        challenger.decide_by_rule()  # CHALLENGER_DECIDE=auto: this vote may settle the challenger
     return a.battle_body(battle), 201 if created else 200
 
 
@@ -327,8 +329,67 @@ def get_training_run(run_id: str):
 @require("export")
 def list_model_versions():
     """Every version with its lineage and whether it is active."""
-    active = registry.active_version_id()
-    return s.versions_body(registry.list_versions(), active_id=active)
+    return s.versions_body(registry.list_versions(), active_id=registry.active_version_id(),
+                           challenger_id=registry.challenger_version_id())
+
+
+@bp.get("/model-versions/compare")
+@require("export")
+def compare_versions():
+    """Two versions' probe samples side by side (stored by the worker); 409 while either's are being made."""
+    a, b = (s.query_id(request.args.get(k), name=k) for k in ("a", "b"))
+    return s.VersionComparison.respond(**probes.compare(a=a, b=b))
+
+
+@bp.post("/model-versions/<id:version_id>/probes")
+@require("retrain")
+def request_probes(version_id: int):
+    """Have the worker sample this version on the probe set in force (202; a no-op when done or under way)."""
+    row = probes.request_samples(version_id=version_id, actor=acting_user().name)
+    return s.ProbeState.respond(version_id=row.version_id, revision=row.revision_id, status=row.status,
+                                error=row.error), 202
+
+
+@bp.get("/probes")
+@require("export")
+def get_probes():
+    """The probe set in force: its revision and inputs (revision null before the first is drawn)."""
+    revision = probes.current_probes()
+    return s.ProbeSet.respond(revision=revision.id if revision else None, inputs=revision.inputs if revision else [])
+
+
+@bp.put("/probes")
+@require("import")
+def put_probes():
+    """Save a new probe set (a new revision; earlier ones are kept)."""
+    body = s.parse(s.ProbeInputs, json_body())
+    revision = probes.save_probes(inputs=body.inputs, actor=acting_user().name)
+    return s.ProbeSet.respond(revision=revision.id, inputs=revision.inputs)
+
+
+@bp.post("/model-versions/<id:version_id>/promote")
+@require("activate")
+def promote_challenger(version_id: int):
+    """Serve the challenger (200); 409 for a version that is not the challenger."""
+    body = s.parse(s.Activation, json_body())
+    event = registry.promote_challenger(version_id=version_id, actor=acting_user().name, reason=body.reason)
+    return s.ActivationResult.respond(active=version_id, previous=event.from_version_id, reason=event.reason)
+
+
+@bp.post("/model-versions/<id:version_id>/retire")
+@require("activate")
+def retire_challenger(version_id: int):
+    """Drop the challenger role (200; the version stays ready); 409 for a version that is not the challenger."""
+    body = s.parse(s.Activation, json_body())
+    registry.retire_challenger(version_id=version_id, actor=acting_user().name, reason=body.reason)
+    return s.Challenger.respond(standing=None)
+
+
+@bp.get("/challenger")
+@require("export")
+def challenger_standing():
+    """Where the challenger stands against the champion: votes, win rate, both ratings, the verdict."""
+    return s.Challenger.respond(standing=challenger.challenger_standing())
 
 
 @bp.post("/model-versions/<id:version_id>/activate")

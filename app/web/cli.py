@@ -15,7 +15,16 @@ from app.dataset.export import FORMATS, export_lines, write_parquet
 from app.platform.config import ROOT
 from app.platform.exceptions import BadInput, CommandFailed, RegistryError
 from app.tables import ROLES
-from app.versions.registry import activate_version, active_version_id, list_versions, rollback
+from app.versions.registry import (
+    activate_version,
+    active_version_id,
+    challenger_version_id,
+    list_versions,
+    promote_challenger,
+    retire_challenger,
+    rollback,
+    version_role,
+)
 
 users = AppGroup("users", help="Manage users.")
 prompts_cli = AppGroup("prompts", help="Manage the prompt pool.")
@@ -192,11 +201,38 @@ def task_restore(revision: int, author: str) -> None:
 
 @models_cli.command("list")
 def models_list() -> None:
-    """List versions, marking the active one."""
-    active = active_version_id()
+    """List versions, marking the active one and naming the roles (champion, challenger)."""
+    active, challenger = active_version_id(), challenger_version_id()
     for v in list_versions():
         mark = "*" if v.id == active else " "
-        click.echo(f"{mark} {v.id:>4}  parent={v.parent_id or '-':<4} {v.status:<9} {v.arch:<8} {v.path}")
+        role = version_role(v.id, active_id=active, challenger_id=challenger) or "-"
+        click.echo(f"{mark} {v.id:>4}  parent={v.parent_id or '-':<4} {v.status:<9} {role:<10} {v.arch:<8} {v.path}")
+
+
+@models_cli.command("promote")
+@click.argument("version_id", type=int)
+@click.option("--reason", required=True)
+@click.option("--actor", default="cli")
+def models_promote(version_id: int, reason: str, actor: str) -> None:
+    """Serve the challenger VERSION_ID: it becomes the champion."""
+    try:
+        promote_challenger(version_id=version_id, actor=actor, reason=reason)
+    except BadInput as exc:
+        raise CommandFailed(str(exc)) from None
+    click.echo(f"challenger {version_id} promoted: it is the champion and serves")
+
+
+@models_cli.command("retire")
+@click.argument("version_id", type=int)
+@click.option("--reason", required=True)
+@click.option("--actor", default="cli")
+def models_retire(version_id: int, reason: str, actor: str) -> None:
+    """Drop the challenger VERSION_ID (the champion keeps serving)."""
+    try:
+        retire_challenger(version_id=version_id, actor=actor, reason=reason)
+    except BadInput as exc:
+        raise CommandFailed(str(exc)) from None
+    click.echo(f"challenger {version_id} retired")
 
 
 @models_cli.command("activate")

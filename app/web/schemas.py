@@ -20,6 +20,7 @@ from app.tables import ModelVersion as ModelVersionRow
 from app.tables import Preference as PreferenceRow
 from app.tables import TrainingRun as TrainingRunRow
 from app.training.spec import TrainingSpec
+from app.versions.registry import version_role
 
 # An answer body names a verdict only when no candidate is chosen: "choice" is implied by candidate_id.
 ANSWER_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "choice")
@@ -185,6 +186,74 @@ class PromptImport(Body):
 
 class Activation(Body):
     reason: str = Field(min_length=1, description="kept in the audit log; blank is refused")
+
+
+class ChallengerRating(Out):
+    version_id: int
+    role: Literal["champion", "challenger"]
+    rating: float
+    ci_low: float
+    ci_high: float
+
+
+class ChallengerStanding(Out):
+    """The challenger against the champion, from their battles only."""
+
+    champion: int
+    challenger: int
+    votes: int
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    both_bad: int = 0
+    win_rate: float | None = Field(description="the challenger's; a tie or both-bad counts half; null before a vote")
+    verdict: Literal["ahead", "behind", "undecided"] = Field(
+        description="ahead: its 95% interval is wholly above the champion's; behind: wholly below")
+    min_votes: int = Field(description="CHALLENGER_MIN_VOTES: the rule decides only after this many")
+    decide: Literal["manual", "auto"]
+    ratings: list[ChallengerRating]
+
+
+class Challenger(Out):
+    standing: ChallengerStanding | None = Field(description="null when there is no challenger")
+
+
+class ProbeInputs(Body):
+    inputs: list[str] = Field(min_length=1, max_length=1000,
+                              description="the probe inputs, in order (each checked as a typed prompt; at most 100 "
+                                          "after duplicates are dropped)")
+
+
+class ProbeSet(Out):
+    revision: int | None = Field(description="the probe set in force; null before the first is drawn")
+    inputs: list[str]
+
+
+class ProbeState(Out):
+    version_id: int
+    revision: int
+    status: Literal["queued", "running", "ready", "failed"]
+    error: str
+
+
+class ProbePair(Out):
+    input: str
+    a: list[str] = Field(description="version a's samples on this input (3, the served settings, a fixed seed)")
+    b: list[str]
+
+
+class VersionComparison(Out):
+    revision: int = Field(description="the probe set both were sampled on")
+    a: int
+    b: int
+    probes: list[ProbePair]
+
+
+def query_id(value: str | None, *, name: str) -> int:
+    """A positive integer id from the query string, or a clear 400."""
+    if value is None or not value.isdecimal() or len(value) > 10 or not 1 <= int(value) <= 2**31 - 1:
+        raise BadInput(f"{name} must be a version id (a positive integer)")
+    return int(value)
 
 
 class TrainingOverrides(Body):
@@ -409,6 +478,9 @@ class ModelVersion(Out):
     parent_id: int | None
     status: Literal[VERSION_STATUSES]
     active: bool
+    role: Literal["champion", "challenger"] | None = Field(
+        description="champion: the active version; challenger: passed the gate and waits for the arena "
+                    "(PROMOTION=challenger); null otherwise")
     arch: str
     base_model: str
     prompt_format: Literal["chat", "template", "auto"] = Field(
@@ -515,10 +587,11 @@ def version_prompt_format(version: ModelVersionRow) -> str:
     return (version.manifest or {}).get("prompt_format") or "auto"
 
 
-def version_fields(version: ModelVersionRow, *, active_id: int | None) -> dict:
+def version_fields(version: ModelVersionRow, *, active_id: int | None, challenger_id: int | None = None) -> dict:
     """A version's fields as the ModelVersion model names them."""
     return {
         "id": version.id, "parent_id": version.parent_id, "status": version.status, "active": version.id == active_id,
+        "role": version_role(version.id, active_id=active_id, challenger_id=challenger_id),
         "arch": version.arch, "base_model": version.base_model, "prompt_format": version_prompt_format(version),
         "run_id": version.run_id, "metrics": version.metrics,
         "pairs": version.manifest.get("pair_count"), "created_at": iso(version.created_at),
@@ -526,9 +599,10 @@ def version_fields(version: ModelVersionRow, *, active_id: int | None) -> dict:
     }
 
 
-def versions_body(versions: list[ModelVersionRow], *, active_id: int | None) -> dict:
-    """Every version with its lineage and whether it is active."""
-    return ModelVersions.respond(versions=[version_fields(v, active_id=active_id) for v in versions])
+def versions_body(versions: list[ModelVersionRow], *, active_id: int | None, challenger_id: int | None) -> dict:
+    """Every version with its lineage, whether it is active, and its role."""
+    return ModelVersions.respond(versions=[version_fields(v, active_id=active_id, challenger_id=challenger_id)
+                                           for v in versions])
 
 
 # Parsing ----------------------------------------------------------------------------------------------------
