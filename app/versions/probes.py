@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -11,11 +12,12 @@ from sqlalchemy import select
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.validation import clean_text
-from app.tables import ModelVersion, ProbeRevision, ProbeSamples, Prompt
+from app.tables import ModelVersion, ProbeRevision, ProbeSamples, Prompt, utcnow
 
 DEFAULT_COUNT = 24  # inputs drawn from the pool for the first probe set
 MAX_PROBES = 100  # each is sampled 3 times per version by the worker: the set stays small enough to read
 SAMPLES = 3
+STALE = timedelta(minutes=15)  # far longer than sampling a probe set takes (seconds on CPU for the starter)
 
 
 def current_probes() -> ProbeRevision | None:
@@ -71,12 +73,14 @@ def samples_of(*, version_id: int, revision_id: int) -> ProbeSamples | None:
 def claim_samples(*, version_id: int, revision_id: int) -> tuple[ProbeSamples, bool]:
     """The version's samples row for the revision, made queued if missing or failed; (row, whether to sample)."""
     row = samples_of(version_id=version_id, revision_id=revision_id)
-    if row is not None and row.status != "failed":
+    # A job killed mid-way (the worker stopped) leaves its row running: after STALE it counts as failed.
+    stale = row is not None and row.status in ("queued", "running") and utcnow() - row.created_at > STALE
+    if row is not None and row.status != "failed" and not stale:
         return row, False
     if row is None:
         row = ProbeSamples(version_id=version_id, revision_id=revision_id)
         db.session.add(row)
-    row.status, row.error, row.samples = "queued", "", []
+    row.status, row.error, row.samples, row.created_at = "queued", "", [], utcnow()
     db.session.commit()
     return row, True
 
