@@ -5,12 +5,14 @@ challenger and blind, votes decide (promote, or retire), audited. Then the pages
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
 from harness.live import ROOT, call, live_server, live_worker
 from tests import services
+from tests.test_auth import LiveClient
 from tests.test_browser import browser, log_in  # noqa: F401 - the shared chromium fixture
 from tests.test_browser_loop import new_page
 from tests.test_worker import USERS, click_shortest, finished, redis_env, wait_run  # noqa: F401 - fixture
@@ -68,11 +70,27 @@ def test_the_arena_decides_the_challenger(tmp_path, starter_dir, redis_env, back
         assert len(compared["probes"]) == 20
         assert all(len(p["a"]) == 3 and len(p["b"]) == 3 for p in compared["probes"])
 
+        # The pages on this backend: the side-by-side view of the worker's samples for an operator, and the arena
+        # page for an annotator with a battle pending, which names no version.
+        operator, annotator = LiveClient(srv), LiveClient(srv)
+        operator.login("opr", srv.users["opr"]["password"])
+        status, _, page = operator.request(f"/ops/versions/compare?a=1&b={new}")
+        assert status == 200 and page.count('class="probe first"') == 20 and compared["probes"][0]["input"] in page
+        status, _, page = operator.request("/ops/versions")
+        assert status == 200 and 'id="challenger-verdict"' in page and f'id="challenger-version">{new}<' in page
+
         target = new if vote_for == "challenger" else 1
         for votes in range(1, 7):
             status, battle = call(srv, "POST", "/api/arena/battles", "ann", {})
             assert status == 201, battle
             assert "version" not in json.dumps(battle)  # blind for the annotator
+            if votes == 1:
+                annotator.login("ann", srv.users["ann"]["password"])
+                status, _, page = annotator.request("/arena")
+                pending = json.loads(re.search(r'id="pending-data" type="application/json">(.*?)</script>', page,
+                                               re.S).group(1))
+                assert status == 200 and pending["id"] == battle["id"] and pending["candidates"] == battle["candidates"]
+                assert "version_id" not in page and not re.search(r'data-version|"version', page)
             # An operator sees the versions of someone else's battle: champion against challenger.
             seen = call(srv, "GET", f"/api/arena/battles/{battle['id']}", "opr")[1]
             assert {c["version_id"] for c in seen["candidates"]} == {1, new}

@@ -1,5 +1,6 @@
 """CLI: users, the starter model, bootstrap, and models list/activate/rollback."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -86,3 +87,27 @@ def test_models_list_activate_rollback(app, runner, starter_dir):
     assert res.exit_code == 0 and "from 2 to 1" in res.output
     with app.app_context():
         assert active_version_id() == 1
+
+
+def test_models_promote_and_retire_the_challenger(app, runner, starter_dir):
+    from tests.conftest import install_child
+
+    install_child(app, starter_dir["gpt2"], number=2, parent=1, activate=False)
+    install_child(app, starter_dir["gpt2"], number=3, parent=1, activate=False)
+    from app.versions.registry import challenger_version_id, set_challenger
+
+    with app.app_context():
+        set_challenger(version_id=2, actor="test", reason="gate")
+    listing = runner.invoke(args=["models", "list"]).output
+    assert re.search(r"\*\s+1 .*champion", listing) and re.search(r"\s2 .*challenger", listing)
+    res = runner.invoke(args=["models", "promote", "3", "--reason", "not it"])
+    assert res.exit_code != 0 and "version 3 is not the challenger" in res.output
+    res = runner.invoke(args=["models", "retire", "2", "--reason", "lost the arena"])
+    assert res.exit_code == 0 and "retired" in res.output
+    with app.app_context():
+        assert challenger_version_id() is None and active_version_id() == 1
+        set_challenger(version_id=3, actor="test", reason="gate")
+    res = runner.invoke(args=["models", "promote", "3", "--reason", "won the arena"])
+    assert res.exit_code == 0 and "promoted" in res.output
+    with app.app_context():
+        assert active_version_id() == 3 and challenger_version_id() is None
