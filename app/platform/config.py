@@ -157,7 +157,10 @@ class Config:
         # manual: an operator promotes or retires the challenger. auto: the arena does, once it has this many votes
         # and the challenger's 95% interval lies wholly above (promote) or below (retire) the champion's.
         self.CHALLENGER_DECIDE = env_choice("CHALLENGER_DECIDE", "manual", ("manual", "auto"))
-        self.CHALLENGER_MIN_VOTES = env_int("CHALLENGER_MIN_VOTES", 100)
+        # 50: in bench/arena_votes.py (50 simulated runs per taste) it was the smallest that never decided for the
+        # worse version when one was better (p = 0.55 to 0.8: 0 of 200 runs; 25 votes: 2, none: 3); it costs a
+        # clearly better challenger (p >= 0.7) 50 votes instead of 10-25 (docs/BENCHMARKS.md, "How many votes").
+        self.CHALLENGER_MIN_VOTES = env_int("CHALLENGER_MIN_VOTES", 50)
 
     def training_settings(self) -> None:
         """Training and the gate (read by the worker; the web only records them on a run)."""
