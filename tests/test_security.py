@@ -284,6 +284,8 @@ def test_the_favicon_is_served(client):
 
 def test_the_sqlite_database_is_private(tmp_path):
     """0600 in a 0700 folder, made so or made so again (it was 0644: password hashes and every annotation)."""
+    from sqlalchemy import text
+
     from app import create_app
     from tests.conftest import make_config
 
@@ -294,6 +296,17 @@ def test_the_sqlite_database_is_private(tmp_path):
     db_file.chmod(0o644)
     create_app(make_config(backend="sqlite", tmp_path=tmp_path, SQLALCHEMY_DATABASE_URI=f"sqlite:///{db_file}"))
     assert stat.S_IMODE(db_file.stat().st_mode) == 0o600
+    # A query string is not part of the file's name; an in-memory database has no file (the benches use one: it
+    # was taken for a folder named "sqlite:").
+    create_app(make_config(backend="sqlite", tmp_path=tmp_path,
+                           SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'q.db'}?timeout=5"))
+    assert (tmp_path / "q.db").is_file() and not list(tmp_path.glob("q.db?*"))
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with create_app(make_config(backend="sqlite", tmp_path=tmp_path,
+                                    SQLALCHEMY_DATABASE_URI=memory)).app_context():
+            from app.platform.extensions import db
+
+            assert db.session.execute(text("select 1")).scalar() == 1
 
 
 def test_inline_script_hashes():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -16,12 +16,14 @@ def init_app(app: Flask) -> None:
 
     The file holds password hashes and every annotation: it is made (or kept) private to this user, 0600, in a
     folder made 0700. SQLite gives its -wal and -shm files the database file's mode."""
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
         import os
         from pathlib import Path
 
-        path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
-        if path and path != ":memory:":
+        # SQLAlchemy's own parsing: "sqlite://" (in memory) has no file, and a query string is no part of the path.
+        path = url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             os.chmod(path, 0o600)
