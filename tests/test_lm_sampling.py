@@ -103,3 +103,54 @@ def test_a_batch_of_prompts_samples_as_each_prompt_alone(starter_dir, arch, monk
     together = [raw for _, raw in sample_batch(loaded, model_prompts=prompts, **greedy)]
     assert calls == [(3, 3)]
     assert together == alone
+
+
+def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeypatch):
+    """sample_coalesced: requests that wait while a batch is sampled go in the next batch together, under one seed,
+    each at an offset that reproduces its samples; one request alone samples at once; a long input fails only its
+    own request."""
+    import threading
+    import time
+
+    from app.lm import sampling
+
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    settings = {"n": 3, "max_new_tokens": 10}
+    prompts = [loaded.format_prompt(t) for t in ("Send it now.", "Fix the door.", "Call me back.")]
+
+    # Alone: exactly what sample_batch gives for its prompt and seed.
+    alone = sampling.sample_coalesced(loaded, model_prompts=prompts[:1], seed=5, **settings)
+    assert alone == (sampling.sample_batch(loaded, model_prompts=prompts[:1], seed=5, **settings), 5, 0, 1)
+
+    calls = spy_sample_rows(monkeypatch)
+    with sampling._COALESCE:
+        sampling._SAMPLING[0] = True  # as if another request's batch were being sampled now
+    out = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, sampling.sample_coalesced(
+        loaded, model_prompts=[prompts[i]], seed=100 + i, **settings))) for i in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(sampling._WAITING) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with sampling._COALESCE:
+        assert len(sampling._WAITING) == 3
+        sampling._SAMPLING[0] = False  # that batch ends: the next one takes all three
+        sampling._COALESCE.notify_all()
+    for t in threads:
+        t.join(timeout=60)
+    assert calls[0] == (3, 3)  # one call of the sampling loop, three prompts
+    seeds = {seed for _, seed, _, _ in out.values()}
+    assert len(seeds) == 1 and {size for *_, size in out.values()} == {3}
+    [seed] = seeds
+    assert seed in (100, 101, 102)  # the seed of the request that ran the batch
+    order = sorted(out, key=lambda i: out[i][2])
+    batch = sampling.sample_batch(loaded, model_prompts=[prompts[i] for i in order], seed=seed, **settings)
+    for i in range(3):
+        results, _, offset, _ = out[i]
+        assert results == batch[offset:offset + 1]
+    assert sampling._WAITING == [] and sampling._SAMPLING == [False]
+
+    with pytest.raises(InputTooLong):
+        sampling.sample_coalesced(loaded, model_prompts=[loaded.format_prompt("word " * 400)], seed=1, **settings)
+    assert sampling._WAITING == [] and sampling._SAMPLING == [False]

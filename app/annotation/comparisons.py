@@ -30,18 +30,20 @@ def generation_settings() -> dict:
 def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None) -> list[Comparison]:
     """Sample candidates for each (input text, pool prompt id) in one batched call and store them (not committed).
 
-    The comparisons of one call share its seed; each records its place in the batch, which with the seed
-    reproduces its samples and its display order."""
-    from app.lm.sampling import InputTooLong, sample_batch
+    The comparisons of one batch (this call's, with those of concurrent requests it was batched with) share its
+    seed; each records its place in the batch, which with the seed reproduces its samples and its display order."""
+    from app.lm.sampling import InputTooLong, sample_coalesced
 
     settings = generation_settings()
-    seed = random.SystemRandom().randrange(2**31)
     task = current_task()
     model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
     active = current_app.config["ACTIVE_CANDIDATES"]
     try:
-        results = sample_batch(loaded, model_prompts=model_prompts, seed=seed,
-                               **settings | ({"n": active} if active else {}))
+        # Batched with the other requests of this process that wait for the sampler now (issue 28): past capacity
+        # each would otherwise sample alone, at about twice the cost per comparison.
+        results, seed, offset, size = sample_coalesced(
+            loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
+            **settings | ({"n": active} if active else {}))
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
     if active:
@@ -56,7 +58,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         settings = settings | {"active_candidates": active}
     comparisons = []
     for index, ((input_text, prompt_id), model_prompt, (texts, raw)) in enumerate(
-        zip(inputs, model_prompts, results, strict=True)
+        zip(inputs, model_prompts, results, strict=True), start=offset
     ):
         order = list(range(len(texts)))
         random.Random(seed + index).shuffle(order)  # shown in random order, reproducible from seed and index
@@ -66,7 +68,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
             model_prompt=model_prompt,
             model_version_id=loaded.version_id,
             task_revision_id=task.id,
-            settings=settings | {"raw_distinct": len(set(raw)), "batch_size": len(inputs), "batch_index": index},
+            settings=settings | {"raw_distinct": len(set(raw)), "batch_size": size, "batch_index": index},
             seed=seed,
             state="assigned" if user_id else "ready",
             user_id=user_id,

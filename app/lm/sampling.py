@@ -204,3 +204,67 @@ def sample_batch(
 def sample_candidates(loaded: LoadedModel, *, model_prompt: str, **settings) -> tuple[list[str], list[str]]:
     """Sample the candidates of one prompt (see sample_batch)."""
     return sample_batch(loaded, model_prompts=[model_prompt], **settings)[0]
+
+
+class _Waiting:
+    """One caller's prompts, waiting in this process for the next batch (see sample_coalesced)."""
+
+    def __init__(self, loaded: LoadedModel, prompts: list[str], settings: dict, seed: int) -> None:
+        self.loaded, self.prompts, self.settings, self.seed = loaded, prompts, settings, seed
+        self.done, self.results, self.error, self.offset, self.size = False, None, None, 0, 0
+
+
+_COALESCE = threading.Condition()
+_WAITING: list[_Waiting] = []
+_SAMPLING = [False]  # whether a caller of this process is sampling a batch now (guarded by _COALESCE)
+
+
+def sample_coalesced(
+    loaded: LoadedModel, *, model_prompts: list[str], seed: int, **settings
+) -> tuple[list[tuple[list[str], list[str]]], int, int, int]:
+    """sample_batch for a request, batched with whatever other requests of this process wait at the same moment.
+
+    While one batch is sampled, requests that arrive wait; the first of them to run next takes every waiting request
+    with the same model and settings into one batch, under its own seed. A request alone samples at once, as
+    sample_batch would: no one waits for company. Returns (its results, the batch's seed, its offset in the batch,
+    the batch's size), which reproduce its samples (the others' prompts are found by the seed).
+    Written here because the batching has to happen inside the sampling loop's process and lock; no library does it
+    for a hand-written sampling loop on CPU."""
+    limit = input_limit(loaded, max_new_tokens=settings.get("max_new_tokens", 80),
+                        max_input_tokens=settings.get("max_input_tokens", 256))
+    for prompt in model_prompts:  # one request's long input must fail that request, not the batch it joins
+        check_fits(prompt_length(loaded, prompt), limit)
+    me = _Waiting(loaded, model_prompts, settings, seed)
+    with _COALESCE:
+        _WAITING.append(me)
+        while _SAMPLING[0] and not me.done:
+            _COALESCE.wait()
+        if me.done:
+            return _outcome(me)
+        _SAMPLING[0] = True
+        batch = [w for w in _WAITING if w.loaded is loaded and w.settings == settings]
+        for w in batch:
+            _WAITING.remove(w)
+    prompts = [p for w in batch for p in w.prompts]
+    results, error = None, RuntimeError("the batch this request joined was interrupted")
+    try:
+        results, error = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings), None
+    except Exception as exc:  # noqa: BLE001 - handed to every request of the batch, each raises it
+        error = exc
+    finally:  # whatever happened, the others are answered and the next batch may start
+        with _COALESCE:
+            offset = 0
+            for w in batch:
+                w.offset, w.size, w.seed, w.error = offset, len(prompts), seed, error
+                w.results = results[offset:offset + len(w.prompts)] if results is not None else None
+                w.done, offset = True, offset + len(w.prompts)
+            _SAMPLING[0] = False
+            _COALESCE.notify_all()
+    return _outcome(me)
+
+
+def _outcome(me: _Waiting) -> tuple[list[tuple[list[str], list[str]]], int, int, int]:
+    """A waiting request's results, or the batch's error raised again."""
+    if me.error is not None:
+        raise me.error
+    return me.results, me.seed, me.offset, me.size
