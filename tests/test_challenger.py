@@ -135,3 +135,21 @@ def test_the_rule_decides_after_min_votes(app, users, two, wins, losses, done):
             event = db.session.query(AuditEvent).order_by(AuditEvent.id.desc()).first()
             assert event.actor == "arena" and event.reason.startswith("arena rule: ")
     app.config.update(CHALLENGER_DECIDE="manual")
+
+
+def test_rollback_works_as_before_with_a_challenger_waiting(app, starter_dir, two):
+    install_child(app, starter_dir["gpt2"], number=3, parent=1)  # the champion now, a child of 1
+    with app.app_context():
+        set_challenger(version_id=two, actor="test", reason="gate")
+        assert battle_pairs() == [(2, 3)]
+    from app.versions.registry import activate_version, rollback
+
+    with app.app_context():
+        event = rollback(actor="opr", reason="worse")
+        assert (event.from_version_id, event.to_version_id) == (3, 1)
+        # The challenger keeps waiting, now against the version that serves.
+        assert challenger_version_id() == 2 and battle_pairs() == [(1, 2)]
+        # Rolled back onto the challenger itself: it serves, so there is no challenger any more.
+        set_challenger(version_id=3, actor="test", reason="again")
+        activate_version(version_id=3, actor="opr", reason="by hand")
+        assert challenger_version_id() is None
