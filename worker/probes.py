@@ -39,7 +39,7 @@ def _run(samples_id: int) -> dict:
     return {"id": row.id, "status": row.status}
 
 
-def fill(row: ProbeSamples, *, loaded=None) -> None:
+def fill(row: ProbeSamples) -> None:
     """Sample the row's version on its probe revision and store the texts; a failure is stored on the row."""
     from app.lm.checkpoint import load_checkpoint
 
@@ -48,7 +48,7 @@ def fill(row: ProbeSamples, *, loaded=None) -> None:
     try:
         version = db.session.get(ModelVersion, row.version_id)
         revision = db.session.get(ProbeRevision, row.revision_id)
-        loaded = loaded or load_checkpoint(str(local_copy(version.path)), version_id=version.id)
+        loaded = load_checkpoint(str(local_copy(version.path)), version_id=version.id)
         settings = sampling_settings(current_app.config) | {"n": SAMPLES}
         system_prompt = current_task().system_prompt
         samples = []
@@ -67,7 +67,7 @@ def fill(row: ProbeSamples, *, loaded=None) -> None:
     db.session.commit()
 
 
-def sample_version(version_id: int, *, actor: str, loaded=None) -> ProbeSamples | None:
+def sample_version(version_id: int, *, actor: str) -> ProbeSamples | None:
     """At the end of a gate: sample a version on the probe set in force (drawn from the pool the first time)."""
     revision = ensure_probes(actor=actor)
     if revision is None:
@@ -75,5 +75,5 @@ def sample_version(version_id: int, *, actor: str, loaded=None) -> ProbeSamples 
         return None
     row, needed = claim_samples(version_id=version_id, revision_id=revision.id)
     if needed:
-        fill(row, loaded=loaded)
+        fill(row)
     return row

@@ -44,8 +44,6 @@ def challenger_standing() -> dict | None:
                ratings=[{"version_id": v, "role": role, "rating": rows[v]["rating"], "ci_low": rows[v]["ci_low"],
                          "ci_high": rows[v]["ci_high"]}
                         for v, role in ((champion, "champion"), (challenger, "challenger"))])
-    for key in ("wins", "losses", "ties", "both_bad"):
-        out.setdefault(key, 0)
     return out
 
 

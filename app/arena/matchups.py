@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.tables import ArenaBattle, ArenaPair, ModelVersion
-from app.versions.registry import active_version_id, challenger_version_id, record_event
+from app.versions.registry import active_version_id, challenger_version_id, find_version, record_event
 
 
 def battle_pairs() -> list[tuple[int, int]]:
@@ -29,9 +29,7 @@ def add_pair(*, a: int, b: int, actor: str) -> ArenaPair:
     if a == b:
         raise BadInput("choose two different versions")
     for vid in (a, b):
-        # Bounded first: an id past the integer column's range is an OverflowError in the driver, not a miss.
-        if not 1 <= vid <= 2**31 - 1 or db.session.get(ModelVersion, vid) is None:
-            raise BadInput(f"version {vid} not found", status=404)
+        find_version(vid)
     low, high = sorted((a, b))
     existing = db.session.scalars(select(ArenaPair).where(ArenaPair.low_version_id == low,
                                                           ArenaPair.high_version_id == high)).first()

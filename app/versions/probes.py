@@ -12,7 +12,8 @@ from sqlalchemy import select
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.validation import clean_text
-from app.tables import ModelVersion, ProbeRevision, ProbeSamples, Prompt, utcnow
+from app.tables import ProbeRevision, ProbeSamples, Prompt, utcnow
+from app.versions.registry import find_version
 
 DEFAULT_COUNT = 24  # inputs drawn from the pool for the first probe set
 MAX_PROBES = 100  # each is sampled 3 times per version by the worker: the set stays small enough to read
@@ -90,9 +91,7 @@ def request_samples(*, version_id: int, actor: str) -> ProbeSamples:
     being made. The web never samples probes itself."""
     from app.training.jobs import enqueue_probes
 
-    version = db.session.get(ModelVersion, version_id)
-    if version is None:
-        raise BadInput(f"version {version_id} not found", status=404)
+    find_version(version_id)
     revision = ensure_probes(actor=actor)
     if revision is None:
         raise BadInput("there is no probe set yet and the pool is empty: import prompts or save probe inputs", 409)
@@ -111,8 +110,7 @@ def compare(*, a: int, b: int) -> dict:
         raise BadInput("there is no probe set yet: it is drawn when the first version is gated, or save one", 409)
     rows = {}
     for vid in (a, b):
-        if not 1 <= vid <= 2**31 - 1 or db.session.get(ModelVersion, vid) is None:
-            raise BadInput(f"version {vid} not found", status=404)
+        find_version(vid)
         row = samples_of(version_id=vid, revision_id=revision.id)
         if row is None:
             raise BadInput(f"version {vid} has no samples on probe set {revision.id} yet: request them "

@@ -26,6 +26,25 @@ def root_ancestor(version: ModelVersion) -> ModelVersion:
     return version
 
 
+def find_version(version_id: int) -> ModelVersion:
+    """The version, or a clear 404. Bounded first: an id past the integer column's range is an OverflowError in the
+    driver, not a miss."""
+    version = db.session.get(ModelVersion, version_id) if 1 <= version_id <= 2**31 - 1 else None
+    if version is None:
+        raise BadInput(f"version {version_id} not found", status=404)
+    return version
+
+
+def check_reason(reason) -> str:
+    """An operator's reason for a change of what serves, or a clear 400: required, and no NUL (PostgreSQL text
+    cannot hold one: a 500, not a reason)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadInput("a reason is required")
+    if "\x00" in reason:
+        raise BadInput("the reason contains a NUL character")
+    return reason
+
+
 def register_version(
     *,
     number: int,
@@ -100,10 +119,7 @@ def activate_version(
     only_if_active: when not -1, move the pointer only if it still names that version
     (compare-and-set), so a finished run cannot override a rollback made while it trained.
     """
-    if not isinstance(reason, str) or not reason.strip():
-        raise BadInput("a reason is required")
-    if "\x00" in reason:  # PostgreSQL text cannot hold one: a 500, not a reason
-        raise BadInput("the reason contains a NUL character")
+    check_reason(reason)
     for _ in range(ACTIVATE_TRIES):
         version = db.session.get(ModelVersion, version_id)
         if version is None:
@@ -229,8 +245,7 @@ def set_challenger(*, version_id: int, actor: str, reason: str) -> None:
 
 def _check_challenger(version_id: int, reason: str) -> None:
     """Refuse a blank reason, or a version that is not the challenger (409)."""
-    if not isinstance(reason, str) or not reason.strip() or "\x00" in reason:
-        raise BadInput("a reason is required (and may not contain NUL)")
+    check_reason(reason)
     if challenger_version_id() != version_id:
         raise RegistryError(f"version {version_id} is not the challenger", 409)
 

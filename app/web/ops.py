@@ -145,7 +145,8 @@ def retire(version_id: int):
 @require("export")
 def compare_page():
     """Two versions side by side on the probe set: each input, then each version's samples with a word diff."""
-    ids = [v.id for v in list_versions()]
+    versions = list_versions()
+    ids = [v.id for v in versions]
     default_a = active_version_id() or (ids[0] if ids else None)
     default_b = challenger_version_id() or next((i for i in ids if i != default_a), None)
     picked, error, result = {}, None, None
@@ -161,7 +162,7 @@ def compare_page():
         except BadInput as exc:
             error = str(exc)
     revision = probes.current_probes()
-    return render_template("ops/compare.html", versions=list_versions(), a=picked["a"], b=picked["b"],
+    return render_template("ops/compare.html", versions=versions, a=picked["a"], b=picked["b"],
                            result=result, error=error, word_diff=probes.word_diff, revision=revision,
                            revisions=probes.probe_revisions(),
                            status=probes.probe_status(revision_id=revision.id if revision else None))
