@@ -172,6 +172,52 @@ def test_login_is_limited_per_address(app, client, users, annotator):
     assert codes == [401] * 30 + [429]
 
 
+@pytest.fixture
+def app_with_redis_down(backend, tmp_path, starter_dir):
+    """An app whose limiter store is a Redis nobody answers on (port 9)."""
+    from app import create_app
+    from app.platform.extensions import db
+    from tests.conftest import install_starter, make_config, upgrade
+
+    app = create_app(make_config(backend=backend, tmp_path=tmp_path, RATELIMIT_STORAGE_URI="redis://127.0.0.1:9/0",
+                                 LOGIN_LIMIT="3 per minute"))
+    upgrade(app)
+    install_starter(app, starter_dir["gpt2"])
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_login_that_meets_redis_down_just_after_another_is_limited_not_failed(app_with_redis_down, monkeypatch):
+    """CI saw two 500s: logins at once during a Redis outage; the first thread to fail switches the limiter to its
+    in-memory fallback, and Flask-Limiter re-raised the error in a thread already talking to Redis. Threads cannot
+    be made to meet there on demand, so the store's call marks the fallback on as that other thread would, then fails
+    as the dead Redis does."""
+    from limits.storage import RedisStorage
+
+    from app.platform.extensions import limiter
+    from tests.conftest import Users
+
+    Users(app_with_redis_down).create("ann", "annotator")
+    calls = []
+
+    def other_thread_got_there_first(real):
+        def call(self, *args, **kwargs):
+            calls.append(real.__name__)
+            limiter._storage_dead = True  # what the other thread's failure does (flask_limiter/_extension.py)
+            return real(self, *args, **kwargs)
+        return call
+
+    for name in ("acquire_entry", "get_moving_window"):  # the moving window's hit and test
+        monkeypatch.setattr(RedisStorage, name, other_thread_got_there_first(getattr(RedisStorage, name)))
+    monkeypatch.setattr(limiter, "_storage_dead", False)
+    codes = [login_from(app_with_redis_down, "127.0.0.7", "ann", "wrong")]
+    assert calls, "the store was never asked: the race was not forced"
+    codes += [login_from(app_with_redis_down, "127.0.0.7", "ann", "wrong") for _ in range(3)]
+    assert codes == [401, 401, 401, 429]  # the fallback counted the first one too
+
+
 def login_from(app, address: str, name: str, password: str, *, client=None) -> int:
     """POST a login from `address` (a client of its own unless given); returns the status."""
     client = client or app.test_client()
