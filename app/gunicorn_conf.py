@@ -3,11 +3,13 @@
 import subprocess
 import sys
 
+from app.platform.config import Config
+
 timeout = 60
 # Each request is read whole by the worker's event loop before a thread serves it: a slow or idle client holds a
 # socket, never a thread (app/platform/httpworker.py). Threads let an answer go out while another request samples.
 worker_class = "app.platform.httpworker.BufferingWorker"
-threads = 4
+threads = Config().WEB_THREADS  # all but two may wait for the sampler (SAMPLING_SLOTS)
 graceful_timeout = 30
 # gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/): every
 # instance run by that user shares it, so `gunicornc` (or a second instance starting) reaches the wrong server.
@@ -17,8 +19,6 @@ control_socket_disable = True
 
 def when_ready(server):
     """Start the prefetcher process (app/versions/prefetch.py) beside the workers, unless PREFETCH_SIZE is 0."""
-    from app.platform.config import Config
-
     if Config().PREFETCH_SIZE > 0:
         server.prefetcher = subprocess.Popen([sys.executable, "-m", "app.versions.prefetch"])
         server.log.info("Started prefetcher with pid: %s", server.prefetcher.pid)

@@ -11,8 +11,9 @@ models shaped like GPT-2 small and T5-small, bench/real_size.py; or the tiny tes
 - DPO seconds per 1,000 pairs at the default epochs, as the worker trains (worker/training.py), with and without
   LoRA, from --train-pairs generated pairs scaled linearly;
 - hot-swap load time: loading the checkpoint onto the device in a process that has loaded it once.
-A 2-process training run needs TRAIN_PROCESSES (issue 28, item 3), which is not built: the report says so, and how
-many GPUs it saw. Steps that would pass --budget-s are skipped and named. Writes bench/out/gpu.json and prints a
+- with two GPUs or more, the first shape's full DPO on 2 processes (TRAIN_PROCESSES=2, worker/distributed.py), seconds
+  per 1,000 pairs, beside its one-process figure; the report says how many GPUs it saw.
+Steps that would pass --budget-s are skipped and named. Writes bench/out/gpu.json and prints a
 table.
 """
 
@@ -97,9 +98,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def training_s_per_1000(path: Path, *, arch: str, n_pairs: int, lora: bool) -> float:
-    """DPO seconds per 1,000 pairs at the default epochs, as the worker trains (the default spec, LoRA or not)."""
+def training_s_per_1000(path: Path, *, arch: str, n_pairs: int, lora: bool, processes: int = 1) -> float:
+    """DPO seconds per 1,000 pairs at the default epochs, as the worker trains (the default spec, LoRA or not), on
+    one process or on `processes` (TRAIN_PROCESSES)."""
+    import functools
+
     from bench.retrain_cost import generated_clicks, spec_for
+    from worker.distributed import train_in_processes
     from worker.training import train_causal, train_seq2seq
 
     spec = dataclasses.replace(spec_for(arch), lora=lora)
@@ -107,6 +112,8 @@ def training_s_per_1000(path: Path, *, arch: str, n_pairs: int, lora: bool) -> f
     pairs = generated_clicks(n_pairs, 0, template=template)[:n_pairs]
     loss_type, weights = (["sigmoid", "sft"], [1.0, spec.sft_weight]) if spec.sft_weight else (["sigmoid"], [1.0])
     train = train_seq2seq if arch == "t5" else train_causal
+    if processes > 1:
+        train = functools.partial(train_in_processes, processes=processes, arch="seq2seq" if arch == "t5" else arch)
     started = time.perf_counter()
     train(init_path=str(path), pairs=pairs, spec=spec, loss_type=loss_type, loss_weights=weights)
     return round((time.perf_counter() - started) / len(pairs) * 1000, 1)
@@ -158,11 +165,20 @@ def measure(models: dict[str, tuple[Path, str]], *, new_tokens: int, reps: int, 
                                                                                  n_pairs=train_pairs, lora=lora)
         if within(f"{name} load"):
             result["hot_swap_load_s"] = load_s(path, device=device, reps=reps)
-    report["two_process_training"] = (
-        "not run: TRAIN_PROCESSES (issue 28, item 3) is not built" if report["gpus"] >= 2
-        else f"not run: {report['gpus']} GPU(s) here, and TRAIN_PROCESSES (issue 28, item 3) is not built")
+    report["two_process_training"] = two_processes(models, report, train_pairs=train_pairs, within=within)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def two_processes(models: dict[str, tuple[Path, str]], report: dict, *, train_pairs: int, within) -> dict | str:
+    """The first shape's full DPO on 2 processes, beside its one-process figure; why not, without two GPUs."""
+    if report["gpus"] < 2:
+        return f"not run: {report['gpus']} GPU(s) here"
+    first, (path, arch) = next(iter(models.items()))
+    if not within(f"{first} training on 2 processes"):
+        return "not run: past the budget"
+    return {"shape": first, "one_process": report["shapes"][first]["training_s_per_1000_pairs"].get("full"),
+            "s_per_1000_pairs": training_s_per_1000(path, arch=arch, n_pairs=train_pairs, lora=False, processes=2)}
 
 
 def table(report: dict) -> str:

@@ -5,7 +5,8 @@
 
 Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
 what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
-(served from the prefetch buffer when it has one); "click -> next shown" times both requests together.
+(served from the prefetch buffer when it has one); "click -> next shown" times both requests together. A 503 "busy"
+(MAX_WAIT_SECONDS) is waited out and asked again, as the page does; the wait counts in click -> next.
 Runs on SQLite (WAL) and on Postgres, in a scratch database the script creates itself on the server that
 --postgres-server names (prefloop_bench_load, dropped and made again each run). The training worker runs beside
 the web, idle, as in production. Afterwards the acknowledged answers (201s) are compared with the rows in the
@@ -149,9 +150,13 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
             else:
                 out["errors"] += 1
             status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+            while status == 503 and "busy" in nxt.get("error", "") and time.monotonic() < deadline:
+                out["busy"] += 1  # as the page does: wait out Retry-After (1 s at least), then ask again
+                time.sleep(max(1, int(nxt["error"].rsplit("Try again in ", 1)[1].split()[0])))
+                status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
             out["parts"].append((answered - started, time.perf_counter() - answered))
             if status != 201:
-                out["errors"] += 1
+                out["errors"] += status != 503
                 continue
         except Exception:  # noqa: BLE001 - a dropped connection is an error, and the annotator carries on
             out["errors"] += 1
@@ -174,7 +179,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
-        results = {u: {"acked": 0, "errors": 0, "latencies": [], "parts": []} for u in users}
+        results = {u: {"acked": 0, "errors": 0, "busy": 0, "latencies": [], "parts": []} for u in users}
         deadline = time.monotonic() + args.seconds
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
@@ -207,6 +212,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "seconds": round(elapsed, 1),
         "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
         "errors": sum(r["errors"] for r in results.values()),
+        "busy_503s": sum(r["busy"] for r in results.values()),
         "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
                              "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
         "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
@@ -269,7 +275,8 @@ def main() -> None:
         print(f"\n{r['backend']}, {r['model']}, {r['annotators']} annotators:")
         print(f"{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
-        print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer")
+        print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer; "
+              f"{r.get('busy_503s', 0)} busy 503s waited out")
         print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
         print(f"{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
     print(f"\nwrote {args.out}")

@@ -12,7 +12,7 @@
   const ARM_MS = 400;
   const maxChars = Number($("own-text").dataset.maxChars);
 
-  const { api, say } = window.prefloop;
+  const { api, patiently, say } = window.prefloop;
 
   function showProgress(p) {
     if (!p) return;
@@ -93,7 +93,7 @@
 
   async function next() {
     if (busy || openComparison()) return; busy = true; mode = "pool"; say("Generating…");
-    try { show(await api("/api/comparisons", {})); say(""); }
+    try { show(await patiently("/api/comparisons", {})); say(""); }
     catch (e) { clear(); say(e.message, "error"); }
     finally { busy = false; }
   }

@@ -215,3 +215,29 @@ def test_one_generation_budget_covers_pool_typed_battles_and_skips(app, client, 
         assert res.status_code == 429 and "skips included" in res.json["error"] and int(res.headers["Retry-After"]) > 0
     assert codes == [201] * 6 + [429] * 3
     assert post(client, "/api/comparisons", users.create("ben", "annotator")).status_code == 201
+
+
+def test_a_request_past_the_wait_bound_gets_a_503_with_retry_after_and_stores_nothing(app, client, admin, annotator,
+                                                                                      monkeypatch):
+    """MAX_WAIT_SECONDS: once this process has timed a batch, a request whose expected wait is past the bound is
+    refused at once (503, Retry-After, words that say why); it claims and stores nothing, and the same request is
+    served once the bound allows it."""
+    from app.lm import sampling
+
+    monkeypatch.setitem(sampling._NOW, "pace", None)  # this process has timed no batch yet
+    post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(5)]})
+    app.config["MAX_WAIT_SECONDS"] = 1e-6  # shorter than any batch
+    first = post(client, "/api/comparisons", annotator)
+    assert first.status_code == 201  # nothing to judge by yet: served, and its batch timed
+    assert post(client, f"/api/comparisons/{first.json['id']}/answer", annotator,
+                {"verdict": "skip"}).status_code == 201
+    refused = post(client, "/api/comparisons", annotator)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert "The model is busy" in refused.json["error"] and "Try again in 1 s" in refused.json["error"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Comparison)) == 1
+    app.config["MAX_WAIT_SECONDS"] = 10.0
+    again = post(client, "/api/comparisons", annotator)
+    assert again.status_code == 201 and again.json["id"] != first.json["id"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Comparison)) == 2

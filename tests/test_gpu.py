@@ -14,7 +14,7 @@ def test_the_gpu_check_reports_every_figure_on_cpu(starter_dir):
     models = {"tiny-gpt2": (starter_dir["gpt2"], "gpt2"), "tiny-t5": (starter_dir["t5"], "t5")}
     report = measure(models, new_tokens=8, reps=2, train_pairs=8, budget_s=600)
     assert report["device"] == "cpu" and report["skipped"] == []
-    assert "TRAIN_PROCESSES" in report["two_process_training"]
+    assert report["two_process_training"] == "not run: 0 GPU(s) here"
     for name in models:
         r = report["shapes"][name]
         assert set(r["sampling"]) == {"fp32", "bf16"}  # a CPU runs bf16
@@ -33,3 +33,11 @@ def test_the_budget_skips_and_names_what_did_not_fit(starter_dir):
     assert report["skipped"] == ["tiny-gpt2 sampling fp32", "tiny-gpt2 sampling bf16", "tiny-gpt2 training full",
                                  "tiny-gpt2 training lora", "tiny-gpt2 load"]
     assert report["shapes"]["tiny-gpt2"]["sampling"] == {}
+
+
+def test_the_two_process_step_it_runs_with_two_gpus_runs_on_cpu(starter_dir):
+    """What the check runs where it sees two GPUs (TRAIN_PROCESSES=2 through worker/distributed.py), on two CPU
+    processes here: it trains and times."""
+    from bench.gpu import training_s_per_1000
+
+    assert training_s_per_1000(starter_dir["gpt2"], arch="gpt2", n_pairs=8, lora=False, processes=2) > 0

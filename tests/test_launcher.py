@@ -139,16 +139,18 @@ def test_launcher_starts_web_worker_and_embedded_redis_then_stops_them(tmp_path,
             kill_all(proc, pids)
 
 
-def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starter_dir):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starter_dir, processes):
     """The bad timing, forced: a long training run, then SIGINT to the group and SIGTERM to the launcher 0.1 s
     apart (Ctrl-C, then make's SIGTERM). Within 30 s every process is gone (gunicorn, its workers, the prefetcher,
-    the worker and its work-horse) and the embedded Redis is down; the run is already marked failed by its own job,
-    nothing new appears in the store, and the next start sweeps a leftover temp checkpoint folder."""
+    the worker and its work-horse, and with TRAIN_PROCESSES=2 torchrun and its two training processes) and the
+    embedded Redis is down; the run is already marked failed by its own job, nothing new appears in the store, and
+    the next start sweeps a leftover temp checkpoint folder."""
     from tests.test_dpo import TINY_SFT_WEIGHT
     from tests.test_worker import click_shortest, wait_run
 
     env, db_url = launcher_env(tmp_path, PREFETCH_SIZE="8", GEN_MAX_NEW_TOKENS="40", TRAIN_MIN_PAIRS="4",
-                               TRAIN_SFT_WEIGHT=str(TINY_SFT_WEIGHT))
+                               TRAIN_SFT_WEIGHT=str(TINY_SFT_WEIGHT), TRAIN_PROCESSES=str(processes))
     _flask(["db", "upgrade"], env=env, timeout=120)
     store = tmp_path / "models"
     _install_starter(db_url=db_url, model_store=store, cache=tmp_path / "model-cache", starter_path=starter_dir["gpt2"])
@@ -170,6 +172,7 @@ def test_ctrl_c_mid_training_stops_everything_and_fails_the_run(tmp_path, starte
         commands = list(pids.values())
         assert sum("-m worker" in c for c in commands) >= 2, commands  # the worker and its work-horse
         assert any("app.versions.prefetch" in c for c in commands) and any("gunicorn" in c for c in commands), commands
+        assert sum("worker.distributed" in c for c in commands) == (0 if processes == 1 else 3), commands  # + torchrun
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
         time.sleep(0.1)

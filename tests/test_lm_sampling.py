@@ -124,7 +124,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
 
     calls = spy_sample_rows(monkeypatch)
     with sampling._COALESCE:
-        sampling._SAMPLING[0] = True  # as if another request's batch were being sampled now
+        sampling._NOW["sampling"] = True  # as if another request's batch were being sampled now
     out = {}
     threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, sampling.sample_coalesced(
         loaded, model_prompts=[prompts[i]], seed=100 + i, **settings))) for i in range(3)]
@@ -135,7 +135,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
         time.sleep(0.01)
     with sampling._COALESCE:
         assert len(sampling._WAITING) == 3
-        sampling._SAMPLING[0] = False  # that batch ends: the next one takes all three
+        sampling._NOW["sampling"] = False  # that batch ends: the next one takes all three
         sampling._COALESCE.notify_all()
     for t in threads:
         t.join(timeout=60)
@@ -149,8 +149,69 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
     for i in range(3):
         results, _, offset, _ = out[i]
         assert results == batch[offset:offset + 1]
-    assert sampling._WAITING == [] and sampling._SAMPLING == [False]
+    assert sampling._WAITING == [] and not sampling._NOW["sampling"] and sampling._NOW["requests"] == 0
 
     with pytest.raises(InputTooLong):
         sampling.sample_coalesced(loaded, model_prompts=[loaded.format_prompt("word " * 400)], seed=1, **settings)
-    assert sampling._WAITING == [] and sampling._SAMPLING == [False]
+    assert sampling._WAITING == [] and not sampling._NOW["sampling"] and sampling._NOW["requests"] == 0
+
+
+@pytest.fixture
+def fresh_sampler():
+    """The process's sampler state as at start (no pace yet), put back afterwards."""
+    from app.lm import sampling
+
+    saved = dict(sampling._NOW)
+    sampling._NOW.update(sampling=False, since=0.0, prompts=0, requests=0, pace=None)
+    yield sampling
+    sampling._NOW.update(saved)
+
+
+def test_a_request_that_would_wait_too_long_is_refused_at_once(starter_dir, fresh_sampler):
+    """Busy (a 503 with Retry-After in the app) when the backlog, at this process's measured pace, passes max_wait,
+    or when every sampling slot is taken; the refused request joins nothing; the prefetcher (no limits) always
+    waits its turn."""
+    import threading
+    import time
+
+    from app.platform.exceptions import Busy
+
+    sampling = fresh_sampler
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    settings = {"n": 3, "max_new_tokens": 10}
+    prompt = loaded.format_prompt("Send it now.")
+    # No batch timed yet: nothing to judge by, so a request is let in (and times the first batch).
+    sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=1, max_wait=0.001, **settings)
+    pace = sampling._NOW["pace"]
+    assert pace > 0 and sampling._NOW["requests"] == 0
+
+    with sampling._COALESCE:  # a batch of 1,000 prompts started just now: about 1,000 x pace to go
+        sampling._NOW.update(sampling=True, since=time.monotonic(), prompts=1000)
+    with pytest.raises(Busy) as busy:
+        sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=2, max_wait=pace * 500, **settings)
+    assert busy.value.retry_after >= int(pace * 1000) and "Try again in" in str(busy.value)
+    assert sampling._WAITING == [] and sampling._NOW["requests"] == 0
+
+    # Slots: with `slots` requests in the sampler, the next is refused whatever the wait.
+    with sampling._COALESCE:
+        sampling._NOW.update(requests=2, prompts=0)
+    with pytest.raises(Busy):
+        sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=3, slots=2, **settings)
+    with sampling._COALESCE:
+        sampling._NOW.update(requests=0)
+
+    # Without limits (the prefetcher) a caller waits for the batch under way, then samples.
+    out = []
+    waiter = threading.Thread(target=lambda: out.append(sampling.sample_coalesced(
+        loaded, model_prompts=[prompt], seed=4, **settings)))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not sampling._WAITING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(sampling._WAITING) == 1 and sampling._NOW["requests"] == 1
+    with sampling._COALESCE:
+        sampling._NOW["sampling"] = False
+        sampling._COALESCE.notify_all()
+    waiter.join(timeout=60)
+    assert out and out[0][1:] == (4, 0, 1)
+    assert sampling._WAITING == [] and sampling._NOW["requests"] == 0

@@ -68,6 +68,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     """The job proper: each step's result feeds the next."""
     from app.lm.device import set_threads
     from worker.checkpoints import publish_checkpoint
+    from worker.distributed import train_in_processes
     from worker.evaluation import gate_checkpoint
     from worker.training import train_causal, train_seq2seq
 
@@ -90,11 +91,13 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     data_hash = snapshot_hash(pairs)
     progress.update(phase="training", total_steps=None, pairs=len(train_pairs), heldout=len(heldout_pairs))
 
-    # Train.
-    train = train_seq2seq if parent.arch == "seq2seq" else train_causal
-    model, tokenizer, trained = train(init_path=str(local_copy(init.path, keep={init.id})), pairs=train_pairs,
-                                      spec=spec, loss_type=loss_type,
-                                      loss_weights=loss_weights, on_log=progress)
+    # Train: in this process, or the same step on TRAIN_PROCESSES processes (worker/distributed.py).
+    step = dict(init_path=str(local_copy(init.path, keep={init.id})), pairs=train_pairs, spec=spec,
+                loss_type=loss_type, loss_weights=loss_weights, on_log=progress)
+    if (processes := current_app.config["TRAIN_PROCESSES"]) > 1:
+        model, tokenizer, trained = train_in_processes(processes=processes, arch=parent.arch, **step)
+    else:
+        model, tokenizer, trained = (train_seq2seq if parent.arch == "seq2seq" else train_causal)(**step)
 
     # Publish: the one place that writes checkpoints (temp folder, manifest, atomic rename).
     def save(tmp):
@@ -107,7 +110,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
         "snapshot_hash": data_hash, "pair_count": len(pairs),
         "snapshot": snapshot_summary(run.snapshot, pairs, train_pairs, heldout_pairs, data_hash),
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
-                     "device": str(model.device), "summary": trained},
+                     "device": trained.pop("device", str(model.device)), "processes": processes, "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),
         # A child is prompted as its parent was: the clicks it trained on were rendered that way.
         **{k: v for k, v in (parent.manifest or {}).items() if k == "prompt_format"},

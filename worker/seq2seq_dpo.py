@@ -47,12 +47,24 @@ def reference_logps(ref: LoadedModel, pairs: list[dict], *, batch_size: int, max
     return out
 
 
+def sum_shares(params, values: list[float]) -> list[float]:
+    """Across the training processes: each parameter's gradient summed (each process's loss was its share of the
+    batch's mean, so the sum is the whole batch's gradient), and the logged values likewise."""
+    import torch
+    from accelerate.utils import reduce
+
+    for p in params:
+        p.grad = reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="sum")
+    return reduce(torch.tensor(values), reduction="sum").tolist()
+
+
 def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: float = 0.1, lr: float = 1e-4,
                       epochs: int = 2, batch_size: int = 8, max_length: int = 128, sft_weight: float = 0.0,
                       seed: int = 0, divergence: str = "reverse_kl", loss: str = "sigmoid",
                       on_log: ProgressFn | None = None) -> dict:
     """Train `model` in place with DPO against a frozen `ref_model`; return a summary with the loss history."""
     import torch
+    from accelerate import PartialState
 
     if not pairs:
         raise ValueError("no training pairs")
@@ -64,10 +76,15 @@ def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: f
     ref = reference_logps(LoadedModel(model=ref_model, tokenizer=tokenizer, is_seq2seq=True), pairs,
                           batch_size=batch_size, max_length=max_length)
     device = next(model.parameters()).device
+    # One process, unless launched on several (worker/distributed.py): then each takes its share of every batch
+    # and Accelerate sums the shares' gradients, so the step is the one-process step on the whole batch.
+    state = PartialState(cpu=device.type == "cpu")
+    rank, world = state.process_index, state.num_processes
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model.train()
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=lr)
     total = math.ceil(len(pairs) / batch_size) * epochs
     history, step = [], 0
     for epoch in range(epochs):
@@ -75,17 +92,24 @@ def train_seq2seq_dpo(*, model, ref_model, tokenizer, pairs: list[dict], beta: f
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            pc, pr, tokens = pair_logps(policy, [pairs[i] for i in idx], max_length=max_length)
-            rc = torch.tensor([ref[i][0] for i in idx], device=device)
-            rr = torch.tensor([ref[i][1] for i in idx], device=device)
-            out = dpo_loss(pc, pr, rc, rr, beta, divergence, loss=loss, tokens=tokens)
-            total_loss = out["loss"] + (sft_weight * sft_loss(pc, tokens[0]) if sft_weight > 0 else 0.0)
-            total_loss.backward()
+            mine = idx[rank::world]
+            share = len(mine) / len(idx)  # 1.0 in one process: the loss is the batch's mean, as before
+            values = [0.0, 0.0, 0.0]  # loss, reward accuracy, margin
+            if mine:
+                pc, pr, tokens = pair_logps(policy, [pairs[i] for i in mine], max_length=max_length)
+                rc = torch.tensor([ref[i][0] for i in mine], device=device)
+                rr = torch.tensor([ref[i][1] for i in mine], device=device)
+                out = dpo_loss(pc, pr, rc, rr, beta, divergence, loss=loss, tokens=tokens)
+                total_loss = out["loss"] + (sft_weight * sft_loss(pc, tokens[0]) if sft_weight > 0 else 0.0)
+                (total_loss * share if world > 1 else total_loss).backward()
+                values = [total_loss.item(), out["accuracy"], out["margin"]]
+            if world > 1:
+                values = sum_shares(params, [v * share for v in values])
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             optim.zero_grad()
             step += 1
-            row = {"step": step, "loss": total_loss.item(), "reward_accuracy": out["accuracy"], "margin": out["margin"]}
+            row = {"step": step, "loss": values[0], "reward_accuracy": values[1], "margin": values[2]}
             history.append(row)
             if on_log is not None:
                 on_log(step, total, epoch + (start + len(idx)) / len(order), row["loss"], row["reward_accuracy"])

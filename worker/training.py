@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -68,10 +69,13 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
     peft_config = lora_config(model, task_type="CAUSAL_LM") if spec.lora else None
     ref_model = None if spec.lora else AutoModelForCausalLM.from_pretrained(init_path)
     history: list[dict] = []
+    # On several processes (worker/distributed.py) each takes its share of a step's pairs: a step is still
+    # spec.batch_size pairs, as in one process.
+    per_device = max(1, spec.batch_size // int(os.environ.get("WORLD_SIZE", "1")))
     with tempfile.TemporaryDirectory(prefix="dpo-") as out_dir:
         args = DPOConfig(
             output_dir=out_dir, learning_rate=spec.lr, beta=spec.beta, num_train_epochs=float(spec.epochs),
-            per_device_train_batch_size=spec.batch_size, max_length=spec.max_length, loss_type=loss_type,
+            per_device_train_batch_size=per_device, max_length=spec.max_length, loss_type=loss_type,
             loss_weights=loss_weights, f_divergence_type=spec.divergence, gradient_checkpointing=False,
             report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=spec.seed,
             dataloader_num_workers=0, **training_precision(),

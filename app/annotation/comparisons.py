@@ -27,11 +27,14 @@ def generation_settings() -> dict:
     return sampling_settings(current_app.config)
 
 
-def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None) -> list[Comparison]:
+def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None,
+                         waiting: bool = False) -> list[Comparison]:
     """Sample candidates for each (input text, pool prompt id) in one batched call and store them (not committed).
 
     The comparisons of one batch (this call's, with those of concurrent requests it was batched with) share its
-    seed; each records its place in the batch, which with the seed reproduces its samples and its display order."""
+    seed; each records its place in the batch, which with the seed reproduces its samples and its display order.
+    `waiting`: someone waits for these (a request), so past MAX_WAIT_SECONDS or the sampling slots this raises Busy
+    rather than queue; the prefetcher waits its turn."""
     from app.lm.sampling import InputTooLong, sample_coalesced
 
     settings = generation_settings()
@@ -43,6 +46,8 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         # each would otherwise sample alone, at about twice the cost per comparison.
         results, seed, offset, size = sample_coalesced(
             loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
+            max_wait=current_app.config["MAX_WAIT_SECONDS"] if waiting else None,
+            slots=current_app.config["SAMPLING_SLOTS"] if waiting else None,
             **settings | ({"n": active} if active else {}))
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
@@ -147,7 +152,7 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
         text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
-        [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id)
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id, waiting=True)
     else:
         comparison = (
             claim_overlap(user_id=user_id, overlap=current_app.config["ANNOTATION_OVERLAP"])
@@ -157,7 +162,8 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
         if comparison is not None:
             return comparison
         [prompt] = next_pool_prompts()
-        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id)
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id,
+                                            waiting=True)
     db.session.commit()
     return comparison
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 
 def pick_device() -> str:
     """CUDA when present, else the CPU."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    # One of several training processes (worker/distributed.py): each takes the GPU torchrun gave it.
+    return f"cuda:{os.environ['LOCAL_RANK']}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "cuda"
 
 
 def training_precision() -> dict:

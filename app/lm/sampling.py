@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 
 from app.lm.checkpoint import LoadedModel
+from app.platform.exceptions import Busy
 
 # Sampling seeds torch's global RNG, so generations in one process run one at a time: that keeps every stored seed
 # reproducible where two threads of one process sample at once (a threaded server, or the gate's caller).
@@ -216,11 +219,37 @@ class _Waiting:
 
 _COALESCE = threading.Condition()
 _WAITING: list[_Waiting] = []
-_SAMPLING = [False]  # whether a caller of this process is sampling a batch now (guarded by _COALESCE)
+# Guarded by _COALESCE: whether a caller of this process samples a batch now, since when and how many prompts, how
+# many requests of this process are in the sampler (waiting or sampling), and the last batches' seconds per prompt.
+_NOW = {"sampling": False, "since": 0.0, "prompts": 0, "requests": 0, "pace": None}
+
+
+def _expected_wait(prompts: int) -> float | None:
+    """Seconds until `prompts` more would be sampled here: the batch under way, then one batch with every waiting
+    prompt and these; None before this process has timed a batch. Call with _COALESCE held."""
+    pace = _NOW["pace"]
+    if pace is None:
+        return None
+    left = max(0.0, _NOW["since"] + pace * _NOW["prompts"] - time.monotonic()) if _NOW["sampling"] else 0.0
+    return left + pace * (sum(len(w.prompts) for w in _WAITING) + prompts)
+
+
+def _admit(prompts: int, *, max_wait: float | None, slots: int | None) -> None:
+    """Refuse a request (Busy) that would wait past max_wait or find every sampling slot taken. Call with _COALESCE
+    held. The slots keep threads for answers: a thread that waits here serves nothing else meanwhile."""
+    if max_wait is None and slots is None:
+        return
+    wait = _expected_wait(prompts)
+    full = slots is not None and _NOW["requests"] >= slots
+    if full or (wait is not None and max_wait is not None and wait > max_wait):
+        retry = max(1, math.ceil(wait if wait is not None else 1))
+        raise Busy(f"The model is busy: {_NOW['requests']} requests are waiting for it here, about {retry} s of "
+                   f"sampling. Try again in {retry} s.", retry_after=retry)
 
 
 def sample_coalesced(
-    loaded: LoadedModel, *, model_prompts: list[str], seed: int, **settings
+    loaded: LoadedModel, *, model_prompts: list[str], seed: int, max_wait: float | None = None,
+    slots: int | None = None, **settings
 ) -> tuple[list[tuple[list[str], list[str]]], int, int, int]:
     """sample_batch for a request, batched with whatever other requests of this process wait at the same moment.
 
@@ -228,6 +257,8 @@ def sample_coalesced(
     with the same model and settings into one batch, under its own seed. A request alone samples at once, as
     sample_batch would: no one waits for company. Returns (its results, the batch's seed, its offset in the batch,
     the batch's size), which reproduce its samples (the others' prompts are found by the seed).
+    A request that would wait past max_wait seconds (by the pace of this process's last batches), or that finds
+    `slots` requests in the sampler already, raises Busy at once and samples nothing; None admits every caller.
     Written here because the batching has to happen inside the sampling loop's process and lock; no library does it
     for a hand-written sampling loop on CPU."""
     limit = input_limit(loaded, max_new_tokens=settings.get("max_new_tokens", 80),
@@ -236,16 +267,19 @@ def sample_coalesced(
         check_fits(prompt_length(loaded, prompt), limit)
     me = _Waiting(loaded, model_prompts, settings, seed)
     with _COALESCE:
+        _admit(len(model_prompts), max_wait=max_wait, slots=slots)
         _WAITING.append(me)
-        while _SAMPLING[0] and not me.done:
+        _NOW["requests"] += 1
+        while _NOW["sampling"] and not me.done:
             _COALESCE.wait()
-        if me.done:
+        if me.done:  # sampled in another caller's batch
+            _NOW["requests"] -= 1
             return _outcome(me)
-        _SAMPLING[0] = True
         batch = [w for w in _WAITING if w.loaded is loaded and w.settings == settings]
         for w in batch:
             _WAITING.remove(w)
-    prompts = [p for w in batch for p in w.prompts]
+        prompts = [p for w in batch for p in w.prompts]
+        _NOW.update(sampling=True, since=time.monotonic(), prompts=len(prompts))
     results, error = None, RuntimeError("the batch this request joined was interrupted")
     try:
         results, error = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings), None
@@ -253,12 +287,16 @@ def sample_coalesced(
         error = exc
     finally:  # whatever happened, the others are answered and the next batch may start
         with _COALESCE:
+            if error is None:  # the pace of the last batches, recent ones weighing most
+                pace = (time.monotonic() - _NOW["since"]) / len(prompts)
+                _NOW["pace"] = pace if _NOW["pace"] is None else (_NOW["pace"] + pace) / 2
             offset = 0
             for w in batch:
                 w.offset, w.size, w.seed, w.error = offset, len(prompts), seed, error
                 w.results = results[offset:offset + len(w.prompts)] if results is not None else None
                 w.done, offset = True, offset + len(w.prompts)
-            _SAMPLING[0] = False
+            _NOW["requests"] -= 1  # this caller; the others count themselves out as they wake
+            _NOW["sampling"] = False
             _COALESCE.notify_all()
     return _outcome(me)
 

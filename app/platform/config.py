@@ -113,6 +113,18 @@ class Config:
         self.MAX_INPUT_TOKENS = env_int("MAX_INPUT_TOKENS", 256)
         self.DEDUP_TRIES = env_int("GEN_DEDUP_TRIES", 3)
         self.PREFETCH_SIZE = env_int("PREFETCH_SIZE", 32)
+        # A request that finds the buffer empty samples in its web process, batched with the others waiting there.
+        # One that would wait longer than this (by the pace of that process's last batches) gets a 503 with
+        # Retry-After at once, and the page waits and asks again.
+        self.MAX_WAIT_SECONDS = env_float("MAX_WAIT_SECONDS", 10.0)
+        if self.MAX_WAIT_SECONDS <= 0:
+            raise ValueError(f"MAX_WAIT_SECONDS must be more than 0, got {self.MAX_WAIT_SECONDS}")
+        # Threads of each gunicorn worker. Requests that wait for the sampler may hold all but two of them, so an
+        # answer (milliseconds of work) never queues behind sampling for a thread.
+        self.WEB_THREADS = env_int("WEB_THREADS", 8)
+        if self.WEB_THREADS < 3:
+            raise ValueError(f"WEB_THREADS must be 3 or more (two are kept for answers), got {self.WEB_THREADS}")
+        self.SAMPLING_SLOTS = self.WEB_THREADS - 2
         # Typed prompts per annotator: each samples inline in the request (pool prompts come prefetched).
         self.TYPED_PROMPT_LIMIT = env_rate("TYPED_PROMPT_LIMIT", "5 per minute")
         # Every new comparison or battle an annotator is handed (typed or pool; a skip asks for the next): each one
@@ -185,6 +197,11 @@ class Config:
         # with every click ever made (docs/BENCHMARKS.md, "Retrain cost"; 2000 itself not yet chosen against others).
         self.TRAIN_MAX_PAIRS = env_int("TRAIN_MAX_PAIRS", 2000)
         self.TRAIN_JOB_TIMEOUT = env_int("TRAIN_JOB_TIMEOUT", 3600)
+        # Processes the training step of a run uses (torchrun; one per GPU on a multi-GPU worker, gloo on CPU). The
+        # rest of the run (pairs, publish, gate, register) stays in the job's one process.
+        self.TRAIN_PROCESSES = env_int("TRAIN_PROCESSES", 1)
+        if self.TRAIN_PROCESSES < 1:
+            raise ValueError(f"TRAIN_PROCESSES must be 1 or more, got {self.TRAIN_PROCESSES}")
         # Import torch/transformers/trl once in the worker before it forks (off only to measure what it saves).
         self.WORKER_PRELOAD = env_bool("WORKER_PRELOAD", True)
         # auto | simple | fork: "simple" runs jobs in the worker process (auto picks it when a GPU is present).

@@ -26,6 +26,14 @@ class PoolEmpty(LookupError):
     """No prompt in the pool is waiting for an answer."""
 
 
+class Busy(RuntimeError):
+    """The model cannot sample this request within MAX_WAIT_SECONDS now: a 503 with Retry-After; nothing is stored."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NoModel(RuntimeError):
     """No model can be served yet."""
 

@@ -7,7 +7,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.platform.exceptions import BadInput, NoModel, PoolEmpty, QueueUnavailable
+from app.platform.exceptions import BadInput, Busy, NoModel, PoolEmpty, QueueUnavailable
 from app.platform.extensions import db
 from app.web.schemas import Error
 
@@ -33,6 +33,13 @@ def init_app(app: Flask) -> None:
         response = make_response(error_response(str(exc), exc.status))
         if exc.retry_after:
             response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.errorhandler(Busy)
+    def busy(exc: Busy):
+        db.session.rollback()
+        response = make_response(error_response(str(exc), 503))
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.errorhandler(CSRFError)

@@ -104,7 +104,7 @@ OPERATIONS: dict[str, Operation] = {
 DESCRIPTIONS = {200: "ok", 201: "created", 202: "queued", 400: "bad input", 401: "no or unknown bearer token",
                 403: "the role does not allow this", 404: "not found", 409: "conflicts with the current state",
                 413: "too large", 422: "names something that does not belong", 429: "too many: see Retry-After",
-                503: "a service is unavailable"}
+                503: "a service is unavailable, or the model is busy: see Retry-After"}
 
 
 @cache
