@@ -149,6 +149,7 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
                 out["acked"] += 1
             else:
                 out["errors"] += 1
+                out["error_codes"].append(f"answer {status}")
             status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
             while status == 503 and "busy" in nxt.get("error", "") and time.monotonic() < deadline:
                 out["busy"] += 1  # as the page does: wait out Retry-After (1 s at least), then ask again
@@ -156,10 +157,13 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
                 status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
             out["parts"].append((answered - started, time.perf_counter() - answered))
             if status != 201:
-                out["errors"] += status != 503
+                if status != 503 or "busy" not in nxt.get("error", ""):  # busy at the deadline: the run ended
+                    out["errors"] += 1
+                    out["error_codes"].append(f"next {status}: {str(nxt.get('error'))[:80]}")
                 continue
-        except Exception:  # noqa: BLE001 - a dropped connection is an error, and the annotator carries on
+        except Exception as exc:  # noqa: BLE001 - a dropped connection is an error, and the annotator carries on
             out["errors"] += 1
+            out["error_codes"].append(f"exception {type(exc).__name__}: {str(exc)[:80]}")
             continue
         out["latencies"].append(time.perf_counter() - started)
         comp = nxt
@@ -179,7 +183,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
-        results = {u: {"acked": 0, "errors": 0, "busy": 0, "latencies": [], "parts": []} for u in users}
+        results = {u: {"acked": 0, "errors": 0, "busy": 0, "error_codes": [], "latencies": [], "parts": []}
+                   for u in users}
         deadline = time.monotonic() + args.seconds
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
@@ -213,6 +218,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
         "errors": sum(r["errors"] for r in results.values()),
         "busy_503s": sum(r["busy"] for r in results.values()),
+        "error_codes": sorted(c for r in results.values() for c in r["error_codes"]),
         "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
                              "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
         "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
