@@ -537,18 +537,19 @@ def test_the_arena_says_when_both_versions_wrote_the_same_text_and_key_badges_do
 def test_a_busy_model_shows_a_waiting_page_that_asks_again(browser, tmp_path, starter_dir):
     """Past MAX_WAIT_SECONDS the next comparison is refused with 503 and Retry-After; the page says the model is busy,
     counts down and asks again by itself, instead of hanging or showing an error. (A bound shorter than any batch
-    makes every request after this worker's first one wait past it.)"""
+    makes every request after this worker's first one wait past it; with no prefetcher, every request samples.)"""
     from playwright.sync_api import expect
 
     with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"],
-                     env_extra={"MAX_WAIT_SECONDS": "0.000001"}) as srv:
+                     env_extra={"MAX_WAIT_SECONDS": "0.000001", "PREFETCH_SIZE": "0"}) as srv:  # no buffer
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
         errors, refused = [], []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("response", lambda r: refused.append(r.headers.get("retry-after"))
-                if r.url.endswith("/api/comparisons") and r.status == 503 else None)
+        seen = []  # every answer to POST /api/comparisons, for the message if this fails
+        page.on("response", lambda r: (seen.append(r.status), r.status == 503 and refused.append(
+            r.headers.get("retry-after"))) if r.url.endswith("/api/comparisons") else None)
         log_in(page, srv, "ann")
         page.click("#next")
         first = wait_for_new_comparison(page, [])  # the worker's first batch: nothing to judge by, served
@@ -558,7 +559,8 @@ def test_a_busy_model_shows_a_waiting_page_that_asks_again(browser, tmp_path, st
             expect(page.locator("#status.waiting")).to_contain_text("Asking again in")
         except AssertionError as exc:
             raise AssertionError(f"no waiting state; status {page.text_content('#status')!r}, mine "
-                                 f"{page.text_content('#mine')!r}, 503s {refused}") from exc
+                                 f"{page.text_content('#mine')!r}, 503s {refused}, all {seen}; server log:\n"
+                                 f"{srv.log_path.read_text()[-3000:]}") from exc
         deadline = time.monotonic() + 20
         while len(refused) < 2 and time.monotonic() < deadline:
             page.wait_for_timeout(200)
