@@ -67,16 +67,18 @@ def train_in_processes(*, processes: int, arch: str, init_path: str, pairs: list
 
 
 def follow(proc: subprocess.Popen, progress: Path, on_log) -> None:
-    """Until `proc` exits, hand each step rank 0 logs to on_log (the run's progress)."""
-    seen = 0
+    """Until `proc` exits, hand each step rank 0 logs to on_log (the run's progress), reading only what is new."""
+    offset = 0
     while True:
         done = proc.poll() is not None
         if on_log is not None and progress.exists():
-            lines = progress.read_text().splitlines()
-            for line in lines[seen:]:
-                with contextlib.suppress(ValueError):  # a line being written
-                    on_log(*json.loads(line))
-                    seen += 1
+            with progress.open("rb") as f:
+                f.seek(offset)
+                new = f.read()
+            whole = new[: new.rfind(b"\n") + 1]  # a line still being written waits for the next look
+            offset += len(whole)
+            for line in whole.splitlines():
+                on_log(*json.loads(line))
         if done:
             return
         time.sleep(0.5)
@@ -100,7 +102,7 @@ def main(folder: Path) -> None:
     """One launched process: train on the job's pairs; rank 0 logs the steps, saves the model and the summary."""
     from app.lm.device import set_threads
     from app.platform.processes import die_with_parent
-    from worker.training import train_causal, train_seq2seq
+    from worker.training import trainer_for
 
     die_with_parent(signal.SIGTERM)  # torchrun killed outright: do not train on for nobody
     set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -113,8 +115,7 @@ def main(folder: Path) -> None:
             with progress.open("a") as f:
                 f.write(json.dumps(list(row)) + "\n")
 
-    train = train_seq2seq if job["arch"] == "seq2seq" else train_causal
-    model, tokenizer, summary = train(init_path=job["init_path"], pairs=job["pairs"],
+    model, tokenizer, summary = trainer_for(job["arch"])(init_path=job["init_path"], pairs=job["pairs"],
                                       spec=TrainingSpec.from_dict(job["spec"]), loss_type=job["loss_type"],
                                       loss_weights=job["loss_weights"], on_log=on_log)
     if rank == 0:

@@ -70,7 +70,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     from worker.checkpoints import publish_checkpoint
     from worker.distributed import train_in_processes
     from worker.evaluation import gate_checkpoint
-    from worker.training import train_causal, train_seq2seq
+    from worker.training import trainer_for
 
     set_threads(current_app.config["TORCH_THREADS"])  # a no-op when the worker entry already did it
     started, run = time.perf_counter(), db.session.get(TrainingRun, run_id)
@@ -97,7 +97,7 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     if (processes := current_app.config["TRAIN_PROCESSES"]) > 1:
         model, tokenizer, trained = train_in_processes(processes=processes, arch=parent.arch, **step)
     else:
-        model, tokenizer, trained = (train_seq2seq if parent.arch == "seq2seq" else train_causal)(**step)
+        model, tokenizer, trained = trainer_for(parent.arch)(**step)
 
     # Publish: the one place that writes checkpoints (temp folder, manifest, atomic rename).
     def save(tmp):

@@ -122,3 +122,8 @@ def train_seq2seq(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss
     if spec.lora:
         model = model.merge_and_unload()
     return model, tokenizer, summarize(out["history"], seconds)
+
+
+def trainer_for(arch: str):
+    """The training step of an architecture: our loop for encoder-decoder models, TRL's trainer for the rest."""
+    return train_seq2seq if arch == "seq2seq" else train_causal
