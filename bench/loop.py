@@ -47,6 +47,18 @@ UNGUARDED_ENV = {"TRAIN_START": "active", "TRAIN_SFT_WEIGHT": "1e-9", "TRAIN_LR"
 TARGET = 0.9
 
 
+def also_good_rate(value: str) -> str:
+    """--also-good: none, accept, or a chance from 0 to 1."""
+    if value not in ("none", "accept"):
+        try:
+            rate = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"none, accept or a number from 0 to 1, not {value!r}") from None
+        if not 0 <= rate <= 1:
+            raise argparse.ArgumentTypeError(f"a chance is from 0 to 1, not {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", default="gpt2,t5")
@@ -68,8 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="when all three candidates score the same: answer 'tie', or pick one at random")
     p.add_argument("--all-bad", choices=["answer", "pick"], default="answer",
                    help="when no candidate passes the judge: answer 'all bad', as a person would, or pick the best")
-    p.add_argument("--also-good", choices=["none", "accept"], default="none",
-                   help="accept: with each pick, also mark the other candidates the judge accepts ('also fine')")
+    p.add_argument("--also-good", type=also_good_rate, default="none",
+                   help="accept: with each pick, also mark the other candidates the judge accepts ('also fine'); a "
+                        "number from 0 to 1: mark each of them with that chance, as a person marks some")
     p.add_argument("--annotators", type=int, default=1,
                    help="simulated annotators answering every comparison in turn (pair with --env ANNOTATION_OVERLAP)")
     p.add_argument("--noise", type=float, default=0.0, help="chance an annotator picks at random instead")
@@ -223,8 +236,10 @@ def answer_for(scored: list[tuple[float, int]], judge: Judge, rng: random.Random
     if len(best) == len(scored) and all_tie == "tie":
         return {"verdict": "tie"}, "tie"
     body: dict = {"candidate_id": rng.choice(best)}
-    if also_good == "accept":
-        body["also_good"] = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
+    rate = {"none": 0.0, "accept": 1.0}.get(also_good) if also_good in ("none", "accept") else float(also_good)
+    if rate:
+        marked = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
+        body["also_good"] = [cid for cid in marked if rate >= 1 or rng.random() < rate]
     return body, "choice"
 
 

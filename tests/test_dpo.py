@@ -309,6 +309,22 @@ def test_the_generation_check_uses_prompts_it_never_trained_on_first(app):
                                                       "Fix report 5 now.", "Fix report 0 now."]
 
 
+def test_the_generation_check_leads_with_the_probe_inputs_it_never_trained_on(app):
+    """Issue 27: the probe set is the same from run to run, so every version of a lineage is checked on it; a probe
+    input it trained on goes with the trained ones, and none is checked twice."""
+    from app.annotation.prompts import import_prompts
+    from app.versions.probes import save_probes
+    from worker.plan import evaluation_texts
+
+    with app.app_context():
+        import_prompts(texts=[f"Fix report {i} now." for i in range(6)], source="t", max_chars=500)
+        save_probes(inputs=["Fix report 5 now.", "Fix report 2 now.", "Call Ana at 9."], actor="t")
+        trained = [{"input": f"Fix report {i} now."} for i in (0, 2, 3)]
+        assert evaluation_texts(trained, limit=5) == ["Fix report 5 now.", "Call Ana at 9.", "Fix report 1 now.",
+                                                      "Fix report 4 now.", "Fix report 0 now."]
+        assert evaluation_texts(trained, limit=1) == ["Fix report 5 now."]
+
+
 def test_arena_votes_train_only_when_asked(app, monkeypatch, starter_dir):
     """TRAIN_ARENA_VOTES: off, the snapshot holds the clicks alone; on, each vote for a winner adds one pair
     (winner over loser), and the run trains on both and records the vote bound for the next run. A vote cast after

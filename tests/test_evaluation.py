@@ -12,6 +12,8 @@ from worker.evaluation import (
     expected_distinct,
     gate_reasons,
     mean_and_se,
+    differences_by_input,
+    flip_test,
     sign_test,
 )
 
@@ -113,6 +115,44 @@ def test_sign_test():
     assert sign_test(0, 4) == 1.0
 
 
+def test_the_worse_test_resamples_inputs_not_pairs():
+    """Issue 27: the pairs of one click share its chosen text. Three clicks whose two pairs each went the parent's way
+    were "worse" to the sign test over pairs (6 to 0, p = 1/64); by input it is 3 to 0, p = 1/8."""
+    assert sign_test(6, 0) == pytest.approx(1 / 64)
+    assert flip_test([-2.0, -2.0, -2.0]) == pytest.approx(1 / 8)
+    assert flip_test([-1.0, -1.0]) == pytest.approx(0.25)  # a percentile bootstrap over inputs would say 0
+    assert flip_test([]) == 1.0 and flip_test([0.0, 0.0]) == 1.0
+    assert flip_test([1.0, 2.0, 1.0]) == pytest.approx(1.0)  # every input went the candidate's way
+    # Magnitudes count: four inputs two pairs against, one a pair for: 2 of 32 sign patterns are as low.
+    assert flip_test([-2.0, -2.0, -2.0, -2.0, 1.0]) == pytest.approx(2 / 32)
+
+
+def test_the_worse_test_on_many_inputs_draws_and_is_repeatable():
+    """Past EXACT_INPUTS inputs the test draws sign patterns (a fixed seed): 30 inputs against and 10 for is worse;
+    20 each way is not; the same differences give the same p."""
+    from worker.evaluation import DRAWS
+
+    worse = [-1.0] * 30 + [1.0] * 10
+    assert flip_test(worse) < 0.01 and flip_test(worse) == flip_test(worse)
+    assert flip_test([-1.0] * 20 + [1.0] * 20) > 0.4
+    assert flip_test([-1.0] * 40) == pytest.approx(1 / (DRAWS + 1))
+
+
+def test_held_out_pairs_are_summed_by_input_and_the_gate_says_which_test_it_used():
+    pairs = [{"input": "a"}, {"input": "a"}, {"input": "b"}, {"input": "c"}]
+    rights = [(0.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.5, 1.0)]
+    m = differences_by_input(pairs, rights)
+    assert m["heldout_inputs"] == 3 and m["heldout_differences"] == [-2.0, -0.5, 0.0]
+    assert m["heldout_p_worse"] == pytest.approx(flip_test([-2.0, -0.5]))
+    gated = HEALTHY | {"accuracy_candidate": 0.2, "accuracy_parent": 0.9, "margin_candidate": 1.0,
+                       "margin_parent": 1.0, "heldout_candidate_only": 0, "heldout_parent_only": 7,
+                       "heldout_inputs": 7, "heldout_p_worse": 0.0078}
+    reasons = gate_reasons(gated, GATE)
+    assert len(reasons) == 1 and "paired randomization test over 7 inputs, p = 0.008" in reasons[0]
+    # 7 pairs against from 3 clicks: by input p = 1/8, not worse.
+    assert gate_reasons(gated | {"heldout_inputs": 3, "heldout_p_worse": 0.125}, GATE) == []
+
+
 def test_a_lower_accuracy_within_noise_passes_when_the_margin_grows():
     """11 vs 13 right of 15 pairs, 3 discordant pairs against and 1 for: not evidence of worse (p = 0.31)."""
     m = HEALTHY | {"accuracy_candidate": 11 / 15, "accuracy_parent": 13 / 15, "margin_candidate": 2.0,
@@ -124,7 +164,7 @@ def test_significantly_worse_is_rejected_even_with_a_larger_margin():
     m = HEALTHY | {"accuracy_candidate": 0.55, "accuracy_parent": 0.85, "margin_candidate": 5.0,
                    "margin_parent": 1.0, "heldout_candidate_only": 1, "heldout_parent_only": 7}
     reasons = gate_reasons(m, GATE)
-    assert len(reasons) == 1 and "sign test p = 0.035" in reasons[0]
+    assert len(reasons) == 1 and "sign test over pairs, p = 0.035" in reasons[0]
 
 
 def test_no_better_on_few_pairs_is_not_a_reason():
@@ -185,6 +225,9 @@ def test_gate_rejects_a_noisy_copy_and_an_unchanged_copy(starter_dir, arch):
     assert not same["passed"] and len(same["reasons"]) == 1 and "unchanged" in same["reasons"][0]
     assert same["fluency_candidate"] == pytest.approx(same["fluency_parent"])
     assert same["eval_prompts"] == 8 and same["accuracy_parent"] == 0.5  # the base prefers nothing over itself
+    # The test of "worse" by input: an unchanged copy differs on no input.
+    assert same["heldout_inputs"] == len({p["input"] for p in pairs}) and same["heldout_p_worse"] == 1.0
+    assert set(same["heldout_differences"]) == {0.0}
 
     noisy = load_checkpoint(str(starter_dir[arch]), device="cpu")
     torch.manual_seed(0)

@@ -152,6 +152,17 @@ def test_the_judges_disagree():
     assert all(FID.good(m, t) for m, t in polite_rows)
 
 
+def test_the_also_fine_rate_is_none_accept_or_a_chance():
+    import argparse
+
+    from bench.loop import also_good_rate
+
+    assert [also_good_rate(v) for v in ("none", "accept", "0.25")] == ["none", "accept", "0.25"]
+    for bad in ("some", "1.5", "-0.1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            also_good_rate(bad)
+
+
 def test_the_simulated_annotator_answers_all_bad_when_nothing_passes():
     """It used to pick the best of three bad candidates, a pair that teaches nothing good."""
     from bench.loop import answer_for
@@ -162,5 +173,11 @@ def test_the_simulated_annotator_answers_all_bad_when_nothing_passes():
     assert answer_for([(0.95, 1), (1.0, 2), (0.2, 3)], POL, rng, also_good="accept") == (
         {"candidate_id": 2, "also_good": [1]}, "choice")
     assert answer_for([(1.0, 1), (1.0, 2), (1.0, 3)], POL, rng, all_tie="tie") == ({"verdict": "tie"}, "tie")
+    # A person marks some of the acceptable others, not all: at a rate, about that share of them, never a bad one.
+    marks = [answer_for([(0.95, 1), (1.0, 2), (0.9, 3), (0.2, 4)], POL, rng, also_good="0.3")[0]["also_good"]
+             for _ in range(2000)]
+    share = sum(len(m) for m in marks) / (2 * len(marks))
+    assert 0.27 < share < 0.33 and not any(4 in m or 2 in m for m in marks)
+    assert answer_for([(0.95, 1), (1.0, 2), (0.2, 3)], POL, rng, also_good="0")[0] == {"candidate_id": 2}
     body, kind = answer_for([(0.1, 1), (0.1, 2), (0.1, 3)], POL, rng, noise=1.0)
     assert kind == "choice noisy" and body["candidate_id"] in (1, 2, 3)

@@ -28,8 +28,12 @@ TIE = 1e-4  # log-prob differences below this are numerical noise, not a prefere
 # Held-out clicks are few (6-9 held-out inputs after a first round of 65 clicks, ~33 after a third) and noisy: once
 # the served model is good, two of its three candidates often please the annotator alike and the click between them
 # is a coin flip. A strict "accuracy must not fall" rejected versions the judge scored far better (89% good vs 68%)
-# for 11 vs 13 of 15 pairs. So a candidate is "worse" only when a paired sign test says so at this level.
+# for 11 vs 13 of 15 pairs. So a candidate is "worse" only when a paired test says so at this level.
 WORSE_P = 0.05
+# The pairs of one click share its chosen text, so they are not independent: the test resamples held-out inputs,
+# not pairs (a paired randomization test by input). Exact up to this many inputs that differ, else this many draws.
+EXACT_INPUTS = 16
+DRAWS = 20_000
 # "No better" (accuracy and margin both no higher than the parent's) is asked only of this many held-out pairs or
 # more. Below it the accuracy's standard error is over 0.05 (0.11 on the ~20 pairs of a first 67-click round), and
 # the rule kept out versions the loop measured far better (56.2% good vs 38.3%, docs/BENCHMARKS.md); fewer pairs
@@ -43,6 +47,28 @@ def sign_test(worse: int, better: int) -> float:
 
     n = worse + better
     return sum(comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
+
+
+def flip_test(differences: list[float], *, seed: int = 0) -> float:
+    """One-sided paired randomization test by input: the chance, if candidate and parent were exchangeable within
+    each input, of a total difference as low as the one seen (each input's difference flips sign with chance 1/2).
+
+    A percentile bootstrap over inputs was the other way to resample by input; with few inputs it is far too sure
+    (two inputs that both went the parent's way give p = 0 there, 0.25 here), and the gate's inputs are few."""
+    import itertools
+    import random
+
+    values = [d for d in differences if abs(d) > TIE]
+    if not values:
+        return 1.0
+    seen = sum(values) + TIE  # the tolerance keeps a flip equal to what was seen (in floats) counted as "as low"
+    if len(values) <= EXACT_INPUTS:
+        signs = itertools.product((1, -1), repeat=len(values))
+        totals = [sum(s * v for s, v in zip(sign, values, strict=True)) for sign in signs]
+        return sum(t <= seen for t in totals) / len(totals)
+    rng = random.Random(seed)
+    low = sum(sum(v if rng.random() < 0.5 else -v for v in values) <= seen for _ in range(DRAWS))
+    return (low + 1) / (DRAWS + 1)
 
 
 def pair_logps(model: LoadedModel, pairs: list[dict], *, max_length: int | None) -> tuple[list[float], list[float]]:
@@ -183,6 +209,7 @@ def evaluate_version(
         # The pairs each model ranks right and the other wrong: what a paired test of "worse" looks at.
         metrics["heldout_candidate_only"] = sum(c > p for c, p in pairs)
         metrics["heldout_parent_only"] = sum(p > c for c, p in pairs)
+        metrics.update(differences_by_input(heldout_pairs, pairs))
     else:
         metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
 
@@ -202,6 +229,24 @@ def evaluate_version(
     return {**metrics, "passed": not reasons, "reasons": reasons}
 
 
+def differences_by_input(heldout_pairs: list[dict], rights: list[tuple[float, float]]) -> dict:
+    """Per held-out input, the pairs the candidate ranks right minus those the parent does; the test on them."""
+    by_input: dict[str, float] = {}
+    for pair, (c, p) in zip(heldout_pairs, rights, strict=True):
+        by_input[pair["input"]] = by_input.get(pair["input"], 0.0) + c - p
+    differences = sorted(by_input.values())  # kept (without the texts) so the test can be replayed from a run
+    return {"heldout_inputs": len(differences), "heldout_differences": differences,
+            "heldout_p_worse": flip_test(differences)}
+
+
+def p_worse(m: dict) -> tuple[float, str]:
+    """The gate's p-value for "the candidate is worse", and the test's name (runs gated before the test by input
+    recorded only the pair counts: those are read with the sign test over pairs they were gated with)."""
+    if m.get("heldout_p_worse") is not None:
+        return m["heldout_p_worse"], f"paired randomization test over {m.get('heldout_inputs')} inputs"
+    return sign_test(m["heldout_parent_only"], m["heldout_candidate_only"]), "sign test over pairs"
+
+
 def distinct_drop(candidate: dict[str, float], parent: dict[str, float]) -> dict:
     """The parent's expected distinct minus the candidate's, paired by input, with its standard error."""
     both = [text for text in candidate if text in parent]
@@ -217,12 +262,12 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
     if m.get("accuracy_candidate") is not None:
         acc_c, acc_p = m["accuracy_candidate"], m["accuracy_parent"]
         better, worse = m["heldout_candidate_only"], m["heldout_parent_only"]
-        p_worse = sign_test(worse, better)
-        if p_worse < WORSE_P:
+        p, test = p_worse(m)
+        if p < WORSE_P:
             reasons.append(
                 f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}; the parent ranks {worse} "
                 f"held-out pairs right that the candidate gets wrong, against {better} the other way "
-                f"(one-sided sign test p = {p_worse:.3f} < {WORSE_P})"
+                f"(one-sided {test}, p = {p:.3f} < {WORSE_P})"
             )
         elif (m.get("heldout_pairs", 0) >= BETTER_MIN_PAIRS and acc_c <= acc_p
               and m["margin_candidate"] <= m["margin_parent"]):
@@ -281,10 +326,10 @@ def why_passed(m: dict) -> str:
         held = "no held-out pairs to compare on"
     else:
         worse, better = m["heldout_parent_only"], m["heldout_candidate_only"]
+        p, test = p_worse(m)
         held = (f"held-out accuracy {m['accuracy_candidate']:.2f} vs parent {m['accuracy_parent']:.2f} on "
-                f"{m['heldout_pairs']} pairs; a candidate is held back as worse only when a one-sided sign test says "
-                f"so at p < {WORSE_P}: {worse} pairs went the parent's way and {better} its own (p = "
-                f"{sign_test(worse, better):.2f})")
+                f"{m['heldout_pairs']} pairs; a candidate is held back as worse only when a one-sided {test} says "
+                f"so at p < {WORSE_P}: {worse} pairs went the parent's way and {better} its own (p = {p:.2f})")
         if m["heldout_pairs"] < BETTER_MIN_PAIRS:
             held += f"; 'no better' is judged from {BETTER_MIN_PAIRS} pairs on"
     return (f"{held}; samples healthy: fluency {m['fluency_candidate']:.2f} vs {m['fluency_parent']:.2f} nats/token, "

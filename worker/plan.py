@@ -112,18 +112,27 @@ def take_clicks(clicks: list[list[dict]], *, max_pairs: int) -> list[dict]:
 
 
 def evaluation_texts(train_pairs: list[dict], *, limit: int) -> list[str]:
-    """Inputs for the generation check after the held-out ones: pool prompts it never trained on, then training inputs.
+    """Inputs for the generation check after the held-out ones: the probe set's inputs and other pool prompts it
+    never trained on, then training inputs.
 
     Unseen inputs first: on the inputs it was just trained on, the sft term makes a model repeat its chosen answers,
-    and the diversity measured there reads lower than what annotators will see on new prompts."""
+    and the diversity measured there reads lower than what annotators will see on new prompts. The probe inputs lead
+    because they stay the same from run to run: every version of a lineage is checked on them, as it is shown on
+    them side by side."""
+    from app.versions.probes import current_probes
+
     trained = list(dict.fromkeys(p["input"] for p in train_pairs))
-    seen, unseen = set(trained), []
+    seen = set(trained)
+    probes = current_probes()
+    unseen = [text for text in dict.fromkeys(probes.inputs if probes else []) if text not in seen][:limit]
+    seen.update(unseen)
     # Streamed, not a NOT IN list: the training inputs can outnumber a database's bound parameters.
     for text in db.session.scalars(db.select(Prompt.text).order_by(Prompt.id).execution_options(yield_per=500)):
         if len(unseen) >= limit:
             break
         if text not in seen:
             unseen.append(text)
+            seen.add(text)
     return (unseen + trained)[:limit]
 
 
