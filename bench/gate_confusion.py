@@ -9,7 +9,9 @@ difference paired by measured input with its standard error, and the gate's verd
 are "within noise". Then the same versions under other rules, replayed on the numbers the gate recorded (runs made
 before bench/loop.py kept them are left out of the replay): "before", the fixed distinct line of 2.5 without the
 relative rule, and "after", the relative rule without the line: at 1 standard error of the paired drop (the
-issue's wording) and at 8 (the default). A replay
+issue's wording) and at 8 (the default); and the test of "worse" on held-out pairs as it was (a sign test over
+pairs) and as it is (a randomization test by input), on versions whose gate recorded the per-input differences,
+with the diversity rule at its default. A replay
 changes only the verdict on that version: after a different verdict the loop would have gone on from another
 parent, which no replay can show.
 """
@@ -29,6 +31,9 @@ RULES = {
     "before (distinct >= 2.5)": {"min_distinct": 2.5, "max_distinct_drop_se": None},
     "relative, 1 SE (the issue's wording)": {"min_distinct": 0.0, "max_distinct_drop_se": 1.0},
     "after: relative, 8 SE (the default)": {"min_distinct": 0.0, "max_distinct_drop_se": 8.0},
+    "worse: sign test over pairs (before)": {"min_distinct": 0.0, "max_distinct_drop_se": 8.0, "worse_by": "pairs"},
+    "worse: randomization test by input (after)": {"min_distinct": 0.0, "max_distinct_drop_se": 8.0,
+                                                   "worse_by": "inputs"},
 }
 BASE_GATE = {"max_fluency_drop": 1.0, "max_length_ratio": 2.5}
 
@@ -59,6 +64,11 @@ def replay(version: dict, rule: dict) -> str | None:
     m = version["metrics"]
     if not m or "distinct_drop" not in m:
         return None
+    if rule.get("worse_by"):
+        if m.get("heldout_p_worse") is None and m.get("accuracy_candidate") is not None:
+            return None  # gated before the test by input: both tests are replayed on the same versions only
+        if rule["worse_by"] == "pairs":
+            m = {k: v for k, v in m.items() if k != "heldout_p_worse"}
     env = version["env"]
     gate = BASE_GATE | {"max_fluency_drop": float(env.get("GATE_MAX_FLUENCY_DROP", 1.0)),
                         "max_length_ratio": float(env.get("GATE_MAX_LENGTH_RATIO", 2.5))} | rule

@@ -7,13 +7,13 @@ import torch
 
 from app.lm.scoring import completion_logps
 from worker.evaluation import (
+    differences_by_input,
     distinct_drop,
     evaluate_version,
     expected_distinct,
+    flip_test,
     gate_reasons,
     mean_and_se,
-    differences_by_input,
-    flip_test,
     sign_test,
 )
 

@@ -28,8 +28,23 @@ def test_versions_pair_by_input_and_replay_the_distinct_rules():
     rows = versions(result)
     assert [(r["gate"], r["measured"]) for r in rows] == [("rejected", "better"), ("promoted", "worse")]
     assert abs(rows[0]["delta"] - 2 / 3) < 1e-9 and rows[0]["se"] == 0.0
-    before, one_se, after = RULES.values()
+    before, one_se, after, by_pairs, by_inputs = RULES.values()
     # The fixed line keeps out the better version for its 2.3 distinct; the relative rules let it through.
     assert replay(rows[0], before) == "rejected" and replay(rows[0], after) == replay(rows[0], one_se) == "promoted"
     assert confusion(rows, lambda r: replay(r, after)) == {("promoted", "better"): 1, ("promoted", "worse"): 1}
     assert replay(rows[0] | {"metrics": {"distinct_candidate": 2.0}}, after) is None  # recorded before the rule
+
+
+def test_the_worse_test_is_replayed_both_ways_on_versions_that_recorded_it():
+    """Seven pairs against from three clicks: the sign test over pairs kept the version out, the test by input
+    lets it through; a version gated before the per-input differences were recorded is left out of both."""
+    rules = list(RULES.values())
+    by_pairs, by_inputs = rules[3], rules[4]
+    m = HEALTHY | {"distinct_candidate": 2.9, "distinct_parent": 2.9, "distinct_drop": 0.0, "distinct_drop_se": 0.01,
+                   "heldout_candidate_only": 0, "heldout_parent_only": 7, "heldout_inputs": 3,
+                   "heldout_p_worse": 0.125, "accuracy_candidate": 0.3}
+    row = {"metrics": m, "env": {}}
+    assert replay(row, by_pairs) == "rejected" and replay(row, by_inputs) == "promoted"
+    old = {k: v for k, v in m.items() if k != "heldout_p_worse"}
+    old_row = {"metrics": old, "env": {}}
+    assert replay(old_row, by_pairs) is None and replay(old_row, by_inputs) is None
