@@ -325,3 +325,29 @@ def test_the_leaderboard_is_computed_again_only_when_votes_change(app, annotator
         b = create_battle(user_id=annotator["id"], input_text="Two.")
         record_vote(user_id=annotator["id"], battle_id=b.id, candidate_id=b.candidates[0].id, verdict=None)
         assert standings()["votes"] == 2 and len(calls) == 2
+
+
+def test_a_battle_past_the_wait_bound_is_refused_and_spends_nothing(app, client, annotator, two_versions,
+                                                                    monkeypatch):
+    """Issue 28: battles sample under the same bound as comparisons (they sampled without it): a 503 with
+    Retry-After, nothing stored, no generation budget spent; each version's batch is kept on the battle."""
+    from app.lm import sampling
+    from app.platform.extensions import db
+    from app.tables import ArenaBattle
+
+    monkeypatch.setitem(sampling._NOW, "pace", None)
+    app.config["GENERATION_LIMIT"] = "2 per minute"
+    first = battle(client, annotator)  # times a batch
+    with app.app_context():
+        stored = db.session.get(ArenaBattle, first["id"])
+        assert set(stored.settings["batches"]) == {"1", "2"}
+        assert all(b["size"] == 1 and b["offset"] == 0 for b in stored.settings["batches"].values())
+    client.post(f"/api/arena/battles/{first['id']}/vote", json={"verdict": "tie"}, headers=annotator["headers"])
+    app.config["MAX_WAIT_SECONDS"] = 1e-6
+    for _ in range(3):
+        res = client.post("/api/arena/battles", json={"prompt": "Call Ana at 9."}, headers=annotator["headers"])
+        assert res.status_code == 503 and res.headers["Retry-After"] == "1" and "busy" in res.json["error"]
+    with app.app_context():
+        assert db.session.query(ArenaBattle).count() == 1
+    app.config["MAX_WAIT_SECONDS"] = 10.0
+    assert battle(client, annotator)["id"] != first["id"]  # the second of two: the refusals spent nothing

@@ -241,3 +241,33 @@ def test_a_request_past_the_wait_bound_gets_a_503_with_retry_after_and_stores_no
     assert again.status_code == 201 and again.json["id"] != first.json["id"]
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Comparison)) == 2
+
+
+def test_a_refused_request_spends_no_generation_budget_and_the_buffer_still_serves(app, client, admin, annotator,
+                                                                                   monkeypatch):
+    """Issue 28: a request the sampler refuses (503) used to count against GENERATION_LIMIT first, so an annotator
+    waiting out a busy model ran into a 429. Now it is refused before the budget is spent; and a pool request is
+    refused only when the prefetched buffer is empty too (a busy sampler need not stop the buffer)."""
+    from app.annotation.comparisons import generate_comparisons, next_pool_prompts
+    from app.lm import sampling
+    from app.versions.serving import get_holder
+
+    monkeypatch.setitem(sampling._NOW, "pace", None)
+    post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(5)]})
+    app.config["GENERATION_LIMIT"] = "2 per minute"
+    first = post(client, "/api/comparisons", annotator)  # times a batch; one of two spent
+    assert first.status_code == 201
+    post(client, f"/api/comparisons/{first.json['id']}/answer", annotator, {"verdict": "skip"})
+    app.config["MAX_WAIT_SECONDS"] = 1e-6  # every request that must sample is now refused
+    for body in ({}, {}, {"prompt": "Book a room for Ana at 9."}, {}):
+        refused = post(client, "/api/comparisons", annotator, body)
+        assert refused.status_code == 503, refused.json  # not 429: refusals spent nothing
+    with app.app_context():  # the prefetcher puts one in the buffer
+        [prompt] = next_pool_prompts()
+        generate_comparisons(loaded=get_holder(app).current(), inputs=[(prompt.text, prompt.id)], user_id=None)
+        db.session.commit()
+    buffered = post(client, "/api/comparisons", annotator)
+    assert buffered.status_code == 201  # the second of two: from the buffer, the sampler still busy
+    post(client, f"/api/comparisons/{buffered.json['id']}/answer", annotator, {"verdict": "skip"})
+    app.config["MAX_WAIT_SECONDS"] = 10.0
+    assert post(client, "/api/comparisons", annotator).status_code == 429  # the budget is two, and both were used

@@ -15,7 +15,7 @@ from app.accounts.security import limit_generation
 from app.annotation.gold import claim_gold
 from app.annotation.task import current_task
 from app.lm.sampling import sampling_settings
-from app.platform.exceptions import BadInput, PoolEmpty
+from app.platform.exceptions import BadInput, Busy, PoolEmpty
 from app.platform.extensions import db
 from app.platform.validation import clean_text
 from app.tables import Candidate, Comparison, Flag, ModelVersion, Preference, Prompt, TaskRevision, utcnow
@@ -25,6 +25,34 @@ from app.versions.serving import get_holder
 def generation_settings() -> dict:
     """The sampling settings in force, recorded on every comparison."""
     return sampling_settings(current_app.config)
+
+
+def waiting_bound(waiting: bool) -> dict:
+    """sample_coalesced's bound on a request someone waits for (none for the prefetcher, which waits its turn)."""
+    cfg = current_app.config
+    return {"max_wait": cfg["MAX_WAIT_SECONDS"], "slots": cfg["SAMPLING_SLOTS"]} if waiting else {}
+
+
+def refuse_if_busy(*, buffered=None) -> None:
+    """Before a request spends its generation budget: refuse it (Busy, 503) if the sampler would refuse it now, so
+    that a refused request costs the annotator nothing. `buffered`: for a request that would take a prefetched one
+    if there is any, a function saying whether there is; it is asked only when the sampler is full."""
+    from app.lm.sampling import check_room
+
+    try:
+        check_room(1, **waiting_bound(True))
+    except Busy:
+        if buffered is not None and buffered():
+            return
+        raise
+
+
+def buffered_now() -> bool:
+    """Whether the serving version has a prefetched comparison under the task revision in force."""
+    from app.versions.buffer import ready_count
+
+    loaded = get_holder(current_app._get_current_object()).current()
+    return ready_count(loaded.version_id, current_task().id) > 0
 
 
 def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None,
@@ -46,9 +74,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         # each would otherwise sample alone, at about twice the cost per comparison.
         results, seed, offset, size = sample_coalesced(
             loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
-            max_wait=current_app.config["MAX_WAIT_SECONDS"] if waiting else None,
-            slots=current_app.config["SAMPLING_SLOTS"] if waiting else None,
-            **settings | ({"n": active} if active else {}))
+            **waiting_bound(waiting), **settings | ({"n": active} if active else {}))
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
     if active:
@@ -148,10 +174,12 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
     the same one, so nobody can claim the prefetched buffer or the pool faster than they answer."""
     if input_text is None and (pending := pending_comparison(user_id=user_id, pool_only=True)) is not None:
         return shown(load_comparison(pending.id))
+    if input_text is not None:
+        text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
+    refuse_if_busy(buffered=buffered_now if input_text is None else None)
     limit_generation(user_id=user_id)
     loaded = get_holder(current_app._get_current_object()).current()
     if input_text is not None:
-        text = clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"])
         [comparison] = generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user_id, waiting=True)
     else:
         comparison = (

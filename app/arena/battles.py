@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
 from app.accounts.security import limit_generation
-from app.annotation.comparisons import generation_settings
+from app.annotation.comparisons import generation_settings, refuse_if_busy, waiting_bound
 from app.annotation.task import current_task
 from app.arena.matchups import battle_pair, battle_pairs
 from app.arena.ratings import fit_length_controlled, leaderboard, pair_counts
@@ -26,32 +26,38 @@ IN_USE = timedelta(minutes=10)
 
 
 def generate_battles(*, holder, pair: tuple[int, int], inputs: list[tuple[str, int | None]],
-                     user_id: int | None) -> list[ArenaBattle]:
+                     user_id: int | None, waiting: bool = False) -> list[ArenaBattle]:
     """One candidate per version for each (input, pool prompt id), each version sampled in one batched call.
 
     Each version samples with its own seed (the call's seed plus its place in the pair): with one shared seed two
     similar versions would write the same text more often than chance. Left and right are drawn per battle from
-    the call's seed, so they are random but reproducible."""
-    from app.lm.sampling import InputTooLong, sample_batch
+    the call's seed, so they are random but reproducible. Each version's call is batched with the other requests
+    of this process waiting for the same model (the batch's seed, this call's offset and the batch size are kept
+    per version, which reproduce its samples); `waiting`: someone waits for it, so it is refused (Busy) as a
+    comparison would be."""
+    from app.lm.sampling import InputTooLong, sample_coalesced
 
     settings = generation_settings() | {"n": 1}
     seed = random.SystemRandom().randrange(2**31)
-    sampled = {}
+    sampled, batches = {}, {}
     system_prompt = current_task().system_prompt
     for place, version_id in enumerate(pair):
         loaded = holder.resident(version_id)
         prompts = [loaded.format_prompt(text, system_prompt=system_prompt) for text, _ in inputs]
         try:
-            results = sample_batch(loaded, model_prompts=prompts, seed=seed + place, **settings)
+            results, batch_seed, offset, size = sample_coalesced(loaded, model_prompts=prompts, seed=seed + place,
+                                                                 **waiting_bound(waiting), **settings)
         except InputTooLong as exc:
             raise BadInput(str(exc), status=413) from exc
+        batches[str(version_id)] = {"seed": batch_seed, "offset": offset, "size": size}
         sampled[version_id] = [(prompt, texts[0]) for prompt, (texts, _) in zip(prompts, results, strict=True)]
     battles = []
     for index, (text, prompt_id) in enumerate(inputs):
         order = list(pair)
         random.Random(seed + index).shuffle(order)
-        battle = ArenaBattle(prompt_id=prompt_id, input_text=text, settings=settings | {"batch_index": index},
-                             seed=seed, state="assigned" if user_id else "ready", user_id=user_id,
+        battle = ArenaBattle(prompt_id=prompt_id, input_text=text,
+                             settings=settings | {"batch_index": index, "batches": batches}, seed=seed,
+                             state="assigned" if user_id else "ready", user_id=user_id,
                              assigned_at=utcnow() if user_id else None)
         battle.candidates = [ArenaCandidate(position=pos, version_id=vid, model_prompt=sampled[vid][index][0],
                                             text=sampled[vid][index][1]) for pos, vid in enumerate(order)]
@@ -90,6 +96,13 @@ def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | 
     return None
 
 
+def has_ready(*, pairs: list[tuple[int, int]]) -> bool:
+    """Whether a prefetched battle of a current pair is waiting to be claimed."""
+    ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+                               .where(ArenaBattle.state == "ready").limit(50)).unique().all()
+    return any(battle_pair(b) in pairs for b in ready)
+
+
 def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle:
     """A battle on a typed input; else the user's unvoted one, a prefetched one, or a new one on a pool prompt."""
     if input_text is None and (pending := pending_battle(user_id=user_id)) is not None:
@@ -100,13 +113,16 @@ def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle
                        "pair on the versions page", 409)
     if input_text is not None:
         inputs = [(clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"]), None)]
+    # Before the budget is spent: a refused request costs the annotator nothing.
+    refuse_if_busy(buffered=None if input_text is not None else lambda: has_ready(pairs=pairs))
     limit_generation(user_id=user_id)
     if input_text is None:
         if (battle := claim_ready(user_id=user_id, pairs=pairs)) is not None:
             return battle
         inputs = pool_inputs(limit=1)
     holder = get_holder(current_app._get_current_object())
-    [battle] = generate_battles(holder=holder, pair=random.choice(pairs), inputs=inputs, user_id=user_id)
+    [battle] = generate_battles(holder=holder, pair=random.choice(pairs), inputs=inputs, user_id=user_id,
+                                waiting=True)
     db.session.commit()
     return load_battle(battle.id)
 

@@ -247,6 +247,13 @@ def _admit(prompts: int, *, max_wait: float | None, slots: int | None) -> None:
                    f"sampling. Try again in {retry} s.", retry_after=retry)
 
 
+def check_room(prompts: int, *, max_wait: float | None, slots: int | None) -> None:
+    """Raise Busy now if a request for `prompts` would be refused by sample_coalesced (which asks again when the
+    request comes): lets a caller refuse before it spends anything on the request, such as a generation budget."""
+    with _COALESCE:
+        _admit(prompts, max_wait=max_wait, slots=slots)
+
+
 def sample_coalesced(
     loaded: LoadedModel, *, model_prompts: list[str], seed: int, max_wait: float | None = None,
     slots: int | None = None, **settings
