@@ -6,7 +6,7 @@
   let shownAt = 0;     // when it appeared, for latency_ms
   let busy = false;    // one request at a time: a double click cannot vote twice
 
-  const { api, say } = window.prefloop;
+  const { api, patiently, say } = window.prefloop;
 
   function show(b) {
     current = b; shownAt = performance.now();
@@ -32,7 +32,7 @@
   async function fetchBattle(body) {
     if (busy) return; busy = true; say("Generating…");
     try {
-      const battle = await api("/api/arena/battles", body);
+      const battle = await patiently("/api/arena/battles", body);  // a busy model: wait, then ask again
       say(""); show(battle);  // show may say something of its own
       if (body.prompt) $("own-text").value = "";
     }
