@@ -127,15 +127,16 @@ def test_the_worse_test_resamples_inputs_not_pairs():
     assert flip_test([-2.0, -2.0, -2.0, -2.0, 1.0]) == pytest.approx(2 / 32)
 
 
-def test_the_worse_test_on_many_inputs_draws_and_is_repeatable():
-    """Past EXACT_INPUTS inputs the test draws sign patterns (a fixed seed): 30 inputs against and 10 for is worse;
-    20 each way is not; the same differences give the same p."""
-    from worker.evaluation import DRAWS
+def test_the_worse_test_is_exact_on_many_inputs():
+    """Forty inputs, 30 against and 10 for: the binomial tail, P(X >= 30) for X ~ Bin(40, 1/2); 20 each way is not
+    worse; ties (half a pair) count half; a difference that no pair counts can make is refused."""
+    from math import comb
 
-    worse = [-1.0] * 30 + [1.0] * 10
-    assert flip_test(worse) < 0.01 and flip_test(worse) == flip_test(worse)
-    assert flip_test([-1.0] * 20 + [1.0] * 20) > 0.4
-    assert flip_test([-1.0] * 40) == pytest.approx(1 / (DRAWS + 1))
+    assert flip_test([-1.0] * 30 + [1.0] * 10) == pytest.approx(sum(comb(40, k) for k in range(30, 41)) / 2**40)
+    assert flip_test([-1.0] * 20 + [1.0] * 20) > 0.5
+    assert flip_test([-0.5, -0.5]) == pytest.approx(0.25) and flip_test([-0.5, 1.0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        flip_test([-0.3])
 
 
 def test_held_out_pairs_are_summed_by_input_and_the_gate_says_which_test_it_used():

@@ -31,9 +31,7 @@ TIE = 1e-4  # log-prob differences below this are numerical noise, not a prefere
 # for 11 vs 13 of 15 pairs. So a candidate is "worse" only when a paired test says so at this level.
 WORSE_P = 0.05
 # The pairs of one click share its chosen text, so they are not independent: the test resamples held-out inputs,
-# not pairs (a paired randomization test by input). Exact up to this many inputs that differ, else this many draws.
-EXACT_INPUTS = 16
-DRAWS = 20_000
+# not pairs (a paired randomization test by input, flip_test).
 # "No better" (accuracy and margin both no higher than the parent's) is asked only of this many held-out pairs or
 # more. Below it the accuracy's standard error is over 0.05 (0.11 on the ~20 pairs of a first 67-click round), and
 # the rule kept out versions the loop measured far better (56.2% good vs 38.3%, docs/BENCHMARKS.md); fewer pairs
@@ -49,26 +47,31 @@ def sign_test(worse: int, better: int) -> float:
     return sum(comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
 
 
-def flip_test(differences: list[float], *, seed: int = 0) -> float:
+def flip_test(differences: list[float]) -> float:
     """One-sided paired randomization test by input: the chance, if candidate and parent were exchangeable within
     each input, of a total difference as low as the one seen (each input's difference flips sign with chance 1/2).
 
-    A percentile bootstrap over inputs was the other way to resample by input; with few inputs it is far too sure
-    (two inputs that both went the parent's way give p = 0 there, 0.25 here), and the gate's inputs are few."""
-    import itertools
-    import random
+    Exact: a pair counts 0, 1/2 or 1 for each model, so every difference is a multiple of 1/2, and the distribution
+    of the flipped total is a convolution over those steps. A percentile bootstrap over inputs was the other way to
+    resample by input; with few inputs it is far too sure (two inputs that both went the parent's way give p = 0
+    there, 0.25 here), and the gate's inputs are few."""
+    import numpy as np
 
-    values = [d for d in differences if abs(d) > TIE]
-    if not values:
+    halves = [d * 2 for d in differences if abs(d) > TIE]
+    steps = [round(abs(h)) for h in halves]
+    if any(abs(abs(h) - k) > 1e-6 for h, k in zip(halves, steps, strict=True)):
+        raise ValueError(f"held-out differences are multiples of 1/2, got {differences}")
+    if not steps:
         return 1.0
-    seen = sum(values) + TIE  # the tolerance keeps a flip equal to what was seen (in floats) counted as "as low"
-    if len(values) <= EXACT_INPUTS:
-        signs = itertools.product((1, -1), repeat=len(values))
-        totals = [sum(s * v for s, v in zip(sign, values, strict=True)) for sign in signs]
-        return sum(t <= seen for t in totals) / len(totals)
-    rng = random.Random(seed)
-    low = sum(sum(v if rng.random() < 0.5 else -v for v in values) <= seen for _ in range(DRAWS))
-    return (low + 1) / (DRAWS + 1)
+    low = -sum(steps)  # the total with every sign against: index 0 of the distribution below
+    dist = np.ones(1)
+    for k in steps:
+        grown = np.zeros(len(dist) + 2 * k)
+        grown[: len(dist)] += dist / 2
+        grown[2 * k:] += dist / 2
+        dist = grown
+    seen = round(sum(halves))
+    return float(min(1.0, dist[: seen - low + 1].sum()))
 
 
 def pair_logps(model: LoadedModel, pairs: list[dict], *, max_length: int | None) -> tuple[list[float], list[float]]:
