@@ -271,3 +271,21 @@ def test_a_refused_request_spends_no_generation_budget_and_the_buffer_still_serv
     post(client, f"/api/comparisons/{buffered.json['id']}/answer", annotator, {"verdict": "skip"})
     app.config["MAX_WAIT_SECONDS"] = 10.0
     assert post(client, "/api/comparisons", annotator).status_code == 429  # the budget is two, and both were used
+
+
+def test_a_refused_typed_prompt_spends_no_typing_budget(app, client, annotator, monkeypatch):
+    """TYPED_PROMPT_LIMIT is counted in the view, before the service: a typed prompt the busy model refuses (503)
+    must not spend it either, or waiting out a busy model would end in a 429."""
+    from app.lm import sampling
+
+    monkeypatch.setitem(sampling._NOW, "pace", None)
+    app.config["TYPED_PROMPT_LIMIT"] = "1 per minute"
+    app.config["MAX_WAIT_SECONDS"] = 1e-6
+    first = post(client, "/api/comparisons", annotator, {"prompt": "Call Ana at 9."})
+    assert first.status_code == 201  # no pace yet: served, and its batch timed; the one typed prompt of the minute
+    app.config["TYPED_PROMPT_LIMIT"] = "2 per minute"
+    post(client, f"/api/comparisons/{first.json['id']}/answer", annotator, {"verdict": "skip"})
+    for _ in range(3):
+        assert post(client, "/api/comparisons", annotator, {"prompt": "Book room 4 at noon."}).status_code == 503
+    app.config["MAX_WAIT_SECONDS"] = 10.0
+    assert post(client, "/api/comparisons", annotator, {"prompt": "Book room 4 at noon."}).status_code == 201

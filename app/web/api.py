@@ -69,6 +69,7 @@ def create_comparison():
     if body.prompt is not None:
         # Checked first: an input the model cannot take is refused without counting against the typing limit.
         comparisons.check_typed_input(body.prompt)
+        comparisons.refuse_if_busy()  # a typed prompt always samples: a busy model refuses it before it is counted
         limit_typed_prompts()
     # The id is read once: after the service commits, reading it from the user again costs a reload (a round trip).
     user_id = acting_user().id
@@ -227,6 +228,7 @@ def create_battle():
     """A blind battle of two versions on a typed prompt (rate-limited per user), else your pending or a pool one."""
     body = s.parse(a.NewBattle, json_body())
     if body.prompt is not None:
+        comparisons.refuse_if_busy()  # as for a typed comparison: refused before it is counted
         limit_typed_prompts()
     return a.battle_body(battles.create_battle(user_id=acting_user().id, input_text=body.prompt)), 201
 
