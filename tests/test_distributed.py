@@ -43,7 +43,8 @@ def launched(folder_prefix: str = "dpo-processes-") -> list[int]:
 
 def test_two_processes_take_the_same_seq2seq_steps_as_one(starter_dir):
     """The seq2seq loop on two processes: each scores half of every batch and the gradients are summed, so the
-    trained weights are the one-process weights (to float rounding) and the logged losses match step by step."""
+    trained weights are the one-process weights (to float rounding, which Adam amplifies where a gradient is near
+    zero) and the logged losses match step by step."""
     from worker.distributed import train_in_processes
     from worker.training import train_seq2seq
 
@@ -56,14 +57,23 @@ def test_two_processes_take_the_same_seq2seq_steps_as_one(starter_dir):
                                              **step)
     assert one_summary["steps"] == two_summary["steps"] == 3 and [r[0] for r in logged] == [1, 2, 3]
     for a, b in zip(one_summary["history"], two_summary["history"], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        # Two processes sum the halves' gradients in another order, and Adam divides by the root of tiny second
+        # moments, so float rounding grows over steps: 5e-5 on a loss of 0.61 at step 3 was seen (1e-5 was too tight).
+        assert a["loss"] == pytest.approx(b["loss"], abs=5e-4)
         assert a["reward_accuracy"] == pytest.approx(b["reward_accuracy"], abs=1e-6)
     first, second = one.state_dict(), two.state_dict()
     assert first.keys() == second.keys()
-    worst = max((first[k] - second[k]).abs().max().item() for k in first)
-    assert worst < 1e-4, worst
-    # and they moved (not two untrained copies that agree)
+    # Adam steps by about lr x sign(gradient) where a gradient is near zero, so a rounding difference there moves a
+    # weight by up to lr a step: on one machine 171 of 332,672 weights (0.05%) differed by over 1e-4 (at most 2e-3).
+    # The steps are the same when nearly every weight agrees and the differences are tiny beside how far they moved.
+    import torch
+
     start = type(one).from_pretrained(str(starter_dir["t5"])).state_dict()
+    diff = torch.cat([(first[k] - second[k]).abs().flatten().float() for k in first])
+    moved = torch.cat([(first[k] - start[k]).abs().flatten().float() for k in first])
+    assert (diff > 1e-4).float().mean().item() < 0.005, (diff > 1e-4).sum().item()
+    assert diff.mean().item() < 0.01 * moved.mean().item(), (diff.mean().item(), moved.mean().item())
+    # and they moved (not two untrained copies that agree)
     assert max((start[k] - second[k]).abs().max().item() for k in start) > 1e-3
     assert launched() == []
 
