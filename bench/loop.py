@@ -236,9 +236,10 @@ def answer_for(scored: list[tuple[float, int]], judge: Judge, rng: random.Random
     if len(best) == len(scored) and all_tie == "tie":
         return {"verdict": "tie"}, "tie"
     body: dict = {"candidate_id": rng.choice(best)}
-    rate = {"none": 0.0, "accept": 1.0}.get(also_good) if also_good in ("none", "accept") else float(also_good)
+    rate = float({"none": 0, "accept": 1}.get(also_good, also_good))
     if rate:
         marked = [cid for sc, cid in scored if cid != body["candidate_id"] and sc >= judge.accept]
+        # "accept" draws nothing from rng, so runs made before the rate existed replay the same clicks.
         body["also_good"] = [cid for cid in marked if rate >= 1 or rng.random() < rate]
     return body, "choice"
 

@@ -79,13 +79,7 @@ def pool_inputs(*, limit: int) -> list[tuple[str, int]]:
 def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | None:
     """Atomically take one prefetched battle of a current pair, or None."""
     retire_ready(pairs=pairs)
-    ready = db.session.scalars(
-        select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
-        .where(ArenaBattle.state == "ready").order_by(ArenaBattle.id).limit(20)
-    ).unique().all()
-    for battle in ready:
-        if battle_pair(battle) not in pairs:
-            continue
+    for battle in ready_battles(pairs=pairs, limit=20):
         won = db.session.execute(
             update(ArenaBattle).where(ArenaBattle.id == battle.id, ArenaBattle.state == "ready")
             .values(state="assigned", user_id=user_id, assigned_at=utcnow())
@@ -96,11 +90,13 @@ def claim_ready(*, user_id: int, pairs: list[tuple[int, int]]) -> ArenaBattle | 
     return None
 
 
-def has_ready(*, pairs: list[tuple[int, int]]) -> bool:
-    """Whether a prefetched battle of a current pair is waiting to be claimed."""
-    ready = db.session.scalars(select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
-                               .where(ArenaBattle.state == "ready").limit(50)).unique().all()
-    return any(battle_pair(b) in pairs for b in ready)
+def ready_battles(*, pairs: list[tuple[int, int]], limit: int) -> list[ArenaBattle]:
+    """Prefetched battles of the current pairs among the `limit` oldest ready ones."""
+    ready = db.session.scalars(
+        select(ArenaBattle).options(joinedload(ArenaBattle.candidates))
+        .where(ArenaBattle.state == "ready").order_by(ArenaBattle.id).limit(limit)
+    ).unique().all()
+    return [b for b in ready if battle_pair(b) in pairs]
 
 
 def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle:
@@ -114,7 +110,7 @@ def create_battle(*, user_id: int, input_text: str | None = None) -> ArenaBattle
     if input_text is not None:
         inputs = [(clean_text(input_text, field="prompt", max_chars=current_app.config["MAX_INPUT_CHARS"]), None)]
     # Before the budget is spent: a refused request costs the annotator nothing.
-    refuse_if_busy(buffered=None if input_text is not None else lambda: has_ready(pairs=pairs))
+    refuse_if_busy(buffered=None if input_text is not None else lambda: bool(ready_battles(pairs=pairs, limit=50)))
     limit_generation(user_id=user_id)
     if input_text is None:
         if (battle := claim_ready(user_id=user_id, pairs=pairs)) is not None:
