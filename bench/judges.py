@@ -57,6 +57,10 @@ _FRAME = r"(?:(?:could|would|can|will) you (?:please |kindly )?|please )"
 _NOT_A_VERB = ("you", "i", "i'm", "the", "my", "your", "our", "a", "an", "never", "not", "don't", "where", "why",
                "who", "what", "is", "are", "nobody", "first", "it", "this", "that")
 _SPLICE = re.compile(rf"\b{_FRAME}(?:{'|'.join(re.escape(w) for w in _NOT_A_VERB)})\b")
+# After "please" or "kindly" a request's verb follows; "need", "must" and the like never do ("could you please need
+# the invoice"), although "would you need ..." and "will you need ..." are questions, so the plain frame passes them.
+_AFTER_PLEASE = ("need", "needs", "must", "should", "was", "were", "has", "wants", "want")
+_PLEASE_SPLICE = re.compile(rf"\b(?:please|kindly) (?:{'|'.join(_AFTER_PLEASE)})\b")
 
 
 def words(text: str) -> list[str]:
@@ -90,7 +94,8 @@ def well_formed(text: str, *, truncated: bool = False) -> bool:
 def spliced(text: str) -> bool:
     """A polite frame around words that cannot follow it ("could you please you never ..."), or a threat and a
     polite marker in one sentence ("I'm not asking twice, please.")."""
-    if _SPLICE.search(" ".join(words(text))):
+    joined = " ".join(words(text))
+    if _SPLICE.search(joined) or _PLEASE_SPLICE.search(joined):
         return True
     return any(has_threat(sentence) and polite_markers(sentence) for sentence in re.split(r"[.!?]+", text))
 

@@ -234,6 +234,65 @@ def test_lora_run_saves_a_merged_plain_checkpoint(app, arch, monkeypatch):
     assert len(sample_candidates(loaded, model_prompt=loaded.format_prompt("Send the report now."), n=3)[0]) == 3
 
 
+def test_a_kto_run_learns_from_every_answer_all_bad_included(app, monkeypatch):
+    """TRAIN_LOSS=kto: TRL's KTOTrainer trains on each candidate labelled (the pick good, the rest bad) and on all
+    three candidates of an "all bad" answer as bad, which DPO drops; those become less likely than under the starter,
+    and the held-out pairs still gate the version."""
+    from app.accounts.users import create_user
+    from app.annotation.answers import record_answer
+    from app.dataset.clicks import choice_preferences
+    from app.dataset.pairs import kto_rows
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.scoring import completion_logps
+    from app.platform.extensions import db
+    from app.tables import TrainingRun
+    from app.versions.serving import get_holder
+    from worker.dpo import run_dpo
+
+    app.config["MAX_NEW_TOKENS"] = 40
+    ids = collect_clicks(app, monkeypatch, n_prompts=12)
+    with app.app_context():
+        user, _, _ = create_user(name="strict", role="annotator", password="pw")
+        loaded = get_holder(app).current()
+        for text in ("Tell me the time.", "Bring the ladder back.", "Stop calling so late."):
+            [comparison] = comparisons.generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user.id)
+            db.session.commit()
+            pref, _ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=None,
+                                    verdict="all_bad")
+            ids.append(pref.id)
+        bad = [row for click in choice_preferences(verdicts=("all_bad",)) for row in kto_rows(click)]
+    run_id = create_run(app, ids, loss="kto", lr=5e-4, epochs=3, gate={"eval_prompts": 4})
+    with app.app_context():
+        run_dpo(run_id)
+        run = db.session.get(TrainingRun, run_id)
+        assert run.status in ("succeeded", "rejected"), run.error
+        manifest = json.loads((Path(app.config["MODEL_STORE"]) / "2" / "manifest.json").read_text())
+        snap = manifest["snapshot"]
+        assert manifest["training"]["loss_type"] == ["kto"] and manifest["training"]["loss_weights"] == [1.0]
+        # Three rows per trained click, three more per "all bad" answer whose input is not held out.
+        held = set(snap["heldout_inputs"])
+        all_bad_rows = sum(3 for r in bad[::3] if r["input"] not in held)
+        assert all_bad_rows >= 6 and snap["kto_rows"] == 3 * snap["train_clicks"] + all_bad_rows
+        assert snap["kto_bad_rows"] == 2 * snap["train_clicks"] + all_bad_rows  # no also-fine marks here
+        assert run.metrics["heldout_pairs"] > 0
+        # What it learnt, on its own training rows: the "all bad" answers fell, and the picks rose against the rest.
+        trained_bad = [r for r in bad if r["input"] not in held]
+        picked = [r for c in choice_preferences() if c.input_text not in held for r in kto_rows(c)]
+
+        def moved(rows):
+            prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
+            store = Path(app.config["MODEL_STORE"])
+            before, after = (completion_logps(load_checkpoint(str(store / v), device="cpu"), prompts, completions)[0]
+                             for v in ("1", "2"))
+            return [a - b for a, b in zip(after, before, strict=True)]
+
+        assert sum(moved(trained_bad)) < 0
+        change = moved(picked)
+        good = [d for d, r in zip(change, picked, strict=True) if r["label"]]
+        rest = [d for d, r in zip(change, picked, strict=True) if not r["label"]]
+        assert sum(good) / len(good) > sum(rest) / len(rest), (good, rest)
+
+
 def test_a_failing_run_is_marked_failed_with_its_error(app):
     from app.platform.extensions import db
     from app.tables import TrainingRun

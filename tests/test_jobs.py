@@ -123,6 +123,16 @@ def test_unknown_run_is_404(queue_app, client, admin):
     assert client.get("/api/training-runs/nope", headers=admin["headers"]).status_code == 404
 
 
+@pytest.mark.parametrize("arch", ["t5"])
+def test_kto_on_an_encoder_decoder_model_is_refused_before_it_queues(app, client, admin):
+    """TRL's KTOTrainer is decoder-only: a Retrain under TRAIN_LOSS=kto with T5 serving is a clear 409, no run."""
+    app.config["TRAIN_LOSS"] = "kto"
+    response = client.post("/api/training-runs", json={}, headers=admin["headers"])
+    assert response.status_code == 409 and "decoder-only" in response.json["error"], response.json
+    with app.app_context():
+        assert db.session.query(TrainingRun).count() == 0
+
+
 def test_redis_down_retrain_is_503_and_annotation_keeps_working(app, client, admin):
     """Nothing listens on the port: Retrain answers 503 with a reason; clicks and export still work."""
     from harness.live import free_port

@@ -60,3 +60,37 @@ def train_both_and_learn(starter_dir, spec, *, loss_type: list[str]) -> None:
         _, _, summary = train(init_path=str(starter_dir[arch]), pairs=rows, spec=spec, loss_type=loss_type,
                               loss_weights=[1.0])
         assert summary["steps"] >= 2 and summary["loss_last"] < summary["loss_first"], (arch, summary)
+
+
+def test_kto_is_refused_where_it_cannot_train(app, starter_dir, monkeypatch):
+    """TRAIN_LOSS=kto: only from the starter (no sft term to hold an active start), only on decoder-only models, and
+    only with two answers a step and both labels; each a clear error, before anything trains."""
+    from dataclasses import replace
+
+    import pytest
+
+    from app.platform.config import Config
+    from app.training.jobs import training_config
+    from app.training.spec import TrainingSpec
+    from worker.plan import training_plan
+    from worker.training import kto_trainer, train_seq2seq
+
+    monkeypatch.setenv("TRAIN_LOSS", "kto")
+    monkeypatch.setenv("TRAIN_START", "active")
+    with pytest.raises(ValueError, match="TRAIN_START=base"):
+        Config()
+    with app.app_context():
+        spec = replace(TrainingSpec.from_dict(training_config()), loss="kto")
+    parent, base = types.SimpleNamespace(id=2), types.SimpleNamespace(id=1)
+    assert training_plan(spec, parent=parent, base=base) == (base, ["kto"], [1.0])  # no sft term beside it
+    with pytest.raises(ValueError, match="TRAIN_START=base"):
+        training_plan(replace(spec, start="active"), parent=parent, base=base)
+    rows = [{"prompt": "p", "completion": " c", "label": True}]
+    with pytest.raises(ValueError, match="decoder-only"):
+        train_seq2seq(init_path=str(starter_dir["t5"]), pairs=rows, spec=spec, loss_type=["kto"], loss_weights=[1.0])
+    with pytest.raises(ValueError, match="at least 2 answers"):
+        kto_trainer(model=None, ref_model=None, tokenizer=None, peft_config=None, rows=rows,
+                    args={"per_device_train_batch_size": 1}, seed=0, config_cls=None, trainer_cls=None)
+    with pytest.raises(ValueError, match="good and bad answers"):
+        kto_trainer(model=None, ref_model=None, tokenizer=None, peft_config=None, rows=rows * 4,
+                    args={"per_device_train_batch_size": 4}, seed=0, config_cls=None, trainer_cls=None)

@@ -26,7 +26,7 @@ from app.training.jobs import fail_run
 from app.training.spec import TrainingSpec
 from app.versions.registry import root_ancestor
 from app.versions.store import local_copy
-from worker.plan import click_of, error_summary, evaluation_texts, run_pairs, training_plan
+from worker.plan import click_of, error_summary, evaluation_texts, kto_examples, run_pairs, training_plan
 from worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,12 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     if not train_pairs:
         raise ValueError(f"run {run_id}: the snapshot has no training pairs ({run.snapshot.get('clicks')} clicks)")
     data_hash = snapshot_hash(pairs)
+    # KTO trains on each click's answers one by one, "all bad" ones too; the held-out pairs still gate it.
+    examples = kto_examples(train_pairs, heldout_pairs, snapshot=run.snapshot) if spec.loss == "kto" else train_pairs
     progress.update(phase="training", total_steps=None, pairs=len(train_pairs), heldout=len(heldout_pairs))
 
     # Train: in this process, or the same step on TRAIN_PROCESSES processes (worker/distributed.py).
-    step = dict(init_path=str(local_copy(init.path, keep={init.id})), pairs=train_pairs, spec=spec,
+    step = dict(init_path=str(local_copy(init.path, keep={init.id})), pairs=examples, spec=spec,
                 loss_type=loss_type, loss_weights=loss_weights, on_log=progress)
     if (processes := current_app.config["TRAIN_PROCESSES"]) > 1:
         model, tokenizer, trained = train_in_processes(processes=processes, arch=parent.arch, **step)
@@ -108,7 +110,9 @@ def train_and_register(run_id: str, progress: Progress) -> None:
         "kind": "dpo", "arch": parent.arch, "base_model": base.base_model, "base_version": base.id,
         "parent_version": parent.id, "init_version": init.id, "reference_version": init.id, "run_id": run_id,
         "snapshot_hash": data_hash, "pair_count": len(pairs),
-        "snapshot": snapshot_summary(run.snapshot, pairs, train_pairs, heldout_pairs, data_hash),
+        "snapshot": snapshot_summary(run.snapshot, pairs, train_pairs, heldout_pairs, data_hash)
+        | ({"kto_rows": len(examples), "kto_bad_rows": sum(not r["label"] for r in examples)}
+           if spec.loss == "kto" else {}),
         "training": {**spec.to_dict(), "loss_type": loss_type, "loss_weights": loss_weights,
                      "device": trained.pop("device", str(model.device)), "processes": processes, "summary": trained},
         "prompt_template": (parent.manifest or {}).get("prompt_template", DEFAULT_TEMPLATE),

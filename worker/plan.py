@@ -16,6 +16,12 @@ from app.training.spec import TrainingSpec
 def training_plan(spec: TrainingSpec, *, parent: ModelVersion, base: ModelVersion) -> tuple[ModelVersion, list, list]:
     """(init = reference version, loss types, loss weights) for the run's start setting."""
     sft, loss = spec.sft_weight, spec.loss
+    if loss == "kto":
+        # KTO is its own objective: no sft term beside it (its good answers are raised against the reference), and
+        # only from the starter, as the settings require (app/platform/config.py).
+        if spec.start != "base":
+            raise ValueError("TRAIN_LOSS=kto trains from the starter: set TRAIN_START=base")
+        return base, ["kto"], [1.0]
     if spec.start == "base":
         if sft > 0:
             return base, [loss, "sft"], [1.0, sft]
@@ -52,6 +58,24 @@ def run_pairs(pairs: list[dict], *, spec: TrainingSpec, parent: ModelVersion, sn
     train = bound_pairs(train, max_pairs=spec.max_pairs, since=since,
                         seed=f"{spec.seed}:{snapshot.get('max_preference_id')}")
     return train, bound_heldout(heldout, max_pairs=spec.max_pairs // 4)
+
+
+def kto_examples(train_pairs: list[dict], heldout_pairs: list[dict], *, snapshot: dict) -> list[dict]:
+    """KTO's rows for a run: every candidate of the clicks its training pairs came from, labelled, plus all three
+    candidates of each "all bad" answer up to the snapshot's bound, as bad, unless its input is held out."""
+    from app.dataset.clicks import choice_preferences
+    from app.dataset.pairs import kto_rows
+    from app.dataset.snapshot import snapshot_clicks
+
+    trained = {click_of(p) for p in train_pairs}
+    held = {p["input"] for p in heldout_pairs}
+
+    def key(click) -> tuple[str, int]:
+        return ("click", click.preference_id) if click.battle_id is None else ("vote", click.battle_id)
+
+    rows = [row for click in snapshot_clicks(snapshot) if key(click) in trained for row in kto_rows(click)]
+    all_bad = choice_preferences(upto=snapshot.get("max_preference_id") or 0, verdicts=("all_bad",))
+    return rows + [row for click in all_bad if click.input_text not in held for row in kto_rows(click)]
 
 
 def bound_pairs(pairs: list[dict], *, max_pairs: int, since: dict, seed: str) -> list[dict]:

@@ -57,10 +57,11 @@ def progress_callback(history: list[dict], on_log):
 
 def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_type: list, loss_weights: list,
                  on_log=None):
-    """DPO with TRL on a decoder-only model; returns (model to save, tokenizer, summary)."""
+    """DPO (or KTO, on KTO's rows: loss_type ["kto"]) with TRL on a decoder-only model; returns (model to save,
+    tokenizer, summary)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
     tokenizer = load_tokenizer(init_path)
     model = AutoModelForCausalLM.from_pretrained(init_path)
@@ -72,19 +73,23 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
     # On several processes (worker/distributed.py) each takes its share of a step's pairs: a step is still
     # spec.batch_size pairs, as in one process.
     per_device = max(1, spec.batch_size // int(os.environ.get("WORLD_SIZE", "1")))
+    common = dict(learning_rate=spec.lr, beta=spec.beta, num_train_epochs=float(spec.epochs),
+                  per_device_train_batch_size=per_device, max_length=spec.max_length, gradient_checkpointing=False,
+                  report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=spec.seed,
+                  dataloader_num_workers=0, **training_precision())
     with tempfile.TemporaryDirectory(prefix="dpo-") as out_dir:
-        args = DPOConfig(
-            output_dir=out_dir, learning_rate=spec.lr, beta=spec.beta, num_train_epochs=float(spec.epochs),
-            per_device_train_batch_size=per_device, max_length=spec.max_length, loss_type=loss_type,
-            loss_weights=loss_weights, f_divergence_type=spec.divergence, gradient_checkpointing=False,
-            report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=spec.seed,
-            dataloader_num_workers=0, **training_precision(),
-        )
-        trainer = DPOTrainer(
-            model=model, ref_model=ref_model, args=args, processing_class=tokenizer, peft_config=peft_config,
-            train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]),
-            callbacks=[progress_callback(history, on_log)],
-        )
+        if loss_type == ["kto"]:
+            trainer = kto_trainer(model=model, ref_model=ref_model, tokenizer=tokenizer, peft_config=peft_config,
+                                  rows=pairs, args=dict(common, output_dir=out_dir), seed=spec.seed,
+                                  config_cls=KTOConfig, trainer_cls=KTOTrainer)
+        else:
+            args = DPOConfig(output_dir=out_dir, loss_type=loss_type, loss_weights=loss_weights,
+                             f_divergence_type=spec.divergence, **common)
+            trainer = DPOTrainer(
+                model=model, ref_model=ref_model, args=args, processing_class=tokenizer, peft_config=peft_config,
+                train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]),
+            )
+        trainer.add_callback(progress_callback(history, on_log))
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -93,6 +98,27 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
         trained = trained.merge_and_unload()
     trained.eval()
     return trained, tokenizer, summarize(history, seconds)
+
+
+def kto_trainer(*, model, ref_model, tokenizer, peft_config, rows: list[dict], args: dict, seed: int, config_cls,
+                trainer_cls):
+    """TRL's KTOTrainer on {prompt, completion, label} rows, shuffled once by the seed (KTO reads them in order: its
+    KL term pairs each row with its neighbour's completion), good answers weighted to balance the bad ones."""
+    import random
+
+    from datasets import Dataset
+
+    if args["per_device_train_batch_size"] < 2:
+        raise ValueError("TRAIN_LOSS=kto needs at least 2 answers per process and step (TRAIN_BATCH_SIZE)")
+    good = sum(r["label"] for r in rows)
+    if not good or good == len(rows):
+        raise ValueError(f"TRAIN_LOSS=kto needs good and bad answers; this run has {good} good of {len(rows)}")
+    rows = [{k: r[k] for k in ("prompt", "completion", "label")} for r in rows]
+    random.Random(seed).shuffle(rows)
+    # TRL's advice: desirable_weight * good / (undesirable_weight * bad) in [1, 4/3]; a click gives 1 good, 2 bad.
+    config = config_cls(desirable_weight=(len(rows) - good) / good, undesirable_weight=1.0, **args)
+    return trainer_cls(model=model, ref_model=ref_model, args=config, processing_class=tokenizer,
+                       peft_config=peft_config, train_dataset=Dataset.from_list(rows))
 
 
 def train_seq2seq(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_type: list, loss_weights: list,
@@ -110,6 +136,9 @@ def train_seq2seq(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(model, task_type="SEQ_2_SEQ_LM"))
+    if loss_type == ["kto"]:
+        raise ValueError("TRAIN_LOSS=kto trains decoder-only models (TRL's KTOTrainer); an encoder-decoder model "
+                         "such as T5 trains with sigmoid or ipo")
     sft_weight = loss_weights[loss_type.index("sft")] if "sft" in loss_type else 0.0
     preference_loss = next(t for t in loss_type if t != "sft")
     started = time.perf_counter()

@@ -19,8 +19,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import select
 
 from app.dataset.clicks import BATCH, Click, arena_votes, choice_preferences
-from app.dataset.pairs import build_pairs
-from app.lm.encoding import completion_text
+from app.dataset.pairs import build_pairs, kto_rows
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.tables import TaskRevision, User
@@ -75,16 +74,6 @@ def click_metadata(click: Click, pseudonyms: dict[int, str]) -> dict:
     return {"comparison_id": click.comparison_id, "preference_id": click.preference_id,
             "annotator": pseudonyms.get(click.user_id), "model_version_id": click.model_version_id,
             "task_revision": click.task_revision, "answered_at": click.answered_at, "latency_ms": click.latency_ms}
-
-
-def kto_rows(click: Click) -> Iterator[dict]:
-    """One {prompt, completion, label} per candidate: true for the pick and those marked also fine (and any other
-    candidate with the same text), false for the rest; every one false for "all bad"."""
-    text_of = dict(click.candidates)
-    good = set() if click.verdict != "choice" else {text_of[c] for c in (click.chosen_candidate_id, *click.also_good)}
-    for _, text in click.candidates:
-        yield {"prompt": click.model_prompt, "completion": completion_text(click.model_prompt, text),
-               "label": text in good, "input": click.input_text}
 
 
 def chat_messages(pair: dict, system_prompt: str) -> dict:

@@ -1,4 +1,4 @@
-"""The one place clicks become DPO pairs."""
+"""The one place clicks become training examples: DPO pairs, and KTO's single labelled answers."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def build_pairs(clicks: Iterable[Click]) -> Iterator[dict]:
                 else:
                     yield pair | {"battle_id": click.battle_id, "chosen_version_id": click.model_version_id,
                                   "rejected_version_id": version_of[cid], "voted_at": click.voted_at}
+
+
+def kto_rows(click: Click) -> Iterator[dict]:
+    """One {prompt, completion, label} per candidate: true for the pick and those marked also fine (and any other
+    candidate with the same text), false for the rest; every one false for "all bad"."""
+    text_of = dict(click.candidates)
+    good = set() if click.verdict != "choice" else {text_of[c] for c in (click.chosen_candidate_id, *click.also_good)}
+    for _, text in click.candidates:
+        yield {"prompt": click.model_prompt, "completion": completion_text(click.model_prompt, text),
+               "label": text in good, "input": click.input_text, "preference_id": click.preference_id}

@@ -183,12 +183,18 @@ class Config:
                                            ("reverse_kl", "js_divergence", "alpha_divergence"))
         # sigmoid is DPO's loss; ipo (Azar et al. 2023) regresses the per-token margin to 1/(2 beta) instead of
         # pushing it without bound, which is meant to overfit less on few, deterministic preferences.
-        self.TRAIN_LOSS = env_choice("TRAIN_LOSS", "sigmoid", ("sigmoid", "ipo"))
+        # kto (Ethayarajh et al. 2024, TRL's KTOTrainer, decoder-only models) learns from single labelled answers
+        # instead of pairs: the pick and "also fine" as good, the rest as bad, and all three of an "all bad" answer
+        # as bad, which DPO cannot use. Measured against sigmoid in docs/BENCHMARKS.md ("KTO").
+        self.TRAIN_LOSS = env_choice("TRAIN_LOSS", "sigmoid", ("sigmoid", "ipo", "kto"))
         self.TRAIN_EPOCHS = env_int("TRAIN_EPOCHS", 2)
         self.TRAIN_BATCH_SIZE = env_int("TRAIN_BATCH_SIZE", 8)
         self.TRAIN_MAX_LENGTH = env_int("TRAIN_MAX_LENGTH", 160)  # prompt + completion: the starter's p99 is 105
         self.TRAIN_LORA = env_bool("TRAIN_LORA", False)
         self.TRAIN_START = env_str("TRAIN_START", "base")  # base | active
+        if self.TRAIN_LOSS == "kto" and self.TRAIN_START != "base":
+            # KTO has no sft term to hold a version that trains from its parent (the collapse of iterated DPO).
+            raise ValueError("TRAIN_LOSS=kto trains from the starter: set TRAIN_START=base")
         # The sft term keeps the chosen text likely: without it, 200 clicks pushed the default T5 starter into
         # never-ending gibberish and the GPT-2 starter into 4-token answers (docs/BENCHMARKS.md, "Default settings").
         self.TRAIN_SFT_WEIGHT = env_float("TRAIN_SFT_WEIGHT", 1.0)

@@ -16,7 +16,7 @@ from app.dataset.snapshot import take_snapshot
 from app.platform.exceptions import BadInput, QueueUnavailable
 from app.platform.extensions import db
 from app.platform.redis_client import get_redis
-from app.tables import RUN_OPEN, TrainingRun, utcnow
+from app.tables import RUN_OPEN, ModelVersion, TrainingRun, utcnow
 from app.training.spec import TrainingSpec
 from app.versions.registry import active_version_id
 from app.web.schemas import TrainingOverrides, parse
@@ -56,6 +56,7 @@ def request_training(*, requested_by: str, overrides: dict | None = None) -> tup
     import redis
 
     config = training_config(overrides)
+    refuse_unsupported(config)
     conn = get_redis()
     if conn is None:
         raise QueueUnavailable("no Redis is configured (REDIS_URL), so training cannot be queued")
@@ -85,6 +86,14 @@ def request_training(*, requested_by: str, overrides: dict | None = None) -> tup
         db.session.commit()
         enqueue(conn, run)
         return run, True
+
+
+def refuse_unsupported(config: dict) -> None:
+    """A run the worker could only fail: KTO on an encoder-decoder model (TRL's KTOTrainer is decoder-only)."""
+    version = db.session.get(ModelVersion, active_version_id() or 0)
+    if config["loss"] == "kto" and version is not None and version.arch == "seq2seq":
+        raise BadInput(f"TRAIN_LOSS=kto trains decoder-only models, and version {version.id} is an encoder-decoder "
+                       "model: set TRAIN_LOSS to sigmoid or ipo", 409)
 
 
 def current_open_run() -> TrainingRun | None:

@@ -43,7 +43,8 @@ class TrainingSpec:
     beta: float = _help("DPO beta: how far from the reference the policy may move", "TRAIN_BETA")
     divergence: str = _help("f-DPO divergence: reverse_kl (plain DPO), js_divergence or alpha_divergence (0.5)",
                              "TRAIN_DIVERGENCE")
-    loss: str = _help("preference loss: sigmoid (DPO) or ipo (squared, per-token margin to 1/(2 beta))", "TRAIN_LOSS")
+    loss: str = _help("preference loss: sigmoid (DPO), ipo (squared, per-token margin to 1/(2 beta)) or kto "
+                      "(single labelled answers, all-bad ones included; decoder-only models)", "TRAIN_LOSS")
     epochs: int = _help("passes over the training pairs", "TRAIN_EPOCHS")
     batch_size: int = _help("pairs per step", "TRAIN_BATCH_SIZE")
     max_length: int = _help("tokens of prompt + completion kept when training and when the gate scores pairs",
