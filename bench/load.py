@@ -205,8 +205,10 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         with engine.connect() as conn:
             rows = conn.execute(text("select count(*) from preferences")).scalar_one()
             settings = conn.execute(text("select settings from comparisons where user_id is not null")).scalars()
-            # A prefetched comparison was sampled in a batch; one generated in the request is a batch of 1.
-            batches = [(json.loads(s) if isinstance(s, str) else s)["batch_size"] for s in settings]
+            # Where each handed-out comparison was sampled: the buffer, a request handed to the prefetcher, or the
+            # request's own process (rows from before "sampled_in": a batch of more than one came from the buffer).
+            settings = [json.loads(s) if isinstance(s, str) else s for s in settings]
+            places = [s.get("sampled_in") or ("buffer" if s["batch_size"] > 1 else "web") for s in settings]
         engine.dispose()
     ms = [s * 1000 for r in results.values() for s in r["latencies"]]
     answer_ms = [a * 1000 for r in results.values() for a, _ in r["parts"]]
@@ -224,7 +226,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
         "next_ms": {"p50": round(statistics.median(next_ms), 1), "p95": round(percentile(next_ms, 95), 1)},
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
-        "handed_out": len(batches), "from_buffer": sum(b > 1 for b in batches),
+        "handed_out": len(places), "from_buffer": places.count("buffer"),
+        "handed_to_prefetcher": places.count("prefetcher"), "sampled_in_web": places.count("web"),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.peaks.items()) if v},
         # CPU seconds used per second of the run (2.0 = both cores of this machine), per process.
         "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in sorted(cpu.items())},

@@ -33,14 +33,67 @@ def waiting_bound(waiting: bool) -> dict:
     return {"max_wait": cfg["MAX_WAIT_SECONDS"], "slots": cfg["SAMPLING_SLOTS"]} if waiting else {}
 
 
+def live_handoff(version_id: int | None = None) -> tuple | None:
+    """(Redis client, key names, heartbeat) when requests are handed to a live prefetcher (SAMPLE_REQUESTS_IN)
+    that serves `version_id` (any, if None); None when they sample in this process."""
+    import redis
+
+    from app.versions.handoff import keys, prefetcher_state, redis_for
+
+    app = current_app._get_current_object()
+    conn = redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
+    if conn is None:
+        return None
+    names = keys(app)
+    try:
+        state = prefetcher_state(conn, names)
+    except redis.RedisError:
+        return None
+    if state is None or (version_id is not None and state["version_id"] != version_id):
+        return None
+    return conn, names, state
+
+
+def sample_inputs(*, loaded, model_prompts: list[str], settings: dict, waiting: bool):
+    """(results, seed, offset, size, where) for the prompts, where says what sampled them: "buffer" (the
+    prefetcher's refill), "prefetcher" (a request handed to it) or "web" (the request's own process). A request
+    someone waits for goes to the live prefetcher
+    (app/versions/handoff.py), batched with every request waiting then; otherwise, or when the prefetcher cannot
+    take it, it samples in this process, batched with this process's waiting requests."""
+    import redis
+
+    from app.lm.sampling import check_prompts, sample_coalesced
+    from app.versions.handoff import NotServed, sample_in_prefetcher
+
+    handoff = live_handoff(loaded.version_id) if waiting else None
+    if handoff is not None:
+        check_prompts(loaded, model_prompts, settings)
+        try:
+            return (*sample_in_prefetcher(*handoff, version_id=loaded.version_id, model_prompts=model_prompts,
+                                          settings=settings, **waiting_bound(True)), "prefetcher")
+        except (NotServed, redis.RedisError) as exc:  # a swap under way, or Redis gone: sample here instead
+            current_app.logger.warning("the prefetcher did not sample a request (%s); sampling it here", exc)
+    return (*sample_coalesced(loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
+                              **waiting_bound(waiting), **settings), "web" if waiting else "buffer")
+
+
 def refuse_if_busy(*, buffered=None) -> None:
     """Before a request spends its generation budget: refuse it (Busy, 503) if the sampler would refuse it now, so
     that a refused request costs the annotator nothing. `buffered`: for a request that would take a prefetched one
     if there is any, a function saying whether there is; it is asked only when the sampler is full."""
+    import redis
+
     from app.lm.sampling import check_room
+    from app.versions import handoff
 
     try:
-        check_room(1, **waiting_bound(True))
+        live = live_handoff()
+        if live is not None:
+            handoff.check_room(*live, 1, **waiting_bound(True))
+        else:
+            check_room(1, **waiting_bound(True))
+    except redis.RedisError:
+        return  # the request then samples in this process, which sample_coalesced bounds itself
     except Busy:
         if buffered is not None and buffered():
             return
@@ -63,18 +116,18 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
     seed; each records its place in the batch, which with the seed reproduces its samples and its display order.
     `waiting`: someone waits for these (a request), so past MAX_WAIT_SECONDS or the sampling slots this raises Busy
     rather than queue; the prefetcher waits its turn."""
-    from app.lm.sampling import InputTooLong, sample_coalesced
+    from app.lm.sampling import InputTooLong
 
     settings = generation_settings()
     task = current_task()
     model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
     active = current_app.config["ACTIVE_CANDIDATES"]
     try:
-        # Batched with the other requests of this process that wait for the sampler now (issue 28): past capacity
-        # each would otherwise sample alone, at about twice the cost per comparison.
-        results, seed, offset, size = sample_coalesced(
-            loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
-            **waiting_bound(waiting), **settings | ({"n": active} if active else {}))
+        # Batched with the other requests that wait for the sampler now (issue 28): past capacity each would
+        # otherwise sample alone, at about twice the cost per comparison.
+        results, seed, offset, size, where = sample_inputs(
+            loaded=loaded, model_prompts=model_prompts, waiting=waiting,
+            settings=settings | ({"n": active} if active else {}))
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
     if active:
@@ -99,7 +152,8 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
             model_prompt=model_prompt,
             model_version_id=loaded.version_id,
             task_revision_id=task.id,
-            settings=settings | {"raw_distinct": len(set(raw)), "batch_size": size, "batch_index": index},
+            settings=settings | {"raw_distinct": len(set(raw)), "batch_size": size, "batch_index": index,
+                                 "sampled_in": where},
             seed=seed,
             state="assigned" if user_id else "ready",
             user_id=user_id,

@@ -254,6 +254,15 @@ def check_room(prompts: int, *, max_wait: float | None, slots: int | None) -> No
         _admit(prompts, max_wait=max_wait, slots=slots)
 
 
+def check_prompts(loaded: LoadedModel, model_prompts: list[str], settings: dict) -> None:
+    """InputTooLong for a prompt that does not fit: one request's long input must fail that request, not the batch
+    it joins (in this process, or the prefetcher's)."""
+    limit = input_limit(loaded, max_new_tokens=settings.get("max_new_tokens", 80),
+                        max_input_tokens=settings.get("max_input_tokens", 256))
+    for prompt in model_prompts:
+        check_fits(prompt_length(loaded, prompt), limit)
+
+
 def sample_coalesced(
     loaded: LoadedModel, *, model_prompts: list[str], seed: int, max_wait: float | None = None,
     slots: int | None = None, **settings
@@ -268,10 +277,7 @@ def sample_coalesced(
     `slots` requests in the sampler already, raises Busy at once and samples nothing; None admits every caller.
     Written here because the batching has to happen inside the sampling loop's process and lock; no library does it
     for a hand-written sampling loop on CPU."""
-    limit = input_limit(loaded, max_new_tokens=settings.get("max_new_tokens", 80),
-                        max_input_tokens=settings.get("max_input_tokens", 256))
-    for prompt in model_prompts:  # one request's long input must fail that request, not the batch it joins
-        check_fits(prompt_length(loaded, prompt), limit)
+    check_prompts(loaded, model_prompts, settings)
     me = _Waiting(loaded, model_prompts, settings, seed)
     with _COALESCE:
         _admit(len(model_prompts), max_wait=max_wait, slots=slots)

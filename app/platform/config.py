@@ -117,6 +117,11 @@ class Config:
         # One that would wait longer than this (by the pace of that process's last batches) gets a 503 with
         # Retry-After at once, and the page waits and asks again.
         self.MAX_WAIT_SECONDS = env_float("MAX_WAIT_SECONDS", 10.0)
+        # prefetcher: a request that finds the buffer empty hands its prompts to the prefetcher through Redis and
+        # waits for its batch (with every other request waiting then, from every web process), so web processes
+        # never sample and answers never wait behind sampling; without a live prefetcher or Redis it samples in
+        # its process, as "web" always does (app/versions/handoff.py; measured in docs/BENCHMARKS.md).
+        self.SAMPLE_REQUESTS_IN = env_choice("SAMPLE_REQUESTS_IN", "prefetcher", ("prefetcher", "web"))
         if self.MAX_WAIT_SECONDS <= 0:
             raise ValueError(f"MAX_WAIT_SECONDS must be more than 0, got {self.MAX_WAIT_SECONDS}")
         # Threads of each gunicorn worker. Requests that wait for the sampler may hold all but two of them, so an

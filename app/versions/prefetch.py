@@ -39,8 +39,26 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 16
 
 
-def fill_buffer(app: Flask, *, limit: int) -> int:
-    """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many."""
+class Pace:
+    """The prefetcher's seconds per prompt (recent batches weigh most), for the web's expected wait."""
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def record(self, seconds: float, prompts: int) -> None:
+        """Fold in one batch."""
+        pace = seconds / max(1, prompts)
+        self.value = pace if self.value is None else (self.value + pace) / 2
+
+    def until(self, prompts: int) -> float | None:
+        """When a batch of `prompts` started now should end (epoch seconds), by the pace; None before any batch."""
+        return None if self.value is None else time.time() + self.value * prompts
+
+
+def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None) -> int:
+    """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many.
+    `between(prompts)` runs before each batch (the hand-off answers waiting requests first, and says how long the
+    batch will take); `pace` records each batch's time."""
     made = 0
     holder = get_holder(app)
     with app.app_context():
@@ -58,7 +76,12 @@ def fill_buffer(app: Flask, *, limit: int) -> int:
                 prompts = next_pool_prompts(limit=min(limit - ready, MAX_BATCH))
             except PoolEmpty:
                 break
+            if between is not None:
+                between(len(prompts))
+            started = time.perf_counter()
             batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts], user_id=None)
+            if pace is not None:
+                pace.record(time.perf_counter() - started, len(prompts))
             db.session.commit()
             made += len(batch)
             if holder.serving() is not loaded:
@@ -103,16 +126,65 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     except Exception as exc:  # noqa: BLE001 - no model yet: keep polling, the web reports it per request
         log.warning("prefetcher: no model loaded at start: %s", exc)
     listen_for_changes(app)
-    # Polling, not a wake-up per claim: one cheap count query every 0.1 s, and no channel between processes.
+    # Polling, not a wake-up per claim: one cheap count query every 0.1 s. Requests handed over (handoff.py) wake
+    # it at once: it waits for them on their Redis list instead of sleeping.
+    conn, pace = handoff_connection(app), Pace()
+
+    def serve(wait: float = 0.0, upcoming: int = 0) -> None:
+        if conn is not None:
+            serve_requests(app, conn, pace=pace, wait=wait, upcoming=upcoming)
+        elif wait:
+            time.sleep(wait)
 
     while os.getppid() == parent:
         try:
-            fill_buffer(app, limit=app.config["PREFETCH_SIZE"])
+            serve()
+            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=lambda n: serve(upcoming=n), pace=pace)
             fill_arena(app, limit=app.config["ARENA_PREFETCH_SIZE"], batch=MAX_BATCH)
-            time.sleep(poll_seconds)
+            serve(wait=poll_seconds)
         except Exception as exc:  # noqa: BLE001 - a failed refill must not end the loop; requests generate inline
             log.warning("prefetch refill failed: %s; retrying in 2 s", exc)
             time.sleep(2)  # no model yet or the database away: do not log ten times a second
+
+
+def handoff_connection(app: Flask):
+    """A Redis client for the hand-off (app/versions/handoff.py), or None when requests sample in the web."""
+    from app.versions.handoff import redis_for
+
+    return redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
+
+
+def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0, upcoming: int = 0) -> int:
+    """Renew the heartbeat, then sample every request handed over (waiting up to `wait` s for the first); how many.
+    `upcoming`: the prompts of the refill batch that starts next, so the web's expected wait includes it."""
+    import redis
+
+    from app.lm.sampling import sample_batch
+    from app.versions.handoff import answer_requests, heartbeat, keys, take_requests
+
+    loaded, names = get_holder(app).current(), keys(app)
+
+    def beat(busy_until: float | None) -> None:
+        heartbeat(conn, names, version_id=loaded.version_id, pace=pace.value, busy_until=busy_until)
+
+    def sample(prompts: list[str], seed: int, settings: dict):
+        started = time.perf_counter()
+        beat(pace.until(len(prompts)))
+        results = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings)
+        pace.record(time.perf_counter() - started, len(prompts))
+        return results
+
+    served = 0
+    try:
+        beat(None)
+        while requests := take_requests(conn, names, limit=MAX_BATCH, wait=wait if not served else 0.0):
+            served += answer_requests(conn, names, requests, loaded=loaded, sample=sample, beat=beat)
+            wait = 0.0
+        beat(pace.until(upcoming) if upcoming else None)
+    except redis.RedisError as exc:  # Redis away: requests find no heartbeat and sample in their process
+        log.warning("prefetch: the hand-off's Redis failed: %s", exc)
+        time.sleep(wait)
+    return served
 
 
 def lower_priority() -> None:

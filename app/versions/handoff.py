@@ -1,0 +1,191 @@
+"""Requests that find the buffer empty, sampled by the prefetcher: handed over through Redis, answered in batches.
+
+With SAMPLE_REQUESTS_IN=prefetcher a web process never samples while the prefetcher is alive: a request pushes
+its prompts onto one Redis list and waits (blocked on its own reply key, holding no GIL and no CPU) for the
+prefetcher, which takes every request waiting there, from every web process, into one batch ahead of any refill.
+So an answer never waits behind sampling in its process (issue 28), and requests that arrive together across
+processes share one batch. The prefetcher runs on idle CPU only, so the web's work always comes first.
+
+Without a live prefetcher (none started, or its heartbeat older than ALIVE_SECONDS) or without Redis, requests
+sample in their own process as before (app.lm.sampling.sample_coalesced). Written here, not with RQ: an RQ job
+is a fork or a process per job, and the point is one resident model answering many requests in one batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from app.platform.exceptions import Busy
+
+# Key names end in the deployment's database (keys(app)): two deployments (or test apps) sharing one Redis never
+# take each other's requests or trust each other's heartbeat.
+QUEUE = "prefloop:sample:requests:"
+REPLY = "prefloop:sample:reply:"
+ALIVE = "prefloop:sample:alive:"
+ALIVE_SECONDS = 3  # the heartbeat's lifetime: the prefetcher renews it at least every poll (0.1 s) or refill batch
+REPLY_SECONDS = 60  # a reply nobody collects (its request gave up) expires
+
+
+def redis_for(app):
+    """This process's client for the hand-off, or None without REDIS_URL: its reads may block up to
+    MAX_WAIT_SECONDS (the web's client gives up after 3 s, right for its quick calls, too short for these)."""
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    client = app.extensions.get("prefloop_handoff_redis")
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1,
+                                      socket_timeout=app.config["MAX_WAIT_SECONDS"] + 5)
+        app.extensions["prefloop_handoff_redis"] = client
+    return client
+
+
+class NotServed(RuntimeError):
+    """The prefetcher could not sample this request (it serves another version now): sample in this process."""
+
+
+def keys(app) -> dict:
+    """This deployment's key names: its queue, heartbeat and reply prefix."""
+    tag = hashlib.sha256(str(app.config.get("SQLALCHEMY_DATABASE_URI")).encode()).hexdigest()[:12]
+    return {"queue": QUEUE + tag, "alive": ALIVE + tag, "reply": REPLY + tag + ":"}
+
+
+def prefetcher_state(conn, names: dict) -> dict | None:
+    """The live prefetcher's heartbeat ({version_id, pace, busy_until}), or None when there is none."""
+    raw = conn.get(names["alive"])
+    return json.loads(raw) if raw else None
+
+
+def expected_wait(conn, names: dict, state: dict, prompts: int) -> float | None:
+    """Seconds until `prompts` more would be sampled: the batch under way, then every waiting request's prompts
+    (one each, as requests for comparisons are) and these; None before the prefetcher has timed a batch."""
+    pace = state.get("pace")
+    if pace is None:
+        return None
+    busy_until = state.get("busy_until") or 0.0
+    return max(0.0, busy_until - time.time()) + pace * (conn.llen(names["queue"]) + prompts)
+
+
+_SLOTS = threading.Lock()
+_IN_USE = [0]  # this process's requests waiting for the prefetcher: each holds a web thread meanwhile
+
+
+def check_room(conn, names: dict, state: dict, prompts: int, *, max_wait: float | None,
+               slots: int | None) -> None:
+    """Raise Busy (503 with Retry-After) when these prompts would wait past max_wait for the prefetcher, or every
+    sampling slot of this process (threads that may wait for it) is taken."""
+    wait = expected_wait(conn, names, state, prompts)
+    full = slots is not None and _IN_USE[0] >= slots
+    if full or (max_wait is not None and wait is not None and wait > max_wait):
+        retry = max(1, math.ceil(wait if wait is not None else 1))
+        raise Busy(f"The model is busy: about {retry} s of sampling is waiting. Try again in {retry} s.",
+                   retry_after=retry)
+
+
+@contextmanager
+def slot(slots: int | None):
+    """Hold one of this process's sampling slots while a request waits for the prefetcher."""
+    with _SLOTS:
+        if slots is not None and _IN_USE[0] >= slots:
+            raise Busy("The model is busy: every thread that may wait for it is waiting. Try again in 1 s.",
+                       retry_after=1)
+        _IN_USE[0] += 1
+    try:
+        yield
+    finally:
+        with _SLOTS:
+            _IN_USE[0] -= 1
+
+
+def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, model_prompts: list[str],
+                         settings: dict, max_wait: float | None, slots: int | None = None
+                         ) -> tuple[list[tuple[list[str], list[str]]], int, int, int]:
+    """Hand the prompts to the prefetcher and wait for its batch; (results, seed, offset, size) as
+    sample_coalesced returns them. Busy when it would wait, or has waited, past max_wait, or finds no slot;
+    NotServed when the prefetcher serves another version than this request's, or its sampling failed."""
+    check_room(conn, names, state, len(model_prompts), max_wait=max_wait, slots=slots)
+    request_id = uuid.uuid4().hex
+    deadline = time.time() + (max_wait if max_wait is not None else 3600.0)
+    with slot(slots):
+        conn.rpush(names["queue"], json.dumps({"id": request_id, "version_id": version_id, "prompts": model_prompts,
+                                               "settings": settings, "deadline": deadline}))
+        got = conn.blpop([names["reply"] + request_id], timeout=max(1, math.ceil(deadline - time.time())))
+    if got is None:
+        # Past its deadline the prefetcher drops the request unsampled, so nothing of it is stored anywhere.
+        retry = max(1, math.ceil(max_wait or 1))
+        raise Busy(f"The model is busy: this request waited {retry} s for it. Try again in {retry} s.",
+                   retry_after=retry)
+    answer = json.loads(got[1])
+    if "error" in answer:
+        raise NotServed(answer["error"])
+    results = [(texts, raw) for texts, raw in answer["results"]]
+    return results, answer["seed"], answer["offset"], answer["size"]
+
+
+def take_requests(conn, names: dict, *, limit: int, wait: float = 0.0) -> list[dict]:
+    """Up to `limit` waiting requests, oldest first; with `wait`, block that long for the first one."""
+    if wait > 0:
+        first = conn.blpop([names["queue"]], timeout=wait)
+        if first is None:
+            return []
+        rest = conn.lpop(names["queue"], limit - 1) if limit > 1 else None
+        return [json.loads(first[1]), *(json.loads(r) for r in rest or ())]
+    return [json.loads(r) for r in conn.lpop(names["queue"], limit) or ()]
+
+
+def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, beat) -> int:
+    """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
+    were sampled. A request past its deadline is dropped (its caller has answered 503); one for another version
+    is answered "not served" (its caller samples in its own process). `sample(model_prompts, seed, settings)`
+    samples; `beat(busy_until)` renews the heartbeat with the batch's expected end."""
+    now, sampled = time.time(), 0
+    live = [r for r in requests if r["deadline"] > now]
+    for r in live:
+        if r["version_id"] != loaded.version_id:
+            reply(conn, names, r,
+                  {"error": f"the prefetcher serves version {loaded.version_id}, not {r['version_id']}"})
+    groups: dict[str, list[dict]] = {}
+    for r in live:
+        if r["version_id"] == loaded.version_id:
+            groups.setdefault(json.dumps(r["settings"], sort_keys=True), []).append(r)
+    for group in groups.values():
+        prompts = [p for r in group for p in r["prompts"]]
+        seed = random.SystemRandom().randrange(2**31)
+        try:
+            results = sample(prompts, seed, group[0]["settings"])
+        except Exception as exc:  # noqa: BLE001 - each caller gets the error and raises it as its own
+            for r in group:
+                reply(conn, names, r, {"error": f"sampling failed: {exc.__class__.__name__}: {exc}"})
+            continue
+        offset = 0
+        for r in group:
+            mine = results[offset:offset + len(r["prompts"])]
+            reply(conn, names, r, {"results": mine, "seed": seed, "offset": offset, "size": len(prompts)})
+            offset += len(r["prompts"])
+        sampled += len(group)
+        beat(None)
+    return sampled
+
+
+def reply(conn, names: dict, request: dict, body: dict) -> None:
+    """Push one request's answer onto its reply key, which expires if nobody reads it."""
+    key = names["reply"] + request["id"]
+    with conn.pipeline() as pipe:
+        pipe.rpush(key, json.dumps(body))
+        pipe.expire(key, REPLY_SECONDS)
+        pipe.execute()
+
+
+def heartbeat(conn, names: dict, *, version_id: int, pace: float | None, busy_until: float | None = None) -> None:
+    """Say the prefetcher is alive, which version it serves, its seconds per prompt and when its batch ends."""
+    conn.set(names["alive"], json.dumps({"version_id": version_id, "pace": pace, "busy_until": busy_until}),
+             ex=ALIVE_SECONDS)

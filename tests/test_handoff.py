@@ -1,0 +1,195 @@
+"""Requests handed to the prefetcher through real Redis: batched across requests, reproducible, bounded, and in
+this process whenever the prefetcher cannot take them."""
+
+import threading
+import time
+
+import pytest
+import redis
+
+from app.accounts.users import create_user
+from app.annotation.comparisons import create_comparison, live_handoff, refuse_if_busy
+from app.lm.sampling import sample_batch
+from app.platform.exceptions import Busy
+from app.platform.extensions import db
+from app.versions import handoff
+from app.versions.prefetch import Pace, serve_requests
+from app.versions.serving import get_holder
+from tests import services
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def conn(app):
+    """The app on the test Redis, its hand-off keys empty."""
+    app.config.update(REDIS_URL=services.redis_url(), SAMPLE_REQUESTS_IN="prefetcher", MAX_WAIT_SECONDS=2.0)
+    client = redis.Redis.from_url(services.redis_url())
+    names = handoff.keys(app)
+    client.delete(names["queue"], names["alive"])
+    yield client
+    client.delete(names["queue"], names["alive"])
+
+
+def prefetcher(app, stop: threading.Event) -> threading.Thread:
+    """The prefetcher's serving loop (serve_requests, as run_prefetcher calls it), in a thread of this process."""
+    def loop():
+        pace = Pace()
+        client = handoff.redis_for(app)
+        while not stop.is_set():
+            serve_requests(app, client, pace=pace, wait=0.05)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and handoff.prefetcher_state(handoff.redis_for(app), handoff.keys(app)) is None:
+        time.sleep(0.02)
+    return thread
+
+
+def typed(app, user_id: int, text: str):
+    with app.app_context():
+        comparison = create_comparison(user_id=user_id, input_text=text)
+        db.session.commit()
+        return comparison.id, comparison.seed, dict(comparison.settings), [c.text for c in comparison.candidates]
+
+
+def test_requests_waiting_together_are_sampled_in_one_batch_that_reproduces_them(app, conn):
+    """Three requests queued at once, from any process, are one batch under one seed: each reply says its place,
+    and sample_batch on the batch's prompts with that seed gives each its own samples again."""
+    with app.app_context():
+        loaded = get_holder(app).current()
+        settings = {"n": 3, "max_new_tokens": 12}
+        names = handoff.keys(app)
+        prompts = [loaded.format_prompt(t) for t in ("Send it now.", "Call me back.", "Fix the lamp.")]
+        replies = {}
+
+        def ask(i):
+            replies[i] = handoff.sample_in_prefetcher(conn, names, {"pace": None}, version_id=loaded.version_id,
+                                                      model_prompts=[prompts[i]], settings=settings, max_wait=20)
+
+        askers = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for t in askers:
+            t.start()
+        while conn.llen(names["queue"]) < 3:
+            time.sleep(0.01)
+        requests = handoff.take_requests(conn, names, limit=16)
+        batches = []
+
+        def sample(batch, seed, s):
+            batches.append(len(batch))
+            return sample_batch(loaded, model_prompts=batch, seed=seed, **s)
+
+        assert handoff.answer_requests(conn, names, requests, loaded=loaded, sample=sample,
+                                       beat=lambda _: None) == 3
+        for t in askers:
+            t.join(10)
+    assert batches == [3]
+    seeds = {r[1] for r in replies.values()}
+    assert len(seeds) == 1 and sorted(r[2] for r in replies.values()) == [0, 1, 2]
+    assert all(r[3] == 3 for r in replies.values())
+    again = sample_batch(loaded, model_prompts=[q["prompts"][0] for q in requests], seed=seeds.pop(), **settings)
+    for i, (results, _, offset, _) in replies.items():
+        assert requests[offset]["prompts"] == [prompts[i]]
+        assert [list(results[0][0]), list(results[0][1])] == [list(again[offset][0]), list(again[offset][1])]
+
+
+def test_a_request_past_its_deadline_is_dropped_and_one_for_another_version_is_sent_back(app, conn):
+    with app.app_context():
+        loaded = get_holder(app).current()
+        names = handoff.keys(app)
+        for rid, version, deadline in (("late", loaded.version_id, time.time() - 1),
+                                       ("other", loaded.version_id + 1, time.time() + 30)):
+            conn.rpush(names["queue"], handoff.json.dumps({"id": rid, "version_id": version, "prompts": ["x"],
+                                                           "settings": {}, "deadline": deadline}))
+        calls = []
+        served = handoff.answer_requests(conn, names, handoff.take_requests(conn, names, limit=16), loaded=loaded,
+                                         sample=lambda *a: calls.append(a), beat=lambda _: None)
+        assert served == 0 and calls == []
+        assert conn.lpop(names["reply"] + "late") is None  # its caller has answered 503: nothing sampled
+        assert "serves version" in conn.lpop(names["reply"] + "other").decode()
+
+
+def test_a_typed_prompt_is_sampled_by_the_live_prefetcher_and_in_this_process_without_one(app, conn):
+    """SAMPLE_REQUESTS_IN=prefetcher: with a live prefetcher the request's candidates come from it (the comparison
+    says so); with none (no heartbeat), or with "web", the request samples in its own process as before."""
+    with app.app_context():
+        user, _, _ = create_user(name="ann", role="annotator", password="pw")
+        uid = user.id
+    assert typed(app, uid, "Where is my bike?")[2]["sampled_in"] == "web"  # no prefetcher yet
+    stop = threading.Event()
+    thread = prefetcher(app, stop)
+    try:
+        _, seed, settings, texts = typed(app, uid, "Where is my coat?")
+        assert settings["sampled_in"] == "prefetcher" and settings["batch_size"] == 1
+        with app.app_context():
+            loaded = get_holder(app).current()
+            keep = {k: settings[k] for k in ("n", "temperature", "top_p", "min_p", "max_new_tokens",
+                                              "max_input_tokens", "dedup_tries")}
+            again = sample_batch(loaded, model_prompts=[loaded.format_prompt("Where is my coat?")], seed=seed,
+                                 **keep)[0][0]
+        assert sorted(texts) == sorted(again)
+        app.config["SAMPLE_REQUESTS_IN"] = "web"
+        assert typed(app, uid, "Where is my hat?")[2]["sampled_in"] == "web"
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_request_the_prefetcher_never_takes_is_a_503_and_stores_nothing(app, conn):
+    """A heartbeat with nobody serving (a prefetcher that hung): the request waits MAX_WAIT_SECONDS, then Busy with
+    Retry-After, and no comparison is stored; the next request is refused at once by the busy check."""
+    from app.tables import Comparison
+
+    with app.app_context():
+        user, _, _ = create_user(name="ann", role="annotator", password="pw")
+        loaded = get_holder(app).current()
+        names = handoff.keys(app)
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5)
+        assert live_handoff(loaded.version_id) is not None
+        assert live_handoff(loaded.version_id + 1) is None  # a heartbeat of another version is not trusted
+        started = time.monotonic()
+        with pytest.raises(Busy) as busy:
+            create_comparison(user_id=user.id, input_text="Where is my bike?")
+        assert 1.5 < time.monotonic() - started < 10 and busy.value.retry_after >= 1
+        db.session.rollback()
+        assert db.session.query(Comparison).count() == 0
+        # The request left its prompts queued; with 10 more, the expected wait (0.5 s a prompt) is past the bound.
+        for _ in range(10):
+            conn.rpush(names["queue"], "{}")
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5)
+        with pytest.raises(Busy):
+            refuse_if_busy()
+
+
+@pytest.mark.slow
+def test_under_gunicorn_requests_from_both_workers_are_sampled_by_the_prefetcher(tmp_path, starter_dir):
+    """Real gunicorn (2 workers), its real prefetcher and real Redis: typed prompts sent at once from both workers
+    are sampled in the prefetcher (no web process samples), and their answers are stored as usual."""
+    import json as json_module
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import create_engine, text
+
+    from harness.live import call, live_server, wait_for_buffer
+
+    users = {f"ann{i}": "annotator" for i in range(4)}
+    with live_server(tmp_path=tmp_path, starter_path=starter_dir["gpt2"], workers=2, users=users, prompts=20,
+                     env_extra={"REDIS_URL": services.redis_url(), "PREFETCH_SIZE": "4",
+                                "SAMPLE_REQUESTS_IN": "prefetcher"}) as srv:
+        assert wait_for_buffer(srv.db_url, 4, timeout=60) >= 4, srv.log_tail()
+        with ThreadPoolExecutor(4) as pool:
+            made = list(pool.map(lambda name: call(srv, "POST", "/api/comparisons", name,
+                                                   {"prompt": f"Please tell {name} the time."}), users))
+        assert [status for status, _ in made] == [201] * 4, made
+        for (_, body), name in zip(made, users, strict=True):
+            status, _ = call(srv, "POST", f"/api/comparisons/{body['id']}/answer", name,
+                             {"candidate_id": body["candidates"][0]["id"]})
+            assert status == 201
+        engine = create_engine(srv.db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("select settings from comparisons where prompt_id is null")).scalars().all()
+            answers = conn.execute(text("select count(*) from preferences")).scalar_one()
+        engine.dispose()
+        places = [json_module.loads(s)["sampled_in"] for s in rows]
+        assert places == ["prefetcher"] * 4 and answers == 4, (places, srv.log_tail())
