@@ -193,3 +193,25 @@ def test_under_gunicorn_requests_from_both_workers_are_sampled_by_the_prefetcher
         engine.dispose()
         places = [json_module.loads(s)["sampled_in"] for s in rows]
         assert places == ["prefetcher"] * 4 and answers == 4, (places, srv.log_tail())
+
+
+def test_a_refill_stops_for_a_waiting_request_and_stores_nothing_of_its_batch(app, monkeypatch):
+    """interrupt() true during a refill: the batch under way stops within INTERRUPT_STEPS steps (Interrupted), the
+    refill stores none of it and returns; with the check false the same refill fills the buffer."""
+    from app.annotation.prompts import import_prompts
+    from app.lm.sampling import Interrupted, interruptible
+    from app.tables import Comparison
+    from app.versions.prefetch import fill_buffer
+
+    with app.app_context():
+        import_prompts(texts=[f"Bring back the ladder {i}." for i in range(8)], source="test", max_chars=200)
+        loaded = get_holder(app).current()
+        checks = []
+        with pytest.raises(Interrupted), interruptible(lambda: checks.append(1) or True):
+            sample_batch(loaded, model_prompts=[loaded.format_prompt("Send it.")], max_new_tokens=40)
+        assert len(checks) == 1
+    calls = []
+    assert fill_buffer(app, limit=8, interrupt=lambda: calls.append(1) or True) == 0 and calls
+    with app.app_context():
+        assert db.session.query(Comparison).count() == 0
+    assert fill_buffer(app, limit=8, interrupt=lambda: False) == 8

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import time
+from contextlib import contextmanager
 
 from app.lm.checkpoint import LoadedModel
 from app.platform.exceptions import Busy
@@ -16,6 +18,27 @@ _GENERATE_LOCK = threading.Lock()
 
 class InputTooLong(ValueError):
     """The formatted prompt does not fit the model's input limit."""
+
+
+class Interrupted(RuntimeError):
+    """A batch sampled under interruptible() stopped early because its check said so; it returns nothing."""
+
+
+# A check that a batch nobody waits for (a prefetcher refill) runs every INTERRUPT_STEPS decoding steps: True stops
+# it, so a request handed to the prefetcher starts at once instead of waiting for the refill (up to a second or
+# more) to end. A context variable, so only the batches sampled inside interruptible() see it.
+_INTERRUPT: contextvars.ContextVar = contextvars.ContextVar("sampling_interrupt", default=None)
+INTERRUPT_STEPS = 2
+
+
+@contextmanager
+def interruptible(check):
+    """Batches sampled in this block stop (Interrupted) as soon as check() is true."""
+    token = _INTERRUPT.set(check)
+    try:
+        yield
+    finally:
+        _INTERRUPT.reset(token)
 
 
 def sampling_settings(config) -> dict:
@@ -100,6 +123,7 @@ def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, 
     warpers = _warpers(loaded, temperature=temperature, top_p=top_p, min_p=min_p)
     rows = torch.arange(enc["input_ids"].shape[0], device=model.device).repeat_interleave(n)
     tokens: list[list[int]] = [[] for _ in range(len(rows))]
+    interrupt = _INTERRUPT.get()
     with torch.inference_mode():
         logits, step, cache = _start(loaded, enc, rows)
         alive = torch.arange(len(rows), device=model.device)  # which sample each batch row still is
@@ -111,6 +135,8 @@ def _sample_rows(loaded: LoadedModel, enc: dict, n: int, *, temperature: float, 
                     tokens[sample].append(token)
             if left == 1 or bool(ended.all()):
                 break
+            if interrupt is not None and left % INTERRUPT_STEPS == 0 and interrupt():
+                raise Interrupted("stopped for a request that waits")
             if bool(ended.any()):
                 keep = (~ended).nonzero()[:, 0]
                 cache.batch_select_indices(keep)

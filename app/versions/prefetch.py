@@ -55,10 +55,13 @@ class Pace:
         return None if self.value is None else time.time() + self.value * prompts
 
 
-def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None) -> int:
+def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None, interrupt=None) -> int:
     """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many.
     `between(prompts)` runs before each batch (the hand-off answers waiting requests first, and says how long the
-    batch will take); `pace` records each batch's time."""
+    batch will take); `pace` records each batch's time; `interrupt()` true stops the batch under way, unstored,
+    and the refill (a request waits: the caller serves it and refills after)."""
+    from app.lm.sampling import Interrupted, interruptible
+
     made = 0
     holder = get_holder(app)
     with app.app_context():
@@ -79,7 +82,13 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             if between is not None:
                 between(len(prompts))
             started = time.perf_counter()
-            batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts], user_id=None)
+            try:
+                with interruptible(interrupt):
+                    batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts],
+                                                 user_id=None)
+            except Interrupted:
+                db.session.rollback()
+                break
             if pace is not None:
                 pace.record(time.perf_counter() - started, len(prompts))
             db.session.commit()
@@ -130,6 +139,9 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     # it at once: it waits for them on their Redis list instead of sleeping.
     conn, pace = handoff_connection(app), Pace()
 
+    def waiting() -> bool:  # a request is handed over: the refill under way stops for it
+        return conn is not None and handoff_waiting(app, conn)
+
     def serve(wait: float = 0.0, upcoming: int = 0) -> None:
         if conn is not None:
             serve_requests(app, conn, pace=pace, wait=wait, upcoming=upcoming)
@@ -139,7 +151,9 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     while os.getppid() == parent:
         try:
             serve()
-            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=lambda n: serve(upcoming=n), pace=pace)
+            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=lambda n: serve(upcoming=n), pace=pace,
+                        interrupt=waiting)
+            serve()  # what stopped a refill, first
             fill_arena(app, limit=app.config["ARENA_PREFETCH_SIZE"], batch=MAX_BATCH)
             serve(wait=poll_seconds)
         except Exception as exc:  # noqa: BLE001 - a failed refill must not end the loop; requests generate inline
@@ -152,6 +166,18 @@ def handoff_connection(app: Flask):
     from app.versions.handoff import redis_for
 
     return redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
+
+
+def handoff_waiting(app: Flask, conn) -> bool:
+    """Whether a request waits on the hand-off's list (a Redis error counts as none: the refill goes on)."""
+    import redis
+
+    from app.versions.handoff import keys
+
+    try:
+        return conn.llen(keys(app)["queue"]) > 0
+    except redis.RedisError:
+        return False
 
 
 def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0, upcoming: int = 0) -> int:
