@@ -61,7 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause between clicks (0: no pause)")
     p.add_argument("--backends", default="sqlite,postgres",
-                   help="comma-separated: sqlite, postgres; ':sync' serves with gunicorn's sync worker instead")
+                   help="comma-separated: sqlite, postgres; ':sync' serves with gunicorn's sync worker instead; "
+                        "'@web' or '@prefetcher' sets SAMPLE_REQUESTS_IN (sqlite@web,sqlite@prefetcher: both)")
     p.add_argument("--postgres-server", default=PG_SERVER,
                    help=f"any database on the server; the script creates its own {SCRATCH} there")
     p.add_argument("--reps", type=int, default=3, help="runs per backend, each on a fresh server and database")
@@ -173,7 +174,11 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
     users = {f"a{i}": "annotator" for i in range(annotators)}
     env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": str(args.new_tokens)}
     env |= {"PREFETCH_SIZE": str(args.prefetch)} if args.prefetch is not None else {}
-    database, _, worker_class = backend.partition(":")  # "sqlite:sync": gunicorn's sync worker, as before issue 30
+    # "sqlite@web": SAMPLE_REQUESTS_IN=web (requests that find the buffer empty sample in their web process, as
+    # before the hand-off); "@prefetcher" or nothing: the app's default.
+    backend_name, _, place = backend.partition("@")
+    env |= {"SAMPLE_REQUESTS_IN": place} if place else {}
+    database, _, worker_class = backend_name.partition(":")  # "sqlite:sync": gunicorn's sync worker (before issue 30)
     if database == "postgres":
         env["DATABASE_URL"] = scratch_database(args.postgres_server, SCRATCH)
     gunicorn_args = ("--worker-class", "sync", "--threads", "1") if worker_class == "sync" else ()
@@ -284,8 +289,9 @@ def main() -> None:
         print(f"\n{r['backend']}, {r['model']}, {r['annotators']} annotators:")
         print(f"{r['backend']}: answer p50/p95 {r['answer_ms']['p50']}/{r['answer_ms']['p95']} ms, "
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
-        print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer; "
-              f"{r.get('busy_503s', 0)} busy 503s waited out")
+        print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer, "
+              f"{r.get('handed_to_prefetcher', 0)} were handed to the prefetcher, {r.get('sampled_in_web', 0)} "
+              f"sampled in the web; {r.get('busy_503s', 0)} busy 503s waited out")
         print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
         print(f"{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
     print(f"\nwrote {args.out}")

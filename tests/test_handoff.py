@@ -148,6 +148,9 @@ def test_a_request_the_prefetcher_never_takes_is_a_503_and_stores_nothing(app, c
         handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5)
         assert live_handoff(loaded.version_id) is not None
         assert live_handoff(loaded.version_id + 1) is None  # a heartbeat of another version is not trusted
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5, cpu_share=0.1)
+        assert live_handoff(loaded.version_id) is None  # starved of CPU (a training run beside it): not handed
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5, cpu_share=0.9)
         started = time.monotonic()
         with pytest.raises(Busy) as busy:
             create_comparison(user_id=user.id, input_text="Where is my bike?")

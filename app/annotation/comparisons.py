@@ -35,10 +35,10 @@ def waiting_bound(waiting: bool) -> dict:
 
 def live_handoff(version_id: int | None = None) -> tuple | None:
     """(Redis client, key names, heartbeat) when requests are handed to a live prefetcher (SAMPLE_REQUESTS_IN)
-    that serves `version_id` (any, if None); None when they sample in this process."""
+    that serves `version_id` (any, if None) and is not starved of CPU; None when they sample in this process."""
     import redis
 
-    from app.versions.handoff import keys, prefetcher_state, redis_for
+    from app.versions.handoff import keys, prefetcher_state, redis_for, starved
 
     app = current_app._get_current_object()
     conn = redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
@@ -49,7 +49,7 @@ def live_handoff(version_id: int | None = None) -> tuple | None:
         state = prefetcher_state(conn, names)
     except redis.RedisError:
         return None
-    if state is None or (version_id is not None and state["version_id"] != version_id):
+    if state is None or starved(state) or (version_id is not None and state["version_id"] != version_id):
         return None
     return conn, names, state
 

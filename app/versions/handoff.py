@@ -31,6 +31,7 @@ REPLY = "prefloop:sample:reply:"
 ALIVE = "prefloop:sample:alive:"
 ALIVE_SECONDS = 3  # the heartbeat's lifetime: the prefetcher renews it at least every poll (0.1 s) or refill batch
 REPLY_SECONDS = 60  # a reply nobody collects (its request gave up) expires
+STARVED_SHARE = 0.5  # below half a core while sampling, the prefetcher is starved (starved())
 
 
 def redis_for(app):
@@ -185,7 +186,16 @@ def reply(conn, names: dict, request: dict, body: dict) -> None:
         pipe.execute()
 
 
-def heartbeat(conn, names: dict, *, version_id: int, pace: float | None, busy_until: float | None = None) -> None:
-    """Say the prefetcher is alive, which version it serves, its seconds per prompt and when its batch ends."""
-    conn.set(names["alive"], json.dumps({"version_id": version_id, "pace": pace, "busy_until": busy_until}),
-             ex=ALIVE_SECONDS)
+def heartbeat(conn, names: dict, *, version_id: int, pace: float | None, busy_until: float | None = None,
+              cpu_share: float | None = None) -> None:
+    """Say the prefetcher is alive, which version it serves, its seconds per prompt, when its batch ends and the
+    share of a core its recent batches got."""
+    conn.set(names["alive"], json.dumps({"version_id": version_id, "pace": pace, "busy_until": busy_until,
+                                         "cpu_share": cpu_share}), ex=ALIVE_SECONDS)
+
+
+def starved(state: dict) -> bool:
+    """Whether the prefetcher gets too little CPU to be handed requests: it runs only on CPU nothing else wants
+    (SCHED_IDLE), so beside a training run on the same cores it can get next to none, and requests would wait for
+    it until their 503; they sample in their own process then, at the web's priority, as they did before."""
+    return state.get("cpu_share") is not None and state["cpu_share"] < STARVED_SHARE

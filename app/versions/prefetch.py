@@ -40,15 +40,24 @@ MAX_BATCH = 16
 
 
 class Pace:
-    """The prefetcher's seconds per prompt (recent batches weigh most), for the web's expected wait."""
+    """The prefetcher's seconds per prompt and the share of a core it got while sampling (recent batches weigh
+    most), for the web's expected wait and its judgement whether the prefetcher is starved of CPU."""
 
     def __init__(self) -> None:
         self.value: float | None = None
+        self.cpu_share: float | None = None
+        self._cpu = time.process_time()
+
+    def start(self) -> None:
+        """Mark the start of a batch (for its CPU share)."""
+        self._cpu = time.process_time()
 
     def record(self, seconds: float, prompts: int) -> None:
-        """Fold in one batch."""
+        """Fold in one batch that took `seconds` of wall-clock time since start()."""
         pace = seconds / max(1, prompts)
         self.value = pace if self.value is None else (self.value + pace) / 2
+        share = min(1.0, (time.process_time() - self._cpu) / seconds) if seconds > 0 else 1.0
+        self.cpu_share = share if self.cpu_share is None else (self.cpu_share + share) / 2
 
     def until(self, prompts: int) -> float | None:
         """When a batch of `prompts` started now should end (epoch seconds), by the pace; None before any batch."""
@@ -82,6 +91,8 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             if between is not None:
                 between(len(prompts))
             started = time.perf_counter()
+            if pace is not None:
+                pace.start()
             try:
                 with interruptible(interrupt):
                     batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts],
@@ -191,10 +202,12 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0, upcoming:
     loaded, names = get_holder(app).current(), keys(app)
 
     def beat(busy_until: float | None) -> None:
-        heartbeat(conn, names, version_id=loaded.version_id, pace=pace.value, busy_until=busy_until)
+        heartbeat(conn, names, version_id=loaded.version_id, pace=pace.value, busy_until=busy_until,
+                  cpu_share=pace.cpu_share)
 
     def sample(prompts: list[str], seed: int, settings: dict):
         started = time.perf_counter()
+        pace.start()
         beat(pace.until(len(prompts)))
         results = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings)
         pace.record(time.perf_counter() - started, len(prompts))
