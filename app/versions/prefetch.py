@@ -66,8 +66,8 @@ class Pace:
 
 def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None, interrupt=None) -> int:
     """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many.
-    `between(prompts)` runs before each batch (the hand-off answers waiting requests first, and says how long the
-    batch will take); `pace` records each batch's time; `interrupt()` true stops the batch under way, unstored,
+    `between()` runs before each batch (the hand-off answers waiting requests first); `pace` records each batch's
+    time; `interrupt()` true stops the batch under way, unstored,
     and the refill (a request waits: the caller serves it and refills after)."""
     from app.lm.sampling import Interrupted, interruptible
 
@@ -89,7 +89,7 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             except PoolEmpty:
                 break
             if between is not None:
-                between(len(prompts))
+                between()
             started = time.perf_counter()
             if pace is not None:
                 pace.start()
@@ -153,17 +153,16 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     def waiting() -> bool:  # a request is handed over: the refill under way stops for it
         return conn is not None and handoff_waiting(app, conn)
 
-    def serve(wait: float = 0.0, upcoming: int = 0) -> None:
+    def serve(wait: float = 0.0) -> None:
         if conn is not None:
-            serve_requests(app, conn, pace=pace, wait=wait, upcoming=upcoming)
+            serve_requests(app, conn, pace=pace, wait=wait)
         elif wait:
             time.sleep(wait)
 
     while os.getppid() == parent:
         try:
             serve()
-            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=lambda n: serve(upcoming=n), pace=pace,
-                        interrupt=waiting)
+            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=serve, pace=pace, interrupt=waiting)
             serve()  # what stopped a refill, first
             fill_arena(app, limit=app.config["ARENA_PREFETCH_SIZE"], batch=MAX_BATCH)
             serve(wait=poll_seconds)
@@ -191,9 +190,9 @@ def handoff_waiting(app: Flask, conn) -> bool:
         return False
 
 
-def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0, upcoming: int = 0) -> int:
+def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     """Renew the heartbeat, then sample every request handed over (waiting up to `wait` s for the first); how many.
-    `upcoming`: the prompts of the refill batch that starts next, so the web's expected wait includes it."""
+    (A refill batch is not in the heartbeat's busy time: it stops for a request, fill_buffer's `interrupt`.)"""
     import redis
 
     from app.lm.sampling import sample_batch
@@ -219,7 +218,6 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0, upcoming:
         while requests := take_requests(conn, names, limit=MAX_BATCH, wait=wait if not served else 0.0):
             served += answer_requests(conn, names, requests, loaded=loaded, sample=sample, beat=beat)
             wait = 0.0
-        beat(pace.until(upcoming) if upcoming else None)
     except redis.RedisError as exc:  # Redis away: requests find no heartbeat and sample in their process
         log.warning("prefetch: the hand-off's Redis failed: %s", exc)
         time.sleep(wait)
