@@ -49,7 +49,8 @@ def live_handoff(version_id: int | None = None) -> tuple | None:
         state = prefetcher_state(conn, names)
     except redis.RedisError:
         return None
-    if state is None or starved(state) or (version_id is not None and state["version_id"] != version_id):
+    if (state is None or starved(state, min_share=app.config["HANDOFF_MIN_CPU_SHARE"])
+            or (version_id is not None and state["version_id"] != version_id)):
         return None
     return conn, names, state
 

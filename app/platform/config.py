@@ -122,6 +122,10 @@ class Config:
         # never sample and answers never wait behind sampling; without a live prefetcher or Redis it samples in
         # its process, as "web" always does (app/versions/handoff.py; measured in docs/BENCHMARKS.md).
         self.SAMPLE_REQUESTS_IN = env_choice("SAMPLE_REQUESTS_IN", "prefetcher", ("prefetcher", "web"))
+        # The prefetcher runs on idle CPU only: beside a training run on the same cores it gets next to none, and
+        # requests handed to it would wait until their 503. Below this share of a core while sampling, requests
+        # sample in their own process instead (0: always hand them over).
+        self.HANDOFF_MIN_CPU_SHARE = env_float("HANDOFF_MIN_CPU_SHARE", 0.5)
         if self.MAX_WAIT_SECONDS <= 0:
             raise ValueError(f"MAX_WAIT_SECONDS must be more than 0, got {self.MAX_WAIT_SECONDS}")
         # Threads of each gunicorn worker. Requests that wait for the sampler may hold all but two of them, so an

@@ -31,7 +31,6 @@ REPLY = "prefloop:sample:reply:"
 ALIVE = "prefloop:sample:alive:"
 ALIVE_SECONDS = 3  # the heartbeat's lifetime: the prefetcher renews it at least every poll (0.1 s) or refill batch
 REPLY_SECONDS = 60  # a reply nobody collects (its request gave up) expires
-STARVED_SHARE = 0.5  # below half a core while sampling, the prefetcher is starved (starved())
 
 
 def redis_for(app):
@@ -194,8 +193,9 @@ def heartbeat(conn, names: dict, *, version_id: int, pace: float | None, busy_un
                                          "cpu_share": cpu_share}), ex=ALIVE_SECONDS)
 
 
-def starved(state: dict) -> bool:
-    """Whether the prefetcher gets too little CPU to be handed requests: it runs only on CPU nothing else wants
-    (SCHED_IDLE), so beside a training run on the same cores it can get next to none, and requests would wait for
-    it until their 503; they sample in their own process then, at the web's priority, as they did before."""
-    return state.get("cpu_share") is not None and state["cpu_share"] < STARVED_SHARE
+def starved(state: dict, *, min_share: float) -> bool:
+    """Whether the prefetcher gets too little CPU to be handed requests (below min_share of a core while sampling):
+    it runs only on CPU nothing else wants (SCHED_IDLE), so beside a training run on the same cores it can get next
+    to none, and requests would wait for it until their 503; they sample in their own process then, at the web's
+    priority, as they did before."""
+    return state.get("cpu_share") is not None and state["cpu_share"] < min_share
