@@ -502,7 +502,8 @@ def seeds_table(report: dict, tags: list[str]) -> str:
                            "well-formed", "90% in <=200 clicks", "promotions (all seeds)"], rows)
 
 
-TAG_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+TAG_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray")
 
 
 def plot(report: dict, path: Path, tags: list[str]) -> None:
@@ -515,7 +516,7 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
     colors = {"politeness": "tab:blue", "brevity": "tab:orange", "fidelity": "tab:green"}
     styles = {("gpt2", "out"): "-", ("t5", "out"): "--", ("gpt2", "in"): "-.", ("t5", "in"): ":"}
     fig, ax = plt.subplots(figsize=(8, 5))
-    tag_index: dict[str, int] = {}
+    tag_index: dict[tuple[str, str], int] = {}
     for (arch, judge, prompts, tag), runs in seed_groups(report, tags).items():
         x, mean, lo, hi = across_seeds(runs, "good_rate")
         unguarded = tag == "unguarded"
@@ -525,8 +526,8 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
                  + (" (unguarded)" if unguarded else f" [{tag}]" if tag else "")
                  + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         style = ":" if unguarded else styles.get((arch, prompts), "-")
-        if prompts == "realistic" and not unguarded:  # the levers on one judge: a colour per tag
-            color = TAG_COLORS[tag_index.setdefault(tag, len(tag_index)) % len(TAG_COLORS)]
+        if prompts == "realistic" and not unguarded:  # the levers: a colour per judge and tag
+            color = TAG_COLORS[tag_index.setdefault((judge, tag), len(tag_index)) % len(TAG_COLORS)]
         ax.plot(x, [100 * v for v in mean], linestyle=style,
                 marker="o", label=label, color=color)
         if len(runs) > 1:
