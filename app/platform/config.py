@@ -90,6 +90,10 @@ class Config:
         # Empty BASE_MODEL means "the starter model in the store"; otherwise a local folder or hub id.
         self.BASE_MODEL = env_str("BASE_MODEL")
         self.TORCH_THREADS = env_int("TORCH_THREADS", 1)
+        # The prefetcher's own torch threads: it runs only on idle CPU (SCHED_IDLE), so more threads take only cores
+        # nothing else wants; with requests handed to it, it samples every comparison (docs/BENCHMARKS.md,
+        # "Torch threads for the prefetcher").
+        self.PREFETCH_THREADS = env_int("PREFETCH_THREADS", 1)
         self.PORT = env_int("PORT", 5000)
 
         # Generation.

@@ -245,7 +245,7 @@ def main() -> None:
     if app.config["PREFETCH_SIZE"] <= 0:
         return
     lower_priority()
-    set_threads(app.config["TORCH_THREADS"])
+    set_threads(app.config["PREFETCH_THREADS"])
     run_prefetcher(app)
 
 
