@@ -538,7 +538,7 @@ def plot(report: dict, path: Path, tags: list[str]) -> None:
     ax.set_ylim(0, 100)
     ax.set_title("prefloop: served model's good rate vs clicks (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
