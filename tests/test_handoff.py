@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from app.accounts.users import create_user
-from app.annotation.comparisons import create_comparison, live_handoff, refuse_if_busy
+from app.annotation.comparisons import create_comparison, live_handoff, refuse_if_busy, request_settings
 from app.lm.sampling import sample_batch
 from app.platform.exceptions import Busy
 from app.platform.extensions import db
@@ -78,7 +78,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch_that_reproduces_them
 
         def sample(batch, seed, s):
             batches.append(len(batch))
-            return sample_batch(loaded, model_prompts=batch, seed=seed, **s)
+            return sample_batch(loaded, model_prompts=batch, seed=seed, **s), len(batch)
 
         assert handoff.answer_requests(conn, names, requests, loaded=loaded, sample=sample,
                                        beat=lambda _: None) == 3
@@ -108,6 +108,53 @@ def test_a_request_past_its_deadline_is_dropped_and_one_for_another_version_is_s
         assert served == 0 and calls == []
         assert conn.lpop(names["reply"] + "late") is None  # its caller has answered 503: nothing sampled
         assert "serves version" in conn.lpop(names["reply"] + "other").decode()
+
+
+def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_for_the_buffer(app, conn):
+    """The prefetcher answers a lone request in a batch it fills with pool prompts while the buffer is at its
+    low-water mark: the request gets its own samples (reproducible from the batch), the rest become ready
+    comparisons of the same batch; with the buffer full, the request is sampled alone."""
+    from app.annotation.prompts import import_prompts
+    from app.tables import Comparison
+
+    app.config["PREFETCH_SIZE"] = 8
+    with app.app_context():
+        import_prompts(texts=[f"Bring back the ladder {i}." for i in range(6)], source="test", max_chars=200)
+        loaded = get_holder(app).current()
+        names, client = handoff.keys(app), handoff.redis_for(app)
+        settings = request_settings()
+        prompt = loaded.format_prompt("Where is my coat?")
+    replies = []
+
+    def ask():
+        replies.append(handoff.sample_in_prefetcher(client, names, {"pace": None}, version_id=loaded.version_id,
+                                                    model_prompts=[prompt], settings=settings, max_wait=20))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    while conn.llen(names["queue"]) < 1:
+        time.sleep(0.01)
+    assert serve_requests(app, client, pace=Pace()) == 1
+    asker.join(10)
+    [(results, seed, offset, size)] = replies
+    assert offset == 0 and size == 7  # the request, then the pool's six
+    with app.app_context():
+        ready = db.session.query(Comparison).filter_by(state="ready").order_by(Comparison.id).all()
+        assert len(ready) == 6 and {c.seed for c in ready} == {seed}
+        assert [c.settings["batch_index"] for c in ready] == list(range(1, 7))
+        assert {c.settings["sampled_in"] for c in ready} == {"buffer"} and ready[0].settings["batch_size"] == 7
+        again = sample_batch(loaded, model_prompts=[prompt] + [c.model_prompt for c in ready], seed=seed,
+                             **settings)
+        assert [list(results[0][0]), list(results[0][1])] == [list(again[0][0]), list(again[0][1])]
+        assert sorted(c.text for c in ready[2].candidates) == sorted(again[3][0])
+        # The buffer above its low-water mark (6 > 4): the next request is sampled alone.
+    asker = threading.Thread(target=ask)
+    asker.start()
+    while conn.llen(names["queue"]) < 1:
+        time.sleep(0.01)
+    assert serve_requests(app, client, pace=Pace()) == 1
+    asker.join(10)
+    assert replies[1][3] == 1
 
 
 def test_a_typed_prompt_is_sampled_by_the_live_prefetcher_and_in_this_process_without_one(app, conn):

@@ -94,3 +94,38 @@ def test_kto_is_refused_where_it_cannot_train(app, starter_dir, monkeypatch):
     with pytest.raises(ValueError, match="good and bad answers"):
         kto_trainer(model=None, ref_model=None, tokenizer=None, peft_config=None, rows=rows * 4,
                     args={"per_device_train_batch_size": 4}, seed=0, config_cls=None, trainer_cls=None)
+
+
+def test_kto_trains_with_and_without_lora_and_raises_the_good_answers(app, starter_dir):
+    """TRAIN_LOSS=kto on the GPT-2 starter, plain and with a LoRA adapter (merged after): the good answers end up
+    likelier against the bad ones than under the starter."""
+    from dataclasses import replace
+
+    from app.lm.checkpoint import load_checkpoint
+    from app.lm.scoring import completion_logps
+    from app.training.jobs import training_config
+    from app.training.spec import TrainingSpec
+    from tests.test_seq2seq_dpo import corpus_pairs
+    from worker.training import train_causal
+
+    prompt = "Rewrite politely: {input}\nPolite:"
+    rows = []
+    for p in corpus_pairs(12, seed=0):
+        text = prompt.replace("{input}", p["prompt"].removeprefix("Rewrite politely: "))
+        rows += [{"prompt": text, "completion": p["chosen"], "label": True},
+                 {"prompt": text, "completion": p["rejected"], "label": False}]
+    starter = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+
+    def gap(model) -> float:
+        logps = completion_logps(replace(starter, model=model), [r["prompt"] for r in rows],
+                                 [r["completion"] for r in rows])[0]
+        return sum(lp if r["label"] else -lp for lp, r in zip(logps, rows, strict=True))
+
+    before = gap(starter.model)
+    with app.app_context():
+        spec = replace(TrainingSpec.from_dict(training_config()), loss="kto", epochs=3, lr=5e-4, batch_size=4)
+    for lora in (False, True):
+        model, _, summary = train_causal(init_path=str(starter_dir["gpt2"]), pairs=rows,
+                                         spec=replace(spec, lora=lora), loss_type=["kto"], loss_weights=[1.0])
+        assert summary["steps"] >= 6 and not hasattr(model, "peft_config"), summary  # LoRA merged away
+        assert gap(model) > before, lora

@@ -109,6 +109,12 @@ def buffered_now() -> bool:
     return ready_count(loaded.version_id, current_task().id) > 0
 
 
+def request_settings() -> dict:
+    """What a comparison is sampled with: the served settings, with ACTIVE_CANDIDATES samples when it is on."""
+    active = current_app.config["ACTIVE_CANDIDATES"]
+    return generation_settings() | ({"n": active} if active else {})
+
+
 def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None,
                          waiting: bool = False) -> list[Comparison]:
     """Sample candidates for each (input text, pool prompt id) in one batched call and store them (not committed).
@@ -119,18 +125,27 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
     rather than queue; the prefetcher waits its turn."""
     from app.lm.sampling import InputTooLong
 
+    task = current_task()
+    model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
+    try:
+        # Batched with the other requests that wait for the sampler now (issue 28): past capacity each would
+        # otherwise sample alone, at about twice the cost per comparison.
+        results, seed, offset, size, where = sample_inputs(loaded=loaded, model_prompts=model_prompts,
+                                                           waiting=waiting, settings=request_settings())
+    except InputTooLong as exc:
+        raise BadInput(str(exc), status=413) from exc
+    return store_comparisons(loaded=loaded, inputs=inputs, results=results, seed=seed, offset=offset, size=size,
+                             where=where, user_id=user_id)
+
+
+def store_comparisons(*, loaded, inputs: list[tuple[str, int | None]], results: list, seed: int, offset: int,
+                      size: int, where: str, user_id: int | None) -> list[Comparison]:
+    """Store the sampled candidates of `inputs` (their results, at `offset` in a batch of `size` under `seed`) as
+    comparisons (not committed): assigned to user_id, or ready in the buffer when it is None."""
     settings = generation_settings()
     task = current_task()
     model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
     active = current_app.config["ACTIVE_CANDIDATES"]
-    try:
-        # Batched with the other requests that wait for the sampler now (issue 28): past capacity each would
-        # otherwise sample alone, at about twice the cost per comparison.
-        results, seed, offset, size, where = sample_inputs(
-            loaded=loaded, model_prompts=model_prompts, waiting=waiting,
-            settings=settings | ({"n": active} if active else {}))
-    except InputTooLong as exc:
-        raise BadInput(str(exc), status=413) from exc
     if active:
         from app.lm.uncertainty import least_sure
 

@@ -146,7 +146,8 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
     """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
     were sampled. A request past its deadline is dropped (its caller has answered 503); one for another version
     is answered "not served" (its caller samples in its own process). `sample(model_prompts, seed, settings)`
-    samples; `beat(busy_until)` renews the heartbeat with the batch's expected end."""
+    samples them, first in a batch it may fill up with refill prompts, and returns (their results, the batch's
+    size); `beat(busy_until)` renews the heartbeat with the batch's expected end."""
     now, sampled = time.time(), 0
     live = [r for r in requests if r["deadline"] > now]
     for r in live:
@@ -161,7 +162,7 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
         prompts = [p for r in group for p in r["prompts"]]
         seed = random.SystemRandom().randrange(2**31)
         try:
-            results = sample(prompts, seed, group[0]["settings"])
+            results, size = sample(prompts, seed, group[0]["settings"])
         except Exception as exc:  # noqa: BLE001 - each caller gets the error and raises it as its own
             for r in group:
                 reply(conn, names, r, {"error": f"sampling failed: {exc.__class__.__name__}: {exc}"})
@@ -169,7 +170,7 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
         offset = 0
         for r in group:
             mine = results[offset:offset + len(r["prompts"])]
-            reply(conn, names, r, {"results": mine, "seed": seed, "offset": offset, "size": len(prompts)})
+            reply(conn, names, r, {"results": mine, "seed": seed, "offset": offset, "size": size})
             offset += len(r["prompts"])
         sampled += len(group)
         beat(None)

@@ -19,8 +19,8 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from app.annotation.comparisons import generate_comparisons, next_pool_prompts
-from app.annotation.task import current_revision_id
+from app.annotation.comparisons import generate_comparisons, next_pool_prompts, store_comparisons
+from app.annotation.task import current_revision_id, current_task
 from app.arena.battles import generate_battles, in_use, pool_inputs
 from app.arena.matchups import battle_pair, battle_pairs
 from app.platform.exceptions import BadInput, PoolEmpty
@@ -75,9 +75,7 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
     holder = get_holder(app)
     with app.app_context():
         loaded = holder.current()
-        # Refilling at a low-water mark rather than after every claim lets each call generate a full batch:
-        # two prompts in one call cost about as much as eight.
-        low_water = max(limit - MAX_BATCH, limit // 2)
+        low_water = low_water_mark(limit)
         revision = current_revision_id()
         ready = ready_count(loaded.version_id, revision)
         # Once below the mark, fill to the limit (the last call may be a partial batch).
@@ -111,6 +109,39 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             ready = ready_count(loaded.version_id, current_revision_id())
         db.session.remove()
     return made
+
+
+def low_water_mark(limit: int) -> int:
+    """The buffer's count at or below which it is refilled."""
+    # Refilling at a low-water mark rather than after every claim lets each call generate a full batch: two
+    # prompts in one call cost about as much as eight.
+    return max(limit - MAX_BATCH, limit // 2)
+
+
+def refill_inputs(app: Flask, loaded, *, settings: dict, room: int) -> list[tuple[str, int]]:
+    """Pool inputs to sample beside handed-over requests, up to `room`, when the buffer is at its low-water mark and
+    the requests are sampled as a refill would be; [] otherwise. Inputs the model cannot take are left out."""
+    from app.annotation.comparisons import request_settings
+    from app.lm.sampling import InputTooLong, check_prompts
+
+    limit = app.config["PREFETCH_SIZE"]
+    if room <= 0 or limit <= 0 or settings != request_settings():
+        return []
+    if ready_count(loaded.version_id, current_revision_id()) > low_water_mark(limit):
+        return []
+    try:
+        prompts = next_pool_prompts(limit=room)
+    except PoolEmpty:
+        return []
+    system_prompt = current_task().system_prompt
+    inputs = []
+    for p in prompts:
+        try:
+            check_prompts(loaded, [loaded.format_prompt(p.text, system_prompt=system_prompt)], settings)
+        except InputTooLong:
+            continue
+        inputs.append((p.text, p.id))
+    return inputs
 
 
 def fill_arena(app: Flask, *, limit: int, batch: int) -> int:
@@ -205,12 +236,26 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
                   cpu_share=pace.cpu_share)
 
     def sample(prompts: list[str], seed: int, settings: dict):
-        started = time.perf_counter()
-        pace.start()
-        beat(pace.until(len(prompts)))
-        results = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings)
-        pace.record(time.perf_counter() - started, len(prompts))
-        return results
+        # A batch of requests alone is small and costs up to twice as much a comparison as a refill's 16; while the
+        # buffer is low the batch is filled up with pool prompts, whose comparisons go to the buffer, so a busy
+        # prefetcher refills in the batches it samples anyway instead of in refills every request interrupts.
+        with app.app_context():
+            pad = refill_inputs(app, loaded, settings=settings, room=MAX_BATCH - len(prompts))
+            system_prompt = current_task().system_prompt
+            batch = prompts + [loaded.format_prompt(text, system_prompt=system_prompt) for text, _ in pad]
+            started = time.perf_counter()
+            pace.start()
+            beat(pace.until(len(batch)))
+            results = sample_batch(loaded, model_prompts=batch, seed=seed, **settings)
+            pace.record(time.perf_counter() - started, len(batch))
+            if pad:
+                store_comparisons(loaded=loaded, inputs=pad, results=results[len(prompts):], seed=seed,
+                                  offset=len(prompts), size=len(batch), where="buffer", user_id=None)
+                db.session.commit()
+                if get_holder(app).serving() is not loaded:  # swapped meanwhile: as fill_buffer does
+                    retire_comparisons(keep_version_id=get_holder(app).serving().version_id)
+            db.session.remove()
+        return results[:len(prompts)], len(batch)
 
     served = 0
     try:
