@@ -292,13 +292,17 @@ def claim_prefetched(*, user_id: int, version_id: int, revision: int | None = No
     """Atomically take one ready comparison of the serving version, rendered under the task revision in force
     (`revision`, else the newest, read in the same statement: a round trip less on every pool click)."""
     in_force = revision if revision is not None else select(func.max(TaskRevision.id)).scalar_subquery()
-    for candidate_id in db.session.scalars(
+    # Read to the end before writing: on SQLite a write begun while the read is still open must upgrade its
+    # snapshot, and fails at once ("database is locked", no lock wait) when another process committed meanwhile,
+    # as the prefetcher does with every refill (measured: 11-15 such 503s a minute at 20 annotators).
+    ready = list(db.session.scalars(
         select(Comparison.id)
         .where(Comparison.state == "ready", Comparison.model_version_id == version_id,
                Comparison.task_revision_id == in_force, in_queue(Comparison.prompt_id))
         .order_by(Comparison.id)
         .limit(5)
-    ):
+    ))
+    for candidate_id in ready:
         # Guarded update: two processes can race for the same row and only one wins.
         won = db.session.execute(
             update(Comparison)
@@ -308,6 +312,11 @@ def claim_prefetched(*, user_id: int, version_id: int, revision: int | None = No
         if won:
             db.session.commit()
             return load_comparison(candidate_id)
+    if ready:
+        # Every row was taken by others, but the guarded updates began a write transaction: end it now, or on
+        # SQLite this request keeps the database's write lock while its comparison is sampled (or waits for the
+        # prefetcher), and every other writer waits with it, answers included, until their 5 s lock wait fails.
+        db.session.rollback()
     return None
 
 
