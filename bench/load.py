@@ -133,6 +133,10 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
     """One annotator: read (think), answer, fetch the next; until the deadline."""
     rng = random.Random(seed)
     status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
+    while status == 503 and "busy" in comp.get("error", ""):  # the first one too: all start at once
+        out["busy"] += 1
+        time.sleep(max(1, int(comp["error"].rsplit("Try again in ", 1)[1].split()[0])))
+        status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
     assert status == 201, comp
     while True:
         if think:

@@ -289,3 +289,33 @@ def test_a_refused_typed_prompt_spends_no_typing_budget(app, client, annotator, 
         assert post(client, "/api/comparisons", annotator, {"prompt": "Book room 4 at noon."}).status_code == 503
     app.config["MAX_WAIT_SECONDS"] = 10.0
     assert post(client, "/api/comparisons", annotator, {"prompt": "Book room 4 at noon."}).status_code == 201
+
+
+def test_a_claim_that_loses_every_race_holds_no_write_lock(app, monkeypatch):
+    """claim_prefetched finds ready rows but every guarded update loses (another process took them): it must end
+    the write transaction those updates began. On SQLite that transaction is the database's one write lock, and the
+    request goes on to sample (or wait for the prefetcher) for seconds: every other writer waited with it."""
+    import sqlite3
+
+    from sqlalchemy import false, update
+
+    import app.annotation.comparisons as comparisons
+    from app.accounts.users import create_user
+    from app.versions.serving import get_holder
+
+    with app.app_context():
+        user, _, _ = create_user(name="ann", role="annotator", password="pw")
+        loaded = get_holder(app).current()
+        comparisons.generate_comparisons(loaded=loaded, inputs=[("Send it now.", None)], user_id=None)
+        db.session.commit()
+        # Every guarded update loses, as when another process claimed the row between the read and the update.
+        monkeypatch.setattr(comparisons, "update", lambda table: update(table).where(false()))
+        assert comparisons.claim_prefetched(user_id=user.id, version_id=loaded.version_id) is None
+        assert not db.session().in_transaction()
+        if db.engine.url.get_backend_name() == "sqlite":
+            other = sqlite3.connect(db.engine.url.database, timeout=0)  # no lock wait: fails at once if one is held
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.rollback()
+            finally:
+                other.close()

@@ -121,11 +121,13 @@ class Config:
         # One that would wait longer than this (by the pace of that process's last batches) gets a 503 with
         # Retry-After at once, and the page waits and asks again.
         self.MAX_WAIT_SECONDS = env_float("MAX_WAIT_SECONDS", 10.0)
-        # prefetcher: a request that finds the buffer empty hands its prompts to the prefetcher through Redis and
-        # waits for its batch (with every other request waiting then, from every web process), so web processes
-        # never sample and answers never wait behind sampling; without a live prefetcher or Redis it samples in
-        # its process, as "web" always does (app/versions/handoff.py; measured in docs/BENCHMARKS.md).
-        self.SAMPLE_REQUESTS_IN = env_choice("SAMPLE_REQUESTS_IN", "prefetcher", ("prefetcher", "web"))
+        # web: a request that finds the buffer empty samples in its own process, batched with that process's
+        # waiting requests. prefetcher: it hands its prompts to the prefetcher through Redis and waits for its
+        # batch (with every request waiting then, from every web process), so web processes never sample; without
+        # a live prefetcher or Redis it samples in its process. On 2 CPU cores the one prefetcher process is the
+        # ceiling and "web" served more at 20 annotators (docs/BENCHMARKS.md, "Requests handed to the prefetcher");
+        # "prefetcher" is for a model one device should hold once (a GPU prefetcher), or answers first at any cost.
+        self.SAMPLE_REQUESTS_IN = env_choice("SAMPLE_REQUESTS_IN", "web", ("web", "prefetcher"))
         # The prefetcher runs on idle CPU only: beside a training run on the same cores it gets next to none, and
         # requests handed to it would wait until their 503. Below this share of a core while sampling, requests
         # sample in their own process instead (0: always hand them over).
