@@ -67,7 +67,9 @@ def main() -> None:
             wait_for_buffer(srv.db_url, 32, timeout=300)
         for i in range(args.requests):
             for place, srv in servers.items():
-                wait_for_buffer(srv.db_url, 32, timeout=300)  # the prefetcher idle again
+                # The prefetcher idle again: above its low-water mark (16 of 32) it starts no refill. (Not "full":
+                # a request batch filled up with pool prompts leaves the buffer at 31, and nothing tops that up.)
+                wait_for_buffer(srv.db_url, 17, timeout=300)
                 time.sleep(0.5)
                 times[(place, "idle")].append(typed(srv, f"can you send me the report {i} by noon")[0])
                 drain(srv, 16)
