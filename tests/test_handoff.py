@@ -126,16 +126,18 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
         prompt = loaded.format_prompt("Where is my coat?")
     replies = []
 
-    def ask():
-        replies.append(handoff.sample_in_prefetcher(client, names, {"pace": None}, version_id=loaded.version_id,
-                                                    model_prompts=[prompt], settings=settings, max_wait=20))
+    def ask_and_serve():
+        """One request handed over from a thread, and the prefetcher's serving loop once."""
+        asker = threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
+            client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
+            max_wait=20)))
+        asker.start()
+        while conn.llen(names["queue"]) < 1:
+            time.sleep(0.01)
+        assert serve_requests(app, client, pace=Pace()) == 1
+        asker.join(10)
 
-    asker = threading.Thread(target=ask)
-    asker.start()
-    while conn.llen(names["queue"]) < 1:
-        time.sleep(0.01)
-    assert serve_requests(app, client, pace=Pace()) == 1
-    asker.join(10)
+    ask_and_serve()
     [(results, seed, offset, size)] = replies
     assert offset == 0 and size == 7  # the request, then the pool's six
     with app.app_context():
@@ -148,12 +150,7 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
         assert [list(results[0][0]), list(results[0][1])] == [list(again[0][0]), list(again[0][1])]
         assert sorted(c.text for c in ready[2].candidates) == sorted(again[3][0])
         # The buffer above its low-water mark (6 > 4): the next request is sampled alone.
-    asker = threading.Thread(target=ask)
-    asker.start()
-    while conn.llen(names["queue"]) < 1:
-        time.sleep(0.01)
-    assert serve_requests(app, client, pace=Pace()) == 1
-    asker.join(10)
+    ask_and_serve()
     assert replies[1][3] == 1
 
 
