@@ -111,9 +111,9 @@ def test_a_request_past_its_deadline_is_dropped_and_one_for_another_version_is_s
 
 
 def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_for_the_buffer(app, conn):
-    """The prefetcher answers a lone request in a batch it fills with pool prompts while the buffer is at its
-    low-water mark: the request gets its own samples (reproducible from the batch), the rest become ready
-    comparisons of the same batch; with the buffer full, the request is sampled alone."""
+    """The prefetcher answers two requests waiting at once in a batch it fills with pool prompts while the buffer
+    is at its low-water mark: each request gets its own samples (reproducible from the batch), the rest become ready
+    comparisons of the same batch; a lone request, or any with the buffer above the mark, is sampled alone."""
     from app.annotation.prompts import import_prompts
     from app.tables import Comparison
 
@@ -126,32 +126,37 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
         prompt = loaded.format_prompt("Where is my coat?")
     replies = []
 
-    def ask_and_serve():
-        """One request handed over from a thread, and the prefetcher's serving loop once."""
-        asker = threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
+    def ask_and_serve(n: int):
+        """n requests handed over at once from threads, and the prefetcher's serving loop once."""
+        replies.clear()
+        askers = [threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
             client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
-            max_wait=20)))
-        asker.start()
-        while conn.llen(names["queue"]) < 1:
+            max_wait=20))) for _ in range(n)]
+        for asker in askers:
+            asker.start()
+        while conn.llen(names["queue"]) < n:
             time.sleep(0.01)
-        assert serve_requests(app, client, pace=Pace()) == 1
-        asker.join(10)
+        assert serve_requests(app, client, pace=Pace()) == n
+        for asker in askers:
+            asker.join(10)
 
-    ask_and_serve()
-    [(results, seed, offset, size)] = replies
-    assert offset == 0 and size == 7  # the request, then the pool's six
+    ask_and_serve(1)
+    assert [r[3] for r in replies] == [1]  # alone: a lone request never waits for a filled-up batch
+    ask_and_serve(2)
+    (results, seed, offset, size) = min(replies, key=lambda r: r[2])
+    assert offset == 0 and size == 8  # the two requests, then the pool's six
     with app.app_context():
         ready = db.session.query(Comparison).filter_by(state="ready").order_by(Comparison.id).all()
         assert len(ready) == 6 and {c.seed for c in ready} == {seed}
-        assert [c.settings["batch_index"] for c in ready] == list(range(1, 7))
-        assert {c.settings["sampled_in"] for c in ready} == {"buffer"} and ready[0].settings["batch_size"] == 7
-        again = sample_batch(loaded, model_prompts=[prompt] + [c.model_prompt for c in ready], seed=seed,
+        assert {c.settings["sampled_in"] for c in ready} == {"buffer"} and ready[0].settings["batch_size"] == 8
+        again = sample_batch(loaded, model_prompts=[prompt, prompt] + [c.model_prompt for c in ready], seed=seed,
                              **settings)
         assert [list(results[0][0]), list(results[0][1])] == [list(again[0][0]), list(again[0][1])]
-        assert sorted(c.text for c in ready[2].candidates) == sorted(again[3][0])
-        # The buffer above its low-water mark (6 > 4): the next request is sampled alone.
-    ask_and_serve()
-    assert replies[1][3] == 1
+        assert [c.settings["batch_index"] for c in ready] == list(range(2, 8))
+        assert sorted(c.text for c in ready[2].candidates) == sorted(again[4][0])
+    # The buffer above its low-water mark (6 > 4): two requests at once are sampled alone.
+    ask_and_serve(2)
+    assert [r[3] for r in replies] == [2, 2]
 
 
 def test_a_typed_prompt_is_sampled_by_the_live_prefetcher_and_in_this_process_without_one(app, conn):

@@ -239,8 +239,11 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # A batch of requests alone is small and costs up to twice as much a comparison as a refill's 16; while the
         # buffer is low the batch is filled up with pool prompts, whose comparisons go to the buffer, so a busy
         # prefetcher refills in the batches it samples anyway instead of in refills every request interrupts.
+        # A lone request is not filled up: it would wait for a whole batch (measured mid-refill: 423 ms against
+        # 49 ms alone, bench/handoff.py); two or more waiting at once is the load the fill-up is for.
         with app.app_context():
-            pad = refill_inputs(app, loaded, settings=settings, room=MAX_BATCH - len(prompts))
+            pad = (refill_inputs(app, loaded, settings=settings, room=MAX_BATCH - len(prompts))
+                   if len(prompts) >= 2 else [])
             system_prompt = current_task().system_prompt
             batch = prompts + [loaded.format_prompt(text, system_prompt=system_prompt) for text, _ in pad]
             started = time.perf_counter()
