@@ -270,3 +270,17 @@ def test_a_refill_stops_for_a_waiting_request_and_stores_nothing_of_its_batch(ap
     with app.app_context():
         assert db.session.query(Comparison).count() == 0
     assert fill_buffer(app, limit=8, interrupt=lambda: False) == 8
+
+
+def test_threads_waiting_for_the_prefetcher_count_against_the_same_slots_as_sampling_here():
+    """One bound on the web threads that may wait for a sampler, whichever sampler: a request waiting for the
+    prefetcher takes a slot sample_coalesced also counts, so answers always keep their two threads."""
+    from app.lm.sampling import check_room, holding_slot, slots_full
+
+    with holding_slot(1):
+        assert slots_full(1)
+        with pytest.raises(Busy):
+            check_room(1, max_wait=None, slots=1)  # sampling in this process: refused too
+        with pytest.raises(Busy), holding_slot(1):
+            pass
+    assert not slots_full(1)

@@ -134,17 +134,17 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
                                                            waiting=waiting, settings=request_settings())
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
-    return store_comparisons(loaded=loaded, inputs=inputs, results=results, seed=seed, offset=offset, size=size,
-                             where=where, user_id=user_id)
+    return store_comparisons(loaded=loaded, task=task, inputs=inputs, model_prompts=model_prompts, results=results,
+                             seed=seed, offset=offset, size=size, where=where, user_id=user_id)
 
 
-def store_comparisons(*, loaded, inputs: list[tuple[str, int | None]], results: list, seed: int, offset: int,
-                      size: int, where: str, user_id: int | None) -> list[Comparison]:
-    """Store the sampled candidates of `inputs` (their results, at `offset` in a batch of `size` under `seed`) as
-    comparisons (not committed): assigned to user_id, or ready in the buffer when it is None."""
+def store_comparisons(*, loaded, task: TaskRevision, inputs: list[tuple[str, int | None]], model_prompts: list[str],
+                      results: list, seed: int, offset: int, size: int, where: str,
+                      user_id: int | None) -> list[Comparison]:
+    """Store the sampled candidates of `inputs` (rendered as `model_prompts` under `task`; their results, at
+    `offset` in a batch of `size` under `seed`) as comparisons (not committed): assigned to user_id, or ready in
+    the buffer when it is None."""
     settings = generation_settings()
-    task = current_task()
-    model_prompts = [loaded.format_prompt(text, system_prompt=task.system_prompt) for text, _ in inputs]
     active = current_app.config["ACTIVE_CANDIDATES"]
     if active:
         from app.lm.uncertainty import least_sure

@@ -280,6 +280,29 @@ def check_room(prompts: int, *, max_wait: float | None, slots: int | None) -> No
         _admit(prompts, max_wait=max_wait, slots=slots)
 
 
+def slots_full(slots: int | None) -> bool:
+    """Whether this process's requests already hold `slots` threads waiting for a sampler (its own batches or the
+    prefetcher's: app/versions/handoff.py counts its waiters here too, so the bound is one for both)."""
+    with _COALESCE:
+        return slots is not None and _NOW["requests"] >= slots
+
+
+@contextmanager
+def holding_slot(slots: int | None):
+    """Count the caller among this process's requests waiting for a sampler while the block runs; Busy (1 s) when
+    every slot is taken. For a request that waits elsewhere (the prefetcher) but holds a web thread meanwhile."""
+    with _COALESCE:
+        if slots is not None and _NOW["requests"] >= slots:
+            raise Busy("The model is busy: every thread that may wait for it is waiting. Try again in 1 s.",
+                       retry_after=1)
+        _NOW["requests"] += 1
+    try:
+        yield
+    finally:
+        with _COALESCE:
+            _NOW["requests"] -= 1
+
+
 def check_prompts(loaded: LoadedModel, model_prompts: list[str], settings: dict) -> None:
     """InputTooLong for a prompt that does not fit: one request's long input must fail that request, not the batch
     it joins (in this process, or the prefetcher's)."""

@@ -17,10 +17,8 @@ import hashlib
 import json
 import math
 import random
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 
 from app.platform.exceptions import Busy
 
@@ -75,35 +73,17 @@ def expected_wait(conn, names: dict, state: dict, prompts: int) -> float | None:
     return max(0.0, busy_until - time.time()) + pace * (conn.llen(names["queue"]) + prompts)
 
 
-_SLOTS = threading.Lock()
-_IN_USE = [0]  # this process's requests waiting for the prefetcher: each holds a web thread meanwhile
-
-
 def check_room(conn, names: dict, state: dict, prompts: int, *, max_wait: float | None,
                slots: int | None) -> None:
     """Raise Busy (503 with Retry-After) when these prompts would wait past max_wait for the prefetcher, or every
-    sampling slot of this process (threads that may wait for it) is taken."""
+    sampling slot of this process (threads that may wait for a sampler, app.lm.sampling's count) is taken."""
+    from app.lm.sampling import slots_full
+
     wait = expected_wait(conn, names, state, prompts)
-    full = slots is not None and _IN_USE[0] >= slots
-    if full or (max_wait is not None and wait is not None and wait > max_wait):
+    if slots_full(slots) or (max_wait is not None and wait is not None and wait > max_wait):
         retry = max(1, math.ceil(wait if wait is not None else 1))
         raise Busy(f"The model is busy: about {retry} s of sampling is waiting. Try again in {retry} s.",
                    retry_after=retry)
-
-
-@contextmanager
-def slot(slots: int | None):
-    """Hold one of this process's sampling slots while a request waits for the prefetcher."""
-    with _SLOTS:
-        if slots is not None and _IN_USE[0] >= slots:
-            raise Busy("The model is busy: every thread that may wait for it is waiting. Try again in 1 s.",
-                       retry_after=1)
-        _IN_USE[0] += 1
-    try:
-        yield
-    finally:
-        with _SLOTS:
-            _IN_USE[0] -= 1
 
 
 def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, model_prompts: list[str],
@@ -115,7 +95,9 @@ def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, mod
     check_room(conn, names, state, len(model_prompts), max_wait=max_wait, slots=slots)
     request_id = uuid.uuid4().hex
     deadline = time.time() + (max_wait if max_wait is not None else 3600.0)
-    with slot(slots):
+    from app.lm.sampling import holding_slot
+
+    with holding_slot(slots):
         conn.rpush(names["queue"], json.dumps({"id": request_id, "version_id": version_id, "prompts": model_prompts,
                                                "settings": settings, "deadline": deadline}))
         got = conn.blpop([names["reply"] + request_id], timeout=max(1, math.ceil(deadline - time.time())))

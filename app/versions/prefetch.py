@@ -27,6 +27,7 @@ from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
 from app.tables import ArenaBattle
 from app.versions.buffer import ready_count, retire_comparisons, retire_ready
+from app.versions.handoff import keys
 from app.versions.serving import get_holder, listen_for_changes
 
 log = logging.getLogger(__name__)
@@ -118,30 +119,32 @@ def low_water_mark(limit: int) -> int:
     return max(limit - MAX_BATCH, limit // 2)
 
 
-def refill_inputs(app: Flask, loaded, *, settings: dict, room: int) -> list[tuple[str, int]]:
+def refill_inputs(app: Flask, loaded, *, task, settings: dict, room: int) -> tuple[list[tuple[str, int]], list[str]]:
     """Pool inputs to sample beside handed-over requests, up to `room`, when the buffer is at its low-water mark and
-    the requests are sampled as a refill would be; [] otherwise. Inputs the model cannot take are left out."""
+    the requests are sampled as a refill would be, with their prompts rendered under `task`; ([], []) otherwise.
+    Inputs the model cannot take are left out."""
     from app.annotation.comparisons import request_settings
     from app.lm.sampling import InputTooLong, check_prompts
 
     limit = app.config["PREFETCH_SIZE"]
     if room <= 0 or limit <= 0 or settings != request_settings():
-        return []
-    if ready_count(loaded.version_id, current_revision_id()) > low_water_mark(limit):
-        return []
+        return [], []
+    if ready_count(loaded.version_id, task.id) > low_water_mark(limit):
+        return [], []
     try:
         prompts = next_pool_prompts(limit=room)
     except PoolEmpty:
-        return []
-    system_prompt = current_task().system_prompt
-    inputs = []
+        return [], []
+    inputs, model_prompts = [], []
     for p in prompts:
+        model_prompt = loaded.format_prompt(p.text, system_prompt=task.system_prompt)
         try:
-            check_prompts(loaded, [loaded.format_prompt(p.text, system_prompt=system_prompt)], settings)
+            check_prompts(loaded, [model_prompt], settings)
         except InputTooLong:
             continue
         inputs.append((p.text, p.id))
-    return inputs
+        model_prompts.append(model_prompt)
+    return inputs, model_prompts
 
 
 def fill_arena(app: Flask, *, limit: int, batch: int) -> int:
@@ -181,8 +184,10 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     # it at once: it waits for them on their Redis list instead of sleeping.
     conn, pace = handoff_connection(app), Pace()
 
-    def waiting() -> bool:  # a request is handed over: the refill under way stops for it
-        return conn is not None and handoff_waiting(app, conn)
+    names = keys(app)
+
+    def waiting() -> bool:  # a request is handed over: the refill under way stops for it (checked every 2 steps)
+        return conn is not None and handoff_waiting(conn, names)
 
     def serve(wait: float = 0.0) -> None:
         if conn is not None:
@@ -209,14 +214,12 @@ def handoff_connection(app: Flask):
     return redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
 
 
-def handoff_waiting(app: Flask, conn) -> bool:
+def handoff_waiting(conn, names: dict) -> bool:
     """Whether a request waits on the hand-off's list (a Redis error counts as none: the refill goes on)."""
     import redis
 
-    from app.versions.handoff import keys
-
     try:
-        return conn.llen(keys(app)["queue"]) > 0
+        return conn.llen(names["queue"]) > 0
     except redis.RedisError:
         return False
 
@@ -227,7 +230,7 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     import redis
 
     from app.lm.sampling import sample_batch
-    from app.versions.handoff import answer_requests, heartbeat, keys, take_requests
+    from app.versions.handoff import answer_requests, heartbeat, take_requests
 
     loaded, names = get_holder(app).current(), keys(app)
 
@@ -242,18 +245,19 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # A lone request is not filled up: it would wait for a whole batch (measured mid-refill: 423 ms against
         # 49 ms alone, bench/handoff.py); two or more waiting at once is the load the fill-up is for.
         with app.app_context():
-            pad = (refill_inputs(app, loaded, settings=settings, room=MAX_BATCH - len(prompts))
-                   if len(prompts) >= 2 else [])
-            system_prompt = current_task().system_prompt
-            batch = prompts + [loaded.format_prompt(text, system_prompt=system_prompt) for text, _ in pad]
+            task = current_task()
+            pad, pad_prompts = (refill_inputs(app, loaded, task=task, settings=settings, room=MAX_BATCH - len(prompts))
+                                if len(prompts) >= 2 else ([], []))
+            batch = prompts + pad_prompts
             started = time.perf_counter()
             pace.start()
             beat(pace.until(len(batch)))
             results = sample_batch(loaded, model_prompts=batch, seed=seed, **settings)
             pace.record(time.perf_counter() - started, len(batch))
             if pad:
-                store_comparisons(loaded=loaded, inputs=pad, results=results[len(prompts):], seed=seed,
-                                  offset=len(prompts), size=len(batch), where="buffer", user_id=None)
+                store_comparisons(loaded=loaded, task=task, inputs=pad, model_prompts=pad_prompts,
+                                  results=results[len(prompts):], seed=seed, offset=len(prompts), size=len(batch),
+                                  where="buffer", user_id=None)
                 db.session.commit()
                 if get_holder(app).serving() is not loaded:  # swapped meanwhile: as fill_buffer does
                     retire_comparisons(keep_version_id=get_holder(app).serving().version_id)
