@@ -90,10 +90,10 @@ def test_kto_is_refused_where_it_cannot_train(app, starter_dir, monkeypatch):
         train_seq2seq(init_path=str(starter_dir["t5"]), pairs=rows, spec=spec, loss_type=["kto"], loss_weights=[1.0])
     with pytest.raises(ValueError, match="at least 2 answers"):
         kto_trainer(model=None, ref_model=None, tokenizer=None, peft_config=None, rows=rows,
-                    args={"per_device_train_batch_size": 1}, seed=0, config_cls=None, trainer_cls=None)
+                    args={"per_device_train_batch_size": 1}, seed=0)
     with pytest.raises(ValueError, match="good and bad answers"):
         kto_trainer(model=None, ref_model=None, tokenizer=None, peft_config=None, rows=rows * 4,
-                    args={"per_device_train_batch_size": 4}, seed=0, config_cls=None, trainer_cls=None)
+                    args={"per_device_train_batch_size": 4}, seed=0)
 
 
 def test_kto_trains_with_and_without_lora_and_raises_the_good_answers(app, starter_dir):

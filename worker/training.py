@@ -61,7 +61,7 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
     tokenizer, summary)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+    from trl import DPOConfig, DPOTrainer
 
     tokenizer = load_tokenizer(init_path)
     model = AutoModelForCausalLM.from_pretrained(init_path)
@@ -80,8 +80,7 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
     with tempfile.TemporaryDirectory(prefix="dpo-") as out_dir:
         if loss_type == ["kto"]:
             trainer = kto_trainer(model=model, ref_model=ref_model, tokenizer=tokenizer, peft_config=peft_config,
-                                  rows=pairs, args=dict(common, output_dir=out_dir), seed=spec.seed,
-                                  config_cls=KTOConfig, trainer_cls=KTOTrainer)
+                                  rows=pairs, args=dict(common, output_dir=out_dir), seed=spec.seed)
         else:
             args = DPOConfig(output_dir=out_dir, loss_type=loss_type, loss_weights=loss_weights,
                              f_divergence_type=spec.divergence, **common)
@@ -100,13 +99,13 @@ def train_causal(*, init_path: str, pairs: list[dict], spec: TrainingSpec, loss_
     return trained, tokenizer, summarize(history, seconds)
 
 
-def kto_trainer(*, model, ref_model, tokenizer, peft_config, rows: list[dict], args: dict, seed: int, config_cls,
-                trainer_cls):
+def kto_trainer(*, model, ref_model, tokenizer, peft_config, rows: list[dict], args: dict, seed: int):
     """TRL's KTOTrainer on {prompt, completion, label} rows, shuffled once by the seed (KTO reads them in order: its
     KL term pairs each row with its neighbour's completion), good answers weighted to balance the bad ones."""
     import random
 
     from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
 
     if args["per_device_train_batch_size"] < 2:
         raise ValueError("TRAIN_LOSS=kto needs at least 2 answers per process and step (TRAIN_BATCH_SIZE)")
@@ -116,8 +115,8 @@ def kto_trainer(*, model, ref_model, tokenizer, peft_config, rows: list[dict], a
     rows = [{k: r[k] for k in ("prompt", "completion", "label")} for r in rows]
     random.Random(seed).shuffle(rows)
     # TRL's advice: desirable_weight * good / (undesirable_weight * bad) in [1, 4/3]; a click gives 1 good, 2 bad.
-    config = config_cls(desirable_weight=(len(rows) - good) / good, undesirable_weight=1.0, **args)
-    return trainer_cls(model=model, ref_model=ref_model, args=config, processing_class=tokenizer,
+    config = KTOConfig(desirable_weight=(len(rows) - good) / good, undesirable_weight=1.0, **args)
+    return KTOTrainer(model=model, ref_model=ref_model, args=config, processing_class=tokenizer,
                        peft_config=peft_config, train_dataset=Dataset.from_list(rows))
 
 
