@@ -9,6 +9,12 @@ its pairs; otherwise they agree on all). Under "equal" the direction of a disagr
 the candidate loses it with chance 0.5 + drop. The share of trials each test calls "worse" at the gate's level
 (p < 0.05) is its false-alarm rate (equal) or its power (a drop). Clicks held out per gate run here: 10 to 90, the
 range the loop's gates saw.
+
+`two_steps` (the rows under "Evidence carried across rounds"): a lineage grandparent -> parent -> candidate, each a
+step of `step` worse at ranking a held-out click (the chance it ranks a click right: 0.7, 0.7 - step,
+0.7 - 2 step, drawn independently per model and click, both pairs of a click alike). The candidate's gate asks the
+test against its parent at 5%, and with GATE_ANCESTORS against the grandparent too at 5% / 1 earlier version
+(one tested here). Share of trials that hold the candidate back either way.
 """
 
 from __future__ import annotations
@@ -41,6 +47,22 @@ def simulate(*, clicks: int, pairs: int, disagree: float, drop: float, trials: i
             "worse_by_pairs": by_pairs / trials, "worse_by_inputs": by_inputs / trials}
 
 
+def two_steps(*, clicks: int, step: float, trials: int, seed: int, right: float = 0.7) -> dict:
+    """Share of trials whose candidate is held back by the test against its parent alone, and with the grandparent
+    (the same held-out clicks, the grandparent at the level it shares with no other earlier version)."""
+    rng = random.Random(seed)
+    alone = carried = 0
+    for _ in range(trials):
+        scores = [[2 * (rng.random() < right - k * step) for _ in range(clicks)] for k in range(3)]
+        grandparent, parent, candidate = scores
+        against_parent = flip_test([float(c - p) for c, p in zip(candidate, parent, strict=True)]) < WORSE_P
+        against_grandparent = flip_test([float(c - g) for c, g in zip(candidate, grandparent, strict=True)]) < WORSE_P
+        alone += against_parent
+        carried += against_parent or against_grandparent
+    return {"clicks": clicks, "step": step, "held_back_parent_only": alone / trials,
+            "held_back_with_ancestors": carried / trials}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=2000)
@@ -53,8 +75,16 @@ def main() -> None:
                           "worse: by input"],
                          [[r["clicks"], r["pairs"], f"{0.5 + r['drop']:.0%}", f"{r['worse_by_pairs']:.1%}",
                            f"{r['worse_by_inputs']:.1%}"] for r in rows]))
+    steps = [two_steps(clicks=clicks, step=step, trials=args.trials, seed=100 + clicks)
+             for step in (0.0, 0.05, 0.1) for clicks in (20, 40, 90)]
+    print()
+    print(markdown_table(["held-out clicks", "right: grandparent / parent / candidate", "held back: parent only",
+                          "held back: with the grandparent"],
+                         [[r["clicks"], f"{0.7:.2f} / {0.7 - r['step']:.2f} / {0.7 - 2 * r['step']:.2f}",
+                           f"{r['held_back_parent_only']:.1%}", f"{r['held_back_with_ancestors']:.1%}"]
+                          for r in steps]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"trials": args.trials, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"trials": args.trials, "rows": rows, "two_steps": steps}, indent=2))
 
 
 if __name__ == "__main__":

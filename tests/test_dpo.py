@@ -147,6 +147,37 @@ def test_a_bounded_run_trains_on_at_most_max_pairs(app, monkeypatch):
         assert manifest["training"]["max_pairs"] == 16
 
 
+def test_a_second_round_is_also_tested_against_the_versions_before_its_parent(app, monkeypatch):
+    """GATE_ANCESTORS: the run from version 2 (a child of the starter) is tested against 2 and against 1 on the
+    same held-out clicks; with the parent only (0), against 2 alone."""
+    from app.platform.extensions import db
+    from app.tables import ModelVersion, TrainingRun
+    from worker.dpo import run_dpo
+
+    ids = collect_clicks(app, monkeypatch, n_prompts=12)
+    first = create_run(app, ids, sft_weight=TINY_SFT_WEIGHT, gate={"eval_prompts": 4})
+    with app.app_context():
+        run_dpo(first)
+        assert db.session.get(ModelVersion, 2).parent_id == 1
+        assert "ancestors" not in db.session.get(TrainingRun, first).metrics  # the starter has no earlier version
+    runs = {}
+    for ancestors in (3, 0):
+        runs[ancestors] = create_run(app, ids, sft_weight=TINY_SFT_WEIGHT, gate={"eval_prompts": 4,
+                                                                                 "ancestors": ancestors})
+        with app.app_context():
+            db.session.get(TrainingRun, runs[ancestors]).parent_version_id = 2
+            db.session.commit()
+            run_dpo(runs[ancestors])
+    with app.app_context():
+        m = db.session.get(TrainingRun, runs[3]).metrics
+        assert m["heldout_pairs"] > 0 and [t["version_id"] for t in m["ancestors"]] == [1]
+        [test] = m["ancestors"]
+        # Version 1 is the base: its reward is 0 on every pair, a tie, so it ranks each pair half right.
+        assert test["accuracy"] == 0.5 and test["level"] == 0.05 and 0 < test["p_worse"] <= 1
+        assert test["inputs"] == m["heldout_inputs"]
+        assert "ancestors" not in db.session.get(TrainingRun, runs[0]).metrics
+
+
 def test_over_trained_dpo_collapses_and_the_gate_rejects_it(app, monkeypatch):
     """Likelihood displacement: held-out accuracy stays high while the samples turn to gibberish."""
     from app.platform.extensions import db

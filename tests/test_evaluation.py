@@ -280,3 +280,52 @@ def test_why_a_version_passed_is_said_with_the_numbers_behind_it():
     assert "3 pairs went the parent's way and 2 its own (p = 0.50)" in text and "p < 0.05" in text
     assert "'no better' is judged from 100 pairs on" in text and "2.80 distinct of 3" in text
     assert why_passed({**m, "accuracy_candidate": None}).startswith("no held-out pairs")
+
+
+def ancestor(version_id: int, p_worse: float, level: float = 0.025, accuracy: float = 0.8) -> dict:
+    """One earlier version's test as ancestor_tests records it."""
+    return {"version_id": version_id, "accuracy": accuracy, "level": level, "candidate_only": 1, "ancestor_only": 9,
+            "inputs": 10, "p_worse": p_worse}
+
+
+def test_a_drop_against_an_earlier_version_is_a_reason_at_its_share_of_the_level():
+    """Two small steps down, each within noise against its parent, add up against the grandparent."""
+    from worker.evaluation import why_passed
+
+    m = HEALTHY | {"accuracy_candidate": 0.55, "accuracy_parent": 0.6, "margin_candidate": 1.0, "margin_parent": 1.0,
+                   "heldout_candidate_only": 2, "heldout_parent_only": 3, "heldout_pairs": 20}
+    assert gate_reasons(m, GATE) == []
+    worse = m | {"ancestors": [ancestor(3, 0.01), ancestor(2, 0.5)]}
+    reasons = gate_reasons(worse, GATE)
+    assert len(reasons) == 1
+    assert "below that of version 3, an earlier version of this lineage: 0.55 vs 0.80" in reasons[0]
+    assert "p = 0.0100 < 0.0250" in reasons[0] and "shared by the 2 earlier versions" in reasons[0]
+    # Below 5% but not below its share of it (Bonferroni over the earlier versions): not a reason.
+    assert gate_reasons(m | {"ancestors": [ancestor(3, 0.04), ancestor(2, 0.5)]}, GATE) == []
+    assert "no worse than the earlier versions 3 (p = 0.04), 2 (p = 0.50)" in why_passed(
+        m | {"ancestors": [ancestor(3, 0.04), ancestor(2, 0.5)], "distinct_of": 3})
+
+
+def test_earlier_versions_are_scored_on_the_same_held_out_pairs_one_at_a_time(starter_dir):
+    from app.lm.checkpoint import load_checkpoint
+
+    parent = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    pairs = heldout(parent, 4, seed=5)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+
+    m = evaluate_version(candidate=load_checkpoint(str(starter_dir["gpt2"]), device="cpu"), parent=parent,
+                         base=parent, heldout_pairs=pairs, eval_prompts=[], gate_cfg=GATE | {"eval_prompts": 1,
+                         "samples": 3}, seed=0, max_new_tokens=4, ancestors=[(7, load), (5, load)])
+    assert len(loads) == 2
+    inputs = len({p["input"] for p in pairs})
+    # Copies of one model: each earlier version ranks every pair as the candidate does (0.5: as the base does).
+    assert m["ancestors"] == [{"version_id": v, "accuracy": 0.5, "level": 0.025, "candidate_only": 0,
+                               "ancestor_only": 0, "inputs": inputs, "p_worse": 1.0} for v in (7, 5)]
+    no_pairs = evaluate_version(candidate=parent, parent=parent, base=parent, heldout_pairs=[], eval_prompts=["hi"],
+                                gate_cfg=GATE | {"eval_prompts": 1, "samples": 3}, seed=0, max_new_tokens=4,
+                                ancestors=[(7, load)])
+    assert "ancestors" not in no_pairs and len(loads) == 2  # nothing to rank: nothing loaded

@@ -16,6 +16,7 @@ max_length: the same tokens the trainer trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 
 from app.lm.checkpoint import LoadedModel, load_checkpoint
@@ -195,10 +196,13 @@ def evaluate_version(
     max_new_tokens: int = 80,  # the served default (MAX_NEW_TOKENS); a run passes its spec
     max_length: int | None = None,
     system_prompt: str = "",
+    ancestors: list[tuple[int, Callable[[], LoadedModel]]] = (),
 ) -> dict:
     """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.
 
     eval_prompts: more input texts, used after the held-out inputs until gate_cfg["eval_prompts"] are reached.
+    ancestors: (version id, loader) of earlier versions of the lineage, each loaded in turn when there are held-out
+    pairs, which the candidate must not rank worse than either (ancestor_tests).
     """
     samples = int(gate_cfg["samples"])
     metrics: dict = {"heldout_pairs": len(heldout_pairs), "samples_per_prompt": samples,
@@ -208,11 +212,14 @@ def evaluate_version(
         for name, model in (("candidate", candidate), ("parent", parent)):
             for key, value in preference_scores(model, base_logps, heldout_pairs, max_length=max_length).items():
                 metrics[f"{key}_{name}"] = value
-        pairs = list(zip(metrics.pop("rights_candidate"), metrics.pop("rights_parent"), strict=True))
+        rights = metrics.pop("rights_candidate")
+        pairs = list(zip(rights, metrics.pop("rights_parent"), strict=True))
         # The pairs each model ranks right and the other wrong: what a paired test of "worse" looks at.
         metrics["heldout_candidate_only"] = sum(c > p for c, p in pairs)
         metrics["heldout_parent_only"] = sum(p > c for c, p in pairs)
         metrics.update(differences_by_input(heldout_pairs, pairs))
+        if ancestors:
+            metrics["ancestors"] = ancestor_tests(rights, ancestors, heldout_pairs, base_logps, max_length=max_length)
     else:
         metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
 
@@ -242,6 +249,26 @@ def differences_by_input(heldout_pairs: list[dict], rights: list[tuple[float, fl
             "heldout_p_worse": flip_test(differences)}
 
 
+def ancestor_tests(rights: list[float], ancestors, heldout_pairs: list[dict], base_logps, *,
+                   max_length: int | None) -> list[dict]:
+    """The test of "worse" against each earlier version of the lineage, on the same held-out pairs.
+
+    Evidence carried across rounds: each round's gate sees few held-out clicks, so a version a little worse than its
+    parent passes, and the next, a little worse again, passes against it. Tested against the grandparent and beyond
+    on every click held out so far, the two steps add up. The earlier versions share the 5% level (Bonferroni:
+    each is tested at WORSE_P / their number), so the family cries wolf no more than the parent's test does."""
+    level = WORSE_P / len(ancestors)
+    tests = []
+    for version_id, load in ancestors:
+        scores = preference_scores(load(), base_logps, heldout_pairs, max_length=max_length)
+        pairs = list(zip(rights, scores["rights"], strict=True))
+        by_input = differences_by_input(heldout_pairs, pairs)
+        tests.append({"version_id": version_id, "accuracy": scores["accuracy"], "level": level,
+                      "candidate_only": sum(c > a for c, a in pairs), "ancestor_only": sum(a > c for c, a in pairs),
+                      "inputs": by_input["heldout_inputs"], "p_worse": by_input["heldout_p_worse"]})
+    return tests
+
+
 def p_worse(m: dict) -> tuple[float, str]:
     """The gate's p-value for "the candidate is worse", and the test's name (runs gated before the test by input
     recorded only the pair counts: those are read with the sign test over pairs they were gated with)."""
@@ -259,28 +286,45 @@ def distinct_drop(candidate: dict[str, float], parent: dict[str, float]) -> dict
     return {"distinct_drop": drop, "distinct_drop_se": se, "distinct_drop_inputs": len(both)}
 
 
+def heldout_reasons(m: dict) -> list[str]:
+    """The held-out clicks' verdicts: worse than the parent or an earlier version, no better, or unchanged."""
+    reasons = []
+    if m.get("accuracy_candidate") is None:
+        return reasons
+    acc_c, acc_p = m["accuracy_candidate"], m["accuracy_parent"]
+    better, worse = m["heldout_candidate_only"], m["heldout_parent_only"]
+    p, test = p_worse(m)
+    if p < WORSE_P:
+        reasons.append(
+            f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}; the parent ranks {worse} "
+            f"held-out pairs right that the candidate gets wrong, against {better} the other way "
+            f"(one-sided {test}, p = {p:.3f} < {WORSE_P})"
+        )
+    elif (m.get("heldout_pairs", 0) >= BETTER_MIN_PAIRS and acc_c <= acc_p
+          and m["margin_candidate"] <= m["margin_parent"]):
+        reasons.append(
+            f"no better on held-out pairs: accuracy {acc_c:.2f} vs parent {acc_p:.2f}, and the margin did not "
+            f"grow ({m['margin_candidate']:.3f} <= {m['margin_parent']:.3f}) on {m['heldout_pairs']} pairs"
+        )
+    elif better == worse == 0 and abs(m["margin_candidate"] - m["margin_parent"]) < TIE:
+        reasons.append("unchanged: the candidate scores every held-out pair as its parent does, so training "
+                       "taught it nothing")
+    for test in m.get("ancestors") or []:
+        if test["p_worse"] < test["level"]:
+            reasons.append(
+                f"held-out preference accuracy fell below that of version {test['version_id']}, an earlier "
+                f"version of this lineage: {acc_c:.2f} vs {test['accuracy']:.2f}; it ranks "
+                f"{test['ancestor_only']} held-out pairs right that the candidate gets wrong, against "
+                f"{test['candidate_only']} the other way (one-sided paired randomization test over "
+                f"{test['inputs']} inputs, p = {test['p_worse']:.4f} < {test['level']:.4f}, the {WORSE_P} level "
+                f"shared by the {len(m['ancestors'])} earlier versions tested)"
+            )
+    return reasons
+
+
 def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
     """Why the candidate must not be promoted; empty when it passes."""
-    reasons = []
-    if m.get("accuracy_candidate") is not None:
-        acc_c, acc_p = m["accuracy_candidate"], m["accuracy_parent"]
-        better, worse = m["heldout_candidate_only"], m["heldout_parent_only"]
-        p, test = p_worse(m)
-        if p < WORSE_P:
-            reasons.append(
-                f"held-out preference accuracy fell: {acc_c:.2f} < parent {acc_p:.2f}; the parent ranks {worse} "
-                f"held-out pairs right that the candidate gets wrong, against {better} the other way "
-                f"(one-sided {test}, p = {p:.3f} < {WORSE_P})"
-            )
-        elif (m.get("heldout_pairs", 0) >= BETTER_MIN_PAIRS and acc_c <= acc_p
-              and m["margin_candidate"] <= m["margin_parent"]):
-            reasons.append(
-                f"no better on held-out pairs: accuracy {acc_c:.2f} vs parent {acc_p:.2f}, and the margin did not "
-                f"grow ({m['margin_candidate']:.3f} <= {m['margin_parent']:.3f}) on {m['heldout_pairs']} pairs"
-            )
-        elif better == worse == 0 and abs(m["margin_candidate"] - m["margin_parent"]) < TIE:
-            reasons.append("unchanged: the candidate scores every held-out pair as its parent does, so training "
-                           "taught it nothing")
+    reasons = heldout_reasons(m)
     if m.get("fluency_candidate") is None:
         reasons.append("no evaluation prompt could be sampled, so generation health is unknown")
         return reasons
@@ -335,6 +379,9 @@ def why_passed(m: dict) -> str:
                 f"so at p < {WORSE_P}: {worse} pairs went the parent's way and {better} its own (p = {p:.2f})")
         if m["heldout_pairs"] < BETTER_MIN_PAIRS:
             held += f"; 'no better' is judged from {BETTER_MIN_PAIRS} pairs on"
+        if m.get("ancestors"):
+            held += "; no worse than the earlier versions " + ", ".join(
+                f"{t['version_id']} (p = {t['p_worse']:.2f})" for t in m["ancestors"])
     return (f"{held}; samples healthy: fluency {m['fluency_candidate']:.2f} vs {m['fluency_parent']:.2f} nats/token, "
             f"{m['distinct_candidate']:.2f} distinct of {m.get('distinct_of', 3)}, length "
             f"{m['length_candidate']:.1f} vs {m['length_parent']:.1f} tokens")
@@ -342,17 +389,28 @@ def why_passed(m: dict) -> str:
 
 def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
                     eval_prompts: list[str]) -> dict:
-    """Gate the published checkpoint at `path` against the parent version, with the run's spec."""
+    """Gate the published checkpoint at `path` against the parent version (and up to spec.gate.ancestors earlier
+    versions of its lineage), with the run's spec."""
+    from app.versions.registry import lineage
     from app.versions.store import local_copy
 
-    keep = {parent.id, base.id}
+    earlier = lineage(parent)[1 : 1 + spec.gate.ancestors]
+    keep = {parent.id, base.id} | {v.id for v in earlier}
     candidate = load_checkpoint(local_copy(path, keep=keep))
     parent_loaded = load_checkpoint(local_copy(parent.path, keep=keep), version_id=parent.id)
     base_loaded = (parent_loaded if base.id == parent.id
                    else load_checkpoint(local_copy(base.path, keep=keep), version_id=base.id))
+
+    def loader(version):
+        # One earlier version in memory at a time (each is a full model); the base is loaded already.
+        if version.id == base.id:
+            return lambda: base_loaded
+        return lambda: load_checkpoint(local_copy(version.path, keep=keep), version_id=version.id)
+
     return evaluate_version(
         candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
         eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), num_candidates=spec.num_candidates, seed=spec.seed,
         temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p, max_new_tokens=spec.max_new_tokens,
         max_length=spec.max_length, system_prompt=spec.system_prompt,
+        ancestors=[(v.id, loader(v)) for v in earlier],
     )

@@ -245,6 +245,12 @@ class Config:
                              f"distinct of {self.NUM_CANDIDATES}, got {self.GATE_SAMPLES}")
         self.GATE_MAX_LENGTH_RATIO = env_float("GATE_MAX_LENGTH_RATIO", 2.5)
         self.GATE_EVAL_PROMPTS = env_int("GATE_EVAL_PROMPTS", 48)
+        # Evidence carried across rounds: a candidate is also tested against this many earlier versions of its
+        # lineage (grandparent, ..., the starter) on every click held out so far, so a drop one round's few clicks
+        # could not show, followed by another, is caught once the clicks add up (docs/TRAINING.md, "The gate").
+        self.GATE_ANCESTORS = env_int("GATE_ANCESTORS", 3)
+        if self.GATE_ANCESTORS < 0:
+            raise ValueError(f"GATE_ANCESTORS must be 0 or more, got {self.GATE_ANCESTORS}")
 
     def security_settings(self, instance: Path) -> None:
         """The session key, cookies and login limits (README, "Security")."""

@@ -33,6 +33,8 @@ class GateSpec:
     max_length_ratio: float = _help("largest factor by which mean sample length may grow or shrink vs the parent",
                                      "GATE_MAX_LENGTH_RATIO")
     eval_prompts: int = _help("inputs sampled for the generation checks", "GATE_EVAL_PROMPTS")
+    ancestors: int = _help("earlier versions of the lineage, beyond the parent, the candidate must not rank the "
+                           "held-out clicks worse than (0: the parent only)", "GATE_ANCESTORS")
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,8 @@ class TrainingSpec:
         missing, unknown = names - set(data), set(data) - names
         if missing or unknown:
             raise ValueError(f"training spec: missing {sorted(missing)}, unknown {sorted(unknown)}")
-        # Runs queued before the relative diversity rule were gated without it.
-        return cls(**{**data, "gate": GateSpec(**{"max_distinct_drop_se": None, **data["gate"]})})
+        # Runs queued before the relative diversity rule, or the test against earlier versions, were gated without.
+        return cls(**{**data, "gate": GateSpec(**{"max_distinct_drop_se": None, "ancestors": 0, **data["gate"]})})
 
     def to_dict(self) -> dict:
         """The spec as JSON for the run row."""

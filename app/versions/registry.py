@@ -14,16 +14,22 @@ from app.versions.files import folder_mismatch
 from app.versions.store import is_remote, local_copy, split_location
 
 
-def root_ancestor(version: ModelVersion) -> ModelVersion:
-    """Follow parent links to the first version of the lineage (the starter)."""
-    seen = {version.id}
+def lineage(version: ModelVersion) -> list[ModelVersion]:
+    """The version, its parent, and so on to the first version of the lineage (the starter)."""
+    chain, seen = [version], {version.id}
     while version.parent_id is not None and version.parent_id not in seen:
         parent = db.session.get(ModelVersion, version.parent_id)
         if parent is None:
             break
         seen.add(parent.id)
+        chain.append(parent)
         version = parent
-    return version
+    return chain
+
+
+def root_ancestor(version: ModelVersion) -> ModelVersion:
+    """Follow parent links to the first version of the lineage (the starter)."""
+    return lineage(version)[-1]
 
 
 def find_version(version_id: int) -> ModelVersion:
