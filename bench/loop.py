@@ -355,6 +355,7 @@ def run_loop(arch: str, judge: Judge, args, tmp: Path, log=print) -> dict:
                 "gate_distinct": [m.get("distinct_candidate"), m.get("distinct_parent")],
                 # Every number the gate decided on, so bench/gate_confusion.py can replay other rules on this run.
                 "gate_metrics": {k: v for k, v in m.items() if isinstance(v, int | float | None)},
+                "gate_ancestors": m.get("ancestors") or [],  # the tests against earlier versions (GATE_ANCESTORS)
                 "pairs": run["snapshot"].get("pairs"), "annotation": ann, "heldout_leak": leak,
                 "seconds": {"clicks": round(t1 - t0, 1), "retrain_to_finished": round(t2 - t1, 1),
                             "training": m.get("seconds_training"), "job": m.get("seconds_total"),

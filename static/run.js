@@ -91,6 +91,9 @@
           (m.samples_per_prompt ? ", from " + m.samples_per_prompt + " samples per input" : "") + ")",
           withSe(m.distinct_candidate, m.distinct_se_candidate) + " / " + withSe(m.distinct_parent, m.distinct_se_parent)],
         ["Length in tokens (new / parent)", fmt(m.length_candidate) + " / " + fmt(m.length_parent)],
+        ["Held-out accuracy of earlier versions (p that the new one is worse)", (m.ancestors || []).map((a) =>
+          "v" + a.version_id + " " + (a.error ? "not read: " + a.error : fmt(a.accuracy) + " (p " + fmt(a.p_worse) + ")"))
+          .join(", ") || "—"],
         ["Pairs (train / held out)", fmt(m.train_pairs) + " / " + fmt(m.heldout_pairs)],
         ["Loss (first / last)", fmt(m.loss_first) + " / " + fmt(m.loss_last)],
         ["Seconds (training / total)", fmt(m.seconds_training) + " / " + fmt(m.seconds_total)],

@@ -329,3 +329,12 @@ def test_earlier_versions_are_scored_on_the_same_held_out_pairs_one_at_a_time(st
                                 gate_cfg=GATE | {"eval_prompts": 1, "samples": 3}, seed=0, max_new_tokens=4,
                                 ancestors=[(7, load)])
     assert "ancestors" not in no_pairs and len(loads) == 2  # nothing to rank: nothing loaded
+
+    def gone():
+        raise OSError("no such folder: models/7")
+
+    m = evaluate_version(candidate=parent, parent=parent, base=parent, heldout_pairs=pairs, eval_prompts=[],
+                         gate_cfg=GATE | {"eval_prompts": 1, "samples": 3}, seed=0, max_new_tokens=4,
+                         ancestors=[(7, gone), (5, load)])
+    assert m["ancestors"][0] == {"version_id": 7, "error": "OSError: no such folder: models/7"}
+    assert m["ancestors"][1]["p_worse"] == 1.0 and not any("version 7" in r for r in m["reasons"])

@@ -260,7 +260,13 @@ def ancestor_tests(rights: list[float], ancestors, heldout_pairs: list[dict], ba
     level = WORSE_P / len(ancestors)
     tests = []
     for version_id, load in ancestors:
-        scores = preference_scores(load(), base_logps, heldout_pairs, max_length=max_length)
+        try:
+            model = load()
+        except (OSError, ValueError) as exc:
+            # Its files gone or unreadable: that earlier version cannot be compared, which must not stop the run.
+            tests.append({"version_id": version_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        scores = preference_scores(model, base_logps, heldout_pairs, max_length=max_length)
         pairs = list(zip(rights, scores["rights"], strict=True))
         by_input = differences_by_input(heldout_pairs, pairs)
         tests.append({"version_id": version_id, "accuracy": scores["accuracy"], "level": level,
@@ -310,7 +316,7 @@ def heldout_reasons(m: dict) -> list[str]:
         reasons.append("unchanged: the candidate scores every held-out pair as its parent does, so training "
                        "taught it nothing")
     for test in m.get("ancestors") or []:
-        if test["p_worse"] < test["level"]:
+        if "p_worse" in test and test["p_worse"] < test["level"]:
             reasons.append(
                 f"held-out preference accuracy fell below that of version {test['version_id']}, an earlier "
                 f"version of this lineage: {acc_c:.2f} vs {test['accuracy']:.2f}; it ranks "
@@ -381,7 +387,8 @@ def why_passed(m: dict) -> str:
             held += f"; 'no better' is judged from {BETTER_MIN_PAIRS} pairs on"
         if m.get("ancestors"):
             held += "; no worse than the earlier versions " + ", ".join(
-                f"{t['version_id']} (p = {t['p_worse']:.2f})" for t in m["ancestors"])
+                f"{t['version_id']} (p = {t['p_worse']:.2f})" if "p_worse" in t else f"{t['version_id']} (not read)"
+                for t in m["ancestors"])
     return (f"{held}; samples healthy: fluency {m['fluency_candidate']:.2f} vs {m['fluency_parent']:.2f} nats/token, "
             f"{m['distinct_candidate']:.2f} distinct of {m.get('distinct_of', 3)}, length "
             f"{m['length_candidate']:.1f} vs {m['length_parent']:.1f} tokens")
