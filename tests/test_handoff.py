@@ -284,3 +284,38 @@ def test_threads_waiting_for_the_prefetcher_count_against_the_same_slots_as_samp
         with pytest.raises(Busy), holding_slot(1):
             pass
     assert not slots_full(1)
+
+
+def test_a_refill_under_way_keeps_the_heartbeat_alive(app, conn, monkeypatch):
+    """A refill batch can outlast the heartbeat (3 s; tens of seconds with a GPT-2-small model on CPU): its interrupt
+    check renews it, at most every RENEW_SECONDS, so requests keep being handed over all through the refill; a
+    waiting request still stops it."""
+    from app.annotation.prompts import import_prompts
+    from app.versions import prefetch
+
+    monkeypatch.setattr(prefetch, "RENEW_SECONDS", 3600.0)
+    names = handoff.keys(app)
+    pace = Pace()
+    check = prefetch.refill_interrupt(app, conn, names, pace=pace)
+    assert check() is False
+    first = handoff.prefetcher_state(conn, names)
+    assert first is not None and first["busy_until"] is None  # a refill is not busy time: it stops for a request
+    conn.delete(names["alive"])
+    assert check() is False and handoff.prefetcher_state(conn, names) is None  # renewed at most every RENEW_SECONDS
+
+    monkeypatch.setattr(prefetch, "RENEW_SECONDS", 0.0)
+    with app.app_context():
+        import_prompts(texts=[f"Bring back the ladder {i}." for i in range(8)], source="test", max_chars=200)
+    seen = []
+
+    def check_and_expire():
+        waiting = check()
+        seen.append(handoff.prefetcher_state(conn, names) is not None)
+        conn.delete(names["alive"])  # as if its 3 s ran out: only the next check's renewal brings it back
+        return waiting
+
+    assert prefetch.fill_buffer(app, limit=8, interrupt=check_and_expire) == 8
+    assert len(seen) > 3 and all(seen)
+    conn.rpush(names["queue"], "a request")
+    assert check() is True
+    assert prefetch.refill_interrupt(app, None, names, pace=pace)() is False  # no Redis: nothing to stop for

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # 80 new tokens, 35.6 ms per comparison in batches of 8, 29.9 in 16, 29.6 in 32 (bench/batch_size.py). 16, not 32:
 # 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
+RENEW_SECONDS = 1.0  # how often a refill under way renews the heartbeat (it lives handoff.ALIVE_SECONDS, 3 s)
 
 
 class Pace:
@@ -186,8 +187,7 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
 
     names = keys(app)
 
-    def waiting() -> bool:  # a request is handed over: the refill under way stops for it (checked every 2 steps)
-        return conn is not None and handoff_waiting(conn, names)
+    waiting = refill_interrupt(app, conn, names, pace=pace)
 
     def serve(wait: float = 0.0) -> None:
         if conn is not None:
@@ -212,6 +212,38 @@ def handoff_connection(app: Flask):
     from app.versions.handoff import redis_for
 
     return redis_for(app) if app.config["SAMPLE_REQUESTS_IN"] == "prefetcher" else None
+
+
+def refill_interrupt(app: Flask, conn, names: dict, *, pace: Pace):
+    """The check a refill runs every 2 decoding steps: true when a request is handed over (the refill stops for it).
+    It renews the heartbeat too, at most every RENEW_SECONDS: one refill batch of a real-size model on CPU outlasts
+    the heartbeat (a GPT-2-small batch of 16 takes tens of seconds), and renewed only between batches it lapsed all
+    through every refill, so requests, finding no live prefetcher, sampled in the web one by one."""
+    renewed = [0.0]
+
+    def waiting() -> bool:
+        if conn is None:
+            return False
+        if time.monotonic() - renewed[0] > RENEW_SECONDS:
+            renew_heartbeat(app, conn, names, pace=pace)
+            renewed[0] = time.monotonic()
+        return handoff_waiting(conn, names)
+
+    return waiting
+
+
+def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace) -> None:
+    """Say, during a refill, that the prefetcher is alive and takes requests (the refill stops for them, so it is
+    not busy time); a Redis error is left to the next renewal."""
+    import redis
+
+    from app.versions.handoff import heartbeat
+
+    try:
+        heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=pace.value,
+                  cpu_share=pace.cpu_share)
+    except redis.RedisError:
+        pass
 
 
 def handoff_waiting(conn, names: dict) -> bool:
