@@ -83,8 +83,9 @@ def plot(points: list[dict], path: Path, title: str) -> None:
         rate.set_title(f"{model}: throughput", fontsize=9)
         for ax in (lat, rate):
             ax.set_xscale("log")
-            ax.set_xticks(sorted({p["annotators"] for p in points if p["model"] == model}))
-            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ticks = sorted({p["annotators"] for p in points if p["model"] == model})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.grid(alpha=0.3)
         lat.legend(fontsize=6, loc="upper left")
         rate.legend(fontsize=6, loc="upper left")

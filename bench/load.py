@@ -2,6 +2,7 @@
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--annotators 20] [--seconds 60] [--think-ms 1000]
         [--reps 3] [--backends sqlite,postgres] [--model starter|gpt2-small|t5-small] [--new-tokens 80]
+        [--env PREFETCH_THREADS=2 ...]
 
 Each annotator reads the comparison for --think-ms (jittered +-50%; 0 is a stress test with no pause), then does
 what static/annotate.js does on a click: POST the answer, then POST /api/comparisons {} for the next pool prompt
@@ -72,6 +73,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="serve this GPT-2 checkpoint folder as the starter (e.g. an earlier committed one)")
     p.add_argument("--new-tokens", type=int, default=80, help="GEN_MAX_NEW_TOKENS of the served app (80: its default)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="another setting of the served app (PREFETCH_THREADS=2, say); repeatable")
     p.add_argument("--out", type=Path, default=OUT / "load.json")
     return p.parse_args()
 
@@ -174,6 +177,13 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
         comp = nxt
 
 
+def quantiles(values: list[float]) -> dict:
+    """p50 and p95 in ms, None for a run that has none (no annotator got a second comparison in time)."""
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(statistics.median(values), 1), "p95": round(percentile(values, 95), 1)}
+
+
 def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *, annotators: int) -> dict:
     users = {f"a{i}": "annotator" for i in range(annotators)}
     env = {"REDIS_URL": redis_url, "GEN_MAX_NEW_TOKENS": str(args.new_tokens)}
@@ -182,6 +192,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
     # before the hand-off); "@prefetcher" or nothing: the app's default.
     backend_name, _, place = backend.partition("@")
     env |= {"SAMPLE_REQUESTS_IN": place} if place else {}
+    env |= dict(item.split("=", 1) for item in args.env)
     database, _, worker_class = backend_name.partition(":")  # "sqlite:sync": gunicorn's sync worker (before issue 30)
     if database == "postgres":
         env["DATABASE_URL"] = scratch_database(args.postgres_server, SCRATCH)
@@ -230,10 +241,11 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "errors": sum(r["errors"] for r in results.values()),
         "busy_503s": sum(r["busy"] for r in results.values()),
         "error_codes": sorted(c for r in results.values() for c in r["error_codes"]),
-        "click_to_next_ms": {"p50": round(statistics.median(ms), 1), "p95": round(percentile(ms, 95), 1),
-                             "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1)},
-        "answer_ms": {"p50": round(statistics.median(answer_ms), 1), "p95": round(percentile(answer_ms, 95), 1)},
-        "next_ms": {"p50": round(statistics.median(next_ms), 1), "p95": round(percentile(next_ms, 95), 1)},
+        "click_to_next_ms": quantiles(ms) | {"p99": round(percentile(ms, 99), 1) if ms else None,
+                                             "max": round(max(ms), 1) if ms else None},
+        "answer_ms": quantiles(answer_ms), "next_ms": quantiles(next_ms),
+        # A run in which nobody got as far as a second comparison says why in the app's own words.
+        "log_tail": "" if ms else srv.log_tail(80),
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
         "handed_out": len(places), "from_buffer": places.count("buffer"),
         "handed_to_prefetcher": places.count("prefetcher"), "sampled_in_web": places.count("web"),
@@ -249,14 +261,17 @@ def summarize(runs: list[dict]) -> list[dict]:
     out = []
     for backend, annotators in dict.fromkeys((r["backend"], r["annotators"]) for r in runs):
         mine = [r for r in runs if (r["backend"], r["annotators"]) == (backend, annotators)]
-        p95 = [r["click_to_next_ms"]["p95"] for r in mine]
+        def median(part: str, q: str, mine: list[dict] = mine) -> float | None:
+            values = [r[part][q] for r in mine if r[part][q] is not None]  # runs with no second comparison: none
+            return round(statistics.median(values), 1) if values else None
+
+        p95 = [r["click_to_next_ms"]["p95"] for r in mine if r["click_to_next_ms"]["p95"] is not None]
         out.append({
             "backend": backend, "annotators": annotators, "runs": len(mine),
-            "p50_median": round(statistics.median(r["click_to_next_ms"]["p50"] for r in mine), 1),
-            "p95_median": round(statistics.median(p95), 1), "p95_min": min(p95), "p95_max": max(p95),
-            "p99_median": round(statistics.median(r["click_to_next_ms"]["p99"] for r in mine), 1),
-            "answer_p95_median": round(statistics.median(r["answer_ms"]["p95"] for r in mine), 1),
-            "next_p95_median": round(statistics.median(r["next_ms"]["p95"] for r in mine), 1),
+            "p50_median": median("click_to_next_ms", "p50"), "p95_median": median("click_to_next_ms", "p95"),
+            "p95_min": min(p95, default=None), "p95_max": max(p95, default=None),
+            "p99_median": median("click_to_next_ms", "p99"), "answer_p95_median": median("answer_ms", "p95"),
+            "next_p95_median": median("next_ms", "p95"),
             "errors": sum(r["errors"] for r in mine), "acked_equals_rows": all(r["acked_equals_rows"] for r in mine),
             "cpu_busy_mean": [r["machine_load"].get("cpu_busy_mean") for r in mine],
         })

@@ -35,3 +35,13 @@ def test_throughput_factor_is_each_settings_best_against_the_same_databases_web_
     assert factors["sqlite@prefetcher"]["best_clicks_per_s"] == 4.5 and factors["sqlite@prefetcher"]["vs_web"] == 3.0
     assert factors["sqlite@web"]["vs_web"] == 1.0
     assert factors["postgres@prefetcher"]["vs_web"] is None  # no postgres@web run to compare with
+
+
+def test_a_run_in_which_nobody_got_a_second_comparison_is_a_gap_in_the_plot(tmp_path):
+    """bench/load.py records None percentiles for such a run (and the app's log tail); the curve still draws."""
+    empty = run(2, backend="sqlite@prefetcher", clicks=0, clicks_per_s=0.0,
+                click_to_next_ms={"p50": None, "p95": None}, answer_ms={"p95": None})
+    points = rows({"args": {"model": "gpt2-small", "new_tokens": "32"}, "runs": [empty, run(5, "sqlite@prefetcher")]})
+    assert points[0]["p95"] is None and points[0]["clicks_per_s"] == 0.0
+    plot(points, tmp_path / "gap.png", "test")
+    assert (tmp_path / "gap.png").read_bytes()[:4] == b"\x89PNG"

@@ -76,7 +76,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch_that_reproduces_them
         requests = handoff.take_requests(conn, names, limit=16)
         batches = []
 
-        def sample(batch, seed, s):
+        def sample(batch, seed, s, deadline):
             batches.append(len(batch))
             return sample_batch(loaded, model_prompts=batch, seed=seed, **s), len(batch)
 
@@ -319,3 +319,16 @@ def test_a_refill_under_way_keeps_the_heartbeat_alive(app, conn, monkeypatch):
     conn.rpush(names["queue"], "a request")
     assert check() is True
     assert prefetch.refill_interrupt(app, None, names, pace=pace)() is False  # no Redis: nothing to stop for
+
+
+def test_a_request_batch_is_filled_up_only_as_far_as_it_ends_well_before_its_first_deadline():
+    """With a slow model (a GPT-2-small shape on CPU: about 1 s a prompt) two requests with 10 s left get a batch
+    of 5, not 16: by the pace it ends in half their time; with the starter's pace the whole batch; before any pace,
+    the whole batch; never a negative room."""
+    from app.versions.prefetch import MAX_BATCH, fill_room
+
+    assert fill_room(prompts=2, pace=1.0, deadline=110.0, now=100.0) == 3
+    assert fill_room(prompts=2, pace=0.07, deadline=110.0, now=100.0) == MAX_BATCH - 2
+    assert fill_room(prompts=2, pace=None, deadline=110.0, now=100.0) == MAX_BATCH - 2
+    assert fill_room(prompts=4, pace=3.0, deadline=110.0, now=100.0) == 0
+    assert fill_room(prompts=2, pace=1.0, deadline=90.0, now=100.0) == 0

@@ -127,9 +127,10 @@ def take_requests(conn, names: dict, *, limit: int, wait: float = 0.0) -> list[d
 def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, beat) -> int:
     """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
     were sampled. A request past its deadline is dropped (its caller has answered 503); one for another version
-    is answered "not served" (its caller samples in its own process). `sample(model_prompts, seed, settings)`
-    samples them, first in a batch it may fill up with refill prompts, and returns (their results, the batch's
-    size); `beat(busy_until)` renews the heartbeat with the batch's expected end."""
+    is answered "not served" (its caller samples in its own process). `sample(model_prompts, seed, settings,
+    deadline)` samples them (deadline: the group's first, epoch seconds), first in a batch it may fill up with
+    refill prompts, and returns (their results, the batch's size); `beat(busy_until)` renews the heartbeat with
+    the batch's expected end."""
     now, sampled = time.time(), 0
     live = [r for r in requests if r["deadline"] > now]
     for r in live:
@@ -144,7 +145,7 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
         prompts = [p for r in group for p in r["prompts"]]
         seed = random.SystemRandom().randrange(2**31)
         try:
-            results, size = sample(prompts, seed, group[0]["settings"])
+            results, size = sample(prompts, seed, group[0]["settings"], min(r["deadline"] for r in group))
         except Exception as exc:  # noqa: BLE001 - each caller gets the error and raises it as its own
             for r in group:
                 reply(conn, names, r, {"error": f"sampling failed: {exc.__class__.__name__}: {exc}"})

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # 80 new tokens, 35.6 ms per comparison in batches of 8, 29.9 in 16, 29.6 in 32 (bench/batch_size.py). 16, not 32:
 # 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
+FILL_MARGIN = 0.5  # a filled-up request batch ends by half the time left to its first deadline (pace: an average)
 RENEW_SECONDS = 1.0  # how often a refill under way renews the heartbeat (it lives handoff.ALIVE_SECONDS, 3 s)
 
 
@@ -256,6 +257,19 @@ def handoff_waiting(conn, names: dict) -> bool:
         return False
 
 
+def fill_room(*, prompts: int, pace: float | None, deadline: float, now: float) -> int:
+    """How many pool prompts a batch of `prompts` requests may be filled up with: up to MAX_BATCH in all, and, once
+    the pace is known, only as many as end the batch by FILL_MARGIN of the time left to its first deadline.
+
+    Without the second bound a batch of a real-size model on CPU outlasted its requests: two GPT-2-small requests
+    filled up to 16 took about 15 s against their 10 s (MAX_WAIT_SECONDS), so both answered 503 after waiting, and
+    every request meanwhile was refused as busy (bench/load.py --model gpt2-small: 2 clicks a minute)."""
+    room = MAX_BATCH - prompts
+    if pace:
+        room = min(room, int(FILL_MARGIN * max(0.0, deadline - now) / pace) - prompts)
+    return max(0, room)
+
+
 def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     """Renew the heartbeat, then sample every request handed over (waiting up to `wait` s for the first); how many.
     (A refill batch is not in the heartbeat's busy time: it stops for a request, fill_buffer's `interrupt`.)"""
@@ -270,7 +284,7 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         heartbeat(conn, names, version_id=loaded.version_id, pace=pace.value, busy_until=busy_until,
                   cpu_share=pace.cpu_share)
 
-    def sample(prompts: list[str], seed: int, settings: dict):
+    def sample(prompts: list[str], seed: int, settings: dict, deadline: float):
         # A batch of requests alone is small and costs up to twice as much a comparison as a refill's 16; while the
         # buffer is low the batch is filled up with pool prompts, whose comparisons go to the buffer, so a busy
         # prefetcher refills in the batches it samples anyway instead of in refills every request interrupts.
@@ -278,8 +292,9 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # 49 ms alone, bench/handoff.py); two or more waiting at once is the load the fill-up is for.
         with app.app_context():
             task = current_task()
-            pad, pad_prompts = (refill_inputs(app, loaded, task=task, settings=settings, room=MAX_BATCH - len(prompts))
-                                if len(prompts) >= 2 else ([], []))
+            room = fill_room(prompts=len(prompts), pace=pace.value, deadline=deadline, now=time.time())
+            pad, pad_prompts = (refill_inputs(app, loaded, task=task, settings=settings, room=room)
+                                if len(prompts) >= 2 and room > 0 else ([], []))
             batch = prompts + pad_prompts
             started = time.perf_counter()
             pace.start()
