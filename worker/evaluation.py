@@ -84,10 +84,12 @@ def pair_logps(model: LoadedModel, pairs: list[dict], *, max_length: int | None)
 
 
 def preference_scores(
-    model: LoadedModel, base_logps: tuple[list[float], list[float]], pairs: list[dict], *, max_length: int | None
+    model: LoadedModel, base_logps: tuple[list[float], list[float]], pairs: list[dict], *, max_length: int | None,
+    logps: tuple[list[float], list[float]] | None = None,
 ) -> dict:
-    """Accuracy and mean margin of `model`'s reward (log-prob minus base log-prob) on pairs."""
-    chosen, rejected = pair_logps(model, pairs, max_length=max_length)
+    """Accuracy and mean margin of `model`'s reward (log-prob minus base log-prob) on pairs; `logps`: the model's
+    pair log-probs when already scored (the base's own are base_logps)."""
+    chosen, rejected = logps or pair_logps(model, pairs, max_length=max_length)
     base_chosen, base_rejected = base_logps
     rights, margins, raw_right = [], [], 0
     for c, r, bc, br in zip(chosen, rejected, base_chosen, base_rejected, strict=True):
@@ -219,7 +221,8 @@ def evaluate_version(
         metrics["heldout_parent_only"] = sum(p > c for c, p in pairs)
         metrics.update(differences_by_input(heldout_pairs, pairs))
         if ancestors:
-            metrics["ancestors"] = ancestor_tests(rights, ancestors, heldout_pairs, base_logps, max_length=max_length)
+            metrics["ancestors"] = ancestor_tests(rights, ancestors, heldout_pairs, base, base_logps,
+                                                  max_length=max_length)
     else:
         metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
 
@@ -249,7 +252,7 @@ def differences_by_input(heldout_pairs: list[dict], rights: list[tuple[float, fl
             "heldout_p_worse": flip_test(differences)}
 
 
-def ancestor_tests(rights: list[float], ancestors, heldout_pairs: list[dict], base_logps, *,
+def ancestor_tests(rights: list[float], ancestors, heldout_pairs: list[dict], base: LoadedModel, base_logps, *,
                    max_length: int | None) -> list[dict]:
     """The test of "worse" against each earlier version of the lineage, on the same held-out pairs.
 
@@ -266,7 +269,9 @@ def ancestor_tests(rights: list[float], ancestors, heldout_pairs: list[dict], ba
             # Its files gone or unreadable: that earlier version cannot be compared, which must not stop the run.
             tests.append({"version_id": version_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
             continue
-        scores = preference_scores(model, base_logps, heldout_pairs, max_length=max_length)
+        # The starter is often among them, and its pairs are scored already (base_logps): not again.
+        scores = preference_scores(model, base_logps, heldout_pairs, max_length=max_length,
+                                   logps=base_logps if model is base else None)
         pairs = list(zip(rights, scores["rights"], strict=True))
         by_input = differences_by_input(heldout_pairs, pairs)
         tests.append({"version_id": version_id, "accuracy": scores["accuracy"], "level": level,
