@@ -136,7 +136,9 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
             asker.start()
         while conn.llen(names["queue"]) < n:
             time.sleep(0.01)
-        assert serve_requests(app, client, pace=Pace()) == n
+        pace = Pace()
+        pace.value = 0.05  # the starter's pace, once timed (before it, a batch is never filled up: fill_room)
+        assert serve_requests(app, client, pace=pace) == n
         for asker in askers:
             asker.join(10)
 
@@ -304,6 +306,7 @@ def test_a_refill_under_way_keeps_the_heartbeat_alive(app, conn, monkeypatch):
     assert check() is False and handoff.prefetcher_state(conn, names) is None  # renewed at most every RENEW_SECONDS
 
     monkeypatch.setattr(prefetch, "RENEW_SECONDS", 0.0)
+    check = prefetch.refill_interrupt(app, conn, names, pace=pace)  # its rate is fixed when it is made
     with app.app_context():
         import_prompts(texts=[f"Bring back the ladder {i}." for i in range(8)], source="test", max_chars=200)
     seen = []
@@ -321,14 +324,210 @@ def test_a_refill_under_way_keeps_the_heartbeat_alive(app, conn, monkeypatch):
     assert prefetch.refill_interrupt(app, None, names, pace=pace)() is False  # no Redis: nothing to stop for
 
 
+def test_a_request_batch_under_way_keeps_the_heartbeat_alive_and_busy(app, conn, monkeypatch):
+    """A request batch can outlast the heartbeat too (a GPT-2-small one on CPU: 0 of 7 requests handed over while
+    it lapsed): sampling it renews the heartbeat, with the batch's expected end as busy time, and still answers."""
+    from app.versions import prefetch
+
+    monkeypatch.setattr(prefetch, "RENEW_SECONDS", 0.0)
+    renewals = []
+    real = prefetch.renew_heartbeat
+    monkeypatch.setattr(prefetch, "renew_heartbeat",
+                        lambda *a, **kw: renewals.append(kw.get("busy_until")) or real(*a, **kw))
+    with app.app_context():
+        loaded = get_holder(app).current()
+        prompt, settings = loaded.format_prompt("Where is my coat?"), request_settings() | {"max_new_tokens": 24}
+    names, client = handoff.keys(app), handoff.redis_for(app)
+    replies = []
+    asker = threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
+        client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
+        max_wait=20)))
+    asker.start()
+    while conn.llen(names["queue"]) < 1:
+        time.sleep(0.01)
+    pace = Pace()
+    pace.value = 0.05
+    started = time.time()
+    assert serve_requests(app, client, pace=pace) == 1
+    asker.join(10)
+    assert len(replies) == 1 and len(replies[0][0]) == 1
+    assert renewals[0] is None and renewals[-1] is None  # before and after the batch: alive, not busy
+    assert len(renewals) > 4 and all(until is not None and until > started for until in renewals[1:-1])
+
+
 def test_a_request_batch_is_filled_up_only_as_far_as_it_ends_well_before_its_first_deadline():
     """With a slow model (a GPT-2-small shape on CPU: about 1 s a prompt) two requests with 10 s left get a batch
     of 5, not 16: by the pace it ends in half their time; with the starter's pace the whole batch; before any pace,
-    the whole batch; never a negative room."""
+    none (a model of unknown cost); never a negative room."""
     from app.versions.prefetch import MAX_BATCH, fill_room
 
     assert fill_room(prompts=2, pace=1.0, deadline=110.0, now=100.0) == 3
     assert fill_room(prompts=2, pace=0.07, deadline=110.0, now=100.0) == MAX_BATCH - 2
-    assert fill_room(prompts=2, pace=None, deadline=110.0, now=100.0) == MAX_BATCH - 2
+    assert fill_room(prompts=2, pace=None, deadline=110.0, now=100.0) == 0
     assert fill_room(prompts=4, pace=3.0, deadline=110.0, now=100.0) == 0
     assert fill_room(prompts=2, pace=1.0, deadline=90.0, now=100.0) == 0
+
+
+def test_with_requests_handed_over_a_refill_batch_ends_within_its_time_by_the_pace():
+    """A GPT-2-small shape on CPU (about 1 s a prompt) refills in batches of 5 when each must end within 5 s, the
+    starter (0.03 s) in whole batches; before any pace a short first batch; without the bound, whole batches;
+    never fewer than 1."""
+    from app.versions.prefetch import FIRST_BATCH, MAX_BATCH, refill_size
+
+    assert refill_size(pace=1.0, seconds=5.0) == 5
+    assert refill_size(pace=0.03, seconds=5.0) == MAX_BATCH
+    assert refill_size(pace=None, seconds=5.0) == FIRST_BATCH < MAX_BATCH
+    assert refill_size(pace=1.0, seconds=None) == MAX_BATCH
+    assert refill_size(pace=30.0, seconds=5.0) == 1
+
+
+def test_requests_stop_a_refill_unless_it_is_within_one_prompts_time_of_its_end():
+    """At 1 s a prompt a refill with 4 s or 1.5 s left stops for two waiting requests; with 0.5 s left it goes on
+    (they take its comparisons from the buffer); nobody waiting, it goes on; before any pace, it stops."""
+    from app.versions.prefetch import stops_refill
+
+    pace = Pace()
+    pace.value, pace.batch_until = 1.0, 104.0
+    assert stops_refill(2, pace=pace, now=100.0)
+    assert stops_refill(2, pace=pace, now=102.5)
+    assert not stops_refill(2, pace=pace, now=103.5)
+    assert not stops_refill(0, pace=pace, now=100.0)
+    pace.value = None
+    assert stops_refill(1, pace=pace, now=102.5)
+
+
+def test_a_refill_records_its_expected_end_while_it_runs_and_clears_it_when_it_ends(app):
+    """Pace.batch_until is set from the pace for the refill batch under way (the interrupt check reads it) and
+    cleared when the batch ends, stopped or not."""
+    from app.annotation.prompts import import_prompts
+    from app.versions.prefetch import fill_buffer
+
+    with app.app_context():
+        import_prompts(texts=[f"Bring back the ladder {i}." for i in range(8)], source="test", max_chars=200)
+    pace, seen = Pace(), []
+    pace.value = 0.5
+
+    def look():
+        seen.append(pace.batch_until)
+        return False
+
+    started = time.time()
+    assert fill_buffer(app, limit=4, pace=pace, interrupt=look, batch_seconds=1.0) == 4
+    assert seen and all(until is not None and started < until for until in seen)
+    assert pace.batch_until is None
+
+
+def test_a_pool_request_that_waited_for_a_refill_takes_one_of_its_comparisons(app, conn):
+    """A pool request handed over while a refill ran on (stops_refill: it was near its end): the refill stores its
+    batch, the prefetcher answers "take one from the buffer", and the request is given a comparison of that batch,
+    not a fresh sample; a typed request waiting beside it is sampled for itself. With the buffer empty by then
+    (others took it), the pool request is sampled after all."""
+    from app.annotation.prompts import import_prompts
+    from app.tables import Comparison
+    from app.versions.prefetch import fill_buffer
+
+    app.config["PREFETCH_SIZE"] = 4
+    with app.app_context():
+        import_prompts(texts=[f"Bring back the ladder {i}." for i in range(12)], source="test", max_chars=200)
+        ann, _, _ = create_user(name="ann", role="annotator", password="pw")
+        bob, _, _ = create_user(name="bob", role="annotator", password="pw")
+        ids = ann.id, bob.id
+        loaded = get_holder(app).current()
+    names, client = handoff.keys(app), handoff.redis_for(app)
+    handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.05)
+    got = {}
+
+    def pool_request():
+        with app.app_context():
+            comparison = create_comparison(user_id=ids[0])
+            got["pool"] = (comparison.id, comparison.settings["sampled_in"], comparison.state)
+
+    def typed_request():
+        got["typed"] = typed(app, ids[1], "Where is my coat?")
+
+    def ask_then_serve(*askers, refill: int):
+        threads = [threading.Thread(target=a) for a in askers]
+        for t in threads:
+            t.start()
+        while conn.llen(names["queue"]) < len(askers):
+            time.sleep(0.01)
+        assert fill_buffer(app, limit=refill) == refill  # the refill the requests waited for ends
+        pace = Pace()
+        pace.value = 0.05
+        assert serve_requests(app, client, pace=pace) == len(askers)
+        for t in threads:
+            t.join(20)
+
+    ask_then_serve(pool_request, typed_request, refill=4)
+    with app.app_context():
+        batch = {c.id: c for c in db.session.query(Comparison).filter(Comparison.settings["sampled_in"].as_string()
+                                                                          == "buffer")}
+        assert len(batch) == 4 and got["pool"][0] in batch and got["pool"][1:] == ("buffer", "assigned")
+        assert got["typed"][2]["sampled_in"] == "prefetcher"
+        # ann's comparison set aside (else asking again hands it back), and the buffer emptied, as others would
+        db.session.query(Comparison).filter(Comparison.state == "ready").update({"state": "stale"})
+        db.session.query(Comparison).filter(Comparison.id == got["pool"][0]).update({"state": "stale"})
+        db.session.commit()
+    del got["pool"]
+    thread = threading.Thread(target=pool_request)
+    thread.start()
+    while conn.llen(names["queue"]) < 1:
+        time.sleep(0.01)
+    # The prefetcher says "from the buffer" (it counted one a moment ago), but the row is gone when the request looks.
+    [raw] = conn.lpop(names["queue"], 1)
+    handoff.reply(conn, names, __import__("json").loads(raw), {"buffered": True})
+    serving = threading.Event()
+    server = prefetcher(app, serving)
+    thread.join(20)
+    serving.set()
+    server.join(10)
+    assert got["pool"][1] == "prefetcher" and got["pool"][2] == "assigned"
+
+
+def test_a_batch_takes_only_the_requests_it_can_answer_before_their_deadlines():
+    """At 1 s a prompt, of requests with 2, 3, 6 and 9 s left a batch of the latest three ends in 3 s, in time for
+    each of them, and the 2 s one is refused; at 4 s a prompt one fits; with nothing timed yet, all; none fit at 20."""
+    from app.versions.handoff import within_deadlines
+
+    requests = [{"id": i, "deadline": 100.0 + left, "prompts": ["p"]} for i, left in enumerate([2, 3, 6, 9])]
+    keep, late = within_deadlines(requests, pace=1.0, now=100.0)
+    assert [r["id"] for r in keep] == [1, 2, 3] and [r["id"] for r in late] == [0]
+    keep, late = within_deadlines(requests, pace=4.0, now=100.0)
+    assert [r["id"] for r in keep] == [3] and [r["id"] for r in late] == [0, 1, 2]  # two would end at 8 s > 6 s
+    assert within_deadlines(requests, pace=None, now=100.0) == (requests, [])
+    assert within_deadlines(requests, pace=20.0, now=100.0) == ([], requests)
+
+
+def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retry_after(app, conn):
+    """The prefetcher, at 30 s a prompt (a stalled model), cannot answer a request with 2 s left: it replies "busy"
+    at once and the request raises Busy with Retry-After, well before its own 2 s are up; nothing is stored."""
+    from app.tables import Comparison
+
+    with app.app_context():
+        user, _, _ = create_user(name="ann", role="annotator", password="pw")
+        uid = user.id
+    names, client = handoff.keys(app), handoff.redis_for(app)
+    with app.app_context():
+        handoff.heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=0.01)
+    outcome = {}
+
+    def ask():
+        with app.app_context():
+            try:
+                create_comparison(user_id=uid, input_text="Where is my coat?")
+            except Busy as exc:
+                outcome["busy"], outcome["at"] = exc.retry_after, time.monotonic()
+                db.session.rollback()
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    while conn.llen(names["queue"]) < 1:
+        time.sleep(0.01)
+    pace = Pace()
+    pace.value = 30.0
+    started = time.monotonic()
+    assert serve_requests(app, client, pace=pace) == 0
+    thread.join(10)
+    assert outcome["busy"] >= 30 and outcome["at"] - started < 1.0
+    with app.app_context():
+        assert db.session.query(Comparison).count() == 0

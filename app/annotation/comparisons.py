@@ -55,12 +55,13 @@ def live_handoff(version_id: int | None = None) -> tuple | None:
     return conn, names, state
 
 
-def sample_inputs(*, loaded, model_prompts: list[str], settings: dict, waiting: bool):
+def sample_inputs(*, loaded, model_prompts: list[str], settings: dict, waiting: bool, pool: bool = False):
     """(results, seed, offset, size, where) for the prompts, where says what sampled them: "buffer" (the
     prefetcher's refill), "prefetcher" (a request handed to it) or "web" (the request's own process). A request
     someone waits for goes to the live prefetcher
     (app/versions/handoff.py), batched with every request waiting then; otherwise, or when the prefetcher cannot
-    take it, it samples in this process, batched with this process's waiting requests."""
+    take it, it samples in this process, batched with this process's waiting requests. `pool`: any ready
+    comparison would serve these (handoff.FromBuffer when the prefetcher says the buffer has one)."""
     import redis
 
     from app.lm.sampling import check_prompts, sample_coalesced
@@ -71,7 +72,7 @@ def sample_inputs(*, loaded, model_prompts: list[str], settings: dict, waiting: 
         check_prompts(loaded, model_prompts, settings)
         try:
             return (*sample_in_prefetcher(*handoff, version_id=loaded.version_id, model_prompts=model_prompts,
-                                          settings=settings, **waiting_bound(True)), "prefetcher")
+                                          settings=settings, pool=pool, **waiting_bound(True)), "prefetcher")
         except (NotServed, redis.RedisError) as exc:  # a swap under way, or Redis gone: sample here instead
             current_app.logger.warning("the prefetcher did not sample a request (%s); sampling it here", exc)
     return (*sample_coalesced(loaded, model_prompts=model_prompts, seed=random.SystemRandom().randrange(2**31),
@@ -116,13 +117,14 @@ def request_settings() -> dict:
 
 
 def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_id: int | None,
-                         waiting: bool = False) -> list[Comparison]:
+                         waiting: bool = False, pool: bool = False) -> list[Comparison]:
     """Sample candidates for each (input text, pool prompt id) in one batched call and store them (not committed).
 
     The comparisons of one batch (this call's, with those of concurrent requests it was batched with) share its
     seed; each records its place in the batch, which with the seed reproduces its samples and its display order.
     `waiting`: someone waits for these (a request), so past MAX_WAIT_SECONDS or the sampling slots this raises Busy
-    rather than queue; the prefetcher waits its turn."""
+    rather than queue; the prefetcher waits its turn. `pool`: a pool request, which the buffer serves as well
+    (handoff.FromBuffer, raised to the caller, when the prefetcher answers so)."""
     from app.lm.sampling import InputTooLong
 
     task = current_task()
@@ -131,7 +133,7 @@ def generate_comparisons(*, loaded, inputs: list[tuple[str, int | None]], user_i
         # Batched with the other requests that wait for the sampler now (issue 28): past capacity each would
         # otherwise sample alone, at about twice the cost per comparison.
         results, seed, offset, size, where = sample_inputs(loaded=loaded, model_prompts=model_prompts,
-                                                           waiting=waiting, settings=request_settings())
+                                                           waiting=waiting, settings=request_settings(), pool=pool)
     except InputTooLong as exc:
         raise BadInput(str(exc), status=413) from exc
     return store_comparisons(loaded=loaded, task=task, inputs=inputs, model_prompts=model_prompts, results=results,
@@ -259,10 +261,26 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
         )
         if comparison is not None:
             return comparison
-        [prompt] = next_pool_prompts()
-        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id,
-                                            waiting=True)
+        comparison = next_from_pool(user_id=user_id, loaded=loaded)
     db.session.commit()
+    return comparison
+
+
+def next_from_pool(*, user_id: int, loaded) -> Comparison:
+    """Sample the next pool prompt for the user (not committed); or, when the prefetcher answers that a refill
+    has just filled the buffer, take one from there (sampled for the user if others took them all first)."""
+    from app.versions.handoff import FromBuffer
+
+    [prompt] = next_pool_prompts()
+    try:
+        [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id,
+                                            waiting=True, pool=True)
+    except FromBuffer:
+        comparison = claim_prefetched(user_id=user_id, version_id=loaded.version_id)
+        if comparison is None:
+            [prompt] = next_pool_prompts()
+            [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id,
+                                                waiting=True)
     return comparison
 
 

@@ -51,6 +51,11 @@ class NotServed(RuntimeError):
     """The prefetcher could not sample this request (it serves another version now): sample in this process."""
 
 
+class FromBuffer(RuntimeError):
+    """The prefetcher answered a pool request with "take one from the buffer": a refill it waited for has just
+    stored comparisons that serve it as well as its own prompt's would (any pool prompt does)."""
+
+
 def keys(app) -> dict:
     """This deployment's key names: its queue, heartbeat and reply prefix."""
     tag = hashlib.sha256(str(app.config.get("SQLALCHEMY_DATABASE_URI")).encode()).hexdigest()[:12]
@@ -87,11 +92,12 @@ def check_room(conn, names: dict, state: dict, prompts: int, *, max_wait: float 
 
 
 def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, model_prompts: list[str],
-                         settings: dict, max_wait: float | None, slots: int | None = None
+                         settings: dict, max_wait: float | None, slots: int | None = None, pool: bool = False
                          ) -> tuple[list[tuple[list[str], list[str]]], int, int, int]:
     """Hand the prompts to the prefetcher and wait for its batch; (results, seed, offset, size) as
     sample_coalesced returns them. Busy when it would wait, or has waited, past max_wait, or finds no slot;
-    NotServed when the prefetcher serves another version than this request's, or its sampling failed."""
+    NotServed when the prefetcher serves another version than this request's, or its sampling failed;
+    FromBuffer, for a `pool` request (any ready comparison would do), when a refill has just filled the buffer."""
     check_room(conn, names, state, len(model_prompts), max_wait=max_wait, slots=slots)
     request_id = uuid.uuid4().hex
     deadline = time.time() + (max_wait if max_wait is not None else 3600.0)
@@ -99,7 +105,7 @@ def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, mod
 
     with holding_slot(slots):
         conn.rpush(names["queue"], json.dumps({"id": request_id, "version_id": version_id, "prompts": model_prompts,
-                                               "settings": settings, "deadline": deadline}))
+                                               "settings": settings, "deadline": deadline, "pool": pool}))
         got = conn.blpop([names["reply"] + request_id], timeout=max(1, math.ceil(deadline - time.time())))
     if got is None:
         # Past its deadline the prefetcher drops the request unsampled, so nothing of it is stored anywhere.
@@ -109,6 +115,12 @@ def sample_in_prefetcher(conn, names: dict, state: dict, *, version_id: int, mod
     answer = json.loads(got[1])
     if "error" in answer:
         raise NotServed(answer["error"])
+    if answer.get("buffered"):
+        raise FromBuffer("the buffer has comparisons for this request")
+    if "busy" in answer:  # the prefetcher's batch could not have ended by this request's deadline
+        retry = max(1, int(answer["busy"]))
+        raise Busy(f"The model is busy: about {retry} s of sampling is waiting. Try again in {retry} s.",
+                   retry_after=retry)
     results = [(texts, raw) for texts, raw in answer["results"]]
     return results, answer["seed"], answer["offset"], answer["size"]
 
@@ -124,24 +136,15 @@ def take_requests(conn, names: dict, *, limit: int, wait: float = 0.0) -> list[d
     return [json.loads(r) for r in conn.lpop(names["queue"], limit) or ()]
 
 
-def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, beat) -> int:
+def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, beat, ready: int = 0,
+                    pace: float | None = None) -> int:
     """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
-    were sampled. A request past its deadline is dropped (its caller has answered 503); one for another version
-    is answered "not served" (its caller samples in its own process). `sample(model_prompts, seed, settings,
-    deadline)` samples them (deadline: the group's first, epoch seconds), first in a batch it may fill up with
-    refill prompts, and returns (their results, the batch's size); `beat(busy_until)` renews the heartbeat with
-    the batch's expected end."""
-    now, sampled = time.time(), 0
-    live = [r for r in requests if r["deadline"] > now]
-    for r in live:
-        if r["version_id"] != loaded.version_id:
-            reply(conn, names, r,
-                  {"error": f"the prefetcher serves version {loaded.version_id}, not {r['version_id']}"})
-    groups: dict[str, list[dict]] = {}
-    for r in live:
-        if r["version_id"] == loaded.version_id:
-            groups.setdefault(json.dumps(r["settings"], sort_keys=True), []).append(r)
-    for group in groups.values():
+    were answered with comparisons. Those that need no sampling are answered first (sort_requests).
+    `sample(model_prompts, seed, settings, deadline)` samples them (deadline: the group's first, epoch seconds),
+    first in a batch it may fill up with refill prompts, and returns (their results, the batch's size);
+    `beat(busy_until)` renews the heartbeat with the batch's expected end."""
+    groups, answered = sort_requests(conn, names, requests, version_id=loaded.version_id, ready=ready, pace=pace)
+    for group in groups:
         prompts = [p for r in group for p in r["prompts"]]
         seed = random.SystemRandom().randrange(2**31)
         try:
@@ -155,9 +158,57 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
             mine = results[offset:offset + len(r["prompts"])]
             reply(conn, names, r, {"results": mine, "seed": seed, "offset": offset, "size": size})
             offset += len(r["prompts"])
-        sampled += len(group)
+        answered += len(group)
         beat(None)
-    return sampled
+    return answered
+
+
+def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, ready: int, pace: float | None
+                  ) -> tuple[list[list[dict]], int]:
+    """(groups to sample, one per sampling setting; how many pool requests were sent to the buffer). Answered here:
+    a request past its deadline is dropped (its caller has answered 503); one for another version is "not served"
+    (its caller samples in its own process); up to `ready` pool requests (the buffer's count now), oldest first,
+    "take one from the buffer"; with `pace` (seconds per prompt), those a batch could not end in time for "busy"
+    (within_deadlines)."""
+    now, buffered = time.time(), 0
+    groups: dict[str, list[dict]] = {}
+    for r in (r for r in requests if r["deadline"] > now):
+        if r["version_id"] != version_id:
+            reply(conn, names, r, {"error": f"the prefetcher serves version {version_id}, not {r['version_id']}"})
+        elif r.get("pool") and buffered < ready:
+            # A refill it waited for (it did not stop it, prefetch.stops_refill) has just stored comparisons.
+            reply(conn, names, r, {"buffered": True})
+            buffered += 1
+        else:
+            groups.setdefault(json.dumps(r["settings"], sort_keys=True), []).append(r)
+    kept = []
+    for group in groups.values():
+        keep, late = within_deadlines(group, pace=pace, now=now)
+        for r in late:
+            reply(conn, names, r, {"busy": math.ceil(pace * sum(len(g["prompts"]) for g in group))})
+        if keep:
+            kept.append(keep)
+    return kept, buffered
+
+
+def within_deadlines(requests: list[dict], *, pace: float | None, now: float) -> tuple[list[dict], list[dict]]:
+    """(those to sample, those to refuse): the most requests whose batch, by the pace, ends before each one's
+    deadline, the latest deadlines first; all of them without a pace.
+
+    Sampling a request past its deadline is lost work: its caller has answered 503 and the reply expires unread.
+    Under 4x overload with a GPT-2-small shape a third of the prompts sampled were (batches of 8-9 that ended
+    after their first request's deadline, bench/load.py); refused at once, each caller answers 503 now instead
+    of after waiting MAX_WAIT_SECONDS, and the batch is only as large as it can serve."""
+    if not pace:
+        return requests, []
+    ranked = sorted(requests, key=lambda r: r["deadline"], reverse=True)
+    fits, prompts = 0, 0
+    for k, r in enumerate(ranked, start=1):
+        prompts += len(r["prompts"])
+        if r["deadline"] >= now + pace * prompts:
+            fits = k
+    keep = {id(r) for r in ranked[:fits]}
+    return [r for r in requests if id(r) in keep], [r for r in requests if id(r) not in keep]
 
 
 def reply(conn, names: dict, request: dict, body: dict) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
 FILL_MARGIN = 0.5  # a filled-up request batch ends by half the time left to its first deadline (pace: an average)
+FIRST_BATCH = 4  # prompts in a batch before the pace is known, when batches are bounded in time
 RENEW_SECONDS = 1.0  # how often a refill under way renews the heartbeat (it lives handoff.ALIVE_SECONDS, 3 s)
 
 
@@ -49,14 +50,17 @@ class Pace:
     def __init__(self) -> None:
         self.value: float | None = None
         self.cpu_share: float | None = None
+        self.batch_until: float | None = None  # when the batch under way should end, by the pace (epoch seconds)
         self._cpu = time.process_time()
 
-    def start(self) -> None:
-        """Mark the start of a batch (for its CPU share)."""
+    def start(self, prompts: int | None = None) -> None:
+        """Mark the start of a batch (for its CPU share), of `prompts` if given (for its expected end)."""
         self._cpu = time.process_time()
+        self.batch_until = self.until(prompts) if prompts else None
 
     def record(self, seconds: float, prompts: int) -> None:
         """Fold in one batch that took `seconds` of wall-clock time since start()."""
+        self.batch_until = None
         pace = seconds / max(1, prompts)
         self.value = pace if self.value is None else (self.value + pace) / 2
         share = min(1.0, (time.process_time() - self._cpu) / seconds) if seconds > 0 else 1.0
@@ -67,11 +71,13 @@ class Pace:
         return None if self.value is None else time.time() + self.value * prompts
 
 
-def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None, interrupt=None) -> int:
+def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None, interrupt=None,
+                batch_seconds: float | None = None) -> int:
     """Once a batch is missing (or half of `limit`, if less), fill the buffer to `limit` in batched calls; how many.
     `between()` runs before each batch (the hand-off answers waiting requests first); `pace` records each batch's
-    time; `interrupt()` true stops the batch under way, unstored,
-    and the refill (a request waits: the caller serves it and refills after)."""
+    time (and its expected end, Pace.batch_until); `interrupt()` true stops the batch under way, unstored,
+    and the refill (a request waits: the caller serves it and refills after); `batch_seconds`: each batch takes
+    only as many prompts as end in that time by the pace (refill_size)."""
     from app.lm.sampling import Interrupted, interruptible
 
     made = 0
@@ -86,19 +92,22 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             if holder.serving() is not loaded:
                 break
             try:
-                prompts = next_pool_prompts(limit=min(limit - ready, MAX_BATCH))
+                size = refill_size(pace=pace.value if pace is not None else None, seconds=batch_seconds)
+                prompts = next_pool_prompts(limit=min(limit - ready, size))
             except PoolEmpty:
                 break
             if between is not None:
                 between()
             started = time.perf_counter()
             if pace is not None:
-                pace.start()
+                pace.start(prompts=len(prompts))
             try:
                 with interruptible(interrupt):
                     batch = generate_comparisons(loaded=loaded, inputs=[(p.text, p.id) for p in prompts],
                                                  user_id=None)
             except Interrupted:
+                if pace is not None:
+                    pace.batch_until = None
                 db.session.rollback()
                 break
             if pace is not None:
@@ -112,6 +121,20 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             ready = ready_count(loaded.version_id, current_revision_id())
         db.session.remove()
     return made
+
+
+def refill_size(*, pace: float | None, seconds: float | None) -> int:
+    """Prompts in one refill batch: MAX_BATCH, or, with `seconds` and a pace, as many as end within it (at least 1).
+
+    With requests handed over, a request that finds the buffer empty stops the refill under way, which loses its
+    whole batch (interrupt). A GPT-2-small batch of 16 takes about 15 s on 2 CPU cores, so under load every refill
+    was stopped part-way and the buffer never filled (0 of 10 comparisons handed over, bench/load.py); batches that
+    end within half a request's wait are short enough to finish, or to lose little when stopped."""
+    if seconds is None:
+        return MAX_BATCH
+    if not pace:
+        return FIRST_BATCH  # a first batch short enough to time whatever the model (the starter's refills it)
+    return max(1, min(MAX_BATCH, int(seconds / pace)))
 
 
 def low_water_mark(limit: int) -> int:
@@ -199,7 +222,8 @@ def run_prefetcher(app: Flask, *, poll_seconds: float = 0.1) -> None:
     while os.getppid() == parent:
         try:
             serve()
-            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=serve, pace=pace, interrupt=waiting)
+            fill_buffer(app, limit=app.config["PREFETCH_SIZE"], between=serve, pace=pace, interrupt=waiting,
+                        batch_seconds=FILL_MARGIN * app.config["MAX_WAIT_SECONDS"] if conn is not None else None)
             serve()  # what stopped a refill, first
             fill_arena(app, limit=app.config["ARENA_PREFETCH_SIZE"], batch=MAX_BATCH)
             serve(wait=poll_seconds)
@@ -216,58 +240,82 @@ def handoff_connection(app: Flask):
 
 
 def refill_interrupt(app: Flask, conn, names: dict, *, pace: Pace):
-    """The check a refill runs every 2 decoding steps: true when a request is handed over (the refill stops for it).
-    It renews the heartbeat too, at most every RENEW_SECONDS: one refill batch of a real-size model on CPU outlasts
-    the heartbeat (a GPT-2-small batch of 16 takes tens of seconds), and renewed only between batches it lapsed all
-    through every refill, so requests, finding no live prefetcher, sampled in the web one by one."""
-    renewed = [0.0]
+    """The check a refill runs every 2 decoding steps: true when requests are handed over (the refill stops for
+    them), unless it is within one prompt's time of its end (they wait for it instead of losing its batch). It
+    renews the heartbeat too, at most every RENEW_SECONDS: one refill batch of a real-size model on CPU outlasts the
+    heartbeat (a GPT-2-small batch of 16 takes tens of seconds), and renewed only between batches it lapsed all
+    through every refill, so requests, finding no live prefetcher, sampled in the web."""
+    renew = at_most_every(RENEW_SECONDS, lambda: renew_heartbeat(app, conn, names, pace=pace))
 
     def waiting() -> bool:
         if conn is None:
             return False
-        if time.monotonic() - renewed[0] > RENEW_SECONDS:
-            renew_heartbeat(app, conn, names, pace=pace)
-            renewed[0] = time.monotonic()
-        return handoff_waiting(conn, names)
+        renew()
+        return stops_refill(handoff_waiting(conn, names), pace=pace, now=time.time())
 
     return waiting
 
 
-def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace) -> None:
-    """Say, during a refill, that the prefetcher is alive and takes requests (the refill stops for them, so it is
-    not busy time); a Redis error is left to the next renewal."""
+def at_most_every(seconds: float, action):
+    """A function that runs action() when it last did so more than `seconds` ago (its first call runs it)."""
+    last = [float("-inf")]  # however long the machine has been up (time.monotonic)
+
+    def run() -> None:
+        if time.monotonic() - last[0] > seconds:
+            action()
+            last[0] = time.monotonic()
+
+    return run
+
+
+def stops_refill(waiting: int, *, pace: Pace, now: float) -> bool:
+    """Whether handed-over requests (`waiting` of them) stop the refill under way: unless, by the pace, it ends
+    within one prompt's time, less than their own batch would take (they are then answered from what it stores).
+
+    Letting a refill run on while it would end before the requests' own batch (pace x requests) cost the starter a
+    tenth of its throughput at 20 annotators and its median click -> next went from 20-28 ms to 130-420 ms
+    (bench/load.py, two runs each): requests waited for whole refills and then, most of them, for their batch."""
+    if not waiting:
+        return False
+    if pace.value is None or pace.batch_until is None:
+        return True
+    return pace.batch_until - now > pace.value
+
+
+def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace, busy_until: float | None = None) -> None:
+    """Say, during a batch, that the prefetcher is alive: a refill takes requests (it stops for them, so it is not
+    busy time), a request batch is busy until `busy_until`; a Redis error is left to the next renewal."""
     import redis
 
     from app.versions.handoff import heartbeat
 
     try:
         heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=pace.value,
-                  cpu_share=pace.cpu_share)
+                  busy_until=busy_until, cpu_share=pace.cpu_share)
     except redis.RedisError:
         pass
 
 
-def handoff_waiting(conn, names: dict) -> bool:
-    """Whether a request waits on the hand-off's list (a Redis error counts as none: the refill goes on)."""
+def handoff_waiting(conn, names: dict) -> int:
+    """How many requests wait on the hand-off's list (a Redis error counts as none: the refill goes on)."""
     import redis
 
     try:
-        return conn.llen(names["queue"]) > 0
+        return conn.llen(names["queue"])
     except redis.RedisError:
-        return False
+        return 0
 
 
 def fill_room(*, prompts: int, pace: float | None, deadline: float, now: float) -> int:
-    """How many pool prompts a batch of `prompts` requests may be filled up with: up to MAX_BATCH in all, and, once
-    the pace is known, only as many as end the batch by FILL_MARGIN of the time left to its first deadline.
+    """How many pool prompts a batch of `prompts` requests may be filled up with: up to MAX_BATCH in all, and only as
+    many as end the batch, by the pace, by FILL_MARGIN of the time left to its first deadline (none before a pace).
 
     Without the second bound a batch of a real-size model on CPU outlasted its requests: two GPT-2-small requests
     filled up to 16 took about 15 s against their 10 s (MAX_WAIT_SECONDS), so both answered 503 after waiting, and
     every request meanwhile was refused as busy (bench/load.py --model gpt2-small: 2 clicks a minute)."""
-    room = MAX_BATCH - prompts
-    if pace:
-        room = min(room, int(FILL_MARGIN * max(0.0, deadline - now) / pace) - prompts)
-    return max(0, room)
+    if not pace:
+        return 0  # the first batches of a model of unknown cost: a GPT-2-small one filled to 16 took ~30 s
+    return max(0, min(MAX_BATCH - prompts, int(FILL_MARGIN * max(0.0, deadline - now) / pace) - prompts))
 
 
 def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
@@ -275,14 +323,21 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     (A refill batch is not in the heartbeat's busy time: it stops for a request, fill_buffer's `interrupt`.)"""
     import redis
 
-    from app.lm.sampling import sample_batch
-    from app.versions.handoff import answer_requests, heartbeat, take_requests
+    from app.lm.sampling import interruptible, sample_batch
+    from app.versions.handoff import answer_requests, take_requests
 
     loaded, names = get_holder(app).current(), keys(app)
 
     def beat(busy_until: float | None) -> None:
-        heartbeat(conn, names, version_id=loaded.version_id, pace=pace.value, busy_until=busy_until,
-                  cpu_share=pace.cpu_share)
+        renew_heartbeat(app, conn, names, pace=pace, busy_until=busy_until)
+
+    def renewing(busy_until: float | None):
+        # The batch's check never stops it; it renews the heartbeat, which a request batch of a real-size model on
+        # CPU outlasts as a refill does: it lapsed mid-batch, so requests sampled in the web beside it, on the cores
+        # it needed (GPT-2-small shape: 0 of 7 handed over, every later request "no live prefetcher").
+        renew = at_most_every(RENEW_SECONDS, lambda: renew_heartbeat(app, conn, names, pace=pace,
+                                                                    busy_until=busy_until))
+        return interruptible(lambda: renew() and False)
 
     def sample(prompts: list[str], seed: int, settings: dict, deadline: float):
         # A batch of requests alone is small and costs up to twice as much a comparison as a refill's 16; while the
@@ -298,8 +353,10 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
             batch = prompts + pad_prompts
             started = time.perf_counter()
             pace.start()
-            beat(pace.until(len(batch)))
-            results = sample_batch(loaded, model_prompts=batch, seed=seed, **settings)
+            busy_until = pace.until(len(batch))
+            beat(busy_until)
+            with renewing(busy_until):
+                results = sample_batch(loaded, model_prompts=batch, seed=seed, **settings)
             pace.record(time.perf_counter() - started, len(batch))
             if pad:
                 store_comparisons(loaded=loaded, task=task, inputs=pad, model_prompts=pad_prompts,
@@ -311,11 +368,19 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
             db.session.remove()
         return results[:len(prompts)], len(batch)
 
+    def ready() -> int:
+        with app.app_context():
+            count = ready_count(loaded.version_id, current_revision_id())
+            db.session.remove()
+        return count
+
     served = 0
     try:
         beat(None)
         while requests := take_requests(conn, names, limit=MAX_BATCH, wait=wait if not served else 0.0):
-            served += answer_requests(conn, names, requests, loaded=loaded, sample=sample, beat=beat)
+            pool = any(r.get("pool") for r in requests)
+            served += answer_requests(conn, names, requests, loaded=loaded, sample=sample, beat=beat,
+                                      ready=ready() if pool else 0, pace=pace.value)
             wait = 0.0
     except redis.RedisError as exc:  # Redis away: requests find no heartbeat and sample in their process
         log.warning("prefetch: the hand-off's Redis failed: %s", exc)
