@@ -47,6 +47,22 @@ def prefetcher(app, stop: threading.Event) -> threading.Thread:
     return thread
 
 
+def serve_when_queued(app, conn, askers, *, pace: float) -> int:
+    """Start the asker threads, wait until each has handed its request over, serve them once with the prefetcher's
+    pace at `pace` s a prompt, wait for the askers; how many serve_requests answered."""
+    threads = [threading.Thread(target=a) for a in askers]
+    for t in threads:
+        t.start()
+    while conn.llen(handoff.keys(app)["queue"]) < len(askers):
+        time.sleep(0.01)
+    timed = Pace()
+    timed.value = pace
+    served = serve_requests(app, handoff.redis_for(app), pace=timed)
+    for t in threads:
+        t.join(20)
+    return served
+
+
 def typed(app, user_id: int, text: str):
     with app.app_context():
         comparison = create_comparison(user_id=user_id, input_text=text)
@@ -339,17 +355,10 @@ def test_a_request_batch_under_way_keeps_the_heartbeat_alive_and_busy(app, conn,
         prompt, settings = loaded.format_prompt("Where is my coat?"), request_settings() | {"max_new_tokens": 24}
     names, client = handoff.keys(app), handoff.redis_for(app)
     replies = []
-    asker = threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
-        client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
-        max_wait=20)))
-    asker.start()
-    while conn.llen(names["queue"]) < 1:
-        time.sleep(0.01)
-    pace = Pace()
-    pace.value = 0.05
     started = time.time()
-    assert serve_requests(app, client, pace=pace) == 1
-    asker.join(10)
+    assert serve_when_queued(app, conn, [lambda: replies.append(handoff.sample_in_prefetcher(
+        client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
+        max_wait=20))], pace=0.05) == 1
     assert len(replies) == 1 and len(replies[0][0]) == 1
     assert renewals[0] is None and renewals[-1] is None  # before and after the batch: alive, not busy
     assert len(renewals) > 4 and all(until is not None and until > started for until in renewals[1:-1])
@@ -506,7 +515,7 @@ def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retr
     with app.app_context():
         user, _, _ = create_user(name="ann", role="annotator", password="pw")
         uid = user.id
-    names, client = handoff.keys(app), handoff.redis_for(app)
+    names = handoff.keys(app)
     with app.app_context():
         handoff.heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=0.01)
     outcome = {}
@@ -519,15 +528,8 @@ def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retr
                 outcome["busy"], outcome["at"] = exc.retry_after, time.monotonic()
                 db.session.rollback()
 
-    thread = threading.Thread(target=ask)
-    thread.start()
-    while conn.llen(names["queue"]) < 1:
-        time.sleep(0.01)
-    pace = Pace()
-    pace.value = 30.0
     started = time.monotonic()
-    assert serve_requests(app, client, pace=pace) == 0
-    thread.join(10)
+    assert serve_when_queued(app, conn, [ask], pace=30.0) == 0
     assert outcome["busy"] >= 30 and outcome["at"] - started < 1.0
     with app.app_context():
         assert db.session.query(Comparison).count() == 0
