@@ -104,10 +104,19 @@ def refuse_if_busy(*, buffered=None) -> None:
 
 def buffered_now() -> bool:
     """Whether the serving version has a prefetched comparison under the task revision in force."""
-    from app.versions.buffer import ready_count
-
     loaded = get_holder(current_app._get_current_object()).current()
-    return ready_count(loaded.version_id, current_task().id) > 0
+    return claimable_count(version_id=loaded.version_id) > 0
+
+
+def claimable_count(*, version_id: int) -> int:
+    """Ready comparisons of the version that claim_prefetched may hand out: the task revision in force, inputs
+    still in the queue (a refill under way when its prompt was flagged stores rows nobody may be handed)."""
+    in_force = select(func.max(TaskRevision.id)).scalar_subquery()
+    return db.session.scalar(
+        select(func.count(Comparison.id))
+        .where(Comparison.state == "ready", Comparison.model_version_id == version_id,
+               Comparison.task_revision_id == in_force, in_queue(Comparison.prompt_id))
+    ) or 0
 
 
 def request_settings() -> dict:
@@ -267,8 +276,9 @@ def create_comparison(*, user_id: int, input_text: str | None = None) -> Compari
 
 
 def next_from_pool(*, user_id: int, loaded) -> Comparison:
-    """Sample the next pool prompt for the user (not committed); or, when the prefetcher answers that a refill
-    has just filled the buffer, take one from there (sampled for the user if others took them all first)."""
+    """Sample the next pool prompt for the user (not committed); or, when the prefetcher answers that the buffer
+    has comparisons again, take one from there. Busy (503, Retry-After 1 s) if others took them first: this
+    request has waited its turn once already, and a second hand-over would start a second full wait."""
     from app.versions.handoff import FromBuffer
 
     [prompt] = next_pool_prompts()
@@ -278,9 +288,8 @@ def next_from_pool(*, user_id: int, loaded) -> Comparison:
     except FromBuffer:
         comparison = claim_prefetched(user_id=user_id, version_id=loaded.version_id)
         if comparison is None:
-            [prompt] = next_pool_prompts()
-            [comparison] = generate_comparisons(loaded=loaded, inputs=[(prompt.text, prompt.id)], user_id=user_id,
-                                                waiting=True)
+            raise Busy("The model is busy: the comparisons ready for you were taken. Try again in 1 s.",
+                       retry_after=1) from None
     return comparison
 
 

@@ -52,8 +52,9 @@ class NotServed(RuntimeError):
 
 
 class FromBuffer(RuntimeError):
-    """The prefetcher answered a pool request with "take one from the buffer": a refill it waited for has just
-    stored comparisons that serve it as well as its own prompt's would (any pool prompt does)."""
+    """The prefetcher answered a pool request with "take one from the buffer": a batch stored comparisons while it
+    waited (a refill it did not stop, or another request batch's fill-up), which serve it as well as its own
+    prompt's would (any pool prompt does)."""
 
 
 def keys(app) -> dict:
@@ -176,7 +177,7 @@ def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, r
         if r["version_id"] != version_id:
             reply(conn, names, r, {"error": f"the prefetcher serves version {version_id}, not {r['version_id']}"})
         elif r.get("pool") and buffered < ready:
-            # A refill it waited for (it did not stop it, prefetch.stops_refill) has just stored comparisons.
+            # A batch stored comparisons while it waited (a refill it did not stop, or a fill-up).
             reply(conn, names, r, {"buffered": True})
             buffered += 1
         else:

@@ -279,7 +279,7 @@ def stops_refill(waiting: int, *, pace: Pace, now: float) -> bool:
         return False
     if pace.value is None or pace.batch_until is None:
         return True
-    return pace.batch_until - now > pace.value
+    return not 0.0 <= pace.batch_until - now <= pace.value  # past its expected end it overran: stop it
 
 
 def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace, busy_until: float | None = None) -> None:
@@ -319,8 +319,9 @@ def fill_room(*, prompts: int, pace: float | None, deadline: float, now: float) 
 
 
 def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
-    """Renew the heartbeat, then sample every request handed over (waiting up to `wait` s for the first); how many.
-    (A refill batch is not in the heartbeat's busy time: it stops for a request, fill_buffer's `interrupt`.)"""
+    """Renew the heartbeat, then answer every request handed over (waiting up to `wait` s for the first); how many
+    were answered with samples or "take one from the buffer". (A refill batch is not in the heartbeat's busy time:
+    it stops for a request unless about to end, refill_interrupt.)"""
     import redis
 
     from app.lm.sampling import interruptible, sample_batch
@@ -335,8 +336,9 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # The batch's check never stops it; it renews the heartbeat, which a request batch of a real-size model on
         # CPU outlasts as a refill does: it lapsed mid-batch, so requests sampled in the web beside it, on the cores
         # it needed (GPT-2-small shape: 0 of 7 handed over, every later request "no live prefetcher").
-        renew = at_most_every(RENEW_SECONDS, lambda: renew_heartbeat(app, conn, names, pace=pace,
-                                                                    busy_until=busy_until))
+        # Past its expected end the batch is still busy: say so, or the web counts no wait for it.
+        renew = at_most_every(RENEW_SECONDS, lambda: renew_heartbeat(
+            app, conn, names, pace=pace, busy_until=max(busy_until or 0.0, time.time() + (pace.value or 0.0))))
         return interruptible(lambda: renew() and False)
 
     def sample(prompts: list[str], seed: int, settings: dict, deadline: float):
@@ -369,10 +371,20 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         return results[:len(prompts)], len(batch)
 
     def ready() -> int:
+        # Counted after the requests were taken off the queue: a database error here must not lose them (each
+        # would wait for its 503), so it counts as an empty buffer and they are sampled.
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from app.annotation.comparisons import claimable_count
+
         with app.app_context():
-            count = ready_count(loaded.version_id, current_revision_id())
-            db.session.remove()
-        return count
+            try:
+                return claimable_count(version_id=loaded.version_id)
+            except SQLAlchemyError as exc:
+                log.warning("prefetch: could not count the buffer: %s", exc)
+                return 0
+            finally:
+                db.session.remove()
 
     served = 0
     try:
