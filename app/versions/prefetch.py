@@ -337,8 +337,7 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # CPU outlasts as a refill does: it lapsed mid-batch, so requests sampled in the web beside it, on the cores
         # it needed (GPT-2-small shape: 0 of 7 handed over, every later request "no live prefetcher").
         # Past its expected end the batch is still busy: say so, or the web counts no wait for it.
-        renew = at_most_every(RENEW_SECONDS, lambda: renew_heartbeat(
-            app, conn, names, pace=pace, busy_until=max(busy_until or 0.0, time.time() + (pace.value or 0.0))))
+        renew = at_most_every(RENEW_SECONDS, lambda: beat(max(busy_until or 0.0, time.time() + (pace.value or 0.0))))
         return interruptible(lambda: renew() and False)
 
     def sample(prompts: list[str], seed: int, settings: dict, deadline: float):
