@@ -100,7 +100,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch_that_reproduces_them
 
         def sample(batch, seed, s, deadline):
             batches.append(len(batch))
-            return sample_batch(loaded, model_prompts=batch, seed=seed, **s), len(batch)
+            return sample_batch(loaded, model_prompts=batch, seed=seed, **s), len(batch), None
 
         assert handoff.answer_requests(conn, names, requests, loaded=loaded, sample=sample,
                                        beat=lambda _: None) == 3
@@ -180,6 +180,34 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
     # The buffer above its low-water mark (6 > 4): two requests at once are sampled alone.
     ask_and_serve(2)
     assert [r[3] for r in replies] == [2, 2]
+
+
+def test_requests_are_answered_before_their_batch_fill_up_is_stored(app, conn):
+    """A batch's fill-up goes to the buffer after its requests have their replies: callers do not wait for it (with
+    ACTIVE_CANDIDATES storing scores every candidate), and a failure to store it fails none of them."""
+    import json
+    from types import SimpleNamespace
+
+    names = handoff.keys(app)
+    requests = [{"id": f"fill{i}", "deadline": time.time() + 30, "prompts": ["p"], "version_id": 1, "settings": {}}
+                for i in range(2)]
+    conn.delete(*(names["reply"] + r["id"] for r in requests))
+    stored = []
+
+    def store():
+        stored.append([conn.llen(names["reply"] + r["id"]) for r in requests])  # replies already there
+        raise RuntimeError("the database is away")
+
+    def sample(prompts, seed, settings, deadline):
+        return [(["a", "b", "c"], ["a", "b", "a"])] * len(prompts), 5, store
+
+    assert handoff.answer_requests(conn, names, requests, loaded=SimpleNamespace(version_id=1), sample=sample,
+                                   beat=lambda _: None) == 2
+    assert stored == [[1, 1]]
+    for offset, r in enumerate(requests):
+        body = json.loads(conn.lpop(names["reply"] + r["id"]))
+        assert body["results"] == [[["a", "b", "c"], ["a", "b", "a"]]] and body["offset"] == offset
+        assert body["size"] == 5 and "error" not in body
 
 
 def test_a_typed_prompt_is_sampled_by_the_live_prefetcher_and_in_this_process_without_one(app, conn):
@@ -523,6 +551,26 @@ def test_a_batch_takes_only_the_requests_it_can_answer_before_their_deadlines():
     assert [r["id"] for r in keep] == [3] and [r["id"] for r in late] == [0, 1, 2]  # two would end at 8 s > 6 s
     assert within_deadlines(requests, pace=None, now=100.0) == (requests, [])
     assert within_deadlines(requests, pace=20.0, now=100.0) == ([], requests)
+
+
+def test_a_second_settings_group_is_timed_from_the_end_of_the_first(app, conn):
+    """Two groups of requests (two sampling settings) are sampled one after the other: at 1 s a prompt, the second
+    group's request with 3 s left fits alone (it would end at 1 s) but not behind the first group's 3 prompts (4 s):
+    it is told "busy" for the time both take, and the first group is kept whole."""
+    import json
+
+    from app.versions import handoff
+
+    names = handoff.keys(app)
+    first = [{"id": f"a{i}", "deadline": 1e12, "prompts": ["p"], "version_id": 1, "settings": {"t": 1}}
+             for i in range(3)]
+    now = __import__("time").time()
+    second = {"id": "b0", "deadline": now + 3.0, "prompts": ["p"], "version_id": 1, "settings": {"t": 2}}
+    conn.delete(names["reply"] + "b0")
+    groups, buffered = handoff.sort_requests(conn, names, first + [second], version_id=1, ready=0, pace=1.0)
+    assert groups == [first] and buffered == 0
+    assert json.loads(conn.lpop(names["reply"] + "b0")) == {"busy": 4}
+    assert handoff.within_deadlines([second], pace=1.0, now=now) == ([second], [])  # alone it would fit
 
 
 def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retry_after(app, conn):

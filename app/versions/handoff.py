@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import time
 import uuid
 
 from app.platform.exceptions import Busy
+
+log = logging.getLogger(__name__)
 
 # Key names end in the deployment's database (keys(app)): two deployments (or test apps) sharing one Redis never
 # take each other's requests or trust each other's heartbeat.
@@ -142,14 +145,15 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
     """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
     were answered with comparisons. Those that need no sampling are answered first (sort_requests).
     `sample(model_prompts, seed, settings, deadline)` samples them (deadline: the group's first, epoch seconds),
-    first in a batch it may fill up with refill prompts, and returns (their results, the batch's size);
-    `beat(busy_until)` renews the heartbeat with the batch's expected end."""
+    first in a batch it may fill up with refill prompts, and returns (their results, the batch's size, what to do
+    once they are answered: store the fill-up's comparisons, or None); `beat(busy_until)` renews the heartbeat with
+    the batch's expected end."""
     groups, answered = sort_requests(conn, names, requests, version_id=loaded.version_id, ready=ready, pace=pace)
     for group in groups:
         prompts = [p for r in group for p in r["prompts"]]
         seed = random.SystemRandom().randrange(2**31)
         try:
-            results, size = sample(prompts, seed, group[0]["settings"], min(r["deadline"] for r in group))
+            results, size, then = sample(prompts, seed, group[0]["settings"], min(r["deadline"] for r in group))
         except Exception as exc:  # noqa: BLE001 - each caller gets the error and raises it as its own
             for r in group:
                 reply(conn, names, r, {"error": f"sampling failed: {exc.__class__.__name__}: {exc}"})
@@ -161,6 +165,14 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
             offset += len(r["prompts"])
         answered += len(group)
         beat(None)
+        if then is not None:
+            # After the replies: the callers do not wait for the fill-up to be stored (with ACTIVE_CANDIDATES that
+            # scores every candidate under two models), and a failure to store it fails none of them.
+            try:
+                then()
+            except Exception:  # noqa: BLE001 - the fill-up is lost, as an interrupted refill is; the loop goes on
+                log.exception("prefetch: storing a fill-up's comparisons failed")
+            beat(None)
     return answered
 
 
@@ -170,7 +182,7 @@ def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, r
     a request past its deadline is dropped (its caller has answered 503); one for another version is "not served"
     (its caller samples in its own process); up to `ready` pool requests (the buffer's count now), oldest first,
     "take one from the buffer"; with `pace` (seconds per prompt), those a batch could not end in time for "busy"
-    (within_deadlines)."""
+    (within_deadlines), each group counted from the end of the groups kept before it."""
     now, buffered = time.time(), 0
     groups: dict[str, list[dict]] = {}
     for r in (r for r in requests if r["deadline"] > now):
@@ -182,13 +194,15 @@ def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, r
             buffered += 1
         else:
             groups.setdefault(json.dumps(r["settings"], sort_keys=True), []).append(r)
-    kept = []
+    kept, ahead = [], 0.0
     for group in groups.values():
-        keep, late = within_deadlines(group, pace=pace, now=now)
+        # Groups are sampled one after another: each starts, by the pace, when those kept before it end.
+        keep, late = within_deadlines(group, pace=pace, now=now + ahead)
         for r in late:
-            reply(conn, names, r, {"busy": math.ceil(pace * sum(len(g["prompts"]) for g in group))})
+            reply(conn, names, r, {"busy": math.ceil(ahead + pace * sum(len(g["prompts"]) for g in group))})
         if keep:
             kept.append(keep)
+            ahead += (pace or 0.0) * sum(len(r["prompts"]) for r in keep)
     return kept, buffered
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import partial
 
 from flask import Flask
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from app.arena.battles import generate_battles, in_use, pool_inputs
 from app.arena.matchups import battle_pair, battle_pairs
 from app.platform.exceptions import BadInput, PoolEmpty
 from app.platform.extensions import db
-from app.tables import ArenaBattle
+from app.tables import ArenaBattle, TaskRevision
 from app.versions.buffer import ready_count, retire_comparisons, retire_ready
 from app.versions.handoff import keys
 from app.versions.serving import get_holder, listen_for_changes
@@ -318,6 +319,21 @@ def fill_room(*, prompts: int, pace: float | None, deadline: float, now: float) 
     return max(0, min(MAX_BATCH - prompts, int(FILL_MARGIN * max(0.0, deadline - now) / pace) - prompts))
 
 
+def store_fill_up(app: Flask, loaded, *, task_id: int, inputs: list, model_prompts: list[str], results: list, seed: int,
+                  offset: int, size: int) -> None:
+    """Store the comparisons of a request batch's fill-up in the buffer (after its requests were answered)."""
+    with app.app_context():
+        try:
+            task = db.session.get(TaskRevision, task_id)  # the revision its prompts were rendered for
+            store_comparisons(loaded=loaded, task=task, inputs=inputs, model_prompts=model_prompts, results=results,
+                              seed=seed, offset=offset, size=size, where="buffer", user_id=None)
+            db.session.commit()
+            if get_holder(app).serving() is not loaded:  # swapped meanwhile: as fill_buffer does
+                retire_comparisons(keep_version_id=get_holder(app).serving().version_id)
+        finally:
+            db.session.remove()
+
+
 def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     """Renew the heartbeat, then answer every request handed over (waiting up to `wait` s for the first); how many
     were answered with samples or "take one from the buffer". (A refill batch is not in the heartbeat's busy time:
@@ -359,15 +375,10 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
             with renewing(busy_until):
                 results = sample_batch(loaded, model_prompts=batch, seed=seed, **settings)
             pace.record(time.perf_counter() - started, len(batch))
-            if pad:
-                store_comparisons(loaded=loaded, task=task, inputs=pad, model_prompts=pad_prompts,
-                                  results=results[len(prompts):], seed=seed, offset=len(prompts), size=len(batch),
-                                  where="buffer", user_id=None)
-                db.session.commit()
-                if get_holder(app).serving() is not loaded:  # swapped meanwhile: as fill_buffer does
-                    retire_comparisons(keep_version_id=get_holder(app).serving().version_id)
+            store = partial(store_fill_up, app, loaded, task_id=task.id, inputs=pad, model_prompts=pad_prompts,
+                            results=results[len(prompts):], seed=seed, offset=len(prompts), size=len(batch))
             db.session.remove()
-        return results[:len(prompts)], len(batch)
+        return results[:len(prompts)], len(batch), (store if pad else None)
 
     def ready() -> int:
         # Counted after the requests were taken off the queue: a database error here must not lose them (each
