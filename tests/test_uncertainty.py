@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.lm.uncertainty import least_sure, tightest
+from app.lm.uncertainty import closest_pair_and_one, least_sure, tightest
 from tests.conftest import install_child
 
 
@@ -15,6 +15,14 @@ def test_tightest_is_the_narrowest_window_of_rewards():
     assert tightest([5.0, 0.1, 3.0, 0.2, 0.15, -4.0], 3) == [1, 3, 4]
     assert tightest([1.0, 1.0, 1.0, 1.0], 3) == [0, 1, 2]  # all alike: the first n, as sampled
     assert tightest([0.0, 10.0, 20.0], 3) == [0, 1, 2]
+
+
+def test_the_closest_pair_is_shown_with_the_first_other_sample():
+    """Of six rewards the two closest (0.1 and 0.15) and the first other in sample order (index 0); n = 4 takes the
+    three closest and one other."""
+    assert closest_pair_and_one([5.0, 0.1, 3.0, 0.2, 0.15, -4.0], 3) == [0, 1, 4]
+    assert closest_pair_and_one([5.0, 0.1, 3.0, 0.2, 0.15, -4.0], 4) == [0, 1, 3, 4]
+    assert closest_pair_and_one([0.0, 0.0, 0.0], 3) == [0, 1, 2]
 
 
 def perturbed_child(starter: Path, tmp_path: Path) -> Path:
@@ -51,8 +59,8 @@ def test_least_sure_without_a_reference_shows_the_first_samples(starter_dir):
 
 def test_active_comparisons_show_the_candidates_with_the_closest_rewards(app, client, admin, annotator, starter_dir,
                                                                         tmp_path):
-    """ACTIVE_CANDIDATES=6 with a trained version served: the comparison's three candidates are the three of the six
-    samples (reproduced from its seed) whose rewards under the served version against the starter lie closest."""
+    """ACTIVE_CANDIDATES=6 with a trained version served: the comparison shows the two of the six samples (reproduced
+    from its seed) whose rewards under the served version against the starter lie closest, and the first other."""
     from app.annotation.comparisons import create_comparison
     from app.lm.checkpoint import load_checkpoint
     from app.lm.encoding import completion_text
@@ -77,8 +85,11 @@ def test_active_comparisons_show_the_candidates_with_the_closest_rewards(app, cl
     prompt = comparison.model_prompt
     policy, _ = completion_logps(served, [prompt] * len(distinct), [completion_text(prompt, t) for t in distinct])
     ref, _ = completion_logps(reference, [prompt] * len(distinct), [completion_text(prompt, t) for t in distinct])
-    rewards = dict(zip(distinct, (p - r for p, r in zip(policy, ref, strict=True)), strict=True))
-    spread = max(rewards[t] for t in shown) - min(rewards[t] for t in shown)
-    others = sorted(rewards.values())
-    narrowest = min(others[i + 2] - others[i] for i in range(len(others) - 2))
-    assert spread == pytest.approx(narrowest, abs=1e-4), (rewards, shown)
+    rewards = [p - r for p, r in zip(policy, ref, strict=True)]
+    ranked = sorted(rewards)
+    narrowest = min(b - a for a, b in zip(ranked, ranked[1:], strict=False))
+    picked = sorted(distinct.index(t) for t in shown)
+    pair = min(((i, j) for i in picked for j in picked if i < j), key=lambda p: abs(rewards[p[0]] - rewards[p[1]]))
+    assert abs(rewards[pair[0]] - rewards[pair[1]]) == pytest.approx(narrowest, abs=1e-4), (rewards, shown)
+    # The third: the first other sample in sample order.
+    assert set(picked) - set(pair) == {min(i for i in range(len(distinct)) if i not in pair)}

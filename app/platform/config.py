@@ -98,9 +98,9 @@ class Config:
 
         # Generation.
         self.NUM_CANDIDATES = env_int("NUM_CANDIDATES", 3)
-        # Active learning (0: off): sample this many, show the NUM_CANDIDATES the served version is least sure how
-        # to rank (app/lm/uncertainty.py). Costs the extra samples and scoring them under two models, and each web
-        # process and the prefetcher then keep the lineage's starter loaded as the reference.
+        # Active learning (0: off): sample this many, show the pair the served version is least sure how to order
+        # and another sample (app/lm/uncertainty.py). Costs the extra samples and scoring them under two models,
+        # and each web process and the prefetcher then keep the lineage's starter loaded as the reference.
         self.ACTIVE_CANDIDATES = env_int("ACTIVE_CANDIDATES", 0)
         if self.ACTIVE_CANDIDATES and self.ACTIVE_CANDIDATES <= self.NUM_CANDIDATES:
             raise ValueError(f"ACTIVE_CANDIDATES must be 0 (off) or more than NUM_CANDIDATES "
