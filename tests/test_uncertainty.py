@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+from itertools import combinations
 from pathlib import Path
-
-import pytest
 
 from app.lm.uncertainty import closest_pair_and_one, least_sure, tightest
 from tests.conftest import install_child
@@ -18,11 +17,13 @@ def test_tightest_is_the_narrowest_window_of_rewards():
 
 
 def test_the_closest_pair_is_shown_with_the_first_other_sample():
-    """Of six rewards the two closest (0.1 and 0.15) and the first other in sample order (index 0); n = 4 takes the
-    three closest and one other."""
-    assert closest_pair_and_one([5.0, 0.1, 3.0, 0.2, 0.15, -4.0], 3) == [0, 1, 4]
-    assert closest_pair_and_one([5.0, 0.1, 3.0, 0.2, 0.15, -4.0], 4) == [0, 1, 3, 4]
-    assert closest_pair_and_one([0.0, 0.0, 0.0], 3) == [0, 1, 2]
+    """Of six rewards the two closest (0.1 and 0.12) and the first other in sample order (index 0); n = 4 adds the next
+    other, n = 2 is the pair alone."""
+    rewards = [5.0, 0.1, 3.0, 0.3, 0.12, -4.0]
+    assert closest_pair_and_one(rewards, 3) == [0, 1, 4]
+    assert closest_pair_and_one(rewards, 4) == [0, 1, 2, 4]
+    assert closest_pair_and_one(rewards, 2) == [1, 4]
+    assert closest_pair_and_one([0.0, 0.0, 0.0], 3) == [0, 1, 2]  # all alike (before training): as sampled
 
 
 def perturbed_child(starter: Path, tmp_path: Path) -> Path:
@@ -89,7 +90,10 @@ def test_active_comparisons_show_the_candidates_with_the_closest_rewards(app, cl
     ranked = sorted(rewards)
     narrowest = min(b - a for a, b in zip(ranked, ranked[1:], strict=False))
     picked = sorted(distinct.index(t) for t in shown)
-    pair = min(((i, j) for i in picked for j in picked if i < j), key=lambda p: abs(rewards[p[0]] - rewards[p[1]]))
-    assert abs(rewards[pair[0]] - rewards[pair[1]]) == pytest.approx(narrowest, abs=1e-4), (rewards, shown)
-    # The third: the first other sample in sample order.
-    assert set(picked) - set(pair) == {min(i for i in range(len(distinct)) if i not in pair)}
+
+    def pair_and_first_other(i: int, j: int) -> bool:
+        # The app scored in its own batch: a pair within scoring noise of the narrowest counts.
+        first_other = min(k for k in range(len(distinct)) if k not in (i, j))
+        return abs(abs(rewards[i] - rewards[j]) - narrowest) < 1e-4 and set(picked) - {i, j} == {first_other}
+
+    assert any(pair_and_first_other(i, j) for i, j in combinations(picked, 2)), (rewards, shown)

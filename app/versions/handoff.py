@@ -164,15 +164,15 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
             reply(conn, names, r, {"results": mine, "seed": seed, "offset": offset, "size": size})
             offset += len(r["prompts"])
         answered += len(group)
-        beat(None)
         if then is not None:
             # After the replies: the callers do not wait for the fill-up to be stored (with ACTIVE_CANDIDATES that
-            # scores every candidate under two models), and a failure to store it fails none of them.
+            # scores every candidate under two models), and a failure to store it fails none of them. The heartbeat
+            # keeps the batch's busy time until it is stored.
             try:
                 then()
             except Exception:  # noqa: BLE001 - the fill-up is lost, as an interrupted refill is; the loop goes on
                 log.exception("prefetch: storing a fill-up's comparisons failed")
-            beat(None)
+        beat(None)
     return answered
 
 
