@@ -7,8 +7,8 @@ MAX_WAIT_SECONDS: the bound on what batching requests together (the hand-off) ca
 For each shape (bench/real_size.py's randomly initialised models, which never end a sample early, or the
 starter), torch thread count and batch size n: seconds per comparison c(n) with the app's sampling loop, median of
 reps, sizes in alternating order. Then:
-  - inline: what requests sampled alone serve, one per web process: cores / c(1) on 1 thread each (two processes
-    on this 2-core machine);
+  - inline: what requests sampled alone serve, one per web process: cores / c(1) at the fewest threads measured
+    (1 by default, as web processes run; two processes on this 2-core machine);
   - batched: the most one sampler serves with batches that end within MAX_WAIT_SECONDS of the request that waited
     longest: max 1 / c(n) over the n with n * c(n) <= max_wait (a request that arrived just as the batch started
     waits n * c(n); under overload they wait longer, so this is a ceiling);
@@ -69,7 +69,7 @@ def bound(costs: dict[int, float], *, inline: float, max_wait: float) -> dict:
     fits = [n for n, c in costs.items() if n * c <= max_wait]
     if not fits:
         return {"batch": None, "per_s": 0.0, "ratio": 0.0}
-    best = max(fits, key=lambda n: 1 / costs[n])
+    best = min(fits, key=costs.__getitem__)
     return {"batch": best, "per_s": 1 / costs[best], "ratio": (1 / costs[best]) / inline}
 
 
@@ -83,7 +83,7 @@ def main() -> None:
         path = build_shape(shape)
         costs = {t: time_sizes(path, sizes=sorted(set(sizes) | {1}), threads=t, new_tokens=args.new_tokens,
                                reps=args.reps) for t in threads}
-        inline = cores / costs[1][1] if 1 in costs else min(threads) / costs[min(threads)][1]
+        inline = cores / costs[min(threads)][1]  # one request per process, at the fewest threads measured
         for t in threads:
             b = bound(costs[t], inline=inline, max_wait=args.max_wait)
             results.append({"shape": shape, "threads": t, "seconds_per_comparison": costs[t],
