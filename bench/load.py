@@ -132,13 +132,20 @@ class Peaks(threading.Thread):
             time.sleep(0.5)
 
 
+def wait_out(busy: dict, out: dict) -> None:
+    """Wait out a busy 503's Retry-After (1 s at least), as the page does; count it and its seconds."""
+    seconds = max(1, int(busy["error"].rsplit("Try again in ", 1)[1].split()[0]))
+    out["busy"] += 1
+    out["busy_waits"].append(seconds)
+    time.sleep(seconds)
+
+
 def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: int) -> None:
     """One annotator: read (think), answer, fetch the next; until the deadline."""
     rng = random.Random(seed)
     status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
     while status == 503 and "busy" in comp.get("error", ""):  # the first one too: all start at once
-        out["busy"] += 1
-        time.sleep(max(1, int(comp["error"].rsplit("Try again in ", 1)[1].split()[0])))
+        wait_out(comp, out)
         status, comp = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
     assert status == 201, comp
     while True:
@@ -160,8 +167,7 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
                 out["error_codes"].append(f"answer {status}")
             status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
             while status == 503 and "busy" in nxt.get("error", "") and time.monotonic() < deadline:
-                out["busy"] += 1  # as the page does: wait out Retry-After (1 s at least), then ask again
-                time.sleep(max(1, int(nxt["error"].rsplit("Try again in ", 1)[1].split()[0])))
+                wait_out(nxt, out)  # as the page does, then ask again
                 status, nxt = call(srv, "POST", "/api/comparisons", user, {}, timeout=120)
             out["parts"].append((answered - started, time.perf_counter() - answered))
             if status != 201:
@@ -208,8 +214,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
-        results = {u: {"acked": 0, "errors": 0, "busy": 0, "error_codes": [], "latencies": [], "parts": []}
-                   for u in users}
+        results = {u: {"acked": 0, "errors": 0, "busy": 0, "busy_waits": [], "error_codes": [], "latencies": [],
+                       "parts": []} for u in users}
         deadline = time.monotonic() + args.seconds
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
@@ -245,6 +251,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
         "errors": sum(r["errors"] for r in results.values()),
         "busy_503s": sum(r["busy"] for r in results.values()),
+        # How long the 503s told annotators to wait (Retry-After, s): a long one idles an annotator that long.
+        "busy_wait_s": sorted(w for r in results.values() for w in r["busy_waits"]),
         "error_codes": sorted(c for r in results.values() for c in r["error_codes"]),
         "click_to_next_ms": quantiles(ms) | {"p99": round(percentile(ms, 99), 1) if ms else None,
                                              "max": round(max(ms), 1) if ms else None},
@@ -315,7 +323,8 @@ def main() -> None:
               f"next comparison p50/p95 {r['next_ms']['p50']}/{r['next_ms']['p95']} ms")
         print(f"{r['backend']}: {r['from_buffer']} of {r['handed_out']} comparisons handed out came from the buffer, "
               f"{r.get('handed_to_prefetcher', 0)} were handed to the prefetcher, {r.get('sampled_in_web', 0)} "
-              f"sampled in the web; {r.get('busy_503s', 0)} busy 503s waited out")
+              f"sampled in the web; {r.get('busy_503s', 0)} busy 503s waited out "
+              f"({sum(r.get('busy_wait_s', []))} s in all, the longest {max(r.get('busy_wait_s') or [0])} s)")
         print(f"{r['backend']} CPU cores busy: " + ", ".join(f"{k} {v}" for k, v in r["cpu_cores_busy"].items()))
         print(f"{r['backend']} peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()))
     print(f"\nwrote {args.out}")
