@@ -133,9 +133,8 @@ class Peaks(threading.Thread):
 
 
 def wait_out(busy: dict, out: dict) -> None:
-    """Wait out a busy 503's Retry-After (1 s at least), as the page does; count it and its seconds."""
+    """Wait out a busy 503's Retry-After (1 s at least), as the page does; record its seconds."""
     seconds = max(1, int(busy["error"].rsplit("Try again in ", 1)[1].split()[0]))
-    out["busy"] += 1
     out["busy_waits"].append(seconds)
     time.sleep(seconds)
 
@@ -214,8 +213,8 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         peaks = Peaks({"gunicorn master": srv.proc.pid, "training worker": worker.pid})
         peaks.start()
         time.sleep(5)  # let every process fill its prefetch buffer, as a server that has been up a while has
-        results = {u: {"acked": 0, "errors": 0, "busy": 0, "busy_waits": [], "error_codes": [], "latencies": [],
-                       "parts": []} for u in users}
+        results = {u: {"acked": 0, "errors": 0, "busy_waits": [], "error_codes": [], "latencies": [], "parts": []}
+                   for u in users}
         deadline = time.monotonic() + args.seconds
         threads = [threading.Thread(target=annotate, args=(srv, u), kwargs={
             "deadline": deadline, "think": args.think_ms / 1000, "out": results[u], "seed": i})
@@ -250,7 +249,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "seconds": round(elapsed, 1),
         "clicks": acked, "clicks_per_s": round(acked / elapsed, 2),
         "errors": sum(r["errors"] for r in results.values()),
-        "busy_503s": sum(r["busy"] for r in results.values()),
+        "busy_503s": sum(len(r["busy_waits"]) for r in results.values()),
         # How long the 503s told annotators to wait (Retry-After, s): a long one idles an annotator that long.
         "busy_wait_s": sorted(w for r in results.values() for w in r["busy_waits"]),
         "error_codes": sorted(c for r in results.values() for c in r["error_codes"]),
