@@ -147,42 +147,6 @@ def test_a_bounded_run_trains_on_at_most_max_pairs(app, monkeypatch):
         assert manifest["training"]["max_pairs"] == 16
 
 
-def test_the_gate_reads_the_probe_samples_and_stores_the_new_versions(app, monkeypatch):
-    """Issue 27 ("use the probe samples"): the probe inputs join the gate's diversity check from the probe samples,
-    which the gate makes of the new version and which are then stored as its probe samples, the same as the probe
-    job would make them. A parent row from before the raw draw was kept is sampled again in the gate, not trusted."""
-    from app.lm.checkpoint import load_checkpoint
-    from app.platform.extensions import db
-    from app.tables import ProbeSamples, TrainingRun
-    from app.versions.probes import samples_of, save_probes
-    from worker.dpo import run_dpo
-    from worker.probes import probe_settings, sample_probes
-
-    ids = collect_clicks(app, monkeypatch, n_prompts=12)
-    inputs = ["Fix the lamp in room 4.", "where is my parcel??", "Send the Q3 numbers to Ana today."]
-    with app.app_context():
-        revision = save_probes(inputs=inputs, actor="t").id
-        db.session.add(ProbeSamples(version_id=1, revision_id=revision, status="ready", settings=probe_settings(),
-                                    samples=[{"input": t, "texts": ["old", "rows", "only"]} for t in inputs]))
-        db.session.commit()
-    run_id = create_run(app, ids, sft_weight=TINY_SFT_WEIGHT, gate={"eval_prompts": 4})
-    with app.app_context():
-        run_dpo(run_id)
-        run = db.session.get(TrainingRun, run_id)
-        assert run.status in ("succeeded", "rejected"), run.error
-        m = run.metrics
-        assert m["probe_inputs"] == 3 and m["eval_prompts"] == 4 and m["distinct_drop_inputs"] == 7
-        assert "probe_samples" not in m and run.progress["phase"] == "done"
-        row = samples_of(version_id=2, revision_id=revision)
-        assert row.status == "ready" and row.settings == probe_settings()
-        assert [s["input"] for s in row.samples] == inputs and all(len(s["raw"]) == 3 for s in row.samples)
-        # What the probe job would have made of version 2: the same seeds, the same texts.
-        again = sample_probes(load_checkpoint(str(Path(app.config["MODEL_STORE"]) / "2"), version_id=2),
-                              inputs=inputs)
-        assert row.samples == again
-        assert samples_of(version_id=1, revision_id=revision).samples[0]["texts"] == ["old", "rows", "only"]
-
-
 def test_a_second_round_is_also_tested_against_the_versions_before_its_parent(app, monkeypatch):
     """GATE_ANCESTORS: the run from version 2 (a child of the starter) is tested against 2 and against 1 on the
     same held-out clicks; with the parent only (0), against 2 alone."""

@@ -338,27 +338,3 @@ def test_earlier_versions_are_scored_on_the_same_held_out_pairs_one_at_a_time(st
                          ancestors=[(7, gone), (5, load)])
     assert m["ancestors"][0] == {"version_id": 7, "error": "OSError: no such folder: models/7"}
     assert m["ancestors"][1]["p_worse"] == 1.0 and not any("version 7" in r for r in m["reasons"])
-
-
-def test_probe_samples_join_the_diversity_check_as_inputs_of_their_own(starter_dir):
-    """Issue 27: each probe input adds its expected distinct (from both versions' raw probe samples) to the paired
-    check, and the gate does not sample it again; a probe with fewer raw samples than k is left out."""
-    from app.lm.checkpoint import load_checkpoint
-
-    model = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
-    cfg = GATE | {"eval_prompts": 1, "samples": 3, "min_distinct": 0.0, "max_distinct_drop_se": 1.0}
-    common = dict(candidate=model, parent=model, base=model, heldout_pairs=[], gate_cfg=cfg, seed=0,
-                  max_new_tokens=4)
-    alone = evaluate_version(eval_prompts=["Send the file."], **common)
-    probes = [{"input": "Send the file.", "candidate": ["a", "a", "a"], "parent": ["a", "b", "c"]},
-              {"input": "Call Ana at 9.", "candidate": ["x", "x", "y"], "parent": ["x", "y", "z"]},
-              {"input": "Two only.", "candidate": ["p", "q"], "parent": ["p", "q"]}]
-    m = evaluate_version(eval_prompts=["Send the file.", "Fix the lamp."], probes=probes, **common)
-    assert alone["eval_prompts"] == 1 and alone["probe_inputs"] == 0 and alone["distinct_drop_inputs"] == 1
-    # "Send the file." is a probe now: the gate samples the next text instead, and reads the probe's samples.
-    assert m["eval_prompts"] == 1 and m["probe_inputs"] == 2 and m["distinct_drop_inputs"] == 3
-    gate_own = m["distinct_candidate"] * 3 - 1.0 - 2.0  # the gate's own input is a copy against itself
-    assert m["distinct_parent"] * 3 - 3.0 - 3.0 == pytest.approx(gate_own)
-    assert m["distinct_drop"] == pytest.approx((0.0 + 2.0 + 1.0) / 3)
-    assert m["distinct_drop"] > m["distinct_drop_se"] and not m["passed"]
-    assert "2 of them probe inputs, from their probe samples" in " ".join(m["reasons"])

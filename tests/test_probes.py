@@ -68,6 +68,9 @@ def test_compare_answers_409_until_both_are_sampled(app, client, users, starter_
         assert db.session.query(ProbeSamples).one().status == "failed"
     first = fill_samples(app, 1)
     assert first["status"] == "ready" and [len(s["texts"]) for s in first["samples"]] == [3, 3]
+    # The first draw is kept beside the candidates (whose duplicates were resampled): what diversity is measured on.
+    assert all(len(s["raw"]) == 3 and set(s["raw"]) <= set(s["texts"]) for s in first["samples"])
+    assert all(s["texts"][0] == s["raw"][0] for s in first["samples"])
     with app.app_context():
         db.session.add(ProbeSamples(version_id=2, revision_id=first["revision_id"], status="running"))
         db.session.commit()

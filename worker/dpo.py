@@ -121,14 +121,10 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     }
     number, path = publish_checkpoint(store=current_app.config["MODEL_STORE"], save=save, manifest=manifest)
 
-    # Gate: what was published, loaded as serving would load it, against the parent, on the held-out clicks, the
-    # gate's own inputs and the probe set (the parent's probe samples made first if it has none).
+    # Gate: what was published, loaded as serving would load it, against the parent.
     progress.update(phase="evaluating")
-    revision = probe_revision(parent_id=parent.id, actor=f"run:{run_id}")
     gate = gate_checkpoint(path=str(path), parent=parent, base=base, spec=spec, heldout_pairs=heldout_pairs,
-                           eval_prompts=evaluation_texts(train_pairs, limit=2 * spec.gate.eval_prompts),
-                           probe_revision=revision, trained={p["input"] for p in train_pairs})
-    probe_samples = gate.pop("probe_samples", None)
+                           eval_prompts=evaluation_texts(train_pairs, limit=2 * spec.gate.eval_prompts))
 
     # Register, then promote if it passed: the gate's result lives in the registry row.
     metrics = {**{k: v for k, v in gate.items() if not k.startswith("examples")}, "train_pairs": len(train_pairs),
@@ -137,36 +133,10 @@ def train_and_register(run_id: str, progress: Progress) -> None:
     promote_or_reject(run_id=run_id, number=number, path=path, manifest=read_manifest(local_copy(path)),
                       parent=parent, metrics=metrics, started=started)
 
-    # Probes: the new version's samples for the side-by-side view, as the gate made them (sampled here only if it
-    # could not).
+    # Probes: the new version's samples (and its parent's, the first time) for the side-by-side view.
     progress.update(phase="probes")
-    if probe_samples:
-        keep_probes(number, probe_samples)
-    else:
-        sample_probes(versions=[number], actor=f"run:{run_id}")
+    sample_probes(versions=[number, parent.id], actor=f"run:{run_id}")
     progress.update(phase="done")
-
-
-def probe_revision(*, parent_id: int, actor: str):
-    """The probe set in force for a run's gate (drawn from the pool the first time; None on an empty pool), with
-    the parent's samples made on it if it has none yet."""
-    from app.versions.probes import ensure_probes
-
-    revision = ensure_probes(actor=actor)
-    if revision is not None:
-        sample_probes(versions=[parent_id], actor=actor)
-    return revision
-
-
-def keep_probes(version_id: int, made: dict) -> None:
-    """Store the probe samples the gate made of a version, never failing the run (as sample_probes)."""
-    from worker.probes import store_samples
-
-    try:
-        store_samples(version_id=version_id, revision_id=made["revision_id"], samples=made["samples"])
-    except Exception:  # noqa: BLE001 - the version is registered and judged; a button on the versions page retries
-        db.session.rollback()
-        log.exception("storing the probe samples of version %s failed", version_id)
 
 
 def sample_probes(*, versions: list[int], actor: str) -> None:

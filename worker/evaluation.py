@@ -16,7 +16,6 @@ max_length: the same tokens the trainer trained on.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -25,8 +24,6 @@ from app.lm.encoding import completion_text
 from app.lm.sampling import InputTooLong, sample_candidates
 from app.lm.scoring import completion_logps
 from app.training.spec import TrainingSpec
-
-log = logging.getLogger(__name__)
 
 TIE = 1e-4  # log-prob differences below this are numerical noise, not a preference
 # Held-out clicks are few (6-9 held-out inputs after a first round of 65 clicks, ~33 after a third) and noisy: once
@@ -202,15 +199,12 @@ def evaluate_version(
     max_length: int | None = None,
     system_prompt: str = "",
     ancestors: list[tuple[int, Callable[[], LoadedModel]]] = (),
-    probes: list[dict] = (),
 ) -> dict:
     """Compare candidate with parent; return metrics plus passed and human-readable rejection reasons.
 
     eval_prompts: more input texts, used after the held-out inputs until gate_cfg["eval_prompts"] are reached.
     ancestors: (version id, loader) of earlier versions of the lineage, each loaded in turn when there are held-out
     pairs, which the candidate must not rank worse than either (ancestor_tests).
-    probes: [{"input", "candidate", "parent"}], both versions' raw probe samples (worker/probes.gate_probes): their
-    inputs join the diversity check as inputs of their own, and are not sampled again here.
     """
     samples = int(gate_cfg["samples"])
     metrics: dict = {"heldout_pairs": len(heldout_pairs), "samples_per_prompt": samples,
@@ -232,43 +226,20 @@ def evaluate_version(
     else:
         metrics["notes"].append("no held-out pairs: preference accuracy was not checked")
 
-    texts = gate_texts([p["input"] for p in heldout_pairs] + list(eval_prompts), limit=int(gate_cfg["eval_prompts"]),
-                       skip={row["input"] for row in probes})
+    texts: list[str] = []
+    for text in [p["input"] for p in heldout_pairs] + list(eval_prompts):
+        if text not in texts and len(texts) < int(gate_cfg["eval_prompts"]):
+            texts.append(text)
     metrics["eval_prompts"] = len(texts)
     gen = dict(samples=samples, k=num_candidates, seed=seed, temperature=temperature, top_p=top_p, min_p=min_p,
                max_new_tokens=max_new_tokens, max_length=max_length, system_prompt=system_prompt)
     for name, model in (("candidate", candidate), ("parent", parent)):
         for key, value in generation_health(model, base, texts, **gen).items():
             metrics[f"{key}_{name}"] = value
-    by_input = {name: metrics.pop(f"distinct_by_input_{name}") for name in ("candidate", "parent")}
-    metrics["probe_inputs"] = add_probes(by_input, probes, k=num_candidates)
-    for name, values in by_input.items():
-        if values:
-            metrics[f"distinct_{name}"], metrics[f"distinct_se_{name}"] = mean_and_se(list(values.values()))
-    metrics.update(distinct_drop(by_input["candidate"], by_input["parent"]))
+    metrics.update(distinct_drop(metrics.pop("distinct_by_input_candidate"), metrics.pop("distinct_by_input_parent")))
 
     reasons = gate_reasons(metrics, gate_cfg)
     return {**metrics, "passed": not reasons, "reasons": reasons}
-
-
-def gate_texts(texts: list[str], *, limit: int, skip: set[str]) -> list[str]:
-    """The first `limit` distinct texts the gate samples itself: the probe inputs' samples are made already."""
-    return [t for t in dict.fromkeys(texts) if t not in skip][:limit]
-
-
-def add_probes(by_input: dict[str, dict[str, float]], probes: list[dict], *, k: int) -> int:
-    """Add each probe input's expected distinct (from its raw samples) to both versions' by-input figures; how many.
-
-    The probe samples are made for every version anyway (to be read side by side), so they add inputs to the
-    diversity check at no cost: 24 by default beside the gate's 48. An input with fewer raw samples than k (a
-    deployment showing more than the probes' 3 candidates) cannot estimate distinct of k and is left out."""
-    used = 0
-    for row in probes:
-        if len(row["candidate"]) >= k and len(row["parent"]) >= k:
-            by_input["candidate"][row["input"]] = expected_distinct(row["candidate"], k)
-            by_input["parent"][row["input"]] = expected_distinct(row["parent"], k)
-            used += 1
-    return used
 
 
 def differences_by_input(heldout_pairs: list[dict], rights: list[tuple[float, float]]) -> dict:
@@ -385,11 +356,6 @@ def gate_reasons(m: dict, gate_cfg: dict) -> list[str]:
     return reasons
 
 
-def probe_note(m: dict) -> str:
-    """How many of the diversity check's inputs were probe inputs, for its reasons."""
-    return f", {m['probe_inputs']} of them probe inputs, from their probe samples" if m.get("probe_inputs") else ""
-
-
 def diversity_reasons(m: dict, gate_cfg: dict) -> list[str]:
     """The gate's diversity rules: against the parent, paired by input, and the optional absolute floor."""
     reasons = []
@@ -398,7 +364,7 @@ def diversity_reasons(m: dict, gate_cfg: dict) -> list[str]:
         reasons.append(
             f"samples lost diversity: {m['distinct_candidate']:.2f} +- {m.get('distinct_se_candidate') or 0:.2f} "
             f"expected distinct of {m.get('distinct_of', 3)} (minimum {min_distinct}; estimated from "
-            f"{m.get('samples_per_prompt', 3)} samples per input{probe_note(m)})"
+            f"{m.get('samples_per_prompt', 3)} samples per input)"
         )
     max_se = gate_cfg.get("max_distinct_drop_se")
     drop, drop_se = m.get("distinct_drop"), m.get("distinct_drop_se")
@@ -406,7 +372,7 @@ def diversity_reasons(m: dict, gate_cfg: dict) -> list[str]:
         reasons.append(
             f"samples lost diversity against the parent: {m['distinct_candidate']:.2f} vs {m['distinct_parent']:.2f} "
             f"expected distinct of {m.get('distinct_of', 3)}, a drop of {drop:.2f} over {float(max_se):g} x its "
-            f"standard error {drop_se:.2f} (paired over {m.get('distinct_drop_inputs')} inputs{probe_note(m)})"
+            f"standard error {drop_se:.2f} (paired over {m.get('distinct_drop_inputs')} inputs)"
         )
     return reasons
 
@@ -434,10 +400,9 @@ def why_passed(m: dict) -> str:
 
 
 def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pairs: list[dict],
-                    eval_prompts: list[str], probe_revision=None, trained: set[str] = frozenset()) -> dict:
+                    eval_prompts: list[str]) -> dict:
     """Gate the published checkpoint at `path` against the parent version (and up to spec.gate.ancestors earlier
-    versions of its lineage), with the run's spec; with a probe revision, the probe samples join the diversity check
-    (the candidate's are returned under "probe_samples", for the caller to store once the version is registered)."""
+    versions of its lineage), with the run's spec."""
     from app.versions.registry import lineage
     from app.versions.store import local_copy
 
@@ -454,24 +419,10 @@ def gate_checkpoint(*, path: str, parent, base, spec: TrainingSpec, heldout_pair
             return lambda: base_loaded
         return lambda: load_checkpoint(local_copy(version.path, keep=keep), version_id=version.id)
 
-    probes, note = {"pairs": [], "candidate": None}, None
-    if probe_revision is not None:
-        from worker.probes import gate_probes
-
-        try:
-            probes = gate_probes(candidate=candidate, parent=parent_loaded, parent_id=parent.id,
-                                 revision=probe_revision, trained=trained)
-        except Exception as exc:  # noqa: BLE001 - e.g. a probe input too long for the model: gate without them
-            log.exception("probe samples for the gate failed")
-            note = f"probe samples failed, the gate went on without them: {type(exc).__name__}: {exc}"[:300]
-    result = evaluate_version(
+    return evaluate_version(
         candidate=candidate, parent=parent_loaded, base=base_loaded, heldout_pairs=heldout_pairs,
         eval_prompts=eval_prompts, gate_cfg=asdict(spec.gate), num_candidates=spec.num_candidates, seed=spec.seed,
         temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p, max_new_tokens=spec.max_new_tokens,
         max_length=spec.max_length, system_prompt=spec.system_prompt,
-        ancestors=[(v.id, loader(v)) for v in earlier], probes=probes["pairs"],
+        ancestors=[(v.id, loader(v)) for v in earlier],
     )
-    if note:
-        result["notes"].append(note)
-    return {**result, "probe_samples": probes["candidate"] and {"revision_id": probes["revision_id"],
-                                                                "samples": probes["candidate"]}}

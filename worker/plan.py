@@ -142,8 +142,7 @@ def evaluation_texts(train_pairs: list[dict], *, limit: int) -> list[str]:
     Unseen inputs first: on the inputs it was just trained on, the sft term makes a model repeat its chosen answers,
     and the diversity measured there reads lower than what annotators will see on new prompts. The probe inputs lead
     because they stay the same from run to run: every version of a lineage is checked on them, as it is shown on
-    them side by side. (The gate reads them from the probe samples when it has those, and samples the next texts
-    here instead: evaluate_version.)"""
+    them side by side."""
     from app.versions.probes import current_probes
 
     trained = list(dict.fromkeys(p["input"] for p in train_pairs))
