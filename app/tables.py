@@ -368,7 +368,8 @@ PROBE_STATUSES = ("queued", "running", "ready", "failed")
 
 
 class ProbeSamples(db.Model):
-    """A version's samples on one probe revision: [{"input", "texts"}] in the revision's order, made by the worker."""
+    """A version's samples on one probe revision: [{"input", "texts", "raw"}] in the revision's order (raw: the first
+    draw, before duplicates were resampled; rows made before it was kept lack it), made by the worker."""
 
     __tablename__ = "probe_samples"
     id: Mapped[int] = mapped_column(primary_key=True)
