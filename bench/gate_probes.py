@@ -92,10 +92,10 @@ def pooled(run, version, store: Path) -> dict | None:
                                         n=spec.gate.samples, temperature=spec.temperature, top_p=spec.top_p,
                                         min_p=spec.min_p, max_new_tokens=spec.max_new_tokens, seed=spec.seed + i,
                                         dedup_tries=0)[1] for i, t in enumerate(unseen)]
-    k = spec.num_candidates
+    k, stored = spec.num_candidates, {"candidate": mine, "parent": theirs}
 
-    def drop(extra: bool) -> dict:
-        by = {name: {t: expected_distinct(raw + ((mine if name == "candidate" else theirs)[t] if extra else []), k)
+    def drop(pool: bool) -> dict:
+        by = {name: {t: expected_distinct(raw + (stored[name][t] if pool else []), k)
                      for t, raw in zip(unseen, gate[name], strict=True)} for name in gate}
         return distinct_drop(by["candidate"], by["parent"])
 
