@@ -158,11 +158,11 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
 
 @pytest.fixture
 def fresh_sampler():
-    """The process's sampler state as at start (no pace yet), put back afterwards."""
+    """The process's sampler state as at start (no batch timed yet), put back afterwards."""
     from app.lm import sampling
 
     saved = dict(sampling._NOW)
-    sampling._NOW.update(sampling=False, since=0.0, prompts=0, requests=0, pace=None)
+    sampling._NOW.update(sampling=False, since=0.0, prompts=0, requests=0, cost=None)
     yield sampling
     sampling._NOW.update(saved)
 
@@ -182,7 +182,7 @@ def test_a_request_that_would_wait_too_long_is_refused_at_once(starter_dir, fres
     prompt = loaded.format_prompt("Send it now.")
     # No batch timed yet: nothing to judge by, so a request is let in (and times the first batch).
     sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=1, max_wait=0.001, **settings)
-    pace = sampling._NOW["pace"]
+    pace = sampling._NOW["cost"].seconds(1)  # one size timed: proportional, so 1,000 prompts cost 1,000 x this
     assert pace > 0 and sampling._NOW["requests"] == 0
 
     with sampling._COALESCE:  # a batch of 1,000 prompts started just now: about 1,000 x pace to go
@@ -215,3 +215,56 @@ def test_a_request_that_would_wait_too_long_is_refused_at_once(starter_dir, fres
     waiter.join(timeout=60)
     assert out and out[0][1:] == (4, 0, 1)
     assert sampling._WAITING == [] and sampling._NOW["requests"] == 0
+
+
+def test_a_batch_costs_a_fixed_part_and_a_part_per_prompt():
+    """Fitted to the batches timed: a line through two sizes or more, recent batches weighing most; proportional
+    while one size has been timed, or where noise would make a prompt (or an empty batch) cost nothing or less."""
+    from app.lm.sampling import BatchCost
+
+    cost = BatchCost()
+    cost.record(2.0, 1)
+    assert cost.fit() == (0.0, 2.0) and cost.seconds(5) == 10.0  # one size: nothing says what is fixed
+    for n in (4, 1, 8, 2):
+        cost.record(1.5 + 0.5 * n, n)
+    fixed, per = cost.fit()
+    assert fixed == pytest.approx(1.5) and per == pytest.approx(0.5) and cost.seconds(16) == pytest.approx(9.5)
+
+    recent = BatchCost()
+    for n, seconds in ((1, 9.0), (4, 12.0), (1, 2.0), (4, 3.5)):  # the machine got faster: the last batches count
+        recent.record(seconds, n)
+    assert recent.seconds(4) < (12.0 + 3.5) / 2 and recent.seconds(1) < (9.0 + 2.0) / 2
+
+    noisy = BatchCost()
+    noisy.record(3.0, 1)
+    noisy.record(2.0, 4)  # a bigger batch that took less: no line with a cost per prompt
+    assert noisy.fit()[0] == 0.0 and noisy.seconds(5) == pytest.approx(5 * (0.5 * 3.0 + 2.0) / (0.5 * 1 + 4))
+
+
+def test_the_wait_is_judged_by_what_a_batch_of_that_size_costs(fresh_sampler):
+    """A request joining five waiting prompts is let in when one batch of six ends in time, though six times the
+    cost of a batch of one would not (it was judged so, and refused)."""
+    import time
+
+    from app.lm.sampling import BatchCost, _Waiting
+    from app.platform.exceptions import Busy
+
+    sampling = fresh_sampler
+    cost = BatchCost()
+    cost.record(2.0, 1)
+    cost.record(3.5, 4)  # 1.5 s fixed, 0.5 s a prompt: a batch of six takes 4.5 s
+    waiting = [_Waiting(None, ["p"] * 5, {}, 1)]
+    with sampling._COALESCE:
+        sampling._NOW.update(cost=cost, sampling=False)
+        sampling._WAITING.extend(waiting)
+        try:
+            sampling._admit(1, max_wait=5.0, slots=None)  # 4.5 s: in time (2.0 s x 6 = 12 s would refuse)
+            with pytest.raises(Busy) as busy:
+                sampling._admit(1, max_wait=4.0, slots=None)
+            assert busy.value.retry_after == 5
+            sampling._NOW.update(sampling=True, since=time.monotonic(), prompts=4)  # a batch of four under way
+            with pytest.raises(Busy):
+                sampling._admit(1, max_wait=5.0, slots=None)  # 3.5 s of it left, then 4.5 s
+        finally:
+            for w in waiting:
+                sampling._WAITING.remove(w)

@@ -243,21 +243,59 @@ class _Waiting:
         self.done, self.results, self.error, self.offset, self.size = False, None, None, 0, 0
 
 
+class BatchCost:
+    """The seconds a batch of n prompts takes, fitted as fixed + n x per-prompt to this process's recent batches
+    (each batch weighs DECAY of the one timed after it); proportional to n until two sizes have been timed."""
+
+    # A batch's cost is far from proportional to its size: a GPT-2-small comparison costs 2.9 s alone and 1.1 s in a
+    # batch of 8 (bench/batch_cost.py). Judged by the seconds per prompt of small batches, a request joining four
+    # others read as waiting 2.7x longer than it would, and was refused.
+    DECAY = 0.5  # as the seconds per prompt it replaces were averaged
+
+    def __init__(self) -> None:
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+
+    def record(self, seconds: float, prompts: int) -> None:
+        """Fold in one batch of `prompts` that took `seconds`."""
+        d = self.DECAY
+        self._w, self._n, self._t = d * self._w + 1, d * self._n + prompts, d * self._t + seconds
+        self._nn, self._nt = d * self._nn + prompts * prompts, d * self._nt + prompts * seconds
+
+    def fit(self) -> tuple[float, float]:
+        """(fixed seconds, seconds per prompt): a weighted least-squares line through the batches timed, or a line
+        through the origin where they are of one size or the line would say a prompt or an empty batch costs
+        nothing or less."""
+        mean_n, mean_t = self._n / self._w, self._t / self._w
+        spread = self._nn / self._w - mean_n * mean_n
+        if spread > 1e-6 * mean_n * mean_n:
+            per = (self._nt / self._w - mean_n * mean_t) / spread
+            fixed = mean_t - per * mean_n
+            if per > 0 and fixed >= 0:
+                return fixed, per
+        return 0.0, mean_t / mean_n
+
+    def seconds(self, prompts: int) -> float:
+        """The expected seconds of a batch of `prompts`."""
+        fixed, per = self.fit()
+        return fixed + per * prompts
+
+
 _COALESCE = threading.Condition()
 _WAITING: list[_Waiting] = []
 # Guarded by _COALESCE: whether a caller of this process samples a batch now, since when and how many prompts, how
-# many requests of this process are in the sampler (waiting or sampling), and the last batches' seconds per prompt.
-_NOW = {"sampling": False, "since": 0.0, "prompts": 0, "requests": 0, "pace": None}
+# many requests of this process are in the sampler (waiting or sampling), and what its batches cost (a BatchCost,
+# None before the first).
+_NOW = {"sampling": False, "since": 0.0, "prompts": 0, "requests": 0, "cost": None}
 
 
 def _expected_wait(prompts: int) -> float | None:
     """Seconds until `prompts` more would be sampled here: the batch under way, then one batch with every waiting
     prompt and these; None before this process has timed a batch. Call with _COALESCE held."""
-    pace = _NOW["pace"]
-    if pace is None:
+    cost = _NOW["cost"]
+    if cost is None:
         return None
-    left = max(0.0, _NOW["since"] + pace * _NOW["prompts"] - time.monotonic()) if _NOW["sampling"] else 0.0
-    return left + pace * (sum(len(w.prompts) for w in _WAITING) + prompts)
+    left = max(0.0, _NOW["since"] + cost.seconds(_NOW["prompts"]) - time.monotonic()) if _NOW["sampling"] else 0.0
+    return left + cost.seconds(sum(len(w.prompts) for w in _WAITING) + prompts)
 
 
 def _admit(prompts: int, *, max_wait: float | None, slots: int | None) -> None:
@@ -322,7 +360,7 @@ def sample_coalesced(
     with the same model and settings into one batch, under its own seed. A request alone samples at once, as
     sample_batch would: no one waits for company. Returns (its results, the batch's seed, its offset in the batch,
     the batch's size), which reproduce its samples (the others' prompts are found by the seed).
-    A request that would wait past max_wait seconds (by the pace of this process's last batches), or that finds
+    A request that would wait past max_wait seconds (by what this process's last batches cost), or that finds
     `slots` requests in the sampler already, raises Busy at once and samples nothing; None admits every caller.
     Written here because the batching has to happen inside the sampling loop's process and lock; no library does it
     for a hand-written sampling loop on CPU."""
@@ -349,9 +387,9 @@ def sample_coalesced(
         error = exc
     finally:  # whatever happened, the others are answered and the next batch may start
         with _COALESCE:
-            if error is None:  # the pace of the last batches, recent ones weighing most
-                pace = (time.monotonic() - _NOW["since"]) / len(prompts)
-                _NOW["pace"] = pace if _NOW["pace"] is None else (_NOW["pace"] + pace) / 2
+            if error is None:
+                _NOW["cost"] = _NOW["cost"] or BatchCost()
+                _NOW["cost"].record(time.monotonic() - _NOW["since"], len(prompts))
             offset = 0
             for w in batch:
                 w.offset, w.size, w.seed, w.error = offset, len(prompts), seed, error
