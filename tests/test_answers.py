@@ -99,34 +99,3 @@ def test_only_your_own_answered_comparison_can_be_changed(client, annotator, use
     fresh = post(client, "/api/comparisons", annotator, {"prompt": "Open it."}).json
     res = client.put(f"/api/comparisons/{fresh['id']}/answer", json=body, headers=annotator["headers"])
     assert res.status_code == 409 and "no answer to change" in res.json["error"]
-
-
-def test_an_answer_is_one_transaction_with_its_progress(app, client, annotator):
-    """A click takes one connection and one transaction: the user, the comparison, the insert and the annotator's
-    count, then the commit, with nothing reloaded after it. It took two of each and a reload (11 round trips to
-    Postgres, now 7), and each round trip waits for a busy machine to wake two processes."""
-    from sqlalchemy import event
-
-    app.config["PROGRESS_CACHE_SECONDS"] = 3600  # the shared counters from the cache, as between their refreshes
-    comparison = post(client, "/api/comparisons", annotator, {"prompt": "Send the report now."}).json
-    seen = []
-    with app.app_context():
-        engine = db.engine
-    listeners = [(engine, "before_cursor_execute", lambda *args: seen.append(args[2].split()[0])),
-                 (engine, "commit", lambda *_: seen.append("COMMIT")),
-                 (engine, "rollback", lambda *_: seen.append("ROLLBACK")),
-                 (engine.pool, "checkout", lambda *_: seen.append("CHECKOUT"))]
-    for target, name, listener in listeners:
-        event.listen(target, name, listener)
-    try:
-        res = post(client, f"/api/comparisons/{comparison['id']}/answer", annotator,
-                   {"candidate_id": comparison["candidates"][1]["id"]})
-    finally:
-        for target, name, listener in listeners:
-            event.remove(target, name, listener)
-    assert res.status_code == 201 and res.json["progress"]["mine"] == 1
-    assert res.json["candidate_id"] == comparison["candidates"][1]["id"] and res.json["verdict"] == "choice"
-    assert seen == ["CHECKOUT", "SELECT", "SELECT", "INSERT", "SELECT", "COMMIT"], seen
-    with app.app_context():
-        stored = db.session.scalars(db.select(Preference)).one()
-        assert (stored.id, stored.chosen_candidate_id) == (res.json["id"], comparison["candidates"][1]["id"])

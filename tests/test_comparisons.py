@@ -112,7 +112,7 @@ def test_overlap_without_lost_or_duplicated_answers_under_concurrency(app, users
                 barrier.wait()
                 for _ in range(4):
                     comparison = create_comparison(user_id=user["id"])
-                    pref, *_ = record_answer(user_id=user["id"], comparison_id=comparison.id, verdict="choice",
+                    pref, _ = record_answer(user_id=user["id"], comparison_id=comparison.id, verdict="choice",
                                             candidate_id=comparison.candidates[0].id)
                     acknowledged.append(pref.id)
             except Exception as exc:  # noqa: BLE001 - reported below, with the thread's error

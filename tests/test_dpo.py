@@ -40,7 +40,7 @@ def collect_clicks(app, monkeypatch, *, n_prompts: int = 20, per_prompt: int = 2
                                                                 user_id=user.id)
                 db.session.commit()
                 best = min(comparison.candidates, key=lambda c: (len(c.text), c.position))
-                pref, *_ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=best.id,
+                pref, _ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=best.id,
                                         verdict="choice")
                 ids.append(pref.id)
     return ids
@@ -288,7 +288,7 @@ def test_a_kto_run_learns_from_every_answer_all_bad_included(app, monkeypatch):
         for text in ("Tell me the time.", "Bring the ladder back.", "Stop calling so late."):
             [comparison] = comparisons.generate_comparisons(loaded=loaded, inputs=[(text, None)], user_id=user.id)
             db.session.commit()
-            pref, *_ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=None,
+            pref, _ = record_answer(user_id=user.id, comparison_id=comparison.id, candidate_id=None,
                                     verdict="all_bad")
             ids.append(pref.id)
         bad = [row for click in choice_preferences(verdicts=("all_bad",)) for row in kto_rows(click)]

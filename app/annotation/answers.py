@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app.annotation.comparisons import get_comparison, in_queue
-from app.platform.database import commit_keeping_rows
 from app.platform.exceptions import BadInput
 from app.platform.extensions import db
 from app.platform.redis_client import get_redis
@@ -22,9 +21,8 @@ from app.versions.registry import record_event
 def record_answer(
     *, user_id: int, comparison_id: int, candidate_id: int | None, verdict: str, latency_ms: int | None = None,
     also_good: Iterable[int] = (),
-) -> tuple[Preference, bool, dict]:
-    """Store an answer in one transaction; return (row, created, the annotator's progress()). A repeat of the same
-    answer is a no-op.
+) -> tuple[Preference, bool]:
+    """Store an answer in one transaction; return (row, created). A repeat of the same answer is a no-op.
 
     also_good: with a choice, the other candidates the annotator finds acceptable too. The API checks its body
     with app.web.schemas.AnswerBody first (verdicts: app.tables.VERDICTS)."""
@@ -38,20 +36,14 @@ def record_answer(
         )
         db.session.add(pref)
         try:
-            db.session.flush()
+            db.session.commit()
+            return pref, True
         except IntegrityError:
             # A concurrent submit won the unique constraint; fall through and compare with it.
             db.session.rollback()
             existing = db.session.scalars(select(Preference).where(Preference.comparison_id == comparison_id)).one()
-        else:
-            # Counted before the commit, in its transaction, and the row kept as written: counted after it, a click
-            # took 11 round trips to Postgres instead of 7 (a second checkout with its ping and BEGIN, and a reload
-            # of the row), each a wake-up of two processes on a busy machine (docs/BENCHMARKS.md, "Fewer round trips").
-            counts = progress(user_id=user_id)
-            commit_keeping_rows()
-            return pref, True, counts
     if existing.verdict == verdict and existing.chosen_candidate_id == candidate_id and existing.also_good == marked:
-        return existing, False, progress(user_id=user_id)
+        return existing, False
     raise BadInput(f"comparison {comparison_id} already has a different answer; undo it first", status=409)
 
 

@@ -52,15 +52,3 @@ def add_all_new(rows: list, *, what: str) -> None:
         db.session.rollback()
         raise BadInput(f"some of these {what} were imported by another request at the same time; nothing was "
                        "imported: import them again", 409) from exc
-
-
-def commit_keeping_rows() -> None:
-    """Commit, leaving the rows this session holds loaded as they are, for a caller that only renders them after."""
-    # A commit expires every row: reading one afterwards reloads it, a round trip apiece. Only for the end of a
-    # request's work; code that reads again after a commit (polling a run, say) needs the expiry.
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True

@@ -91,11 +91,11 @@ def answer(comparison_id: int):
     """Store the annotator's answer; a repeat of the same answer returns the stored one (200)."""
     body = s.parse(s.AnswerBody, json_body())
     user_id = acting_user().id  # once, as in create_comparison
-    pref, created, progress = answers.record_answer(
+    pref, created = answers.record_answer(
         user_id=user_id, comparison_id=comparison_id, candidate_id=body.candidate_id,
         verdict=body.verdict or "choice", latency_ms=body.latency_ms, also_good=body.also_good,
     )
-    return s.answer_body(pref, progress=progress), 201 if created else 200
+    return s.answer_body(pref, progress=answers.progress(user_id=user_id)), 201 if created else 200
 
 
 @bp.put("/comparisons/<id:comparison_id>/answer")
