@@ -79,8 +79,7 @@ def separate(run, version) -> dict | None:
 def pooled(run, version, store: Path) -> dict | None:
     """Over the unseen probe inputs: the drop with the gate's samples alone, and with the probe samples pooled in."""
     from app.lm.checkpoint import load_checkpoint
-    from app.lm.sampling import sample_candidates
-    from worker.evaluation import distinct_drop, expected_distinct
+    from worker.evaluation import distinct_drop, expected_distinct, raw_samples
 
     mine, theirs, unseen, spec = probe_inputs(run, version)
     if len(unseen) < 2:
@@ -88,10 +87,9 @@ def pooled(run, version, store: Path) -> dict | None:
     gate = {}
     for name, number in (("candidate", version.id), ("parent", run.parent_version_id)):
         model = load_checkpoint(str(store / str(number)), version_id=number)
-        gate[name] = [sample_candidates(model, model_prompt=model.format_prompt(t, system_prompt=spec.system_prompt),
-                                        n=spec.gate.samples, temperature=spec.temperature, top_p=spec.top_p,
-                                        min_p=spec.min_p, max_new_tokens=spec.max_new_tokens, seed=spec.seed + i,
-                                        dedup_tries=0)[1] for i, t in enumerate(unseen)]
+        gate[name] = [raw_samples(model, t, samples=spec.gate.samples, seed=spec.seed + i, temperature=spec.temperature,
+                                  top_p=spec.top_p, min_p=spec.min_p, max_new_tokens=spec.max_new_tokens,
+                                  system_prompt=spec.system_prompt) for i, t in enumerate(unseen)]
     k, stored = spec.num_candidates, {"candidate": mine, "parent": theirs}
 
     def drop(pool: bool) -> dict:

@@ -130,6 +130,14 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return mean(values), (stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0)
 
 
+def raw_samples(model: LoadedModel, text: str, *, samples: int, seed: int, temperature: float, top_p: float,
+                min_p: float, max_new_tokens: int, system_prompt: str = "") -> list[str]:
+    """`samples` draws for one input as serving renders it, duplicates kept (what diversity is measured on)."""
+    return sample_candidates(model, model_prompt=model.format_prompt(text, system_prompt=system_prompt), n=samples,
+                             temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
+                             seed=seed, dedup_tries=0)[1]
+
+
 def generation_health(
     model: LoadedModel,
     base: LoadedModel,
@@ -151,11 +159,8 @@ def generation_health(
     distinct, lengths, base_prompts, completions, examples, sampled = [], [], [], [], [], []
     for i, text in enumerate(texts):
         try:
-            _, raw = sample_candidates(
-                model, model_prompt=model.format_prompt(text, system_prompt=system_prompt), n=samples,
-                temperature=temperature, top_p=top_p,
-                min_p=min_p, max_new_tokens=max_new_tokens, seed=seed + i, dedup_tries=0,
-            )
+            raw = raw_samples(model, text, samples=samples, seed=seed + i, temperature=temperature, top_p=top_p,
+                              min_p=min_p, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
         except InputTooLong:
             continue
         distinct.append(expected_distinct(raw, k))
