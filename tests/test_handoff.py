@@ -9,7 +9,7 @@ import redis
 
 from app.accounts.users import create_user
 from app.annotation.comparisons import create_comparison, live_handoff, refuse_if_busy, request_settings
-from app.lm.sampling import sample_batch
+from app.lm.sampling import CostLine, sample_batch
 from app.platform.exceptions import Busy
 from app.platform.extensions import db
 from app.versions import handoff
@@ -55,16 +55,24 @@ def wait_queued(conn, queue: str, n: int) -> None:
         time.sleep(0.01)
 
 
-def serve_when_queued(app, conn, askers, *, pace: float) -> int:
+def timed(per: float, fixed: float = 0.0) -> Pace:
+    """A prefetcher's Pace whose batches were timed at `fixed` + `per` seconds a prompt (two sizes, so it fits that
+    line exactly)."""
+    pace = Pace()
+    for prompts in (1, 2):
+        pace.record(fixed + per * prompts, prompts)
+    pace.cpu_share = None  # those batches were not run: no share of a core to judge by
+    return pace
+
+
+def serve_when_queued(app, conn, askers, *, per: float) -> int:
     """Start the asker threads, wait until each has handed its request over, serve them once with the prefetcher's
-    pace at `pace` s a prompt, wait for the askers; how many serve_requests answered."""
+    batches timed at `per` s a prompt, wait for the askers; how many serve_requests answered."""
     threads = [threading.Thread(target=a) for a in askers]
     for t in threads:
         t.start()
     wait_queued(conn, handoff.keys(app)["queue"], len(askers))
-    timed = Pace()
-    timed.value = pace
-    served = serve_requests(app, handoff.redis_for(app), pace=timed)
+    served = serve_requests(app, handoff.redis_for(app), pace=timed(per))
     for t in threads:
         t.join(20)
     return served
@@ -88,7 +96,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch_that_reproduces_them
         replies = {}
 
         def ask(i):
-            replies[i] = handoff.sample_in_prefetcher(conn, names, {"pace": None}, version_id=loaded.version_id,
+            replies[i] = handoff.sample_in_prefetcher(conn, names, {"cost": None}, version_id=loaded.version_id,
                                                       model_prompts=[prompts[i]], settings=settings, max_wait=20)
 
         askers = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
@@ -152,14 +160,13 @@ def test_while_the_buffer_is_low_a_request_batch_is_filled_up_with_pool_prompts_
         """n requests handed over at once from threads, and the prefetcher's serving loop once."""
         replies.clear()
         askers = [threading.Thread(target=lambda: replies.append(handoff.sample_in_prefetcher(
-            client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
+            client, names, {"cost": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
             max_wait=20))) for _ in range(n)]
         for asker in askers:
             asker.start()
         wait_queued(conn, names["queue"], n)
-        pace = Pace()
-        pace.value = 0.05  # the starter's pace, once timed (before it, a batch is never filled up: fill_room)
-        assert serve_requests(app, client, pace=pace) == n
+        # The starter's cost, once timed (before it, a batch is never filled up: fill_room).
+        assert serve_requests(app, client, pace=timed(0.05)) == n
         for asker in askers:
             asker.join(10)
 
@@ -245,12 +252,12 @@ def test_a_request_the_prefetcher_never_takes_is_a_503_and_stores_nothing(app, c
         user, _, _ = create_user(name="ann", role="annotator", password="pw")
         loaded = get_holder(app).current()
         names = handoff.keys(app)
-        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5)
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, cost=CostLine(0.0, 0.5))
         assert live_handoff(loaded.version_id) is not None
         assert live_handoff(loaded.version_id + 1) is None  # a heartbeat of another version is not trusted
-        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5, cpu_share=0.1)
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, cost=CostLine(0.0, 0.5), cpu_share=0.1)
         assert live_handoff(loaded.version_id) is None  # starved of CPU (a training run beside it): not handed
-        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5, cpu_share=0.9)
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, cost=CostLine(0.0, 0.5), cpu_share=0.9)
         started = time.monotonic()
         with pytest.raises(Busy) as busy:
             create_comparison(user_id=user.id, input_text="Where is my bike?")
@@ -260,7 +267,7 @@ def test_a_request_the_prefetcher_never_takes_is_a_503_and_stores_nothing(app, c
         # The request left its prompts queued; with 10 more, the expected wait (0.5 s a prompt) is past the bound.
         for _ in range(10):
             conn.rpush(names["queue"], "{}")
-        handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.5)
+        handoff.heartbeat(conn, names, version_id=loaded.version_id, cost=CostLine(0.0, 0.5))
         with pytest.raises(Busy):
             refuse_if_busy()
 
@@ -397,8 +404,8 @@ def test_a_request_batch_under_way_keeps_the_heartbeat_alive_and_busy(app, conn,
     replies = []
     started = time.time()
     assert serve_when_queued(app, conn, [lambda: replies.append(handoff.sample_in_prefetcher(
-        client, names, {"pace": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
-        max_wait=20))], pace=0.05) == 1
+        client, names, {"cost": None}, version_id=loaded.version_id, model_prompts=[prompt], settings=settings,
+        max_wait=20))], per=0.05) == 1
     assert len(replies) == 1 and len(replies[0][0]) == 1
     assert renewals[0] is None and renewals[-1] is None  # before and after the batch: alive, not busy
     assert len(renewals) >= 3 and all(until is not None and until > started for until in renewals[1:-1])
@@ -407,57 +414,62 @@ def test_a_request_batch_under_way_keeps_the_heartbeat_alive_and_busy(app, conn,
 
 def test_a_request_batch_is_filled_up_only_as_far_as_it_ends_well_before_its_first_deadline():
     """With a slow model (a GPT-2-small shape on CPU: about 1 s a prompt) two requests with 10 s left get a batch
-    of 5, not 16: by the pace it ends in half their time; with the starter's pace the whole batch; before any pace,
-    none (a model of unknown cost); never a negative room."""
+    of 5, not 16: by its cost it ends in half their time; with the starter's cost the whole batch; before any batch
+    was timed, none (a model of unknown cost); never a negative room. A fixed part of the cost counts once: at
+    1.8 s a batch plus 1.1 s a prompt (GPT-2-small on 2 cores), 2 prompts fit in 5 s, not 4."""
     from app.versions.prefetch import MAX_BATCH, fill_room
 
-    assert fill_room(prompts=2, pace=1.0, deadline=110.0, now=100.0) == 3
-    assert fill_room(prompts=2, pace=0.07, deadline=110.0, now=100.0) == MAX_BATCH - 2
-    assert fill_room(prompts=2, pace=None, deadline=110.0, now=100.0) == 0
-    assert fill_room(prompts=4, pace=3.0, deadline=110.0, now=100.0) == 0
-    assert fill_room(prompts=2, pace=1.0, deadline=90.0, now=100.0) == 0
+    assert fill_room(prompts=2, cost=CostLine(0.0, 1.0), deadline=110.0, now=100.0) == 3
+    assert fill_room(prompts=2, cost=CostLine(0.0, 0.07), deadline=110.0, now=100.0) == MAX_BATCH - 2
+    assert fill_room(prompts=2, cost=None, deadline=110.0, now=100.0) == 0
+    assert fill_room(prompts=4, cost=CostLine(0.0, 3.0), deadline=110.0, now=100.0) == 0
+    assert fill_room(prompts=2, cost=CostLine(0.0, 1.0), deadline=90.0, now=100.0) == 0
+    assert fill_room(prompts=1, cost=CostLine(1.8, 1.1), deadline=110.0, now=100.0) == 1
+    assert fill_room(prompts=1, cost=CostLine(0.0, 1.1), deadline=110.0, now=100.0) == 3
 
 
-def test_with_requests_handed_over_a_refill_batch_ends_within_its_time_by_the_pace():
-    """A GPT-2-small shape on CPU (about 1 s a prompt) refills in batches of 5 when each must end within 5 s, the
-    starter (0.03 s) in whole batches; before any pace a short first batch; without the bound, whole batches;
-    never fewer than 1."""
+def test_with_requests_handed_over_a_refill_batch_ends_within_its_time_by_its_cost():
+    """A GPT-2-small shape on CPU (about 1 s a prompt) refills in batches of 5 when each must end within 5 s, 2 where
+    a batch also costs 2.5 s whatever its size; the starter (0.03 s) in whole batches; before any batch was timed a
+    short first batch; without the bound, whole batches; never fewer than 1."""
     from app.versions.prefetch import FIRST_BATCH, MAX_BATCH, refill_size
 
-    assert refill_size(pace=1.0, seconds=5.0) == 5
-    assert refill_size(pace=0.03, seconds=5.0) == MAX_BATCH
-    assert refill_size(pace=None, seconds=5.0) == FIRST_BATCH < MAX_BATCH
-    assert refill_size(pace=1.0, seconds=None) == MAX_BATCH
-    assert refill_size(pace=30.0, seconds=5.0) == 1
+    assert refill_size(cost=CostLine(0.0, 1.0), seconds=5.0) == 5
+    assert refill_size(cost=CostLine(2.5, 1.0), seconds=5.0) == 2
+    assert refill_size(cost=CostLine(0.0, 0.03), seconds=5.0) == MAX_BATCH
+    assert refill_size(cost=None, seconds=5.0) == FIRST_BATCH < MAX_BATCH
+    assert refill_size(cost=CostLine(0.0, 1.0), seconds=None) == MAX_BATCH
+    assert refill_size(cost=CostLine(0.0, 30.0), seconds=5.0) == 1
+    assert refill_size(cost=CostLine(6.0, 1.0), seconds=5.0) == 1
 
 
 def test_requests_stop_a_refill_unless_it_is_within_one_prompts_time_of_its_end():
-    """At 1 s a prompt a refill with 4 s or 1.5 s left stops for two waiting requests; with 0.5 s left it goes on
-    (they take its comparisons from the buffer); past its expected end it stops; nobody waiting, it goes on; before
-    any pace, it stops."""
+    """At 1 s a prompt (and 2 s a batch) a refill with 4 s or 1.5 s left stops for two waiting requests; with 0.5 s
+    left it goes on (they take its comparisons from the buffer); past its expected end it stops; nobody waiting, it
+    goes on; before any batch was timed, it stops."""
     from app.versions.prefetch import stops_refill
 
-    pace = Pace()
-    pace.value, pace.batch_until = 1.0, 104.0
+    pace = timed(1.0, fixed=2.0)
+    pace.batch_until = 104.0
     assert stops_refill(2, pace=pace, now=100.0)
     assert stops_refill(2, pace=pace, now=102.5)
     assert not stops_refill(2, pace=pace, now=103.5)
     assert stops_refill(2, pace=pace, now=105.0)  # past its expected end: it overran (starved of CPU), so it stops
     assert not stops_refill(0, pace=pace, now=100.0)
-    pace.value = None
+    pace = Pace()
+    pace.batch_until = 104.0
     assert stops_refill(1, pace=pace, now=102.5)
 
 
 def test_a_refill_records_its_expected_end_while_it_runs_and_clears_it_when_it_ends(app):
-    """Pace.batch_until is set from the pace for the refill batch under way (the interrupt check reads it) and
+    """Pace.batch_until is set from its cost for the refill batch under way (the interrupt check reads it) and
     cleared when the batch ends, stopped or not."""
     from app.annotation.prompts import import_prompts
     from app.versions.prefetch import fill_buffer
 
     with app.app_context():
         import_prompts(texts=[f"Bring back the ladder {i}." for i in range(8)], source="test", max_chars=200)
-    pace, seen = Pace(), []
-    pace.value = 0.5
+    pace, seen = timed(0.5), []
 
     def look():
         seen.append(pace.batch_until)
@@ -486,7 +498,7 @@ def test_a_pool_request_that_waited_for_a_refill_takes_one_of_its_comparisons(ap
         ids = ann.id, bob.id
         loaded = get_holder(app).current()
     names, client = handoff.keys(app), handoff.redis_for(app)
-    handoff.heartbeat(conn, names, version_id=loaded.version_id, pace=0.05)
+    handoff.heartbeat(conn, names, version_id=loaded.version_id, cost=CostLine(0.0, 0.05))
     got = {}
 
     def pool_request():
@@ -502,9 +514,7 @@ def test_a_pool_request_that_waited_for_a_refill_takes_one_of_its_comparisons(ap
         t.start()
     wait_queued(conn, names["queue"], 2)
     assert fill_buffer(app, limit=4) == 4  # the refill they waited for ends (stops_refill is tested on its own)
-    pace = Pace()
-    pace.value = 0.05
-    assert serve_requests(app, client, pace=pace) == 2
+    assert serve_requests(app, client, pace=timed(0.05)) == 2
     for t in threads:
         t.join(20)
     with app.app_context():
@@ -541,16 +551,40 @@ def test_a_pool_request_that_waited_for_a_refill_takes_one_of_its_comparisons(ap
 
 def test_a_batch_takes_only_the_requests_it_can_answer_before_their_deadlines():
     """At 1 s a prompt, of requests with 2, 3, 6 and 9 s left a batch of the latest three ends in 3 s, in time for
-    each of them, and the 2 s one is refused; at 4 s a prompt one fits; with nothing timed yet, all; none fit at 20."""
+    each of them, and the 2 s one is refused; at 4 s a prompt one fits; with nothing timed yet, all; none fit at 20;
+    with 2 s a batch besides, two (the fixed part counts once a batch)."""
     from app.versions.handoff import within_deadlines
 
     requests = [{"id": i, "deadline": 100.0 + left, "prompts": ["p"]} for i, left in enumerate([2, 3, 6, 9])]
-    keep, late = within_deadlines(requests, pace=1.0, now=100.0)
+    keep, late = within_deadlines(requests, cost=CostLine(0.0, 1.0), now=100.0)
     assert [r["id"] for r in keep] == [1, 2, 3] and [r["id"] for r in late] == [0]
-    keep, late = within_deadlines(requests, pace=4.0, now=100.0)
+    keep, late = within_deadlines(requests, cost=CostLine(0.0, 4.0), now=100.0)
     assert [r["id"] for r in keep] == [3] and [r["id"] for r in late] == [0, 1, 2]  # two would end at 8 s > 6 s
-    assert within_deadlines(requests, pace=None, now=100.0) == (requests, [])
-    assert within_deadlines(requests, pace=20.0, now=100.0) == ([], requests)
+    assert within_deadlines(requests, cost=None, now=100.0) == (requests, [])
+    assert within_deadlines(requests, cost=CostLine(0.0, 20.0), now=100.0) == ([], requests)
+    keep, late = within_deadlines(requests, cost=CostLine(2.0, 1.0), now=100.0)
+    assert [r["id"] for r in keep] == [2, 3] and [r["id"] for r in late] == [0, 1]  # three would end at 5 s > 3 s
+
+
+def test_the_prefetchers_cost_is_fixed_plus_per_prompt_and_the_web_reads_it_from_the_heartbeat(app, conn):
+    """The prefetcher fits its batches as the web's sampler does (BatchCost): timed at 2 s a batch plus 0.5 s a
+    prompt, it expects a batch of 4 to take 4 s, and the web, from its heartbeat, expects 3 prompts behind 2 queued
+    requests and 1.5 s of the batch under way to wait 1.5 + 2 + 0.5 x 5 s; before any batch, no expectation."""
+    from app.versions import handoff
+
+    pace = timed(0.5, fixed=2.0)
+    assert pace.cost == pytest.approx((2.0, 0.5))
+    assert pace.until(4) == pytest.approx(time.time() + 4.0, abs=0.5)
+    assert Pace().cost is None and Pace().until(4) is None
+    names = handoff.keys(app)
+    conn.delete(names["queue"])
+    conn.rpush(names["queue"], "{}", "{}")
+    handoff.heartbeat(conn, names, version_id=1, cost=pace.cost, busy_until=time.time() + 1.5)
+    state = handoff.prefetcher_state(conn, names)
+    assert handoff.expected_wait(conn, names, state, 3) == pytest.approx(1.5 + 2.0 + 0.5 * 5, abs=0.3)
+    handoff.heartbeat(conn, names, version_id=1, cost=None)
+    assert handoff.expected_wait(conn, names, handoff.prefetcher_state(conn, names), 3) is None
+    conn.delete(names["queue"])
 
 
 def test_a_second_settings_group_is_timed_from_the_end_of_the_first(app, conn):
@@ -567,10 +601,11 @@ def test_a_second_settings_group_is_timed_from_the_end_of_the_first(app, conn):
     now = __import__("time").time()
     second = {"id": "b0", "deadline": now + 3.0, "prompts": ["p"], "version_id": 1, "settings": {"t": 2}}
     conn.delete(names["reply"] + "b0")
-    groups, buffered = handoff.sort_requests(conn, names, first + [second], version_id=1, ready=0, pace=1.0)
+    groups, buffered = handoff.sort_requests(conn, names, first + [second], version_id=1, ready=0,
+                                             cost=CostLine(0.0, 1.0))
     assert groups == [first] and buffered == 0
     assert json.loads(conn.lpop(names["reply"] + "b0")) == {"busy": 4}
-    assert handoff.within_deadlines([second], pace=1.0, now=now) == ([second], [])  # alone it would fit
+    assert handoff.within_deadlines([second], cost=CostLine(0.0, 1.0), now=now) == ([second], [])  # alone it would fit
 
 
 def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retry_after(app, conn):
@@ -583,7 +618,7 @@ def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retr
         uid = user.id
     names = handoff.keys(app)
     with app.app_context():
-        handoff.heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=0.01)
+        handoff.heartbeat(conn, names, version_id=get_holder(app).current().version_id, cost=CostLine(0.0, 0.01))
     outcome = {}
 
     def ask():
@@ -595,7 +630,7 @@ def test_a_request_refused_by_the_prefetcher_for_its_deadline_is_a_503_with_retr
                 db.session.rollback()
 
     started = time.monotonic()
-    assert serve_when_queued(app, conn, [ask], pace=30.0) == 0
+    assert serve_when_queued(app, conn, [ask], per=30.0) == 0
     assert outcome["busy"] >= 30 and outcome["at"] - started < 1.0
     with app.app_context():
         assert db.session.query(Comparison).count() == 0

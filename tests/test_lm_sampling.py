@@ -241,6 +241,20 @@ def test_a_batch_costs_a_fixed_part_and_a_part_per_prompt():
     assert noisy.fit()[0] == 0.0 and noisy.seconds(5) == pytest.approx(5 * (0.5 * 3.0 + 2.0) / (0.5 * 1 + 4))
 
 
+def test_a_cost_line_says_how_many_prompts_end_within_a_time():
+    """At 1.5 s a batch plus 0.5 s a prompt, 7 prompts end within 5 s (8 would take 5.5 s), none within 1 s; a line
+    whose prompts cost nothing takes any number once its fixed part fits; BatchCost says whether it has timed any."""
+    from app.lm.sampling import BatchCost, CostLine
+
+    line = CostLine(1.5, 0.5)
+    assert line.seconds(7) == 5.0 and line.prompts_within(5.0) == 7 and line.prompts_within(1.0) == 0
+    assert CostLine(1.0, 0.0).prompts_within(2.0) > 1000 and CostLine(1.0, 0.0).prompts_within(0.5) == 0
+    cost = BatchCost()
+    assert not cost.timed
+    cost.record(2.0, 1)
+    assert cost.timed and isinstance(cost.fit(), CostLine)
+
+
 def test_the_wait_is_judged_by_what_a_batch_of_that_size_costs(fresh_sampler):
     """A request joining five waiting prompts is let in when one batch of six ends in time, though six times the
     cost of a batch of one would not (it was judged so, and refused)."""

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from app.lm.checkpoint import LoadedModel
 from app.platform.exceptions import Busy
@@ -243,9 +244,28 @@ class _Waiting:
         self.done, self.results, self.error, self.offset, self.size = False, None, None, 0, 0
 
 
+class CostLine(NamedTuple):
+    """What a batch costs: fixed seconds, plus seconds per prompt (BatchCost's fit; the prefetcher's heartbeat carries
+    its own to the web)."""
+
+    fixed: float
+    per: float
+
+    def seconds(self, prompts: int) -> float:
+        """The expected seconds of a batch of `prompts`."""
+        return self.fixed + self.per * prompts
+
+    def prompts_within(self, seconds: float) -> int:
+        """The most prompts a batch may hold and end within `seconds` (0 where not even one would)."""
+        if seconds < self.fixed:
+            return 0
+        return int((seconds - self.fixed) / self.per) if self.per > 0 else 1 << 30  # batches timed as free: any
+
+
 class BatchCost:
-    """The seconds a batch of n prompts takes, fitted as fixed + n x per-prompt to this process's recent batches
-    (each batch weighs DECAY of the one timed after it); proportional to n until two sizes have been timed."""
+    """The seconds a batch of n prompts takes, fitted as fixed + n x per-prompt to recent batches (each batch weighs
+    DECAY of the one timed after it); proportional to n until two sizes have been timed. Used by the web's sampler
+    and by the prefetcher alike."""
 
     # A batch's cost is far from proportional to its size: a GPT-2-small comparison costs 2.9 s alone and 1.1 s in a
     # batch of 8 (bench/batch_cost.py). Judged by the seconds per prompt of small batches, a request joining four
@@ -261,23 +281,26 @@ class BatchCost:
         self._w, self._n, self._t = d * self._w + 1, d * self._n + prompts, d * self._t + seconds
         self._nn, self._nt = d * self._nn + prompts * prompts, d * self._nt + prompts * seconds
 
-    def fit(self) -> tuple[float, float]:
-        """(fixed seconds, seconds per prompt): a weighted least-squares line through the batches timed, or a line
-        through the origin where they are of one size or the line would say a prompt or an empty batch costs
-        nothing or less."""
+    @property
+    def timed(self) -> bool:
+        """Whether a batch has been timed (fit() needs one)."""
+        return self._w > 0
+
+    def fit(self) -> CostLine:
+        """A weighted least-squares line through the batches timed, or a line through the origin where they are of
+        one size or the line would say a prompt or an empty batch costs nothing or less."""
         mean_n, mean_t = self._n / self._w, self._t / self._w
         spread = self._nn / self._w - mean_n * mean_n
         if spread > 1e-6 * mean_n * mean_n:
             per = (self._nt / self._w - mean_n * mean_t) / spread
             fixed = mean_t - per * mean_n
             if per > 0 and fixed >= 0:
-                return fixed, per
-        return 0.0, mean_t / mean_n
+                return CostLine(fixed, per)
+        return CostLine(0.0, mean_t / mean_n)
 
     def seconds(self, prompts: int) -> float:
         """The expected seconds of a batch of `prompts`."""
-        fixed, per = self.fit()
-        return fixed + per * prompts
+        return self.fit().seconds(prompts)
 
 
 _COALESCE = threading.Condition()

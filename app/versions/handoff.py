@@ -67,19 +67,28 @@ def keys(app) -> dict:
 
 
 def prefetcher_state(conn, names: dict) -> dict | None:
-    """The live prefetcher's heartbeat ({version_id, pace, busy_until}), or None when there is none."""
+    """The live prefetcher's heartbeat ({version_id, cost, busy_until, cpu_share}), or None when there is none."""
     raw = conn.get(names["alive"])
     return json.loads(raw) if raw else None
 
 
 def expected_wait(conn, names: dict, state: dict, prompts: int) -> float | None:
     """Seconds until `prompts` more would be sampled: the batch under way, then every waiting request's prompts
-    (one each, as requests for comparisons are) and these; None before the prefetcher has timed a batch."""
-    pace = state.get("pace")
-    if pace is None:
+    (one each, as requests for comparisons are) and these, in one batch by its cost; None before the prefetcher has
+    timed a batch."""
+    cost = heartbeat_cost(state)
+    if cost is None:
         return None
     busy_until = state.get("busy_until") or 0.0
-    return max(0.0, busy_until - time.time()) + pace * (conn.llen(names["queue"]) + prompts)
+    return max(0.0, busy_until - time.time()) + cost.seconds(conn.llen(names["queue"]) + prompts)
+
+
+def heartbeat_cost(state: dict):
+    """The prefetcher's batch cost from its heartbeat (a CostLine), None before it has timed a batch."""
+    from app.lm.sampling import CostLine
+
+    cost = state.get("cost")
+    return None if cost is None else CostLine(*cost)
 
 
 def check_room(conn, names: dict, state: dict, prompts: int, *, max_wait: float | None,
@@ -141,14 +150,14 @@ def take_requests(conn, names: dict, *, limit: int, wait: float = 0.0) -> list[d
 
 
 def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, beat, ready: int = 0,
-                    pace: float | None = None) -> int:
+                    cost=None) -> int:
     """Sample the live requests for `loaded`'s version in one batch per sampling setting, reply to each; how many
     were answered with comparisons. Those that need no sampling are answered first (sort_requests).
     `sample(model_prompts, seed, settings, deadline)` samples them (deadline: the group's first, epoch seconds),
     first in a batch it may fill up with refill prompts, and returns (their results, the batch's size, what to do
     once they are answered: store the fill-up's comparisons, or None); `beat(busy_until)` renews the heartbeat with
-    the batch's expected end."""
-    groups, answered = sort_requests(conn, names, requests, version_id=loaded.version_id, ready=ready, pace=pace)
+    the batch's expected end; `cost` (a CostLine) is what a batch costs, None before one was timed."""
+    groups, answered = sort_requests(conn, names, requests, version_id=loaded.version_id, ready=ready, cost=cost)
     for group in groups:
         prompts = [p for r in group for p in r["prompts"]]
         seed = random.SystemRandom().randrange(2**31)
@@ -176,12 +185,12 @@ def answer_requests(conn, names: dict, requests: list[dict], *, loaded, sample, 
     return answered
 
 
-def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, ready: int, pace: float | None
+def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, ready: int, cost
                   ) -> tuple[list[list[dict]], int]:
     """(groups to sample, one per sampling setting; how many pool requests were sent to the buffer). Answered here:
     a request past its deadline is dropped (its caller has answered 503); one for another version is "not served"
     (its caller samples in its own process); up to `ready` pool requests (the buffer's count now), oldest first,
-    "take one from the buffer"; with `pace` (seconds per prompt), those a batch could not end in time for "busy"
+    "take one from the buffer"; with `cost` (a CostLine), those a batch could not end in time for "busy"
     (within_deadlines), each group counted from the end of the groups kept before it."""
     now, buffered = time.time(), 0
     groups: dict[str, list[dict]] = {}
@@ -196,31 +205,32 @@ def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, r
             groups.setdefault(json.dumps(r["settings"], sort_keys=True), []).append(r)
     kept, ahead = [], 0.0
     for group in groups.values():
-        # Groups are sampled one after another: each starts, by the pace, when those kept before it end.
-        keep, late = within_deadlines(group, pace=pace, now=now + ahead)
+        # Groups are sampled one after another: each starts, by its cost, when those kept before it end.
+        keep, late = within_deadlines(group, cost=cost, now=now + ahead)
         for r in late:
-            reply(conn, names, r, {"busy": math.ceil(ahead + pace * sum(len(g["prompts"]) for g in group))})
+            reply(conn, names, r, {"busy": math.ceil(ahead + cost.seconds(sum(len(g["prompts"]) for g in group)))})
+        if keep and cost is not None:
+            ahead += cost.seconds(sum(len(r["prompts"]) for r in keep))
         if keep:
             kept.append(keep)
-            ahead += (pace or 0.0) * sum(len(r["prompts"]) for r in keep)
     return kept, buffered
 
 
-def within_deadlines(requests: list[dict], *, pace: float | None, now: float) -> tuple[list[dict], list[dict]]:
-    """(those to sample, those to refuse): the most requests whose batch, by the pace, ends before each one's
-    deadline, the latest deadlines first; all of them without a pace.
+def within_deadlines(requests: list[dict], *, cost, now: float) -> tuple[list[dict], list[dict]]:
+    """(those to sample, those to refuse): the most requests whose batch, by its cost (a CostLine), ends before each
+    one's deadline, the latest deadlines first; all of them before a batch was timed (cost None).
 
     Sampling a request past its deadline is lost work: its caller has answered 503 and the reply expires unread.
     Under 4x overload with a GPT-2-small shape a third of the prompts sampled were (batches of 8-9 that ended
     after their first request's deadline, bench/load.py); refused at once, each caller answers 503 now instead
     of after waiting MAX_WAIT_SECONDS, and the batch is only as large as it can serve."""
-    if not pace:
+    if cost is None:
         return requests, []
     ranked = sorted(requests, key=lambda r: r["deadline"], reverse=True)
     fits, prompts = 0, 0
     for k, r in enumerate(ranked, start=1):
         prompts += len(r["prompts"])
-        if r["deadline"] >= now + pace * prompts:
+        if r["deadline"] >= now + cost.seconds(prompts):
             fits = k
     keep = {id(r) for r in ranked[:fits]}
     return [r for r in requests if id(r) in keep], [r for r in requests if id(r) not in keep]
@@ -235,12 +245,12 @@ def reply(conn, names: dict, request: dict, body: dict) -> None:
         pipe.execute()
 
 
-def heartbeat(conn, names: dict, *, version_id: int, pace: float | None, busy_until: float | None = None,
+def heartbeat(conn, names: dict, *, version_id: int, cost=None, busy_until: float | None = None,
               cpu_share: float | None = None) -> None:
-    """Say the prefetcher is alive, which version it serves, its seconds per prompt, when its batch ends and the
-    share of a core its recent batches got."""
-    conn.set(names["alive"], json.dumps({"version_id": version_id, "pace": pace, "busy_until": busy_until,
-                                         "cpu_share": cpu_share}), ex=ALIVE_SECONDS)
+    """Say the prefetcher is alive, which version it serves, what its batches cost (a CostLine, None before one was
+    timed), when its batch ends and the share of a core its recent batches got."""
+    conn.set(names["alive"], json.dumps({"version_id": version_id, "cost": None if cost is None else list(cost),
+                                         "busy_until": busy_until, "cpu_share": cpu_share}), ex=ALIVE_SECONDS)
 
 
 def starved(state: dict, *, min_share: float) -> bool:

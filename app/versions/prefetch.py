@@ -39,20 +39,28 @@ log = logging.getLogger(__name__)
 # 80 new tokens, 35.6 ms per comparison in batches of 8, 29.9 in 16, 29.6 in 32 (bench/batch_size.py). 16, not 32:
 # 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
-FILL_MARGIN = 0.5  # a filled-up request batch ends by half the time left to its first deadline (pace: an average)
+FILL_MARGIN = 0.5  # a filled-up request batch ends by half the time left to its first deadline (the cost: a fit)
 FIRST_BATCH = 4  # prompts in a batch before the pace is known, when batches are bounded in time
 RENEW_SECONDS = 1.0  # how often a refill under way renews the heartbeat (it lives handoff.ALIVE_SECONDS, 3 s)
 
 
 class Pace:
-    """The prefetcher's seconds per prompt and the share of a core it got while sampling (recent batches weigh
-    most), for the web's expected wait and its judgement whether the prefetcher is starved of CPU."""
+    """The prefetcher's batch cost (app.lm.sampling.BatchCost, as the web's sampler fits its own) and the share of a
+    core it got while sampling (recent batches weigh most), for the web's expected wait and its judgement whether the
+    prefetcher is starved of CPU."""
 
     def __init__(self) -> None:
-        self.value: float | None = None
+        from app.lm.sampling import BatchCost
+
+        self._cost = BatchCost()
         self.cpu_share: float | None = None
-        self.batch_until: float | None = None  # when the batch under way should end, by the pace (epoch seconds)
+        self.batch_until: float | None = None  # when the batch under way should end, by its cost (epoch seconds)
         self._cpu = time.process_time()
+
+    @property
+    def cost(self):
+        """The fitted cost of a batch (a CostLine), None before any batch was timed."""
+        return self._cost.fit() if self._cost.timed else None
 
     def start(self, prompts: int | None = None) -> None:
         """Mark the start of a batch (for its CPU share), of `prompts` if given (for its expected end)."""
@@ -60,16 +68,16 @@ class Pace:
         self.batch_until = self.until(prompts) if prompts else None
 
     def record(self, seconds: float, prompts: int) -> None:
-        """Fold in one batch that took `seconds` of wall-clock time since start()."""
+        """Fold in one batch of `prompts` that took `seconds` of wall-clock time since start()."""
         self.batch_until = None
-        pace = seconds / max(1, prompts)
-        self.value = pace if self.value is None else (self.value + pace) / 2
+        self._cost.record(seconds, max(1, prompts))
         share = min(1.0, (time.process_time() - self._cpu) / seconds) if seconds > 0 else 1.0
         self.cpu_share = share if self.cpu_share is None else (self.cpu_share + share) / 2
 
     def until(self, prompts: int) -> float | None:
-        """When a batch of `prompts` started now should end (epoch seconds), by the pace; None before any batch."""
-        return None if self.value is None else time.time() + self.value * prompts
+        """When a batch of `prompts` started now should end (epoch seconds), by its cost; None before any batch."""
+        cost = self.cost
+        return None if cost is None else time.time() + cost.seconds(prompts)
 
 
 def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = None, interrupt=None,
@@ -78,7 +86,7 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
     `between()` runs before each batch (the hand-off answers waiting requests first); `pace` records each batch's
     time (and its expected end, Pace.batch_until); `interrupt()` true stops the batch under way, unstored,
     and the refill (a request waits: the caller serves it and refills after); `batch_seconds`: each batch takes
-    only as many prompts as end in that time by the pace (refill_size)."""
+    only as many prompts as end in that time by its cost (refill_size)."""
     from app.lm.sampling import Interrupted, interruptible
 
     made = 0
@@ -93,7 +101,7 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
             if holder.serving() is not loaded:
                 break
             try:
-                size = refill_size(pace=pace.value if pace is not None else None, seconds=batch_seconds)
+                size = refill_size(cost=pace.cost if pace is not None else None, seconds=batch_seconds)
                 prompts = next_pool_prompts(limit=min(limit - ready, size))
             except PoolEmpty:
                 break
@@ -124,8 +132,9 @@ def fill_buffer(app: Flask, *, limit: int, between=None, pace: Pace | None = Non
     return made
 
 
-def refill_size(*, pace: float | None, seconds: float | None) -> int:
-    """Prompts in one refill batch: MAX_BATCH, or, with `seconds` and a pace, as many as end within it (at least 1).
+def refill_size(*, cost, seconds: float | None) -> int:
+    """Prompts in one refill batch: MAX_BATCH, or, with `seconds` and a batch's cost (a CostLine), as many as end
+    within it (at least 1).
 
     With requests handed over, a request that finds the buffer empty stops the refill under way, which loses its
     whole batch (interrupt). A GPT-2-small batch of 16 takes about 15 s on 2 CPU cores, so under load every refill
@@ -133,9 +142,9 @@ def refill_size(*, pace: float | None, seconds: float | None) -> int:
     end within half a request's wait are short enough to finish, or to lose little when stopped."""
     if seconds is None:
         return MAX_BATCH
-    if not pace:
+    if cost is None:
         return FIRST_BATCH  # a first batch short enough to time whatever the model (the starter's refills it)
-    return max(1, min(MAX_BATCH, int(seconds / pace)))
+    return max(1, min(MAX_BATCH, cost.prompts_within(seconds)))
 
 
 def low_water_mark(limit: int) -> int:
@@ -242,7 +251,7 @@ def handoff_connection(app: Flask):
 
 def refill_interrupt(app: Flask, conn, names: dict, *, pace: Pace):
     """The check a refill runs every 2 decoding steps: true when requests are handed over (the refill stops for
-    them), unless it is within one prompt's time of its end (they wait for it instead of losing its batch). It
+    them), unless it is within one more prompt's time of its end (they wait for it instead of losing its batch). It
     renews the heartbeat too, at most every RENEW_SECONDS: one refill batch of a real-size model on CPU outlasts the
     heartbeat (a GPT-2-small batch of 16 takes tens of seconds), and renewed only between batches it lapsed all
     through every refill, so requests, finding no live prefetcher, sampled in the web."""
@@ -270,17 +279,20 @@ def at_most_every(seconds: float, action):
 
 
 def stops_refill(waiting: int, *, pace: Pace, now: float) -> bool:
-    """Whether handed-over requests (`waiting` of them) stop the refill under way: unless, by the pace, it ends
-    within one prompt's time, less than their own batch would take (they are then answered from what it stores).
+    """Whether handed-over requests (`waiting` of them) stop the refill under way: unless, by its cost, it ends
+    within the time one more prompt adds to a batch, less than their own batch would take (they are then answered
+    from what it stores).
 
-    Letting a refill run on while it would end before the requests' own batch (pace x requests) cost the starter a
+    Letting a refill run on while it would end before the requests' own batch (seconds a prompt x requests, the
+    rule before the cost was fitted) cost the starter a
     tenth of its throughput at 20 annotators and its median click -> next went from 20-28 ms to 130-420 ms
     (bench/load.py, two runs each): requests waited for whole refills and then, most of them, for their batch."""
     if not waiting:
         return False
-    if pace.value is None or pace.batch_until is None:
+    cost = pace.cost
+    if cost is None or pace.batch_until is None:
         return True
-    return not 0.0 <= pace.batch_until - now <= pace.value  # past its expected end it overran: stop it
+    return not 0.0 <= pace.batch_until - now <= cost.per  # past its expected end it overran: stop it
 
 
 def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace, busy_until: float | None = None) -> None:
@@ -291,7 +303,7 @@ def renew_heartbeat(app: Flask, conn, names: dict, *, pace: Pace, busy_until: fl
     from app.versions.handoff import heartbeat
 
     try:
-        heartbeat(conn, names, version_id=get_holder(app).current().version_id, pace=pace.value,
+        heartbeat(conn, names, version_id=get_holder(app).current().version_id, cost=pace.cost,
                   busy_until=busy_until, cpu_share=pace.cpu_share)
     except redis.RedisError:
         pass
@@ -307,16 +319,17 @@ def handoff_waiting(conn, names: dict) -> int:
         return 0
 
 
-def fill_room(*, prompts: int, pace: float | None, deadline: float, now: float) -> int:
+def fill_room(*, prompts: int, cost, deadline: float, now: float) -> int:
     """How many pool prompts a batch of `prompts` requests may be filled up with: up to MAX_BATCH in all, and only as
-    many as end the batch, by the pace, by FILL_MARGIN of the time left to its first deadline (none before a pace).
+    many as end the batch, by its cost (a CostLine), by FILL_MARGIN of the time left to its first deadline (none
+    before a batch was timed).
 
     Without the second bound a batch of a real-size model on CPU outlasted its requests: two GPT-2-small requests
     filled up to 16 took about 15 s against their 10 s (MAX_WAIT_SECONDS), so both answered 503 after waiting, and
     every request meanwhile was refused as busy (bench/load.py --model gpt2-small: 2 clicks a minute)."""
-    if not pace:
+    if cost is None:
         return 0  # the first batches of a model of unknown cost: a GPT-2-small one filled to 16 took ~30 s
-    return max(0, min(MAX_BATCH - prompts, int(FILL_MARGIN * max(0.0, deadline - now) / pace) - prompts))
+    return max(0, min(MAX_BATCH - prompts, cost.prompts_within(FILL_MARGIN * max(0.0, deadline - now)) - prompts))
 
 
 def store_fill_up(app: Flask, loaded, *, task_id: int, inputs: list, model_prompts: list[str], results: list, seed: int,
@@ -353,8 +366,12 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # CPU outlasts as a refill does: it lapsed mid-batch, so requests sampled in the web beside it, on the cores
         # it needed (GPT-2-small shape: 0 of 7 handed over, every later request "no live prefetcher").
         # Past its expected end the batch is still busy: say so, or the web counts no wait for it.
-        renew = at_most_every(RENEW_SECONDS, lambda: beat(max(busy_until or 0.0, time.time() + (pace.value or 0.0))))
+        renew = at_most_every(RENEW_SECONDS, lambda: beat(max(busy_until or 0.0, time.time() + one_more())))
         return interruptible(lambda: renew() and False)
+
+    def one_more() -> float:
+        cost = pace.cost
+        return cost.per if cost is not None else 0.0
 
     def sample(prompts: list[str], seed: int, settings: dict, deadline: float):
         # A batch of requests alone is small and costs up to twice as much a comparison as a refill's 16; while the
@@ -364,7 +381,7 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         # 49 ms alone, bench/handoff.py); two or more waiting at once is the load the fill-up is for.
         with app.app_context():
             task = current_task()
-            room = fill_room(prompts=len(prompts), pace=pace.value, deadline=deadline, now=time.time())
+            room = fill_room(prompts=len(prompts), cost=pace.cost, deadline=deadline, now=time.time())
             pad, pad_prompts = (refill_inputs(app, loaded, task=task, settings=settings, room=room)
                                 if len(prompts) >= 2 and room > 0 else ([], []))
             batch = prompts + pad_prompts
@@ -402,7 +419,7 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
         while requests := take_requests(conn, names, limit=MAX_BATCH, wait=wait if not served else 0.0):
             pool = any(r.get("pool") for r in requests)
             served += answer_requests(conn, names, requests, loaded=loaded, sample=sample, beat=beat,
-                                      ready=ready() if pool else 0, pace=pace.value)
+                                      ready=ready() if pool else 0, cost=pace.cost)
             wait = 0.0
     except redis.RedisError as exc:  # Redis away: requests find no heartbeat and sample in their process
         log.warning("prefetch: the hand-off's Redis failed: %s", exc)
