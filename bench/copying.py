@@ -66,6 +66,9 @@ def measure(path: Path, samples: int, gen: dict, messages: list[tuple[str, list[
 
     loaded = load_checkpoint(str(path), device="cpu")
     kept, whole, examples = [], [], []
+    # Where in the message a dropped word stood: a starter that learnt to drop a message's tail keeps its last
+    # content word far less often than its first.
+    by_position: dict[str, list[bool]] = {"first": [], "middle": [], "last": [], "only": []}
     for i, (message, content) in enumerate(messages):
         _, raw = sample_candidates(loaded, model_prompt=loaded.format_prompt(message), n=samples, seed=i,
                                    dedup_tries=0, **gen)
@@ -74,8 +77,14 @@ def measure(path: Path, samples: int, gen: dict, messages: list[tuple[str, list[
             hits = [w in found for w in content]
             kept.append(sum(hits) / len(hits))
             whole.append(all(hits))
+            for k, hit in enumerate(hits):
+                where = "only" if len(hits) == 1 else "first" if k == 0 else "last" if k == len(hits) - 1 \
+                    else "middle"
+                by_position[where].append(hit)
         examples.append({"input": message, "samples": raw[:4]})
-    return {"kept": statistics.mean(kept), "all_kept": statistics.mean(whole), "examples": examples}
+    return {"kept": statistics.mean(kept), "all_kept": statistics.mean(whole),
+            "kept_by_position": {k: round(statistics.mean(v), 4) for k, v in by_position.items() if v},
+            "examples": examples}
 
 
 def main() -> None:
@@ -104,8 +113,10 @@ def main() -> None:
             raise SystemExit(f"these content words are in the corpus, so they do not test copying: {seen}")
     results = {arch: measure(cached_starter(arch, "default"), args.samples, gen, messages)
                for arch in args.archs.split(",")}
-    rows = [[arch, f"{r['kept']:.1%}", f"{r['all_kept']:.1%}"] for arch, r in results.items()]
-    print(markdown_table(["starter", "content words kept", "samples keeping every content word"], rows))
+    rows = [[arch, f"{r['kept']:.1%}", f"{r['all_kept']:.1%}",
+             ", ".join(f"{k} {v:.1%}" for k, v in r["kept_by_position"].items())] for arch, r in results.items()]
+    print(markdown_table(["starter", "content words kept", "samples keeping every content word",
+                          "kept by the word's place in the message"], rows))
     for arch, r in results.items():
         for ex in r["examples"][:3]:
             print(f"{arch}: {ex['input']!r} -> {ex['samples']}")
