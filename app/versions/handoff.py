@@ -209,10 +209,9 @@ def sort_requests(conn, names: dict, requests: list[dict], *, version_id: int, r
         keep, late = within_deadlines(group, cost=cost, now=now + ahead)
         for r in late:
             reply(conn, names, r, {"busy": math.ceil(ahead + cost.seconds(sum(len(g["prompts"]) for g in group)))})
-        if keep and cost is not None:
-            ahead += cost.seconds(sum(len(r["prompts"]) for r in keep))
         if keep:
             kept.append(keep)
+            ahead += cost.seconds(sum(len(r["prompts"]) for r in keep)) if cost is not None else 0.0
     return kept, buffered
 
 

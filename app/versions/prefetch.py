@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # 32 gains little, and a batch of 32 takes long enough for the buffer to run low meanwhile.
 MAX_BATCH = 16
 FILL_MARGIN = 0.5  # a filled-up request batch ends by half the time left to its first deadline (the cost: a fit)
-FIRST_BATCH = 4  # prompts in a batch before the pace is known, when batches are bounded in time
+FIRST_BATCH = 4  # prompts in a batch before any batch was timed, when batches are bounded in time
 RENEW_SECONDS = 1.0  # how often a refill under way renews the heartbeat (it lives handoff.ALIVE_SECONDS, 3 s)
 
 
