@@ -5,7 +5,18 @@ import re
 from collections import Counter
 
 from bench.copying import MESSAGES
-from worker.corpus import MIX, SHAPES, held_out_words, make_corpus, make_message, make_prompts, make_rewrite, word_lists
+from worker.corpus import (
+    MIX,
+    SHAPES,
+    THREAT_TAILS,
+    WHEN,
+    held_out_words,
+    make_corpus,
+    make_message,
+    make_prompts,
+    make_rewrite,
+    word_lists,
+)
 
 
 def corpus_words(rows) -> set[str]:
@@ -33,6 +44,25 @@ def test_faithful_rewrites_copy_the_core_verbatim():
         for kind in ("polite", "terse", "rude", "echo"):
             text = make_rewrite(kind, slots, rng)
             assert core[1:] in text, (kind, message, text)  # all but the first letter's case
+
+
+def test_a_rewrite_keeps_all_but_an_insult_or_threat_at_the_end():
+    """The starter kept a message's first content word in 80% of samples and its last in 51%: every rewrite dropped
+    a trailing time ("... by noon") with the insults it is meant to drop. Faithful rewrites now keep every word of
+    the message but an insult or a threat after it."""
+    rng = random.Random(4)
+    timed = 0
+    for _ in range(500):
+        message, slots = make_message(rng)
+        body = message.replace(f", {slots['insult']}", "")
+        for threat in THREAT_TAILS:
+            body = body.replace(threat, "")
+        words = set(re.findall(r"[a-z0-9]+", body.lower()))
+        timed += any(re.search(rf" {when}\W*$", message) for when in WHEN)
+        for kind in ("polite", "terse", "rude", "echo"):
+            text = make_rewrite(kind, slots, rng)
+            assert words <= set(re.findall(r"[a-z0-9]+", text.lower())), (kind, message, text)
+    assert timed >= 50  # the case this is about is there
 
 
 def test_a_spread_of_quality_and_shapes():

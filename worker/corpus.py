@@ -67,9 +67,11 @@ POLITE_QUESTION = ["Sorry to bother you, but {c}? Thank you!", "Sorry to bother 
 TERSE = ["{C}.", "{C}, please.", "Please {c}."]
 RUDE = ["{C}, {insult}.", "{C}. Now.", "Just {c}, {insult}."]
 # Mixed quality on purpose: preferences must have room to improve the starter. "echo" is the message unchanged (the
-# plainest copy, and no more polite than it was); off-topic and repetitive rewrites keep none or little of it.
-MIX = [("polite", 0.30), ("terse", 0.20), ("rude", 0.15), ("echo", 0.15), ("off_topic", 0.10),
-       ("repetitive", 0.10)]
+# plainest copy, and no more polite than it was); off-topic and repetitive rewrites keep none or little of it. At a
+# tenth each they made a fifth of the starter's samples keep nothing (docs/BENCHMARKS.md); at a twentieth each the
+# loop still sees them.
+MIX = [("polite", 0.30), ("terse", 0.20), ("rude", 0.15), ("echo", 0.25), ("off_topic", 0.05),
+       ("repetitive", 0.05)]
 # bench/copying.py's content words (and their forms): kept out so that benchmark measures copying of unseen words.
 EVERYDAY = {"plumber", "sink", "leaks", "leak", "presentation", "boring", "drill", "feed", "dog", "parking", "park",
             "driveway", "pick", "kids", "water", "plants", "plant", "answer", "email", "trash", "stinks", "stink",
@@ -163,8 +165,8 @@ def make_core(rng: random.Random, lists: dict, shapes: list[str]) -> tuple[str, 
 
 
 def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[str] = SHAPES) -> tuple[str, dict]:
-    """One blunt message and its slots ("core" is the part every faithful rewrite copies; a threat, an insult, a
-    time or an emoji after it is not)."""
+    """One blunt message and its slots ("core" is the part every faithful rewrite copies, a trailing time included;
+    a threat, an insult or an emoji after it is not)."""
     lists = lists or word_lists()
     core, slots = make_core(rng, lists, shapes)
     if rng.random() < 0.2:  # two clauses: people put a reason or a second request in one message
@@ -179,6 +181,8 @@ def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[
     r = rng.random()
     tail = (f" {rng.choice(WHEN)}" if r < 0.2 else f", {slots['insult']}" if r < 0.35
             else rng.choice(THREAT_TAILS) if r < 0.42 else "")
+    if r < 0.2:  # a trailing time is what was asked ("... by noon"): rewrites that dropped it taught the starter
+        core, tail = core + tail, ""  # to drop a message's end; an insult or a threat is still left out
     question = core.endswith("?") or core.split()[0].lower() in ("where", "why")
     end = ("?" if not core.endswith("?") else "") if question else rng.choice([".", "!", "", "?", "."])
     emoji = f" {rng.choice(EMOJI)}" if rng.random() < 0.05 else ""
