@@ -179,10 +179,11 @@ def make_message(rng: random.Random, *, lists: dict | None = None, shapes: list[
     elif rng.random() < 0.5:
         core = core[0].upper() + core[1:]
     r = rng.random()
-    tail = (f" {rng.choice(WHEN)}" if r < 0.2 else f", {slots['insult']}" if r < 0.35
-            else rng.choice(THREAT_TAILS) if r < 0.42 else "")
-    if r < 0.2:  # a trailing time is what was asked ("... by noon"): rewrites that dropped it taught the starter
-        core, tail = core + tail, ""  # to drop a message's end; an insult or a threat is still left out
+    # A trailing time is what was asked ("... by noon"), so it is part of the core: rewrites that dropped it taught
+    # the starter to drop a message's end. An insult or a threat after it is still left out.
+    if r < 0.2:
+        core += f" {rng.choice(WHEN)}"
+    tail = ("" if r < 0.2 else f", {slots['insult']}" if r < 0.35 else rng.choice(THREAT_TAILS) if r < 0.42 else "")
     question = core.endswith("?") or core.split()[0].lower() in ("where", "why")
     end = ("?" if not core.endswith("?") else "") if question else rng.choice([".", "!", "", "?", "."])
     emoji = f" {rng.choice(EMOJI)}" if rng.random() < 0.05 else ""
