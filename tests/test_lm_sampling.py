@@ -162,7 +162,7 @@ def fresh_sampler():
     from app.lm import sampling
 
     saved = dict(sampling._NOW)
-    sampling._NOW.update(sampling=False, since=0.0, prompts=0, requests=0, cost=None)
+    sampling._NOW.update(sampling=False, since=0.0, prompts=0, requests=0, cost=sampling.BatchCost())
     yield sampling
     sampling._NOW.update(saved)
 

@@ -306,16 +306,15 @@ class BatchCost:
 _COALESCE = threading.Condition()
 _WAITING: list[_Waiting] = []
 # Guarded by _COALESCE: whether a caller of this process samples a batch now, since when and how many prompts, how
-# many requests of this process are in the sampler (waiting or sampling), and what its batches cost (a BatchCost,
-# None before the first).
-_NOW = {"sampling": False, "since": 0.0, "prompts": 0, "requests": 0, "cost": None}
+# many requests of this process are in the sampler (waiting or sampling), and what its batches cost.
+_NOW = {"sampling": False, "since": 0.0, "prompts": 0, "requests": 0, "cost": BatchCost()}
 
 
 def _expected_wait(prompts: int) -> float | None:
     """Seconds until `prompts` more would be sampled here: the batch under way, then one batch with every waiting
     prompt and these; None before this process has timed a batch. Call with _COALESCE held."""
     cost = _NOW["cost"]
-    if cost is None:
+    if not cost.timed:
         return None
     left = max(0.0, _NOW["since"] + cost.seconds(_NOW["prompts"]) - time.monotonic()) if _NOW["sampling"] else 0.0
     return left + cost.seconds(sum(len(w.prompts) for w in _WAITING) + prompts)
@@ -411,7 +410,6 @@ def sample_coalesced(
     finally:  # whatever happened, the others are answered and the next batch may start
         with _COALESCE:
             if error is None:
-                _NOW["cost"] = _NOW["cost"] or BatchCost()
                 _NOW["cost"].record(time.monotonic() - _NOW["since"], len(prompts))
             offset = 0
             for w in batch:
