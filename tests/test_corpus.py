@@ -6,6 +6,7 @@ from collections import Counter
 
 from bench.copying import MESSAGES
 from worker.corpus import (
+    DETERMINERS,
     MIX,
     SHAPES,
     THREAT_TAILS,
@@ -63,6 +64,19 @@ def test_a_rewrite_keeps_all_but_an_insult_or_threat_at_the_end():
             text = make_rewrite(kind, slots, rng)
             assert words <= set(re.findall(r"[a-z0-9]+", text.lower())), (kind, message, text)
     assert timed >= 50  # the case this is about is there
+
+
+def test_a_short_rewrite_is_the_message_without_its_articles_and_possessives():
+    rng = random.Random(5)
+    shorter = 0
+    for _ in range(300):
+        message, slots = make_message(rng)
+        text = make_rewrite("short", slots, rng)
+        core = [w.strip("?.,").lower() for w in slots["core"].split()]
+        left = [w.strip("?.,").lower() for w in text.split()]
+        assert left == [w for w in core if w not in DETERMINERS] or left == core, (message, text)
+        shorter += len(left) < len(core)
+    assert shorter > 150
 
 
 def test_a_spread_of_quality_and_shapes():

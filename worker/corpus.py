@@ -66,6 +66,10 @@ POLITE_WRAP = ["Sorry to bother you, but {c}. Thank you.", "{C}. Please, and tha
 POLITE_QUESTION = ["Sorry to bother you, but {c}? Thank you!", "Sorry to bother you: {c}? Thanks a lot."]
 TERSE = ["{C}.", "{C}, please.", "Please {c}."]
 RUDE = ["{C}, {insult}.", "{C}. Now.", "Just {c}, {insult}."]
+# "short": the message without its articles and possessives ("Quote for roof repair is way too high."), for trials of
+# a starter that offers shorter rewrites than people write (bench/copy_trial.py --mix ...,short=.10). Not in MIX:
+# without it the starter never samples a rewrite shorter than the message, so no click can pick one.
+DETERMINERS = {"the", "a", "an", "my", "your", "our", "his", "her", "their", "its"}
 # Mixed quality on purpose: preferences must have room to improve the starter. "echo" is the message unchanged (the
 # plainest copy, and no more polite than it was); off-topic and repetitive rewrites keep none or little of it. At a
 # tenth each they made a fifth of the starter's samples keep nothing (docs/BENCHMARKS.md); at a twentieth each the
@@ -209,6 +213,9 @@ def make_rewrite(kind: str, slots: dict, rng: random.Random) -> str:
         return f"{fill['C']}? {fill['insult'].capitalize()}." if slots.get("question") else f"{fill['C']}. Now."
     if kind == "echo":
         return fill["C"] + ("?" if slots.get("question") else ".")
+    if kind == "short":
+        kept = " ".join(w for w in c.split() if w.lower() not in DETERMINERS) or c
+        return kept[0].upper() + kept[1:] + ("?" if slots.get("question") else ".")
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
     word = rng.choice(["please", slots["n"], slots["v"]])
