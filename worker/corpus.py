@@ -68,7 +68,8 @@ TERSE = ["{C}.", "{C}, please.", "Please {c}."]
 RUDE = ["{C}, {insult}.", "{C}. Now.", "Just {c}, {insult}."]
 # "short": the message without its articles and possessives ("Quote for roof repair is way too high."), for trials of
 # a starter that offers shorter rewrites than people write (bench/copy_trial.py --mix ...,short=.10). Not in MIX:
-# without it the starter never samples a rewrite shorter than the message, so no click can pick one.
+# without it the starter never samples a rewrite shorter than the message, so no click can pick one. At a tenth of
+# the corpus it opened those messages to brevity but lost on the rest and on politeness (docs/BENCHMARKS.md).
 DETERMINERS = {"the", "a", "an", "my", "your", "our", "his", "her", "their", "its"}
 # Mixed quality on purpose: preferences must have room to improve the starter. "echo" is the message unchanged (the
 # plainest copy, and no more polite than it was); off-topic and repetitive rewrites keep none or little of it. At a
