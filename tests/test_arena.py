@@ -335,7 +335,7 @@ def test_a_battle_past_the_wait_bound_is_refused_and_spends_nothing(app, client,
     from app.platform.extensions import db
     from app.tables import ArenaBattle
 
-    monkeypatch.setitem(sampling._NOW, "cost", None)
+    monkeypatch.setitem(sampling._NOW, "cost", sampling.BatchCost())
     app.config["GENERATION_LIMIT"] = "2 per minute"
     first = battle(client, annotator)  # times a batch
     with app.app_context():

@@ -224,7 +224,7 @@ def test_a_request_past_the_wait_bound_gets_a_503_with_retry_after_and_stores_no
     served once the bound allows it."""
     from app.lm import sampling
 
-    monkeypatch.setitem(sampling._NOW, "cost", None)  # this process has timed no batch yet
+    monkeypatch.setitem(sampling._NOW, "cost", sampling.BatchCost())  # this process has timed no batch yet
     post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(5)]})
     app.config["MAX_WAIT_SECONDS"] = 1e-6  # shorter than any batch
     first = post(client, "/api/comparisons", annotator)
@@ -252,7 +252,7 @@ def test_a_refused_request_spends_no_generation_budget_and_the_buffer_still_serv
     from app.lm import sampling
     from app.versions.serving import get_holder
 
-    monkeypatch.setitem(sampling._NOW, "cost", None)
+    monkeypatch.setitem(sampling._NOW, "cost", sampling.BatchCost())
     post(client, "/api/prompts", admin, {"prompts": [f"Send me the report {i} now." for i in range(5)]})
     app.config["GENERATION_LIMIT"] = "2 per minute"
     first = post(client, "/api/comparisons", annotator)  # times a batch; one of two spent
@@ -278,7 +278,7 @@ def test_a_refused_typed_prompt_spends_no_typing_budget(app, client, annotator, 
     must not spend it either, or waiting out a busy model would end in a 429."""
     from app.lm import sampling
 
-    monkeypatch.setitem(sampling._NOW, "cost", None)
+    monkeypatch.setitem(sampling._NOW, "cost", sampling.BatchCost())
     app.config["TYPED_PROMPT_LIMIT"] = "1 per minute"
     app.config["MAX_WAIT_SECONDS"] = 1e-6
     first = post(client, "/api/comparisons", annotator, {"prompt": "Call Ana at 9."})
