@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 from bench.common import markdown_table
 from bench.judges import JUDGES
-from bench.realistic import split
+from bench.loop import prompt_sets
 
 # Anything but letters, digits, spaces and the punctuation people write: emoji and symbols.
 _SYMBOL = re.compile(r"\s*[^\w\s,.'?!:;/&()\-$%@#+]+")
@@ -44,7 +45,7 @@ def report(results: dict, *, measured: list[str]) -> tuple[list[list], dict[str,
     as written is good)."""
     runs = list(results.values())
     judge = JUDGES[runs[0]["judge"]]
-    samples = 3 * len(runs)  # the loop measures three samples per message and seed
+    samples = sum(run["rounds"][-1]["samples"] for run in runs) // len(measured)  # per message, over the seeds
     first = good_by_message(results, measured=measured, round_index=0)
     last = good_by_message(results, measured=measured, round_index=-1)
     passes = {m: judge.good(m, as_written(m)) for m in measured}
@@ -63,11 +64,12 @@ def main(argv=None) -> None:
     p.add_argument("loops", nargs="+", help="bench/loop.py --out files, each of one judge on the realistic set")
     args = p.parse_args(argv)
     for path in args.loops:
-        results = json.load(open(path, encoding="utf-8"))["results"]
+        results = json.loads(Path(path).read_text(encoding="utf-8"))["results"]
         first_run = next(iter(results.values()))
         if first_run["prompts"] != "realistic":
             raise SystemExit(f"{path}: measured on {first_run['prompts']!r} prompts; this reads the realistic set")
-        measured = split()[1][:first_run["heldout_prompts"]]
+        # The loop's own measured set, so the messages line up with its good_by_input.
+        _, measured = prompt_sets("realistic", pool=0, heldout=first_run["heldout_prompts"], seed=first_run["seed"])
         rows, split_rate = report(results, measured=measured)
         print(f"\n{path}: {first_run['judge']}, {len(results)} seeds, {len(rows)} messages with no good sample")
         print(markdown_table(["message", "good at the first round", "score as written", "good as written"], rows))

@@ -22,7 +22,9 @@ def test_brevity_asks_some_messages_to_be_shorter_than_written():
 
 def run(judge: str, seed: int, first: list[int], last: list[int]) -> dict:
     """A loop result as bench/loop.py writes it, cut down to what the report reads."""
-    return {"judge": judge, "seed": seed, "rounds": [{"good_by_input": first}, {"good_by_input": last}]}
+    samples = 3 * len(first)  # three a message, as the loop measures
+    return {"judge": judge, "seed": seed, "rounds": [{"good_by_input": first, "samples": samples},
+                                                     {"good_by_input": last, "samples": samples}]}
 
 
 def test_the_report_lists_messages_never_good_and_splits_the_rate_by_the_message_as_written():
