@@ -1,13 +1,14 @@
 """Why samples are not good: the share of samples meeting each requirement of the judges, per model.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/failures.py [--models PATH,...] [--prompts out|in]
-        [--heldout 80] [--seed 0]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/failures.py [--models PATH,...]
+        [--prompts out|in|realistic] [--heldout 80] [--seed 0]
 
 Samples each checkpoint (default: the default GPT-2 starter) 3 times on bench/loop.py's held-out prompts with the
 server's settings, as the loop measures it, and reports how many samples meet each requirement the judges share
 (well-formed, not repetitive, on topic, no insult, content kept) and each judge's own (two polite markers;
 shortness; nothing made up), beside each judge's good rate. The requirement met least often bounds
-that judge's good rate from above: no amount of clicks gets past it without the model learning it.
+that judge's good rate from above: no amount of clicks gets past it without the model learning it. Below them, the
+share of samples failing each part of well-formed (as the loop counts it, cut-off text included).
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from pathlib import Path
 from bench.common import cached_starter, markdown_table
 from bench.judges import (
     JUDGES,
+    SENTENCE_END,
     brevity_balance,
     content_kept,
     extra_words,
     has_insult,
     has_threat,
     invented,
+    max_run,
     off_topic,
     polite_markers,
     repetitive,
+    sensible,
+    spliced,
     well_formed,
+    words,
 )
 from bench.loop import generation_settings, prompt_sets, sample_model
 
@@ -57,6 +63,17 @@ NEEDS = {
 }
 
 
+# The parts of well_formed, each on its own (text, cut off at max_new_tokens): which of them a model misses.
+FORMED_PARTS = {
+    "does not end a sentence": lambda t, cut: not t.strip().endswith(SENTENCE_END),
+    "cut off mid-word at the token limit": lambda t, cut: cut and t.strip()[-1:].isalnum(),
+    "a character nobody writes": lambda t, cut: not all(sensible(c) for c in t.strip()),
+    "fewer than 2 words": lambda t, cut: len(words(t)) < 2,
+    "a word 3 times in a row": lambda t, cut: max_run(words(t)) >= 3,
+    "a spliced frame": lambda t, cut: spliced(t),
+}
+
+
 def shares(rows: list[dict]) -> dict[str, float]:
     """Share of samples meeting each check; each judge's good rate; and, per judge, each requirement's share among
     the samples meeting all its other requirements (the lowest is what stops that judge's good rate)."""
@@ -69,13 +86,17 @@ def shares(rows: list[dict]) -> dict[str, float]:
         for need in needs:
             rest = [m for m in met if all(m[n] for n in needs if n != need)]
             out[f"{judge}: {need}, given the rest"] = sum(m[need] for m in rest) / max(len(rest), 1)
+    cut = [(t, c) for r in rows for t, c in zip(r["samples"], r["truncated"], strict=True)]
+    out["well-formed as the loop counts it"] = sum(well_formed(t, truncated=c) for t, c in cut) / len(cut)
+    for name, fails in FORMED_PARTS.items():
+        out[f"not well-formed: {name}"] = sum(bool(fails(t, c)) for t, c in cut) / len(cut)
     return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="", help="checkpoint folders, comma-separated (default: the GPT-2 starter)")
-    p.add_argument("--prompts", choices=["in", "out"], default="out")
+    p.add_argument("--prompts", choices=["in", "out", "realistic"], default="out")
     p.add_argument("--heldout", type=int, default=80)
     p.add_argument("--pool", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="bench/loop.py's seed: picks its out-of-corpus prompts")

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from bench.failures import CHECKS, NEEDS, shares
-from bench.judges import JUDGES
+from bench.failures import CHECKS, FORMED_PARTS, NEEDS, shares
+from bench.judges import JUDGES, well_formed
 from worker.corpus import MIX, make_message, make_rewrite
 
 
@@ -33,10 +33,22 @@ def test_a_sample_is_good_exactly_when_it_meets_every_requirement(judge):
 
 def test_shares_count_samples_and_conditional_shares():
     rows = [{"input": "call the plumber", "samples": ["Please call the plumber, thank you.", "Call the plumber.",
-                                                     "Please please please please."]}]
+                                                     "Please please please please."],
+             "truncated": [False, False, False]}]
     out = shares(rows)
     assert out["good: politeness"] == pytest.approx(1 / 3)
     assert out["2+ polite markers"] == pytest.approx(1 / 3)
     # Of the samples meeting politeness's other requirements (the first two), one has two polite markers.
     assert out["politeness: 2+ polite markers, given the rest"] == pytest.approx(1 / 2)
     assert out["politeness: well-formed, given the rest"] == 1.0
+    assert out["well-formed as the loop counts it"] == pytest.approx(2 / 3)
+    assert out["not well-formed: a word 3 times in a row"] == pytest.approx(1 / 3)
+    assert out["not well-formed: does not end a sentence"] == 0.0
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_sample_is_well_formed_exactly_when_no_part_fails(cut):
+    texts = [t for _, t in samples()] + ["Could you please send the", "ok", "Please fix it \ufffd.",
+                                         "Could you please need the invoice?"]
+    for text in texts:
+        assert well_formed(text, truncated=cut) == (not any(f(text, cut) for f in FORMED_PARTS.values())), text

@@ -156,6 +156,38 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
     assert sampling._WAITING == [] and not sampling._NOW["sampling"] and sampling._NOW["requests"] == 0
 
 
+def test_batches_run_on_a_sampling_thread_of_the_lowest_priority_with_the_callers_context(starter_dir):
+    """sample_coalesced samples on one thread of this process under SCHED_IDLE (so answers and database round trips
+    preempt it); the calling thread keeps its priority; a batch sampled inside interruptible() still stops."""
+    import os
+    import threading
+
+    from app.lm import sampling
+
+    loaded = load_checkpoint(str(starter_dir["gpt2"]), device="cpu")
+    settings = {"n": 3, "max_new_tokens": 10}
+    prompt = loaded.format_prompt("Send it now.")
+    mine = os.sched_getscheduler(0)
+    seen = []
+    real = sampling.sample_batch
+
+    def recording(*args, **kwargs):
+        seen.append((threading.current_thread().name, os.sched_getscheduler(0)))
+        return real(*args, **kwargs)
+
+    sampling.sample_batch = recording
+    try:
+        sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=1, **settings)
+        with sampling.interruptible(lambda: True), pytest.raises(sampling.Interrupted):
+            sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=2, **settings)
+    finally:
+        sampling.sample_batch = real
+    assert [name.startswith("sampler") for name, _ in seen] == [True, True]
+    assert {policy for _, policy in seen} == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) == mine  # the caller is as it was
+    assert sampling._WAITING == [] and not sampling._NOW["sampling"] and sampling._NOW["requests"] == 0
+
+
 @pytest.fixture
 def fresh_sampler():
     """The process's sampler state as at start (no batch timed yet), put back afterwards."""

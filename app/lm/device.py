@@ -34,3 +34,16 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(n)))
+
+
+def lower_priority() -> None:
+    """Run the calling thread, and the threads it starts, only on CPU that requests leave idle (SCHED_IDLE; nice 10
+    where the OS has no such policy). Linux keeps both per thread: the prefetcher calls it first thing, the web's
+    sampling thread as it starts."""
+    # A request is a dozen round trips between a web worker and a database process, each woken in turn. At nice 10
+    # a woken process still waits for the refill's time slice to run out, a few ms a round trip; any SCHED_IDLE
+    # task is preempted at once (bench/load.py, Postgres p95 at 20 annotators: 76 ms at nice 10, 46 ms idle).
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(10)

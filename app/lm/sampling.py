@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextvars
 import math
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple
 
 from app.lm.checkpoint import LoadedModel
+from app.lm.device import lower_priority
 from app.platform.exceptions import Busy
 
 # Sampling seeds torch's global RNG, so generations in one process run one at a time: that keeps every stored seed
@@ -303,6 +306,23 @@ class BatchCost:
         return self.fit().seconds(prompts)
 
 
+# The batches of sample_coalesced run on one thread of their own per process, at the lowest CPU priority: the
+# threads that store answers, and the database processes they wait on, preempt it at once instead of waiting for a
+# batch's time slice (bench/load.py, Postgres answer p95 at 40 and 80 annotators: docs/BENCHMARKS.md). One thread:
+# batches run one at a time anyway. Made on first use, and again after a fork, in the process that samples.
+_SAMPLER: dict = {"pid": None, "pool": None}
+_SAMPLER_LOCK = threading.Lock()
+
+
+def _sampling_thread() -> ThreadPoolExecutor:
+    """This process's sampling thread."""
+    with _SAMPLER_LOCK:
+        if _SAMPLER["pid"] != os.getpid():
+            _SAMPLER.update(pid=os.getpid(), pool=ThreadPoolExecutor(1, thread_name_prefix="sampler",
+                                                                     initializer=lower_priority))
+        return _SAMPLER["pool"]
+
+
 _COALESCE = threading.Condition()
 _WAITING: list[_Waiting] = []
 # Guarded by _COALESCE: whether a caller of this process samples a batch now, since when and how many prompts, how
@@ -404,7 +424,11 @@ def sample_coalesced(
         _NOW.update(sampling=True, since=time.monotonic(), prompts=len(prompts))
     results, error = None, RuntimeError("the batch this request joined was interrupted")
     try:
-        results, error = sample_batch(loaded, model_prompts=prompts, seed=seed, **settings), None
+        # The caller's context goes with the batch: a prefetcher's refill is sampled inside interruptible().
+        run = contextvars.copy_context().run
+        results = _sampling_thread().submit(run, sample_batch, loaded, model_prompts=prompts, seed=seed,
+                                            **settings).result()
+        error = None
     except Exception as exc:  # noqa: BLE001 - handed to every request of the batch, each raises it
         error = exc
     finally:  # whatever happened, the others are answered and the next batch may start

@@ -427,21 +427,10 @@ def serve_requests(app: Flask, conn, *, pace: Pace, wait: float = 0.0) -> int:
     return served
 
 
-def lower_priority() -> None:
-    """Run this process only on CPU that requests leave idle (SCHED_IDLE; nice 10 where the OS has no such policy)."""
-    # A request is a dozen round trips between a web worker and a database process, each woken in turn. At nice 10
-    # a woken process still waits for the refill's time slice to run out, a few ms a round trip; any SCHED_IDLE
-    # task is preempted at once (bench/load.py, Postgres p95 at 20 annotators: 76 ms at nice 10, 46 ms idle).
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(10)
-
-
 def main() -> None:
     """Entry point of the prefetcher process (configured from the environment, like the web)."""
     from app import create_app
-    from app.lm.device import set_threads
+    from app.lm.device import lower_priority, set_threads
 
     logging.basicConfig(level=logging.INFO, format="[prefetch] %(levelname)s %(message)s")
     app = create_app()
