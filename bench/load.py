@@ -182,6 +182,13 @@ def annotate(srv, user: str, *, deadline: float, think: float, out: dict, seed: 
         comp = nxt
 
 
+def tracebacks(log_path, *, most: int = 3, lines: int = 40) -> list[str]:
+    """The first `most` tracebacks in a server log, `lines` lines each."""
+    text = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    starts = [i for i, line in enumerate(text) if line.startswith("Traceback")][:most]
+    return ["\n".join(text[i:i + lines]) for i in starts]
+
+
 def quantiles(values: list[float]) -> dict:
     """p50 and p95 in ms, None for a run that has none (no annotator got a second comparison in time)."""
     if not values:
@@ -258,6 +265,7 @@ def run_backend(backend: str, args, starter: Path, redis_url: str, tmp: Path, *,
         "answer_ms": quantiles(answer_ms), "next_ms": quantiles(next_ms),
         # A run in which nobody got as far as a second comparison says why in the app's own words.
         "log_tail": "" if ms else srv.log_tail(80),
+        "tracebacks": tracebacks(srv.log_path),  # what any 500 was, in the server's words
         "acked": acked, "rows": rows, "acked_equals_rows": acked == rows,
         "handed_out": len(places), "from_buffer": places.count("buffer"),
         "handed_to_prefetcher": places.count("prefetcher"), "sampled_in_web": places.count("web"),
