@@ -308,7 +308,8 @@ class BatchCost:
 
 # The batches of sample_coalesced run on one thread of their own per process, at the lowest CPU priority: the
 # threads that store answers, and the database processes they wait on, preempt it at once instead of waiting for a
-# batch's time slice (bench/load.py, Postgres answer p95 at 40 and 80 annotators: docs/BENCHMARKS.md). One thread:
+# batch's time slice (bench/load.py at 20 and 60 annotators: docs/BENCHMARKS.md, "The web's batches on a sampling
+# thread"; answer p95 and the buffer's share both better). One thread:
 # batches run one at a time anyway. Made on first use, and again after a fork, in the process that samples.
 _SAMPLER: dict = {"pid": None, "pool": None}
 _SAMPLER_LOCK = threading.Lock()
