@@ -19,21 +19,17 @@ from pathlib import Path
 from bench.common import cached_starter, markdown_table
 from bench.judges import (
     JUDGES,
-    SENTENCE_END,
+    MALFORMED,
     brevity_balance,
     content_kept,
     extra_words,
     has_insult,
     has_threat,
     invented,
-    max_run,
     off_topic,
     polite_markers,
     repetitive,
-    sensible,
-    spliced,
     well_formed,
-    words,
 )
 from bench.loop import generation_settings, prompt_sets, sample_model
 
@@ -63,17 +59,6 @@ NEEDS = {
 }
 
 
-# The parts of well_formed, each on its own (text, cut off at max_new_tokens): which of them a model misses.
-FORMED_PARTS = {
-    "does not end a sentence": lambda t, cut: not t.strip().endswith(SENTENCE_END),
-    "cut off mid-word at the token limit": lambda t, cut: cut and t.strip()[-1:].isalnum(),
-    "a character nobody writes": lambda t, cut: not all(sensible(c) for c in t.strip()),
-    "fewer than 2 words": lambda t, cut: len(words(t)) < 2,
-    "a word 3 times in a row": lambda t, cut: max_run(words(t)) >= 3,
-    "a spliced frame": lambda t, cut: spliced(t),
-}
-
-
 def shares(rows: list[dict]) -> dict[str, float]:
     """Share of samples meeting each check; each judge's good rate; and, per judge, each requirement's share among
     the samples meeting all its other requirements (the lowest is what stops that judge's good rate)."""
@@ -88,7 +73,7 @@ def shares(rows: list[dict]) -> dict[str, float]:
             out[f"{judge}: {need}, given the rest"] = sum(m[need] for m in rest) / max(len(rest), 1)
     cut = [(t, c) for r in rows for t, c in zip(r["samples"], r["truncated"], strict=True)]
     out["well-formed as the loop counts it"] = sum(well_formed(t, truncated=c) for t, c in cut) / len(cut)
-    for name, fails in FORMED_PARTS.items():
+    for name, fails in MALFORMED.items():
         out[f"not well-formed: {name}"] = sum(bool(fails(t, c)) for t, c in cut) / len(cut)
     return out
 

@@ -77,18 +77,23 @@ def max_run(tokens: list[str]) -> int:
     return best
 
 
+# The ways a text is not well-formed, each on its own (text, truncated): well_formed is none of them, and
+# bench/failures.py counts which ones a model's samples show.
+MALFORMED = {
+    "does not end a sentence": lambda t, cut: not t.strip().endswith(SENTENCE_END),
+    "cut off mid-word at the token limit": lambda t, cut: cut and t.strip()[-1:].isalnum(),
+    "a character nobody writes": lambda t, cut: not all(sensible(c) for c in t.strip()),
+    "fewer than 2 words": lambda t, cut: len(words(t)) < 2,
+    "a word 3 times in a row": lambda t, cut: max_run(words(t)) >= 3,
+    "a spliced frame": lambda t, cut: spliced(t),
+}
+
+
 def well_formed(text: str, *, truncated: bool = False) -> bool:
-    """Ends with sentence punctuation, only sensible characters, no word 3+ times in a row, at least 2 words,
-    and not cut off mid-word (truncated: generation stopped at max tokens rather than at the end token)."""
-    text = text.strip()
-    if not text or not all(sensible(c) for c in text):
-        return False
-    if truncated and text[-1].isalnum():
-        return False
-    if not text.endswith(SENTENCE_END):
-        return False
-    tokens = words(text)
-    return len(tokens) >= 2 and max_run(tokens) < 3 and not spliced(text)
+    """Ends with sentence punctuation, only sensible characters, no word 3+ times in a row, at least 2 words, no
+    spliced frame, and not cut off mid-word (truncated: generation stopped at max tokens rather than at the end
+    token)."""
+    return not any(fails(text, truncated) for fails in MALFORMED.values())
 
 
 def spliced(text: str) -> bool:

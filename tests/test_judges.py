@@ -9,6 +9,7 @@ import pytest
 from bench.judges import (
     BREVITY_EXTRA,
     JUDGES,
+    MALFORMED,
     brevity,
     content_kept,
     content_words,
@@ -187,3 +188,17 @@ def test_the_simulated_annotator_answers_all_bad_when_nothing_passes():
     assert answer_for([(0.95, 1), (1.0, 2), (0.2, 3)], POL, rng, also_good="0")[0] == {"candidate_id": 2}
     body, kind = answer_for([(0.1, 1), (0.1, 2), (0.1, 3)], POL, rng, noise=1.0)
     assert kind == "choice noisy" and body["candidate_id"] in (1, 2, 3)
+
+
+@pytest.mark.parametrize(("text", "cut", "parts"), [
+    ("Please send the report now.", False, []),
+    ("Could you please send the", True, ["does not end a sentence", "cut off mid-word at the token limit"]),
+    ("Could you please send the", False, ["does not end a sentence"]),
+    ("Ok.", False, ["fewer than 2 words"]),
+    ("Please fix it \ufffd.", False, ["a character nobody writes"]),
+    ("Fix it it it now.", False, ["a word 3 times in a row"]),
+    ("Could you please need the invoice?", False, ["a spliced frame"]),
+])
+def test_each_way_of_not_being_well_formed_is_named_on_its_own(text, cut, parts):
+    assert [name for name, fails in MALFORMED.items() if fails(text, cut)] == parts
+    assert well_formed(text, truncated=cut) == (not parts)

@@ -156,7 +156,7 @@ def test_requests_waiting_together_are_sampled_in_one_batch(starter_dir, monkeyp
     assert sampling._WAITING == [] and not sampling._NOW["sampling"] and sampling._NOW["requests"] == 0
 
 
-def test_batches_run_on_a_sampling_thread_of_the_lowest_priority_with_the_callers_context(starter_dir):
+def test_batches_run_on_a_sampling_thread_of_the_lowest_priority_with_the_callers_context(starter_dir, monkeypatch):
     """sample_coalesced samples on one thread of this process under SCHED_IDLE (so answers and database round trips
     preempt it); the calling thread keeps its priority; a batch sampled inside interruptible() still stops."""
     import os
@@ -175,13 +175,10 @@ def test_batches_run_on_a_sampling_thread_of_the_lowest_priority_with_the_caller
         seen.append((threading.current_thread().name, os.sched_getscheduler(0)))
         return real(*args, **kwargs)
 
-    sampling.sample_batch = recording
-    try:
-        sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=1, **settings)
-        with sampling.interruptible(lambda: True), pytest.raises(sampling.Interrupted):
-            sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=2, **settings)
-    finally:
-        sampling.sample_batch = real
+    monkeypatch.setattr(sampling, "sample_batch", recording)
+    sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=1, **settings)
+    with sampling.interruptible(lambda: True), pytest.raises(sampling.Interrupted):
+        sampling.sample_coalesced(loaded, model_prompts=[prompt], seed=2, **settings)
     assert [name.startswith("sampler") for name, _ in seen] == [True, True]
     assert {policy for _, policy in seen} == {os.SCHED_IDLE}
     assert os.sched_getscheduler(0) == mine  # the caller is as it was

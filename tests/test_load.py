@@ -15,7 +15,6 @@ def test_a_busy_503_is_waited_out_for_its_retry_after_and_recorded(monkeypatch):
     assert out == {"busy_waits": [7, 1]} and slept == [7, 1]  # 1 s at least, as the page waits
 
 
-
 def test_a_runs_record_keeps_the_first_tracebacks_of_the_server_log(tmp_path):
     log = tmp_path / "gunicorn.log"
     entries = [f"Traceback (most recent call last):\n  File \"x.py\", line {i}\nValueError: {i}" for i in range(5)]
